@@ -1,0 +1,44 @@
+"""mutexctl: named leases (mutexes with a timeout) on a shared store, for CLIs and services.
+
+    import mutexctl
+    svc = mutexctl.connect()
+    if svc.P("module-service-action", "node-7", 1000):
+        try: ...
+        finally: svc.V("module-service-action")
+"""
+
+from __future__ import annotations
+
+from .config import Settings, load_settings
+from .errors import (ConfigError, LeaseExpiredError, LeaseLostError, LockHeldError, MutexctlError,
+                     NotOwnerError, SchemaError, StoreError, StoreUnavailableError, UsageError, WaitTimeoutError)
+from .models import ForcedRelease, Holder, Lease, MutexState
+from .mutex import HeldLease, LeaseKeeper, RunResult, Service, connect
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "ForcedRelease",
+    "HeldLease",
+    "Holder",
+    "Lease",
+    "LeaseExpiredError",
+    "LeaseKeeper",
+    "LeaseLostError",
+    "LockHeldError",
+    "MutexState",
+    "MutexctlError",
+    "NotOwnerError",
+    "RunResult",
+    "SchemaError",
+    "Service",
+    "Settings",
+    "StoreError",
+    "StoreUnavailableError",
+    "UsageError",
+    "WaitTimeoutError",
+    "__version__",
+    "connect",
+    "load_settings",
+]

@@ -1,0 +1,275 @@
+"""The Typer app. Commands are thin: parse, call one core function, render."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+from ..config import load_settings, parse_timeout_ms, parse_wait_s
+from ..errors import LeaseLostError, LockHeldError, MutexctlError, UsageError
+from ..models import validate_mutex_id
+from ..mutex import Service
+from . import exit_codes
+from .output import Output, forced_doc, human_ms, lease_doc, render_status, state_doc
+
+HELP = """Named leases (mutexes with a timeout) shared through a database, for scripts, CI/CD and on-call.
+
+The store is an embedded SQLite file by default (one host); give --store mongodb://… for a fleet."""
+
+EPILOG = "Exit status: 0 ok, 1 held or wait timed out, 2 usage, 3 not the owner, 69 store unavailable, " \
+         "75 lease lost, 78 configuration. See man mutexctl."
+
+app = typer.Typer(
+    name="mutexctl", help=HELP, epilog=EPILOG, no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False, pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich" if sys.stdout.isatty() else None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class Invocation:
+    """What the global options and the running command agreed on; ``run`` reads it to exit."""
+
+    config: str | None = None
+    store: str | None = None
+    node_id: str | None = None
+    as_json: bool = False
+    verbose: int = 0
+    debug: bool = False
+    conflict_code: int = exit_codes.CONFLICT
+    out: Output = field(default_factory=Output)
+
+    def merge(self, config: str | None, store: str | None, node_id: str | None, as_json: bool, verbose: int,
+              debug: bool) -> Invocation:
+        self.config = config or self.config
+        self.store = store or self.store
+        self.node_id = node_id or self.node_id
+        self.as_json = self.as_json or as_json
+        self.verbose = max(self.verbose, verbose)
+        self.debug = self.debug or debug
+        self.out = Output(as_json=self.as_json, verbose=self.verbose, debug=self.debug)
+        return self
+
+    def service(self) -> Service:
+        return Service(load_settings(config=self.config, store=self.store, node_id=self.node_id))
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mutexctl {__version__}")
+        raise typer.Exit(0)
+
+
+# Shared options, declared once; they work before the command name and after it.
+ConfigOpt = Annotated[Optional[str], typer.Option(
+    "--config", metavar="FILE", help="YAML parameter file [env: MUTEXCTL_CONFIG].", show_default=False)]
+StoreOpt = Annotated[Optional[str], typer.Option(
+    "--store", metavar="URL", help="sqlite:///path.db or mongodb://… [env: MUTEXCTL_STORE].", show_default=False)]
+NodeOpt = Annotated[Optional[str], typer.Option(
+    "--node-id", metavar="ID", help="Who holds leases; default: the host name [env: MUTEXCTL_NODE_ID].",
+    show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, errors included.")]
+VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="Say more on stderr.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
+VersionOpt = Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")]
+
+
+@app.callback()
+def main_options(ctx: typer.Context, config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None,
+                 as_json: JsonOpt = False, verbose: VerboseOpt = 0, debug: DebugOpt = False,
+                 version: VersionOpt = False) -> None:
+    ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
+
+
+@app.command(context_settings={"ignore_unknown_options": False})
+def acquire(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
+    command: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[-- COMMAND [ARGS]...]", help="Run this command while holding the lease.", show_default=False)] = None,
+    timeout: Annotated[Optional[str], typer.Option(
+        "-t", "--timeout", metavar="DURATION", help="Lease length (e.g. 500ms, 30s, 2m); default 30s.",
+        show_default=False)] = None,
+    wait: Annotated[Optional[str], typer.Option(
+        "-w", "--wait", metavar="DURATION", help="Wait up to this long for a busy mutex; inf for ever.",
+        show_default=False)] = None,
+    nonblock: Annotated[bool, typer.Option("-n", "--nonblock", help="Try once; do not wait (the default).")] = False,
+    conflict_exit_code: Annotated[Optional[int], typer.Option(
+        "-E", "--conflict-exit-code", metavar="N", help="Exit status when the mutex is busy (default 1).",
+        show_default=False)] = None,
+    config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0, debug: DebugOpt = False,
+) -> int:
+    """Take a lease: print its fence (token) on stdout, or run COMMAND under it and release it after.
+
+    In exec mode the lease is renewed every timeout/3; if it cannot be, the command's process group
+    gets SIGTERM, then SIGKILL, before the lease could pass to another node (exit 75).
+    """
+    inv = ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
+    if conflict_exit_code is not None:
+        if not 0 <= conflict_exit_code <= 255:
+            raise UsageError(f"--conflict-exit-code {conflict_exit_code} is not an exit status",
+                             hint="use 0-255")
+        inv.conflict_code = conflict_exit_code
+    validate_mutex_id(name)
+    if wait is not None and nonblock:
+        raise UsageError("--wait and --nonblock exclude each other", hint="use one of them")
+    timeout_s = parse_timeout_ms(timeout, what="--timeout") / 1000 if timeout is not None else None
+    wait_s = 0.0 if nonblock else (parse_wait_s(wait, what="--wait") if wait is not None else None)
+    out = inv.out
+
+    def waiting(held: LockHeldError, elapsed: float) -> None:
+        out.progress(f"waiting for '{name}': {held.message} [{human_ms(elapsed * 1000)}]")
+
+    with inv.service() as svc:
+        if command:
+            return _run_command(inv, svc, name, command, timeout_s, wait_s, waiting)
+        lease = svc.acquire(name, timeout=timeout_s, wait=wait_s, on_wait=waiting)
+    if inv.as_json:
+        out.doc({"ok": True, **lease_doc(lease)})
+    else:
+        out.data(str(lease.fence))
+        out.detail(f"acquired '{name}' as {lease.node_id} for {human_ms(lease.timeout_ms)} (fence {lease.fence}); "
+                   f"release with: mutexctl release {name} --token {lease.fence}")
+    return exit_codes.SUCCESS
+
+
+def _run_command(inv: Invocation, svc: Service, name: str, command: list[str], timeout_s: float | None,
+                 wait_s: float | None, waiting: object) -> int:
+    out = inv.out
+    result = svc.run(name, command, timeout=timeout_s, wait=wait_s, on_wait=waiting)  # type: ignore[arg-type]
+    if result.lost is not None:
+        error = LeaseLostError(f"lease on '{name}' (fence {result.fence}) was lost: {result.lost}; "
+                               f"the command was stopped (status {result.status})",
+                               hint="see 'mutexctl status'; a longer --timeout tolerates longer store outages")
+        out.fail(error, exit_codes.LEASE_LOST)
+        return exit_codes.LEASE_LOST
+    if result.release_error is not None:
+        out.note(f"mutexctl: warning: the command finished but the lease was not released: "
+                 f"{result.release_error.message}")
+    if inv.as_json:
+        out.doc({"ok": True, "mutex": name, "fence": result.fence, "status": result.status})
+    return result.status
+
+
+@app.command()
+def release(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
+    token: Annotated[Optional[int], typer.Option(
+        "--token", metavar="FENCE", help="Release only this lease (the fence acquire printed).",
+        show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Break the lease whoever holds it (on the record).")] = False,
+    reason: Annotated[Optional[str], typer.Option(
+        "--reason", metavar="TEXT", help="Why a lease is forced; required with --force.", show_default=False)] = None,
+    config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0, debug: DebugOpt = False,
+) -> int:
+    """Release a lease held by this node (and --token), or break a stuck one with --force --reason."""
+    inv = ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
+    validate_mutex_id(name)
+    if force and not (reason and reason.strip()):
+        raise UsageError("--force needs --reason", hint='add --reason "why the lease is stuck"; it is recorded')
+    if reason is not None and not force:
+        raise UsageError("--reason only goes with --force")
+    if force and token is not None:
+        raise UsageError("--token and --force exclude each other", hint="--force ignores the owner")
+    with inv.service() as svc:
+        if force:
+            before = svc.force_release(name, reason=reason or "")
+            _report_forced(inv, name, before)
+            return exit_codes.SUCCESS
+        svc.release(name, token=token)
+    if inv.as_json:
+        inv.out.doc({"ok": True, "mutex": name, "released": True})
+    else:
+        inv.out.detail(f"released '{name}'")
+    return exit_codes.SUCCESS
+
+
+def _report_forced(inv: Invocation, name: str, before: object) -> None:
+    from ..models import MutexState
+
+    held = isinstance(before, MutexState)
+    if inv.as_json:
+        previous = {"previous_holder": before.taken_by, "previous_fence": before.fence} if held else {}
+        inv.out.doc({"ok": True, "mutex": name, "released": held, **previous})
+    elif held:
+        inv.out.note(f"force-released '{name}' from {before.taken_by} (fence {before.fence}, "
+                     f"{before.state}); recorded")
+    else:
+        inv.out.note(f"'{name}' was not held; nothing to release")
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Argument(help="Show only this mutex.", show_default=False)] = None,
+    config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0, debug: DebugOpt = False,
+) -> int:
+    """Show every mutex: held, expired or free; who holds it, since when, time left, and why it is stuck."""
+    inv = ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
+    if name is not None:
+        validate_mutex_id(name)
+    with inv.service() as svc:
+        states = svc.status(name)
+        forced = svc.forced_releases(name, limit=5)
+        store_url = svc.store.url
+    if inv.as_json:
+        import socket
+
+        host = socket.gethostname()
+        inv.out.doc({"ok": True, "store": store_url, "mutexes": [state_doc(s, host) for s in states],
+                     "forced_releases": [forced_doc(f) for f in forced]})
+        return exit_codes.SUCCESS
+    if not states and name is not None:
+        inv.out.note(f"'{name}' has never been taken: free")
+        return exit_codes.SUCCESS
+    render_status(inv.out, states, forced)
+    return exit_codes.SUCCESS
+
+
+def _scan_flags(argv: list[str]) -> tuple[bool, bool]:
+    """--json/--debug before any ``--``: needed to report errors that stop parsing itself."""
+    head = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in head, "--debug" in head
+
+
+def run(argv: list[str]) -> int:
+    """Parse and run one command line; every outcome becomes an exit status here."""
+    as_json, debug = _scan_flags(argv)
+    inv = Invocation(as_json=as_json, debug=debug, out=Output(as_json=as_json, debug=debug))
+    try:
+        command = typer.main.get_command(app)
+        result = command.main(args=argv, prog_name="mutexctl", standalone_mode=False, obj=inv)
+        return result if isinstance(result, int) else exit_codes.SUCCESS
+    except typer.TyperException as exc:  # the parser's usage errors
+        where = getattr(getattr(exc, "ctx", None), "command_path", "mutexctl")
+        error = UsageError(exc.format_message().strip(), hint=f"see '{where} --help'")
+        inv.out.fail(error, exc.exit_code)
+        return exc.exit_code
+    except typer.Abort:
+        return 130
+    except MutexctlError as exc:
+        code = exit_codes.exit_code_for(exc, conflict_code=inv.conflict_code)
+        inv.out.fail(exc, code)
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return exit_codes.SUCCESS
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no locals, no URL
+        if inv.debug:
+            traceback.print_exc()
+        inv.out.fail(MutexctlError(f"internal error: {exc.__class__.__name__}: {exc}",
+                                   hint="rerun with --debug for the traceback, and report it"),
+                     exit_codes.INTERNAL)
+        return exit_codes.INTERNAL

@@ -1,0 +1,52 @@
+"""The one table from outcomes to exit statuses. README.md and man/mutexctl.1 repeat it (a test checks)."""
+
+from __future__ import annotations
+
+from ..errors import (ConfigError, LeaseLostError, LockHeldError, MutexctlError, NotOwnerError, SchemaError,
+                      StoreError, StoreUnavailableError, UsageError)
+
+SUCCESS = 0
+CONFLICT = 1
+USAGE = 2
+NOT_OWNER = 3
+SCHEMA = 4
+UNAVAILABLE = 69
+INTERNAL = 70
+LEASE_LOST = 75
+CONFIG = 78
+
+EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
+    ("0", "success"),
+    ("1", "lock held by another node, or the wait timed out (-E/--conflict-exit-code N changes it)"),
+    ("2", "usage error"),
+    ("3", "not the owner, or the lease already expired (release/renew)"),
+    ("4", "schema missing or at another version"),
+    ("69", "store unavailable"),
+    ("70", "internal error (traceback only with --debug)"),
+    ("75", "lease lost while the command ran; the command was stopped"),
+    ("78", "configuration error"),
+    ("126, 127", "exec mode: the command could not be run (not executable, not found)"),
+    ("child's / 128+N", "exec mode: the command's own status, or 128+N if signal N killed it"),
+)
+
+# Most specific class first: the first isinstance match wins.
+_BY_ERROR: tuple[tuple[type[MutexctlError], int], ...] = (
+    (LockHeldError, CONFLICT),
+    (UsageError, USAGE),
+    (NotOwnerError, NOT_OWNER),
+    (SchemaError, SCHEMA),
+    (StoreUnavailableError, UNAVAILABLE),
+    (StoreError, INTERNAL),
+    (LeaseLostError, LEASE_LOST),
+    (ConfigError, CONFIG),
+)
+
+
+def exit_code_for(error: MutexctlError, *, conflict_code: int = CONFLICT) -> int:
+    status = getattr(error, "status", None)  # CommandStartError carries the shell's 126/127
+    if isinstance(status, int):
+        return status
+    for cls, code in _BY_ERROR:
+        if isinstance(error, cls):
+            return conflict_code if code == CONFLICT else code
+    return INTERNAL

@@ -1,0 +1,208 @@
+"""Rendering: data on stdout, people's text on stderr, JSON with --json, rich only on a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from ..errors import MutexctlError
+from ..models import ForcedRelease, Lease, MutexState, iso_ms
+from ..stores import mask_url
+
+
+def human_ms(milliseconds: float) -> str:
+    """``850ms``, ``12.3s``, ``4m05s``, ``2h03m``, ``3d04h``."""
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f}ms"
+    seconds = milliseconds / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+class Output:
+    def __init__(self, *, as_json: bool = False, verbose: int = 0, debug: bool = False) -> None:
+        self.as_json = as_json
+        self.verbose = verbose
+        self.debug = debug
+        self.stderr_tty = sys.stderr.isatty()
+        self.color = self.stderr_tty and "NO_COLOR" not in os.environ
+        self._progress_shown = False
+
+    def data(self, text: str) -> None:
+        print(text, flush=True)
+
+    def doc(self, document: dict[str, Any]) -> None:
+        print(json.dumps(document, indent=None, sort_keys=False, default=str), flush=True)
+
+    def note(self, text: str) -> None:
+        """A line for people, on stderr (never in --json mode's stdout)."""
+        self.end_progress()
+        print(mask_url(text), file=sys.stderr, flush=True)
+
+    def detail(self, text: str) -> None:
+        """A note shown on a terminal or with -v; scripts' stderr stays quiet."""
+        if self.verbose or self.stderr_tty:
+            self.note(text)
+
+    def fail(self, error: BaseException, code: int) -> None:
+        """One line ``mutexctl: <message>`` (plus a hint line), or the --json error document."""
+        message = mask_url(getattr(error, "message", None) or str(error) or error.__class__.__name__)
+        hint = getattr(error, "hint", None)
+        kind = getattr(error, "kind", "internal" if not isinstance(error, MutexctlError) else "error")
+        if self.as_json:
+            self.doc({"ok": False, "error": {"kind": kind, "message": message, "exit_code": code,
+                                             **({"hint": hint} if hint else {})}})
+            return
+        self.end_progress()
+        print(f"mutexctl: {message}", file=sys.stderr)
+        if hint:
+            print(f"hint: {mask_url(hint)}", file=sys.stderr)
+        sys.stderr.flush()
+
+    def progress(self, text: str) -> None:
+        """While waiting: a live line on a terminal, one line otherwise."""
+        if self.as_json and not self.stderr_tty:
+            return
+        if self.stderr_tty:
+            sys.stderr.write(f"\r\x1b[K{text}")
+            sys.stderr.flush()
+            self._progress_shown = True
+        elif not self._progress_shown:
+            print(text, file=sys.stderr, flush=True)
+            self._progress_shown = True
+
+    def end_progress(self) -> None:
+        if self._progress_shown and self.stderr_tty:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+        self._progress_shown = self._progress_shown and not self.stderr_tty
+
+
+def lease_doc(lease: Lease) -> dict[str, Any]:
+    return {"mutex": lease.mutex_id, "node": lease.node_id, "fence": lease.fence, "timeout_ms": lease.timeout_ms,
+            "taken_at": iso_ms(lease.taken_at), "expires_at": iso_ms(lease.expires_at)}
+
+
+def holder_alive(state: MutexState, this_host: str) -> bool | None:
+    """Whether the holder's process still runs: known only when it ran on this host."""
+    if state.holder is None or state.holder.host != this_host or not state.holder.pid:
+        return None
+    try:
+        os.kill(state.holder.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def diagnose(state: MutexState, this_host: str) -> str:
+    """Why a mutex is in its state, in words on-call can act on."""
+    if state.state == "free":
+        return "free: the next acquire takes it"
+    if state.state == "expired":
+        return "lease expired: the next acquire takes it"
+    left = human_ms(state.remaining_ms or 0)
+    alive = holder_alive(state, this_host)
+    if alive is False:
+        return (f"holder pid {state.holder.pid if state.holder else '?'} is gone from this host and nobody renews "
+                f"the lease: it frees itself in {left}, or use release --force --reason")
+    if alive:
+        return f"holder pid {state.holder.pid if state.holder else '?'} is running; lease ends in {left} unless renewed"
+    return f"held by {state.taken_by} on another host; lease ends in {left} unless renewed"
+
+
+def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
+    holder = state.holder
+    return {
+        "mutex": state.mutex_id, "state": state.state, "taken": state.taken, "taken_by": state.taken_by,
+        "host": holder.host if holder else None, "pid": holder.pid if holder else None,
+        "user": holder.user if holder else None, "command": holder.command if holder else None,
+        "taken_at": iso_ms(state.taken_at) if state.taken_at else None,
+        "expires_at": iso_ms(state.expires_at) if state.expires_at else None,
+        "remaining_ms": state.remaining_ms, "timeout_ms": state.timeout_ms, "fence": state.fence,
+        "why": diagnose(state, this_host),
+    }
+
+
+def forced_doc(record: ForcedRelease) -> dict[str, Any]:
+    return {"mutex": record.mutex_id, "at": iso_ms(record.at), "by_node": record.by_node, "by_user": record.by_user,
+            "by_host": record.by_host, "reason": record.reason, "previous_holder": record.previous_holder,
+            "previous_fence": record.previous_fence}
+
+
+_COLUMNS = ("MUTEX", "STATE", "NODE", "HOST", "PID", "COMMAND", "TAKEN AT", "LEFT", "TIMEOUT", "FENCE")
+
+
+def status_rows(states: Sequence[MutexState]) -> list[tuple[str, ...]]:
+    rows = []
+    for s in states:
+        held = s.taken
+        h = s.holder
+        rows.append((s.mutex_id, s.state, (s.taken_by or "-") if held else "-", (h.host if h and held else "-"),
+                     str(h.pid) if h and held else "-", _clip(h.command, 40) if h and held else "-",
+                     _when(s.taken_at) if held else "-",
+                     human_ms(s.remaining_ms) if s.state == "held" and s.remaining_ms is not None else "-",
+                     human_ms(s.timeout_ms) if s.timeout_ms else "-", str(s.fence)))
+    return rows
+
+
+def render_status(out: Output, states: Sequence[MutexState], forced: Sequence[ForcedRelease]) -> None:
+    this_host = socket.gethostname()
+    rows = status_rows(states)
+    if sys.stdout.isatty():
+        _render_rich(out, states, rows, forced, this_host)
+        return
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(_COLUMNS)]
+    print("  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip())
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    for state in states:
+        if state.state != "free":
+            print(f"# {state.mutex_id}: {diagnose(state, this_host)}")
+    for record in forced:
+        print(f"# forced release of {record.mutex_id} at {iso_ms(record.at)} by {record.by_user}@{record.by_host} "
+              f"({record.by_node}): {record.reason} [was {record.previous_holder}, fence {record.previous_fence}]")
+
+
+def _render_rich(out: Output, states: Sequence[MutexState], rows: list[tuple[str, ...]],
+                 forced: Sequence[ForcedRelease], this_host: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(no_color="NO_COLOR" in os.environ)
+    table = Table(*_COLUMNS, box=None, header_style="bold")
+    style = {"held": "yellow", "expired": "red", "free": "green"}
+    for state, row in zip(states, rows):
+        table.add_row(*row, style=style.get(state.state))
+    console.print(table)
+    for state in states:
+        if state.state != "free":
+            console.print(f"[bold]{state.mutex_id}[/]: {diagnose(state, this_host)}", highlight=False, markup=True)
+    for record in forced:
+        console.print(f"forced release of [bold]{record.mutex_id}[/] at {iso_ms(record.at)} by "
+                      f"{record.by_user}@{record.by_host} ({record.by_node}): {record.reason} "
+                      f"[dim](was {record.previous_holder}, fence {record.previous_fence})[/]", highlight=False)
+
+
+def _clip(text: str | None, width: int) -> str:
+    if not text:
+        return "-"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _when(moment: datetime | None) -> str:
+    return iso_ms(moment) if moment else "-"

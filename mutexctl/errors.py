@@ -1,0 +1,106 @@
+"""Exception hierarchy.
+
+The library raises these and never exits; ``cli/exit_codes.py`` maps each class to one exit status.
+Each error subclasses the matching builtin so callers can catch it without importing mutexctl.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import MutexState
+
+
+class MutexctlError(Exception):
+    """Base of every error mutexctl raises on purpose. ``hint`` says how to fix it, when known."""
+
+    kind = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(MutexctlError, ValueError):
+    """A malformed argument: a mutex name, a duration, a flag combination."""
+
+    kind = "usage"
+
+
+class ConfigError(MutexctlError, ValueError):
+    """The parameter file, an environment variable or the store URL is wrong."""
+
+    kind = "config"
+
+
+class LockHeldError(MutexctlError):
+    """The mutex is held by a live lease. ``state`` is the holder's record when the store returned it."""
+
+    kind = "held"
+
+    def __init__(self, mutex_id: str, state: MutexState | None = None, *, message: str | None = None,
+                 hint: str | None = None) -> None:
+        self.mutex_id = mutex_id
+        self.state = state
+        super().__init__(message or _held_message(mutex_id, state), hint=hint)
+
+
+class WaitTimeoutError(LockHeldError, TimeoutError):
+    """The wait for a mutex ended before it became free."""
+
+    kind = "timeout"
+
+
+class NotOwnerError(MutexctlError, PermissionError):
+    """Release or renew of a lease this node (or this token) does not hold."""
+
+    kind = "not_owner"
+
+    def __init__(self, mutex_id: str, message: str, state: MutexState | None = None,
+                 *, hint: str | None = None) -> None:
+        self.mutex_id = mutex_id
+        self.state = state
+        super().__init__(message, hint=hint)
+
+
+class LeaseExpiredError(NotOwnerError):
+    """Our lease ran past its timeout; someone else may have held the mutex since."""
+
+    kind = "expired"
+
+
+class LeaseLostError(MutexctlError):
+    """A held lease was lost (renewal refused, or the store unreachable for too long)."""
+
+    kind = "lease_lost"
+
+
+class SchemaError(MutexctlError):
+    """The store's schema is missing or at another version."""
+
+    kind = "schema"
+
+
+class StoreError(MutexctlError):
+    """The store failed in a way that is not a network outage. The driver error is ``__cause__``."""
+
+    kind = "store"
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The store cannot be reached or opened right now."""
+
+    kind = "store_unavailable"
+
+
+def _held_message(mutex_id: str, state: MutexState | None) -> str:
+    if state is None or not state.taken_by:
+        return f"mutex '{mutex_id}' is held by another node"
+    text = f"mutex '{mutex_id}' is held by {state.taken_by}"
+    if state.holder and state.holder.host:
+        text += f" (host {state.holder.host}, pid {state.holder.pid})"
+    if state.remaining_ms is not None:
+        text += f", lease ends in {state.remaining_ms / 1000:.1f}s"
+    return text

@@ -1,0 +1,117 @@
+"""Frozen records passed between the stores, the core and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .errors import UsageError
+
+MAX_NAME_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who runs the critical section, for on-call: not used to decide ownership (``node_id`` is)."""
+
+    host: str
+    pid: int
+    user: str
+    command: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One holding of a mutex. ``fence`` identifies it; resources can refuse older fences.
+
+    ``local_deadline`` is a ``time.monotonic()`` instant before which the store cannot yet consider
+    the lease expired: the time we *sent* the acquire/renew plus the timeout. It is conservative
+    because the store computed the real expiry from a later instant of its own clock.
+    """
+
+    mutex_id: str
+    node_id: str
+    fence: int
+    timeout_ms: int
+    taken_at: datetime
+    expires_at: datetime
+    local_deadline: float = 0.0
+
+    def with_deadline(self, local_deadline: float) -> Lease:
+        return dataclasses.replace(self, local_deadline=local_deadline)
+
+
+@dataclass(frozen=True)
+class MutexState:
+    """A mutex as the store sees it at ``store_now`` (the store's clock)."""
+
+    mutex_id: str
+    taken: bool
+    taken_by: str | None
+    taken_at: datetime | None
+    expires_at: datetime | None
+    timeout_ms: int | None
+    fence: int
+    holder: Holder | None
+    store_now: datetime
+    remaining_ms: int | None  # time left on the store's clock; None when free
+
+    @property
+    def state(self) -> str:
+        """``held``, ``expired`` (taken but past its timeout: anyone may take it) or ``free``."""
+        if not self.taken:
+            return "free"
+        if self.remaining_ms is not None and self.remaining_ms > 0:
+            return "held"
+        return "expired"
+
+
+@dataclass(frozen=True)
+class ForcedRelease:
+    """The record an operator's ``release --force`` leaves behind."""
+
+    mutex_id: str
+    at: datetime
+    by_node: str
+    by_user: str
+    by_host: str
+    reason: str
+    previous_holder: str | None
+    previous_fence: int
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso_ms(moment: datetime) -> str:
+    """The seed's ``takenAt`` form: ``2026-11-27T12:03:06.908Z``."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def validate_mutex_id(name: object) -> str:
+    """Check a mutex name: 1-255 printable characters, not starting with ``$``.
+
+    ``$`` is refused because MongoDB reads such strings as field paths inside update pipelines.
+    """
+    if not isinstance(name, str):
+        raise UsageError(f"mutex name must be a string, not {type(name).__name__}")
+    hint = "use 1-255 printable characters, e.g. 'billing-nightly-export'"
+    if not name:
+        raise UsageError("mutex name is empty", hint=hint)
+    if len(name) > MAX_NAME_LENGTH:
+        raise UsageError(f"mutex name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}", hint=hint)
+    bad = next((ch for ch in name if not ch.isprintable()), None)
+    if bad is not None:
+        raise UsageError(f"mutex name contains the control character {bad!r}", hint=hint)
+    if name.startswith("$"):
+        raise UsageError(f"mutex name {name!r} starts with '$'", hint=hint)
+    if name != name.strip():
+        raise UsageError(f"mutex name {name!r} starts or ends with a space", hint=hint)
+    return name

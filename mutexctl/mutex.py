@@ -1,0 +1,335 @@
+"""The core: waiting with backoff, renewal, the lease keeper, the seed's P/V, and running a command.
+
+This is the only module that sleeps or loops on time. Stores do one atomic operation per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import random
+import shlex
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from .config import Settings, load_settings, parse_timeout_ms, parse_wait_s
+from .errors import LeaseLostError, LockHeldError, NotOwnerError, StoreError, UsageError, WaitTimeoutError
+from .models import ForcedRelease, Holder, Lease, MutexState, validate_mutex_id
+from .stores import Store, open_store
+
+BACKOFF_FIRST_S = 0.005
+BACKOFF_CAP_S = 1.0
+# Fraction of the timeout kept in reserve against the local clock running slower than the store's.
+CLOCK_SAFETY = 0.1
+MAX_STOP_GRACE_S = 5.0
+
+WaitCallback = Callable[[LockHeldError, float], None]
+
+
+def connect(config: str | None = None, *, store: str | None = None, node_id: str | None = None) -> Service:
+    """Open the store the way the CLI would: flags here > ``MUTEXCTL_*`` > the YAML file > defaults."""
+    return Service(load_settings(config=config, store=store, node_id=node_id))
+
+
+def stop_grace_s(timeout_ms: int) -> float:
+    """How long a stopped command gets between SIGTERM and SIGKILL: a sixth of the lease, at most 5 s."""
+    return min(MAX_STOP_GRACE_S, timeout_ms / 6000)
+
+
+def _duration_ms(value: str | float | int | None, default_ms: int, what: str) -> int:
+    return default_ms if value is None else parse_timeout_ms(value, what=what)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How ``Service.run`` ended: the command's status, and why the lease was lost, if it was."""
+
+    status: int
+    fence: int
+    lost: str | None = None
+    release_error: StoreError | NotOwnerError | None = None
+
+
+class Service:
+    """Mutexes on one store for one node. Thread-safe for one lease per thread."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store if store is not None else open_store(settings)
+        self._fences: dict[str, int] = {}  # what P() took, so V() releases exactly that lease
+
+    @property
+    def node_id(self) -> str:
+        return self.settings.node_id
+
+    # -- the seed's interface -------------------------------------------------------------------
+
+    def P(self, mutex_id: str, node_id: str, timeout_ms: int) -> bool:  # noqa: N802 - the seed's names
+        """Try once to take ``mutex_id`` for ``node_id`` for ``timeout_ms``; True if taken."""
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 1:
+            raise UsageError(f"timeout_ms must be a positive integer, not {timeout_ms!r}")
+        try:
+            lease = self.store.try_acquire(validate_mutex_id(mutex_id), node_id, timeout_ms, self._holder(None))
+        except LockHeldError:
+            return False
+        self._fences[mutex_id] = lease.fence
+        return True
+
+    def V(self, mutex_id: str) -> bool:  # noqa: N802 - the seed's names
+        """Release what P() took; False if the lease was no longer ours (expired and taken over)."""
+        fence = self._fences.pop(mutex_id, None)
+        try:
+            self.store.release(validate_mutex_id(mutex_id), self.node_id, fence)
+        except NotOwnerError:
+            return False
+        return True
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def try_acquire(self, mutex_id: str, *, timeout: str | float | None = None, node_id: str | None = None,
+                    command: str | None = None) -> Lease:
+        """Take the mutex now or raise LockHeldError. ``timeout`` is a duration (``30s``; number = seconds)."""
+        validate_mutex_id(mutex_id)
+        timeout_ms = _duration_ms(timeout, self.settings.timeout_for(mutex_id), "timeout")
+        sent = time.monotonic()
+        lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms, self._holder(command))
+        return lease.with_deadline(sent + timeout_ms / 1000)
+
+    def acquire(self, mutex_id: str, *, timeout: str | float | None = None, wait: str | float | None = None,
+                node_id: str | None = None, command: str | None = None,
+                on_wait: WaitCallback | None = None) -> Lease:
+        """Take the mutex, waiting up to ``wait`` (``inf`` for ever; default from settings, 0 = one try).
+
+        While it is held, polls with jittered exponential backoff (5 ms doubling to 1 s) and never
+        sleeps past the holder's expiry. Raises WaitTimeoutError when the wait ends.
+        """
+        wait_s = self.settings.wait_for(mutex_id) if wait is None else parse_wait_s(wait)
+        deadline = time.monotonic() + wait_s
+        delay = BACKOFF_FIRST_S
+        started = time.monotonic()
+        while True:
+            try:
+                return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command)
+            except LockHeldError as held:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._timed_out(mutex_id, held, wait_s) from None
+                if on_wait is not None:
+                    on_wait(held, time.monotonic() - started)
+                pause = delay * random.uniform(0.5, 1.0)
+                if held.state is not None and held.state.remaining_ms is not None:
+                    pause = min(pause, held.state.remaining_ms / 1000 + 0.001)
+                time.sleep(max(0.0, min(pause, left)))
+                delay = min(BACKOFF_CAP_S, delay * 2)
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend our lease by its timeout; raises LeaseExpiredError/NotOwnerError if it is gone."""
+        sent = time.monotonic()
+        return self.store.renew(lease).with_deadline(sent + lease.timeout_ms / 1000)
+
+    def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
+        """Free the mutex if this node (and ``token``, the fence, when given) holds it; else NotOwnerError."""
+        self.store.release(validate_mutex_id(mutex_id), node_id or self.node_id, token)
+
+    def force_release(self, mutex_id: str, *, reason: str) -> MutexState | None:
+        """Break whatever lease holds the mutex, on the record. Returns the state it had (None: was free)."""
+        if not reason or not reason.strip():
+            raise UsageError("a forced release needs a reason", hint='add --reason "why it is stuck"')
+        return self.store.force_release(validate_mutex_id(mutex_id), self.node_id, self._holder(None),
+                                        reason.strip())
+
+    def status(self, mutex_id: str | None = None) -> list[MutexState]:
+        if mutex_id is None:
+            return self.store.list()
+        state = self.store.get(validate_mutex_id(mutex_id))
+        return [state] if state is not None else []
+
+    def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
+        return self.store.forced_releases(mutex_id, limit)
+
+    @contextlib.contextmanager
+    def lock(self, mutex_id: str, *, timeout: str | float | None = None,
+             wait: str | float | None = None) -> Iterator[HeldLease]:
+        """Hold the mutex for the block, renewing it every timeout/3 in a background thread.
+
+        If renewal is refused or the store stays unreachable until the lease could expire,
+        ``held.lost`` turns true; leaving the block then raises LeaseLostError.
+        """
+        lease = self.acquire(mutex_id, timeout=timeout, wait=wait)
+        held = HeldLease(lease)
+        keeper = LeaseKeeper(self, lease, on_lost=held._mark_lost, stop_margin_s=0.0)
+        held._keeper = keeper
+        keeper.start()
+        try:
+            yield held
+        finally:
+            keeper.stop()
+            if not held.lost:
+                with contextlib.suppress(NotOwnerError):
+                    self.release(mutex_id, token=keeper.lease.fence)
+        if held.lost:
+            raise LeaseLostError(f"lease on '{mutex_id}' was lost while the block ran: {held.lost_reason}")
+
+    def run(self, mutex_id: str, argv: Sequence[str], *, timeout: str | float | None = None,
+            wait: str | float | None = None, on_wait: WaitCallback | None = None) -> RunResult:
+        """Run ``argv`` while holding the mutex; stop its process group before the lease could pass on."""
+        from .runner import CommandGroup  # exec mode only
+
+        lease = self.acquire(mutex_id, timeout=timeout, wait=wait, command=shlex.join(argv), on_wait=on_wait)
+        env = dict(os.environ, MUTEXCTL_MUTEX_ID=mutex_id, MUTEXCTL_NODE_ID=lease.node_id,
+                   MUTEXCTL_FENCE=str(lease.fence), MUTEXCTL_LOCK_HELD="1")
+        group = CommandGroup(argv, env)
+        grace = stop_grace_s(lease.timeout_ms)
+        try:
+            group.start()
+        except BaseException:
+            with contextlib.suppress(StoreError, NotOwnerError):
+                self.release(mutex_id, token=lease.fence)
+            raise
+        keeper = LeaseKeeper(self, lease, on_lost=lambda _reason: group.stop(grace), stop_margin_s=grace)
+        keeper.start()  # only after the reaper was forked: fork and threads do not mix
+        with group.forwarding_signals():
+            status = group.wait()
+        keeper.stop()
+        group.finish(kill_rest=keeper.lost_reason is not None)
+        if keeper.lost_reason is not None:
+            return RunResult(status, lease.fence, lost=keeper.lost_reason)
+        try:
+            self.release(mutex_id, token=lease.fence)
+        except (StoreError, NotOwnerError) as exc:
+            return RunResult(status, lease.fence, release_error=exc)
+        return RunResult(status, lease.fence)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _holder(self, command: str | None) -> Holder:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # a container without a passwd entry for our uid
+            user = str(os.getuid())
+        text = command if command is not None else shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
+        return Holder(socket.gethostname(), os.getpid(), user, text[:500])
+
+    def _timed_out(self, mutex_id: str, held: LockHeldError, wait_s: float) -> LockHeldError:
+        state = held.state if held.state is not None else self.store.get(mutex_id)
+        if wait_s <= 0:
+            return LockHeldError(mutex_id, state, hint="wait for it with --wait 30s, or see 'mutexctl status'")
+        error = WaitTimeoutError(mutex_id, state, hint="wait longer, or see 'mutexctl status' for the holder")
+        error.message = error.args[0] + f" (gave up after {wait_s:g}s)"
+        error.args = (error.message,)
+        return error
+
+
+class HeldLease:
+    """What ``with svc.lock(...) as held`` yields: the current lease, its fence, and loss."""
+
+    def __init__(self, lease: Lease) -> None:
+        self._first = lease
+        self._keeper: LeaseKeeper | None = None
+        self._lost = threading.Event()
+        self.lost_reason: str | None = None
+
+    @property
+    def lease(self) -> Lease:
+        return self._keeper.lease if self._keeper is not None else self._first
+
+    @property
+    def fence(self) -> int:
+        return self._first.fence
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    def wait_lost(self, timeout: float | None = None) -> bool:
+        return self._lost.wait(timeout)
+
+    def _mark_lost(self, reason: str) -> None:
+        self.lost_reason = reason
+        self._lost.set()
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews a lease every timeout/3 and calls ``on_lost(reason)`` once if it cannot.
+
+    Renewals run in short-lived worker threads so that a renewal stuck on an unreachable store
+    cannot delay the loss decision: the lease is declared lost at its conservative local deadline,
+    less a clock-drift reserve and ``stop_margin_s`` (the time the caller needs to stop its work).
+    """
+
+    def __init__(self, service: Service, lease: Lease, *, on_lost: Callable[[str], None],
+                 stop_margin_s: float) -> None:
+        super().__init__(name=f"mutexctl-keeper-{lease.mutex_id}", daemon=True)
+        self.service = service
+        self.lease = lease
+        self.lost_reason: str | None = None
+        self._on_lost = on_lost
+        self._margin = stop_margin_s + CLOCK_SAFETY * lease.timeout_ms / 1000
+        self._interval = lease.timeout_ms / 3000
+        self._wake = threading.Event()
+        self._stopping = False
+        self._result: Lease | BaseException | None = None
+        self._last_error: BaseException | None = None
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()
+
+    def run(self) -> None:
+        next_renewal = time.monotonic() + self._interval
+        in_flight = False
+        while not self._stopping:
+            now = time.monotonic()
+            lose_at = self.lease.local_deadline - self._margin
+            if now >= lose_at:
+                cause = f": {self._last_error}" if self._last_error else ""
+                self._lose(f"could not renew the lease in time (store unreachable{cause})")
+                return
+            if not in_flight and now >= next_renewal:
+                in_flight = True
+                threading.Thread(target=self._renew_once, args=(self.lease,), daemon=True).start()
+            self._wake.wait(max(0.0, min(lose_at, lose_at if in_flight else next_renewal) - now))
+            self._wake.clear()
+            result, self._result = self._result, None
+            if result is None:
+                continue
+            in_flight = False
+            if isinstance(result, Lease):
+                self.lease, self._last_error = result, None
+                next_renewal = time.monotonic() + self._interval
+            elif isinstance(result, NotOwnerError):
+                self._lose(f"renewal refused: {result}")
+                return
+            else:
+                self._last_error = result
+                next_renewal = time.monotonic() + min(self._interval, 0.25)
+
+    def _renew_once(self, lease: Lease) -> None:
+        try:
+            self._result = self.service.renew(lease)
+        except (NotOwnerError, StoreError) as exc:
+            self._result = exc
+        except Exception as exc:  # noqa: BLE001 - an unexpected failure counts as "could not renew"
+            self._result = StoreError(f"renewal failed: {exc!r}")
+        self._wake.set()
+
+    def _lose(self, reason: str) -> None:
+        if not self._stopping:
+            self.lost_reason = reason
+            self._on_lost(reason)

@@ -1,0 +1,128 @@
+"""Running a command under a lease: its own process group, forwarded signals, and a guaranteed kill.
+
+The command gets a process group of its own so that one signal reaches everything it started
+(``sh -c 'sleep 100 & wait'`` included). A forked *reaper* watches a pipe that only mutexctl holds
+open: if mutexctl dies, even by SIGKILL, the pipe reads EOF and the reaper SIGKILLs the group, so
+no critical section outlives the process that renews its lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+
+from .errors import MutexctlError
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_NORMAL_END = b"x"
+
+
+class CommandStartError(MutexctlError):
+    """The command could not be started; ``status`` is the shell's code for it (126 or 127)."""
+
+    kind = "command_start"
+
+    def __init__(self, message: str, status: int, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class CommandGroup:
+    """One command and everything it starts, in a process group led by the command."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._reaper_pid = 0
+        self._reaper_pipe = -1
+        self._kill_timer: threading.Timer | None = None
+
+    @property
+    def pgid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        """Start the command (exit statuses 126/127 as a shell gives them) and its reaper."""
+        try:
+            self.process = subprocess.Popen(self.argv, env=self.env, process_group=0)
+        except FileNotFoundError:
+            raise CommandStartError(f"command not found: {self.argv[0]}", 127,
+                                    hint="check the spelling, or give the full path") from None
+        except PermissionError:
+            raise CommandStartError(f"command not executable: {self.argv[0]}", 126) from None
+        except OSError as exc:
+            raise CommandStartError(f"cannot run {self.argv[0]}: {exc.strerror}", 126) from None
+        self._reaper_pid, self._reaper_pipe = _fork_reaper(self.pgid)
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signum)
+
+    def stop(self, grace_s: float) -> None:
+        """SIGTERM the whole group now and SIGKILL it after ``grace_s``; safe to call from any thread."""
+        self.signal(signal.SIGTERM)
+        if self._kill_timer is None:
+            self._kill_timer = threading.Timer(grace_s, self.signal, args=(signal.SIGKILL,))
+            self._kill_timer.daemon = True
+            self._kill_timer.start()
+
+    @contextlib.contextmanager
+    def forwarding_signals(self) -> Iterator[None]:
+        """Pass INT/TERM/HUP/QUIT/USR1/USR2 sent to mutexctl on to the command's group."""
+        previous = {sig: signal.signal(sig, lambda signum, _frame: self.signal(signum)) for sig in FORWARDED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def wait(self) -> int:
+        """The command's exit status as a shell reports it: its code, or 128+N if signal N killed it."""
+        assert self.process is not None
+        code = self.process.wait()  # PEP 475: retried after each forwarded signal's handler runs
+        return 128 - code if code < 0 else code
+
+    def finish(self, *, kill_rest: bool) -> None:
+        """Dismiss the reaper. With ``kill_rest`` it SIGKILLs whatever is left of the group first."""
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        if self._reaper_pipe >= 0:
+            if not kill_rest:
+                os.write(self._reaper_pipe, _NORMAL_END)
+            os.close(self._reaper_pipe)  # EOF without the normal-end byte means: kill the group
+            self._reaper_pipe = -1
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._reaper_pid, 0)
+
+
+def _fork_reaper(pgid: int) -> tuple[int, int]:
+    """Fork a process that SIGKILLs group ``pgid`` when the returned pipe closes without a word.
+
+    It is forked (not exec'd) so it costs no interpreter start-up; it must be forked before any
+    thread starts, and it touches nothing but the pipe and ``killpg`` before ``os._exit``.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the reaper
+        try:
+            os.close(write_end)
+            for sig in FORWARDED_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)  # a Ctrl-C to our group must not kill the reaper
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)  # never hold the caller's pipes open: $(mutexctl …) must see EOF
+            os.closerange(3, read_end)
+            os.closerange(read_end + 1, 1 << 16)
+            if os.read(read_end, 1) != _NORMAL_END:
+                os.killpg(pgid, signal.SIGKILL)
+        except BaseException:  # noqa: BLE001 - nothing may escape a forked child; it only exits
+            os._exit(1)
+        os._exit(0)
+    os.close(read_end)
+    return pid, write_end

@@ -1,0 +1,64 @@
+"""The store boundary: one Protocol, implementations chosen by URL scheme.
+
+Every method is one atomic operation on the store (one round trip on a server). Stores never sleep
+or retry; waiting, deadlines and renewal belong to ``mutexctl.mutex``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..models import ForcedRelease, Holder, Lease, MutexState
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^@/?#]*@)", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """Hide ``user:password@`` in a URL (and any URL inside a longer text) before it is shown."""
+    return _CREDENTIALS.sub(lambda m: m.group("scheme") + "***@", url)
+
+
+class Store(Protocol):
+    """What the core needs from a store. Raises StoreUnavailableError/StoreError for driver failures."""
+
+    url: str  # masked, safe to show
+
+    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
+        """Take the mutex iff it is free or its lease expired; else raise LockHeldError."""
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend our unexpired lease by its timeout; else raise LeaseExpiredError/NotOwnerError."""
+
+    def release(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+        """Free the mutex iff ``node_id`` (and ``fence``, when given) hold it; else NotOwnerError.
+
+        Raises LeaseExpiredError (after freeing it) if our lease had already expired.
+        """
+
+    def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
+        """Free the mutex whoever holds it and record why; returns the state it had, None if free."""
+
+    def get(self, mutex_id: str) -> MutexState | None: ...
+
+    def list(self) -> list[MutexState]: ...
+
+    def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(settings: Settings) -> Store:
+    """Open the store named by ``settings.store``; only the chosen driver is imported."""
+    url = settings.store
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url)
+    raise ConfigError(f"unknown store URL {mask_url(url)!r}",
+                      hint="use sqlite:///path/to/file.db or mongodb://host/ (mongodb+srv:// too)")

@@ -1,0 +1,280 @@
+"""The embedded store: one SQLite file shared by the processes of one host.
+
+Expiry is judged on ``CLOCK_BOOTTIME`` tagged with the kernel's boot id: it never jumps with NTP or
+an operator's ``date -s``, keeps counting through suspend, and a lease written in an earlier boot
+(a different boot id) counts as expired. Every method is one ``BEGIN IMMEDIATE`` transaction, so
+the compare-and-set cannot interleave with another process (SQLite holds the write lock).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import (ConfigError, LeaseExpiredError, LockHeldError, NotOwnerError, StoreError,
+                      StoreUnavailableError)
+from ..models import ForcedRelease, Holder, Lease, MutexState, iso_ms, parse_iso
+
+BUSY_TIMEOUT_S = 10.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mutexes (
+    mutexId   TEXT PRIMARY KEY,
+    taken     INTEGER NOT NULL,
+    takenAt   TEXT,               -- the seed's ISO-8601 string
+    takenBy   TEXT,
+    timeout   INTEGER,            -- milliseconds
+    expiresAt TEXT,               -- for people; expiry is decided on bootId + expiresNs
+    fence     INTEGER NOT NULL,
+    bootId    TEXT,
+    expiresNs INTEGER,            -- CLOCK_BOOTTIME nanoseconds
+    host TEXT, pid INTEGER, user TEXT, command TEXT
+);
+CREATE TABLE IF NOT EXISTS forced_releases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mutexId TEXT NOT NULL, at TEXT NOT NULL, byNode TEXT NOT NULL, byUser TEXT NOT NULL,
+    byHost TEXT NOT NULL, reason TEXT NOT NULL, previousHolder TEXT, previousFence INTEGER NOT NULL
+);
+"""
+
+_COLUMNS = "mutexId, taken, takenAt, takenBy, timeout, expiresAt, fence, bootId, expiresNs, host, pid, user, command"
+
+# One statement: insert a new mutex, or take an existing one only if it is free or expired.
+# The WHERE of DO UPDATE is the compare; when it fails, RETURNING yields no row.
+_ACQUIRE = f"""
+INSERT INTO mutexes ({_COLUMNS}) VALUES (:id, 1, :at, :node, :timeout, :expires_at, 1, :boot, :expires_ns,
+                                        :host, :pid, :user, :command)
+ON CONFLICT (mutexId) DO UPDATE SET
+    taken = 1, takenAt = :at, takenBy = :node, timeout = :timeout, expiresAt = :expires_at,
+    fence = mutexes.fence + 1, bootId = :boot, expiresNs = :expires_ns,
+    host = :host, pid = :pid, user = :user, command = :command
+WHERE mutexes.taken = 0 OR mutexes.bootId IS NOT :boot OR mutexes.expiresNs <= :now_ns
+RETURNING fence
+"""
+
+_OURS = "mutexId = :id AND taken = 1 AND takenBy = :node AND (:fence IS NULL OR fence = :fence)"
+_LIVE = "bootId = :boot AND expiresNs > :now_ns"
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:  # not Linux: fall back to the wall clock, which a reboot does not reset
+        return "wall-clock"
+
+
+def _clock_ns(boot: str) -> int:
+    if boot != "wall-clock" and hasattr(time, "CLOCK_BOOTTIME"):
+        return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    return time.time_ns()
+
+
+class SQLiteStore:
+    """``sqlite:///abs/path.db`` or ``sqlite:relative/path.db``; the file is created on first use."""
+
+    def __init__(self, path: Path, url: str) -> None:
+        self.path = path
+        self.url = url
+        self._boot = boot_id()
+        self._db = _open(path, url)
+        self._lock = threading.Lock()  # one connection, shared by the caller and a renewal thread
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        rest = url.split(":", 1)[1]
+        if rest.startswith("//"):
+            authority, _, rest = rest[2:].partition("/")
+            if authority not in ("", "localhost"):
+                raise ConfigError(f"store URL {url!r} names a host; SQLite files are local",
+                                  hint="use sqlite:///absolute/path.db")
+            rest = "/" + rest
+        path = rest.split("?", 1)[0]
+        if path in ("", "/"):
+            raise ConfigError(f"store URL {url!r} has no file path", hint="use sqlite:///absolute/path.db")
+        return cls(Path(path), url)
+
+    # -- the store protocol -------------------------------------------------------------------
+
+    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
+        with self._transaction() as db:
+            now_ns, now = _clock_ns(self._boot), datetime.now(timezone.utc)
+            expires = now + timedelta(milliseconds=timeout_ms)
+            row = db.execute(_ACQUIRE, {
+                "id": mutex_id, "at": iso_ms(now), "node": node_id, "timeout": timeout_ms,
+                "expires_at": iso_ms(expires), "boot": self._boot, "now_ns": now_ns,
+                "expires_ns": now_ns + timeout_ms * 1_000_000, "host": holder.host, "pid": holder.pid,
+                "user": holder.user, "command": holder.command}).fetchone()
+            if row is None:
+                raise LockHeldError(mutex_id, self._state(db, mutex_id))
+            return Lease(mutex_id, node_id, row[0], timeout_ms, now, expires)
+
+    def renew(self, lease: Lease) -> Lease:
+        with self._transaction() as db:
+            now_ns, now = _clock_ns(self._boot), datetime.now(timezone.utc)
+            expires = now + timedelta(milliseconds=lease.timeout_ms)
+            params = self._params(lease.mutex_id, lease.node_id, lease.fence, now_ns)
+            params.update(expires_ns=now_ns + lease.timeout_ms * 1_000_000, expires_at=iso_ms(expires))
+            changed = db.execute(f"UPDATE mutexes SET expiresNs = :expires_ns, expiresAt = :expires_at "
+                                 f"WHERE {_OURS} AND {_LIVE}", params).rowcount
+            if changed != 1:
+                raise self._loss(db, lease.mutex_id, lease.node_id, lease.fence, "renew")
+            return Lease(lease.mutex_id, lease.node_id, lease.fence, lease.timeout_ms, lease.taken_at, expires,
+                         lease.local_deadline)
+
+    def release(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+        with self._transaction() as db:
+            params = self._params(mutex_id, node_id, fence, _clock_ns(self._boot))
+            row = db.execute(f"UPDATE mutexes SET taken = 0 WHERE {_OURS} "
+                             f"RETURNING ({_LIVE}), fence", params).fetchone()
+            if row is None:
+                raise self._loss(db, mutex_id, node_id, fence, "release")
+        if not row[0]:
+            raise LeaseExpiredError(mutex_id, f"released '{mutex_id}', but its lease (fence {row[1]}) had "
+                                    "already expired: another node could have held it meanwhile",
+                                    hint="use a longer --timeout, or renew while you work")
+
+    def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
+        with self._transaction() as db:
+            before = self._state(db, mutex_id)
+            if before is None or not before.taken:
+                return None
+            db.execute("UPDATE mutexes SET taken = 0 WHERE mutexId = ?", (mutex_id,))
+            db.execute("INSERT INTO forced_releases (mutexId, at, byNode, byUser, byHost, reason, previousHolder,"
+                       " previousFence) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (mutex_id, iso_ms(datetime.now(timezone.utc)), by_node, by.user, by.host, reason,
+                        before.taken_by, before.fence))
+            return before
+
+    def get(self, mutex_id: str) -> MutexState | None:
+        with self._transaction(write=False) as db:
+            return self._state(db, mutex_id)
+
+    def list(self) -> list[MutexState]:
+        with self._transaction(write=False) as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM mutexes ORDER BY mutexId").fetchall()
+            now_ns, now = _clock_ns(self._boot), datetime.now(timezone.utc)
+            return [self._from_row(row, now_ns, now) for row in rows]
+
+    def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
+        with self._transaction(write=False) as db:
+            rows = db.execute("SELECT mutexId, at, byNode, byUser, byHost, reason, previousHolder, previousFence "
+                              "FROM forced_releases WHERE (? IS NULL OR mutexId = ?) ORDER BY id DESC LIMIT ?",
+                              (mutex_id, mutex_id, limit)).fetchall()
+        return [ForcedRelease(r[0], parse_iso(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _params(self, mutex_id: str, node_id: str, fence: int | None, now_ns: int) -> dict[str, Any]:
+        return {"id": mutex_id, "node": node_id, "fence": fence, "boot": self._boot, "now_ns": now_ns}
+
+    def _loss(self, db: sqlite3.Connection, mutex_id: str, node_id: str, fence: int | None,
+              verb: str) -> NotOwnerError:
+        """Explain, from the state read in the same transaction, why a guarded write matched nothing."""
+        state = self._state(db, mutex_id)
+        ours = state is not None and state.taken and state.taken_by == node_id and fence in (None, state.fence)
+        if ours and state is not None and state.state == "expired":
+            return LeaseExpiredError(mutex_id, f"cannot {verb} '{mutex_id}': the lease (fence {state.fence}) "
+                                     "has expired", state, hint="acquire it again")
+        if state is None or not state.taken:
+            return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is not held", state)
+        who = f"{state.taken_by} (fence {state.fence})"
+        mine = f"{node_id}" + (f" with fence {fence}" if fence is not None else "")
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {who}, not by {mine}", state,
+                             hint="pass the --token that acquire printed, or --force --reason to break it")
+
+    def _state(self, db: sqlite3.Connection, mutex_id: str) -> MutexState | None:
+        row = db.execute(f"SELECT {_COLUMNS} FROM mutexes WHERE mutexId = ?", (mutex_id,)).fetchone()
+        return None if row is None else self._from_row(row, _clock_ns(self._boot), datetime.now(timezone.utc))
+
+    def _from_row(self, row: tuple[Any, ...], now_ns: int, now: datetime) -> MutexState:
+        (mutex_id, taken, taken_at, taken_by, timeout, expires_at, fence, boot, expires_ns,
+         host, pid, user, command) = row
+        remaining = None
+        if taken:
+            remaining = max(0, (expires_ns - now_ns) // 1_000_000) if boot == self._boot else 0
+        holder = Holder(host, pid, user, command) if host is not None else None
+        return MutexState(mutex_id, bool(taken), taken_by, parse_iso(taken_at) if taken_at else None,
+                          parse_iso(expires_at) if expires_at else None, timeout, fence, holder, now, remaining)
+
+    def _transaction(self, write: bool = True) -> _Transaction:
+        return _Transaction(self._db, self._lock, self.url, write)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` (write lock up front, so a read-then-write can never be overtaken) or a
+    deferred read transaction; commit on success, roll back on error, driver errors translated."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, url: str, write: bool) -> None:
+        self.db, self.lock, self.url, self.write = db, lock, url, write
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+        except sqlite3.Error as exc:
+            self.lock.release()
+            raise _translate(exc, self.url) from exc
+        return self.db
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            self._finish(exc_type, exc)
+        finally:
+            self.lock.release()
+
+    def _finish(self, exc_type: Any, exc: BaseException | None) -> None:
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error as error:
+                self.db.execute("ROLLBACK")
+                raise _translate(error, self.url) from error
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise _translate(exc, self.url) from exc
+
+
+def _translate(exc: sqlite3.Error, url: str) -> Exception:
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailableError(f"store {url} is unavailable: {exc}",
+                                     hint="check that the file's directory exists and is writable")
+    return StoreError(f"store {url} failed: {exc}")
+
+
+def _open(path: Path, url: str) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StoreUnavailableError(f"cannot open store {url}: {reason}",
+                                    hint="choose a writable path with --store sqlite:///path/to/file.db") from exc
+    try:
+        # WAL lets readers (status) run beside a writer; NORMAL sync is enough because a power loss
+        # also changes the boot id, which expires every lease the lost transactions could have held.
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        if not _has_schema(db):
+            db.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StoreUnavailableError(f"cannot open store {url}: {exc}",
+                                        hint="choose a writable path with --store sqlite:///path/to/file.db") from exc
+        raise StoreError(f"store {url} is not a mutexctl SQLite database: {exc}",
+                         hint="point --store at another file") from exc
+    return db
+
+
+def _has_schema(db: sqlite3.Connection) -> bool:
+    found = db.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('mutexes', 'forced_releases')")
+    return bool(found.fetchone()[0] == 2)
