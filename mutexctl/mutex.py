@@ -192,7 +192,7 @@ class Service:
                 self.release(mutex_id, token=lease.fence)
             raise
         keeper = LeaseKeeper(self, lease, on_lost=lambda _reason: group.stop(grace), stop_margin_s=grace)
-        keeper.start()  # only after the reaper was forked: fork and threads do not mix
+        keeper.start()
         with group.forwarding_signals():
             status = group.wait()
         keeper.stop()

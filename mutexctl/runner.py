@@ -1,9 +1,11 @@
 """Running a command under a lease: its own process group, forwarded signals, and a guaranteed kill.
 
 The command gets a process group of its own so that one signal reaches everything it started
-(``sh -c 'sleep 100 & wait'`` included). A forked *reaper* watches a pipe that only mutexctl holds
-open: if mutexctl dies, even by SIGKILL, the pipe reads EOF and the reaper SIGKILLs the group, so
-no critical section outlives the process that renews its lease.
+(``sh -c 'sleep 100 & wait'`` included). A *reaper*, a two-line ``sh`` in a session of its own,
+reads a pipe that only mutexctl holds open: if mutexctl dies, even by SIGKILL, the read hits EOF and
+the reaper SIGKILLs the group, so no critical section outlives the process that renews its lease.
+It is a separate program, not a fork of mutexctl, so ``pkill -f 'mutexctl acquire'`` cannot kill
+the watcher along with the watched.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from .errors import MutexctlError
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-_NORMAL_END = b"x"
+_NORMAL_END = b"done\n"
+# `read` fails only at EOF, i.e. when every holder of the pipe's write end (just mutexctl) is gone.
+_REAPER_SCRIPT = "trap '' INT TERM HUP QUIT USR1 USR2 PIPE; read -r _ || kill -s KILL -- -\"$1\" 2>/dev/null"
 
 
 class CommandStartError(MutexctlError):
@@ -38,7 +42,7 @@ class CommandGroup:
         self.argv = list(argv)
         self.env = dict(env)
         self.process: subprocess.Popen[bytes] | None = None
-        self._reaper_pid = 0
+        self._reaper: subprocess.Popen[bytes] | None = None
         self._reaper_pipe = -1
         self._kill_timer: threading.Timer | None = None
 
@@ -58,7 +62,12 @@ class CommandGroup:
             raise CommandStartError(f"command not executable: {self.argv[0]}", 126) from None
         except OSError as exc:
             raise CommandStartError(f"cannot run {self.argv[0]}: {exc.strerror}", 126) from None
-        self._reaper_pid, self._reaper_pipe = _fork_reaper(self.pgid)
+        try:
+            self._reaper, self._reaper_pipe = _start_reaper(self.pgid)
+        except OSError as exc:  # without a watcher the command must not run at all
+            self.signal(signal.SIGKILL)
+            self.process.wait()
+            raise CommandStartError(f"cannot start the process-group watcher /bin/sh: {exc.strerror}", 126) from None
 
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -94,35 +103,21 @@ class CommandGroup:
             self._kill_timer.cancel()
         if self._reaper_pipe >= 0:
             if not kill_rest:
-                os.write(self._reaper_pipe, _NORMAL_END)
-            os.close(self._reaper_pipe)  # EOF without the normal-end byte means: kill the group
+                with contextlib.suppress(BrokenPipeError):
+                    os.write(self._reaper_pipe, _NORMAL_END)
+            os.close(self._reaper_pipe)  # EOF without the normal-end line means: kill the group
             self._reaper_pipe = -1
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self._reaper_pid, 0)
+        if self._reaper is not None:
+            self._reaper.wait()
 
 
-def _fork_reaper(pgid: int) -> tuple[int, int]:
-    """Fork a process that SIGKILLs group ``pgid`` when the returned pipe closes without a word.
-
-    It is forked (not exec'd) so it costs no interpreter start-up; it must be forked before any
-    thread starts, and it touches nothing but the pipe and ``killpg`` before ``os._exit``.
-    """
+def _start_reaper(pgid: int) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the watcher of group ``pgid``; returns its pid and the pipe end that keeps it quiet."""
     read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the reaper
-        try:
-            os.close(write_end)
-            for sig in FORWARDED_SIGNALS:
-                signal.signal(sig, signal.SIG_IGN)  # a Ctrl-C to our group must not kill the reaper
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)  # never hold the caller's pipes open: $(mutexctl …) must see EOF
-            os.closerange(3, read_end)
-            os.closerange(read_end + 1, 1 << 16)
-            if os.read(read_end, 1) != _NORMAL_END:
-                os.killpg(pgid, signal.SIGKILL)
-        except BaseException:  # noqa: BLE001 - nothing may escape a forked child; it only exits
-            os._exit(1)
-        os._exit(0)
-    os.close(read_end)
-    return pid, write_end
+    try:
+        reaper = subprocess.Popen(["/bin/sh", "-c", _REAPER_SCRIPT, "mutexctl-reaper", str(pgid)],
+                                  stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+    finally:
+        os.close(read_end)
+    return reaper, write_end
