@@ -61,7 +61,7 @@ class Service:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store if store is not None else open_store(settings)
-        self._fences: dict[str, int] = {}  # what P() took, so V() releases exactly that lease
+        self._taken: dict[str, tuple[str, int]] = {}  # what P() took, so V() releases exactly that lease
 
     @property
     def node_id(self) -> str:
@@ -77,14 +77,17 @@ class Service:
             lease = self.store.try_acquire(validate_mutex_id(mutex_id), node_id, timeout_ms, self._holder(None))
         except LockHeldError:
             return False
-        self._fences[mutex_id] = lease.fence
+        self._taken[mutex_id] = (node_id, lease.fence)
         return True
 
     def V(self, mutex_id: str) -> bool:  # noqa: N802 - the seed's names
-        """Release what P() took; False if the lease was no longer ours (expired and taken over)."""
-        fence = self._fences.pop(mutex_id, None)
+        """Release what P() took; False if the lease was no longer ours (expired and taken over).
+
+        Without an earlier P() on this object, it releases a lease held by this service's node id.
+        """
+        node_id, fence = self._taken.pop(mutex_id, (self.node_id, None))
         try:
-            self.store.release(validate_mutex_id(mutex_id), self.node_id, fence)
+            self.store.release(validate_mutex_id(mutex_id), node_id, fence)
         except NotOwnerError:
             return False
         return True
@@ -185,15 +188,15 @@ class Service:
                    MUTEXCTL_FENCE=str(lease.fence), MUTEXCTL_LOCK_HELD="1")
         group = CommandGroup(argv, env)
         grace = stop_grace_s(lease.timeout_ms)
-        try:
-            group.start()
-        except BaseException:
-            with contextlib.suppress(StoreError, NotOwnerError):
-                self.release(mutex_id, token=lease.fence)
-            raise
         keeper = LeaseKeeper(self, lease, on_lost=lambda _reason: group.stop(grace), stop_margin_s=grace)
-        keeper.start()
         with group.forwarding_signals():
+            try:
+                group.start()
+            except BaseException:
+                with contextlib.suppress(StoreError, NotOwnerError):
+                    self.release(mutex_id, token=lease.fence)
+                raise
+            keeper.start()
             status = group.wait()
         keeper.stop()
         group.finish(kill_rest=keeper.lost_reason is not None)

@@ -45,6 +45,7 @@ class CommandGroup:
         self._reaper: subprocess.Popen[bytes] | None = None
         self._reaper_pipe = -1
         self._kill_timer: threading.Timer | None = None
+        self._pending: list[int] = []  # signals that arrived before the command existed
 
     @property
     def pgid(self) -> int:
@@ -68,8 +69,13 @@ class CommandGroup:
             self.signal(signal.SIGKILL)
             self.process.wait()
             raise CommandStartError(f"cannot start the process-group watcher /bin/sh: {exc.strerror}", 126) from None
+        for signum in self._pending:
+            self.signal(signum)
 
     def signal(self, signum: int) -> None:
+        if self.process is None:
+            self._pending.append(signum)
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, signum)
 
@@ -83,7 +89,11 @@ class CommandGroup:
 
     @contextlib.contextmanager
     def forwarding_signals(self) -> Iterator[None]:
-        """Pass INT/TERM/HUP/QUIT/USR1/USR2 sent to mutexctl on to the command's group."""
+        """Pass INT/TERM/HUP/QUIT/USR1/USR2 sent to mutexctl on to the command's group.
+
+        Enter it before ``start``: a signal that arrives while the command is being started is held
+        and delivered as soon as the group exists, instead of killing mutexctl with the lease held.
+        """
         previous = {sig: signal.signal(sig, lambda signum, _frame: self.signal(signum)) for sig in FORWARDED_SIGNALS}
         try:
             yield

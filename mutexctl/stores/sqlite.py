@@ -167,7 +167,13 @@ class SQLiteStore:
         return [ForcedRelease(r[0], parse_iso(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
     def close(self) -> None:
-        self._db.close()
+        # A renewal thread may still be inside a statement (blocked on a busy database); closing the
+        # connection under it would crash it, and the process is about to exit anyway.
+        if self._lock.acquire(timeout=1.0):
+            try:
+                self._db.close()
+            finally:
+                self._lock.release()
 
     # -- helpers ------------------------------------------------------------------------------
 

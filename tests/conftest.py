@@ -1,0 +1,124 @@
+"""Shared fixtures: one contract suite runs against every store; the CLI runs as a real process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mutexctl import Service, Settings
+
+STORES = ["sqlite"]
+HELPERS = Path(__file__).parent / "helpers"
+
+
+def mutexctl_argv() -> list[str]:
+    """The installed entry point beside this interpreter (what users run), else ``python -m``."""
+    script = Path(sys.executable).parent / "mutexctl"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mutexctl"]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'store' / 'mutexctl.db'}"
+    raise AssertionError(request.param)
+
+
+@pytest.fixture
+def settings(store_url: str) -> Settings:
+    return Settings(node_id="node-a", store=store_url)
+
+
+@pytest.fixture
+def service(settings: Settings) -> Iterator[Service]:
+    with Service(settings) as svc:
+        yield svc
+
+
+@pytest.fixture
+def other(settings: Settings) -> Iterator[Service]:
+    """A second node on the same store."""
+    with Service(Settings(node_id="node-b", store=settings.store)) as svc:
+        yield svc
+
+
+class Cli:
+    """Runs ``mutexctl`` as a separate process against the test's store, with a clean environment."""
+
+    def __init__(self, store_url: str, home: Path) -> None:
+        self.store_url = store_url
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MUTEXCTL_")}
+        self.env.update(MUTEXCTL_STORE=store_url, MUTEXCTL_NODE_ID="cli-node", HOME=str(home),
+                        XDG_CONFIG_HOME=str(home / ".config"), XDG_STATE_HOME=str(home / ".state"), NO_COLOR="1")
+        self.cwd = home
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60,
+                 input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*mutexctl_argv(), *args], env={**self.env, **(env or {})}, cwd=self.cwd,
+                              capture_output=True, text=True, timeout=timeout, input=input)
+
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[str]:
+        """Start mutexctl as a shell's foreground job would: with SIGINT and SIGQUIT not ignored.
+
+        (A job started with ``&`` by a non-interactive shell, as CI runners do, inherits both
+        ignored, and so would the command mutexctl runs.)
+        """
+        return subprocess.Popen([*mutexctl_argv(), *args], env={**self.env, **(env or {})}, cwd=self.cwd,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_default_signals, **kw)  # type: ignore[call-overload]
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def cli(store_url: str, tmp_path: Path) -> Cli:
+    home = tmp_path / "home"
+    home.mkdir()
+    return Cli(store_url, home)
+
+
+def sqlite_rows(store_url: str) -> list[tuple[object, ...]]:
+    """Every row of an SQLite store, to prove a failed command changed nothing."""
+    path = Path(store_url.removeprefix("sqlite://"))
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as db:
+        return [("mutexes", *r) for r in db.execute("SELECT * FROM mutexes ORDER BY mutexId")] + \
+               [("forced", *r) for r in db.execute("SELECT * FROM forced_releases ORDER BY id")]
+
+
+def have(program: str) -> bool:
+    return shutil.which(program) is not None

@@ -1,0 +1,145 @@
+"""``mutexctl acquire NAME -- CMD``: exact statuses, signals, renewal, and stopping on loss."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from mutexctl import Service
+
+from .conftest import Cli, pid_alive, wait_until
+
+
+def test_the_command_s_exact_exit_status_is_returned(cli: Cli) -> None:
+    assert cli("acquire", "job", "--", "sh", "-c", "exit 7").returncode == 7
+    assert cli("acquire", "job", "--", "true").returncode == 0
+
+
+def test_a_command_killed_by_signal_n_gives_128_plus_n(cli: Cli) -> None:
+    assert cli("acquire", "job", "--", "sh", "-c", "kill -USR1 $$").returncode == 128 + signal.SIGUSR1
+
+
+def test_the_command_sees_the_lease_in_its_environment(cli: Cli) -> None:
+    done = cli("acquire", "job", "--", "sh", "-c", 'echo "$MUTEXCTL_MUTEX_ID $MUTEXCTL_NODE_ID '
+               '$MUTEXCTL_FENCE $MUTEXCTL_LOCK_HELD"')
+    assert done.stdout.strip() == "job cli-node 1 1"
+
+
+def test_the_lease_is_released_when_the_command_ends(cli: Cli, service: Service) -> None:
+    cli("acquire", "job", "--", "sh", "-c", "exit 3")
+    assert service.status("job")[0].state == "free"
+
+
+def test_a_missing_command_gives_127_and_releases_the_lease(cli: Cli, service: Service) -> None:
+    done = cli("acquire", "job", "--", "no-such-command-here")
+    assert done.returncode == 127 and "command not found" in done.stderr
+    assert service.status("job")[0].state == "free"
+
+
+def test_the_command_does_not_run_while_another_node_holds_the_mutex(cli: Cli, service: Service,
+                                                                      tmp_path: Path) -> None:
+    service.try_acquire("job", timeout="1h")
+    marker = tmp_path / "ran"
+    done = cli("acquire", "job", "--", "touch", str(marker))
+    assert done.returncode == 1 and not marker.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1])
+def test_signals_sent_to_mutexctl_reach_the_command_s_grandchildren(cli: Cli, tmp_path: Path, sig: int) -> None:
+    pidfile = tmp_path / "grandchild"
+    # the inner sh writes its pid and becomes `sleep`: a grandchild of mutexctl, in the foreground of sh
+    proc = cli.popen("acquire", "job", "--", "sh", "-c", f"sh -c 'echo $$ > {pidfile}; exec sleep 100'; exit 0")
+    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10))
+    proc.send_signal(sig)
+    proc.communicate(timeout=10)
+    wait_until(lambda: not pid_alive(grandchild), timeout=5)
+    assert proc.returncode == 128 + sig  # sh died of the forwarded signal too
+
+
+def test_a_forwarded_sigterm_reaches_background_grandchildren(cli: Cli, tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    proc = cli.popen("acquire", "job", "--", "sh", "-c", f"sleep 100 & echo $! > {pidfile}; wait")
+    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10))
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=10)
+    wait_until(lambda: not pid_alive(grandchild), timeout=5)
+    assert proc.returncode == 128 + signal.SIGTERM
+
+
+def test_a_forwarded_signal_the_command_handles_gives_its_own_status(cli: Cli, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    proc = cli.popen("acquire", "job", "--", "sh", "-c",
+                     f"trap 'exit 5' USR2; touch {ready}; while :; do sleep 0.05; done")
+    wait_until(ready.exists, timeout=10)
+    proc.send_signal(signal.SIGUSR2)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 5
+
+
+def test_a_command_running_three_times_its_timeout_keeps_its_lease(cli: Cli, service: Service) -> None:
+    proc = cli.popen("acquire", "job", "--timeout", "600ms", "--", "sleep", "1.8")
+    wait_until(lambda: service.status("job") and service.status("job")[0].state == "held", timeout=10)
+    refused = 0
+    while proc.poll() is None:
+        state = service.status("job")[0]
+        if state.state == "held":
+            assert state.taken_by == "cli-node" and state.fence == 1
+            refused += 1
+        time.sleep(0.1)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    assert refused >= 12  # held throughout ~1.8 s, well past the 600 ms timeout
+
+
+def test_a_forced_release_from_another_process_stops_the_command_with_75(cli: Cli, tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    proc = cli.popen("acquire", "job", "--timeout", "3s", "--", "sh", "-c",
+                     f"sleep 100 & echo $! > {pidfile}; wait")
+    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10))
+    forced = cli("release", "job", "--force", "--reason", "test: break it")
+    assert forced.returncode == 0
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 75, err
+    assert "lost" in err and "stopped" in err
+    assert not pid_alive(grandchild)
+
+
+def test_sigkill_of_mutexctl_kills_the_command_s_whole_group_within_a_second(cli: Cli, tmp_path: Path,
+                                                                            service: Service) -> None:
+    pidfile = tmp_path / "grandchild"
+    proc = cli.popen("acquire", "job", "--timeout", "10s", "--", "sh", "-c",
+                     f"sleep 100 & echo $! > {pidfile}; wait")
+    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10))
+    proc.kill()
+    proc.wait()
+    killed_at = time.monotonic()
+    wait_until(lambda: not pid_alive(grandchild), timeout=1.0, interval=0.01)
+    assert time.monotonic() - killed_at < 1.0
+    assert service.status("job")[0].state == "held"  # nobody released it: it expires on its own
+
+
+def test_an_unreachable_store_stops_the_command_before_its_lease_could_expire(cli: Cli, store_url: str,
+                                                                               tmp_path: Path) -> None:
+    if not store_url.startswith("sqlite"):
+        pytest.skip("store outages of a server are tested with the server's own fault tests")
+    pidfile = tmp_path / "grandchild"
+    proc = cli.popen("acquire", "job", "--timeout", "1500ms", "--", "sh", "-c",
+                     f"sleep 100 & echo $! > {pidfile}; wait")
+    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10))
+    blocker = sqlite3.connect(store_url.removeprefix("sqlite://"), isolation_level=None, timeout=10)
+    blocker.execute("BEGIN EXCLUSIVE")  # every renewal now waits on the write lock
+    blocked_at = time.monotonic()
+    try:
+        expires_ns = blocker.execute("SELECT expiresNs FROM mutexes WHERE mutexId='job'").fetchone()[0]
+        boot_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        lease_ends_at = blocked_at + (expires_ns - boot_ns) / 1e9
+        wait_until(lambda: not pid_alive(grandchild), timeout=5, interval=0.005)
+        assert time.monotonic() < lease_ends_at, "the command outlived the lease"
+        proc.communicate(timeout=10)
+        assert proc.returncode == 75
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
