@@ -101,7 +101,7 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
     """The first parameter file in DESIGN.md's lookup order; an explicitly named one must exist."""
     named = explicit or env.get("MUTEXCTL_CONFIG")
     if named:
-        path = Path(named)
+        path = Path(named).absolute()
         if not path.is_file():
             source = "--config" if explicit else "MUTEXCTL_CONFIG"
             raise ConfigError(f"config file {named} (from {source}) does not exist",
@@ -111,7 +111,7 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
     for candidate in (Path("mutexctl.yaml"), Path(config_home) / "mutexctl" / "config.yaml",
                       Path("/etc/mutexctl/config.yaml")):
         if candidate.is_file():
-            return candidate
+            return candidate.absolute()
     return None
 
 
@@ -184,27 +184,25 @@ def _read_file(path: Path) -> dict[str, Any]:
 def _settings_from_document(path: Path, document: dict[Any, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in document.items():
-        where = f"{path}: key '{key}'"
         if key not in _TOP_KEYS:
             raise ConfigError(f"{path}: unknown key '{key}'", hint=f"known keys: {', '.join(_TOP_KEYS)}")
         if key == "defaults":
-            values.update(_lease_block(where, value, as_override=False))
+            values.update(_lease_block(path, "defaults", value))
         elif key == "mutexes":
             values["mutexes"] = _mutexes_block(path, value)
         else:
-            values[key] = _checked(where, lambda k=key, v=value, w=where: _convert(k, v, "the value"))
+            values[key] = _checked(f"{path}: key '{key}'", lambda k=key, v=value: _convert(k, v, "the value"))
     return values
 
 
-def _lease_block(where: str, block: object, *, as_override: bool) -> dict[str, Any]:
+def _lease_block(path: Path, dotted: str, block: object) -> dict[str, Any]:
     if not isinstance(block, dict):
-        raise ConfigError(f"{where} must be a mapping like {{timeout: 30s, wait: 0}}, not {block!r}")
+        raise ConfigError(f"{path}: key '{dotted}' must be a mapping like {{timeout: 30s, wait: 0}}, not {block!r}")
     out: dict[str, Any] = {}
     for key, value in block.items():
         if key not in _LEASE_KEYS:
-            raise ConfigError(f"{where}: unknown key '{key}'", hint="known keys: timeout, wait")
-        inner = f"{where}.{key}"
-        converted = _checked(inner, lambda k=key, v=value: _convert(k, v, "the value"))
+            raise ConfigError(f"{path}: unknown key '{dotted}.{key}'", hint="known keys: timeout, wait")
+        converted = _checked(f"{path}: key '{dotted}.{key}'", lambda k=key, v=value: _convert(k, v, "the value"))
         out[("timeout_ms" if key == "timeout" else "wait_s")] = converted
     return out
 
@@ -216,7 +214,6 @@ def _mutexes_block(path: Path, block: object) -> dict[str, MutexOverride]:
 
     overrides = {}
     for name, lease in block.items():
-        where = f"{path}: key 'mutexes.{name}'"
-        _checked(where, lambda n=name: validate_mutex_id(n))
-        overrides[name] = MutexOverride(**_lease_block(where, lease, as_override=True))
+        _checked(f"{path}: key 'mutexes'", lambda n=name: validate_mutex_id(n))
+        overrides[name] = MutexOverride(**_lease_block(path, f"mutexes.{name}", lease))
     return overrides

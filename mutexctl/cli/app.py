@@ -47,9 +47,9 @@ class Invocation:
 
     def merge(self, config: str | None, store: str | None, node_id: str | None, as_json: bool, verbose: int,
               debug: bool) -> Invocation:
-        self.config = config or self.config
-        self.store = store or self.store
-        self.node_id = node_id or self.node_id
+        self.config = config if config is not None else self.config
+        self.store = store if store is not None else self.store
+        self.node_id = node_id if node_id is not None else self.node_id
         self.as_json = self.as_json or as_json
         self.verbose = max(self.verbose, verbose)
         self.debug = self.debug or debug

@@ -1,0 +1,153 @@
+"""The CLI contract: stdout is data, exit statuses as documented, --json everywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from mutexctl import Service
+
+from .conftest import Cli
+
+
+def test_acquire_prints_only_the_fence_on_stdout(cli: Cli) -> None:
+    done = cli("acquire", "nightly")
+    assert (done.returncode, done.stdout) == (0, "1\n")
+
+
+def test_the_fence_released_by_token_lets_the_next_acquire_in_with_a_higher_fence(cli: Cli) -> None:
+    token = cli("acquire", "nightly").stdout.strip()
+    assert cli("release", "nightly", "--token", token).returncode == 0
+    assert cli("acquire", "nightly").stdout.strip() == str(int(token) + 1)
+
+
+def test_a_busy_mutex_exits_1_and_names_the_holder_on_stderr(cli: Cli, service: Service) -> None:
+    service.try_acquire("nightly", timeout="1h")
+    done = cli("acquire", "nightly")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "held by node-a" in done.stderr
+
+
+def test_conflict_exit_code_changes_the_busy_status(cli: Cli, service: Service) -> None:
+    service.try_acquire("nightly", timeout="1h")
+    assert cli("acquire", "nightly", "-E", "42").returncode == 42
+    assert cli("acquire", "nightly", "--conflict-exit-code", "0").returncode == 0
+
+
+def test_wait_blocks_until_the_holder_releases(cli: Cli, service: Service) -> None:
+    lease = service.try_acquire("nightly", timeout="1h")
+    threading.Timer(0.5, service.release, args=("nightly",), kwargs={"token": lease.fence}).start()
+    started = time.monotonic()
+    done = cli("acquire", "nightly", "--wait", "20s")
+    assert done.returncode == 0 and done.stdout.strip() == str(lease.fence + 1)
+    assert 0.5 <= time.monotonic() - started < 15
+
+
+def test_a_wait_that_times_out_exits_1_and_says_so(cli: Cli, service: Service) -> None:
+    service.try_acquire("nightly", timeout="1h")
+    started = time.monotonic()
+    done = cli("acquire", "nightly", "--wait", "700ms")
+    assert done.returncode == 1 and "gave up after 0.7s" in done.stderr
+    assert time.monotonic() - started >= 0.7
+
+
+def test_a_wait_does_not_outlast_an_expiring_holder(cli: Cli, service: Service) -> None:
+    service.try_acquire("nightly", timeout="600ms")
+    done = cli("acquire", "nightly", "--wait", "inf")
+    assert done.returncode == 0 and done.stdout.strip() == "2"
+
+
+def test_release_by_a_non_owner_exits_3(cli: Cli, service: Service) -> None:
+    lease = service.try_acquire("nightly", timeout="1h")
+    done = cli("release", "nightly")
+    assert done.returncode == 3 and "held by node-a" in done.stderr
+    assert cli("release", "nightly", "--token", str(lease.fence), "--node-id", "node-a").returncode == 0
+
+
+def test_release_of_an_expired_lease_exits_3(cli: Cli) -> None:
+    token = cli("acquire", "nightly", "--timeout", "100ms").stdout.strip()
+    time.sleep(0.3)  # the lease is 100 ms: 3 times over, on any clock
+    done = cli("release", "nightly", "--token", token)
+    assert done.returncode == 3 and "expired" in done.stderr
+
+
+def test_force_release_is_recorded_and_status_shows_it(cli: Cli, service: Service) -> None:
+    service.try_acquire("stuck", timeout="1h")
+    done = cli("release", "stuck", "--force", "--reason", "VM deleted, INC-42")
+    assert done.returncode == 0 and "force-released 'stuck' from node-a" in done.stderr
+    status = cli("status", "stuck")
+    assert "VM deleted, INC-42" in status.stdout and "free" in status.stdout
+    document = json.loads(cli("status", "--json").stdout)
+    [record] = document["forced_releases"]
+    assert record["previous_holder"] == "node-a" and record["by_node"] == "cli-node"
+
+
+def test_status_shows_holder_time_left_and_why(cli: Cli) -> None:
+    cli("acquire", "deploy", "--timeout", "10m")
+    done = cli("status")
+    assert done.returncode == 0
+    header, row = done.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["MUTEX", "STATE", "NODE"]
+    assert row.split()[:3] == ["deploy", "held", "cli-node"] and "10m00s" in row
+    assert "is gone from this host and nobody renews" in done.stdout  # acquire exited: who renews it?
+
+
+def test_status_json_documents_every_field(cli: Cli) -> None:
+    cli("acquire", "deploy", "--timeout", "10m")
+    [state] = json.loads(cli("status", "--json").stdout)["mutexes"]
+    assert {"mutex", "state", "taken_by", "host", "pid", "command", "taken_at", "expires_at", "remaining_ms",
+            "timeout_ms", "fence", "why"} <= set(state)
+    assert state["state"] == "held" and 590_000 < state["remaining_ms"] <= 600_000
+    assert state["taken_at"].endswith("Z") and state["timeout_ms"] == 600_000
+
+
+def test_acquire_json(cli: Cli) -> None:
+    document = json.loads(cli("acquire", "deploy", "--json").stdout)
+    assert document["ok"] is True and document["fence"] == 1 and document["node"] == "cli-node"
+
+
+def test_exec_mode_json_reports_the_status(cli: Cli) -> None:
+    done = cli("--json", "acquire", "deploy", "--", "sh", "-c", "exit 4")
+    assert done.returncode == 4 and json.loads(done.stdout.splitlines()[-1])["status"] == 4
+
+
+def test_global_options_work_before_and_after_the_command(cli: Cli) -> None:
+    assert json.loads(cli("--node-id", "n1", "acquire", "a", "--json").stdout)["node"] == "n1"
+    assert json.loads(cli("acquire", "b", "--node-id", "n2", "--json").stdout)["node"] == "n2"
+
+
+def test_version_and_help(cli: Cli) -> None:
+    import mutexctl
+
+    assert cli("--version").stdout.strip() == f"mutexctl {mutexctl.__version__}"
+    help_text = cli("--help").stdout
+    assert all(word in help_text for word in ("acquire", "release", "status"))
+    assert "--conflict-exit-code" in cli("acquire", "--help").stdout
+
+
+def test_the_default_store_is_an_sqlite_file_under_xdg_state_home(cli: Cli, tmp_path: Path) -> None:
+    env = {k: v for k, v in cli.env.items() if k != "MUTEXCTL_STORE"}
+    done = subprocess.run([*cli_argv(), "acquire", "demo"], env=env, cwd=cli.cwd, capture_output=True, text=True)
+    assert done.returncode == 0
+    assert (Path(env["XDG_STATE_HOME"]) / "mutexctl" / "mutexctl.db").is_file()
+
+
+def test_python_dash_m_mutexctl_works(cli: Cli) -> None:
+    done = subprocess.run([sys.executable, "-m", "mutexctl", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("mutexctl ")
+
+
+def test_importing_the_library_pulls_in_no_cli_or_driver_modules() -> None:
+    code = "import sys, mutexctl; print(sorted(m for m in ('typer','rich','pymongo','click','yaml') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]"
+
+
+def cli_argv() -> list[str]:
+    from .conftest import mutexctl_argv
+
+    return mutexctl_argv()
