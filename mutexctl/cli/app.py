@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -245,6 +246,10 @@ def _scan_flags(argv: list[str]) -> tuple[bool, bool]:
 
 def run(argv: list[str]) -> int:
     """Parse and run one command line; every outcome becomes an exit status here."""
+    if "_MUTEXCTL_COMPLETE" in os.environ:  # a shell asking for completions: register typer's shells
+        from typer.completion import completion_init
+
+        completion_init()
     as_json, debug = _scan_flags(argv)
     inv = Invocation(as_json=as_json, debug=debug, out=Output(as_json=as_json, debug=debug))
     try:

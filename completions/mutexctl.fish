@@ -1,0 +1,1 @@
+complete --command mutexctl --no-files --arguments "(env _MUTEXCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) mutexctl)" --condition "env _MUTEXCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) mutexctl"

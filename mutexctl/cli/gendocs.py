@@ -1,0 +1,150 @@
+"""Generate ``completions/`` and ``man/mutexctl.1`` from the Typer app.
+
+    python -m mutexctl.cli.gendocs          # write them (commit the result)
+    python -m mutexctl.cli.gendocs --check  # exit 1 if the committed files differ (a test runs this)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .. import __version__
+from .app import app
+from .exit_codes import EXIT_STATUS_TABLE
+
+ROOT = Path(__file__).resolve().parents[2]
+SHELLS = {"bash": "mutexctl.bash", "zsh": "_mutexctl", "fish": "mutexctl.fish"}
+
+ENVIRONMENT = (
+    ("MUTEXCTL_CONFIG", "Path of the YAML parameter file (like --config)."),
+    ("MUTEXCTL_STORE", "Store URL (like --store)."),
+    ("MUTEXCTL_NODE_ID", "Node id that holds leases (like --node-id); default: the host name."),
+    ("MUTEXCTL_DATABASE", "Database name on a server store; default mutexctl."),
+    ("MUTEXCTL_TIMEOUT", "Default lease timeout (e.g. 30s)."),
+    ("MUTEXCTL_WAIT", "Default wait for a busy mutex (e.g. 5m, inf); default 0, one try."),
+    ("MUTEXCTL_CONNECT_TIMEOUT", "How long to look for a server store before exit 69; default 5s."),
+    ("XDG_STATE_HOME", "The default store is $XDG_STATE_HOME/mutexctl/mutexctl.db (~/.local/state)."),
+    ("XDG_CONFIG_HOME", "The parameter file may be $XDG_CONFIG_HOME/mutexctl/config.yaml (~/.config)."),
+    ("NO_COLOR", "Turns colour off on a terminal."),
+    ("MUTEXCTL_MUTEX_ID, MUTEXCTL_NODE_ID, MUTEXCTL_FENCE, MUTEXCTL_LOCK_HELD",
+     "Set for a command run under a lease (exec mode)."),
+)
+
+FILES = (
+    ("./mutexctl.yaml", "Parameter file in the working directory (first in the lookup)."),
+    ("$XDG_CONFIG_HOME/mutexctl/config.yaml", "Per-user parameter file."),
+    ("/etc/mutexctl/config.yaml", "System-wide parameter file."),
+    ("$XDG_STATE_HOME/mutexctl/mutexctl.db", "The default embedded store (SQLite)."),
+)
+
+EXAMPLES = (
+    ("Run a migration while holding the lease; its exit status is returned:",
+     "mutexctl acquire deploy --wait 5m -- ./migrate.sh"),
+    ("Hold a lease across several steps of a script, by token:",
+     'TOKEN=$(mutexctl acquire nightly --timeout 1h) || exit\n./step1 && ./step2\n'
+     'mutexctl release nightly --token "$TOKEN"'),
+    ("See who holds what, and why a lease is stuck:", "mutexctl status"),
+    ("Break a stuck lease, on the record:", 'mutexctl release deploy --force --reason "runner VM deleted, INC-123"'),
+)
+
+
+def _roff(text: str) -> str:
+    lines = []
+    for line in text.replace("\\", "\\e").replace("-", "\\-").splitlines():
+        lines.append("\\&" + line if line.startswith((".", "'")) else line)
+    return "\n".join(lines)
+
+
+def _param_synopsis(param: Any) -> str:
+    names = ", ".join(param.opts)
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return names
+    return f"{names} {param.metavar or param.type.name.upper()}"
+
+
+def _options(command: Any, skip: frozenset[str] = frozenset()) -> list[str]:
+    out = []
+    for param in command.params:
+        if param.param_type_name != "option" or param.hidden or param.name in skip:
+            continue
+        out += [".TP", f"\\fB{_roff(_param_synopsis(param))}\\fR", _roff(param.help or "")]
+    return out
+
+
+def _arguments(command: Any) -> str:
+    words = []
+    for param in command.params:
+        if param.param_type_name == "argument":
+            metavar = param.metavar or param.name.upper()
+            words.append(metavar if param.required else (metavar if metavar.startswith("[") else f"[{metavar}]"))
+    return " ".join(words)
+
+
+def man_page() -> str:
+    root = typer.main.get_command(app)
+    ctx = typer.Context(root, info_name="mutexctl")  # type: ignore[arg-type]
+    commands = root.list_commands(ctx)  # type: ignore[attr-defined]
+    global_names = frozenset(p.name for p in root.params)
+    lines = [f'.TH MUTEXCTL 1 "" "mutexctl {__version__}" "User Commands"', ".SH NAME",
+             "mutexctl \\- named leases (mutexes with a timeout) shared through a database", ".SH SYNOPSIS",
+             "\\fBmutexctl\\fR [\\fIGLOBAL OPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...", ".SH DESCRIPTION",
+             _roff(root.help or ""), ".SH GLOBAL OPTIONS",
+             "They are accepted before the command name and after it.", *_options(root)]
+    for name in commands:
+        command = root.get_command(ctx, name)  # type: ignore[attr-defined]
+        lines += [f".SH COMMAND: {name.upper()}", f"\\fBmutexctl {name}\\fR {_roff(_arguments(command))}",
+                  ".PP", _roff(command.help or ""), *_options(command, global_names)]
+    lines += [".SH EXIT STATUS"]
+    for code, meaning in EXIT_STATUS_TABLE:
+        lines += [".TP", f"\\fB{_roff(code)}\\fR", _roff(meaning)]
+    lines += [".SH ENVIRONMENT"]
+    for var, meaning in ENVIRONMENT:
+        lines += [".TP", f"\\fB{_roff(var)}\\fR", _roff(meaning)]
+    lines += [".SH FILES"]
+    for path, meaning in FILES:
+        lines += [".TP", f"\\fI{_roff(path)}\\fR", _roff(meaning)]
+    lines += [".SH EXAMPLES"]
+    for say, example in EXAMPLES:
+        lines += [".PP", _roff(say), ".PP", ".nf", ".RS 4", _roff(example), ".RE", ".fi"]
+    lines += [".SH SEE ALSO", "\\fBflock\\fR(1)", ""]
+    return "\n".join(lines)
+
+
+def completion_script(shell: str) -> str:
+    """Ask the app itself, as a shell would, for its completion script."""
+    env = dict(os.environ, _MUTEXCTL_COMPLETE=f"source_{shell}")
+    done = subprocess.run([sys.executable, "-m", "mutexctl"], env=env, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def generated() -> dict[Path, str]:
+    files = {ROOT / "man" / "mutexctl.1": man_page()}
+    for shell, filename in SHELLS.items():
+        files[ROOT / "completions" / filename] = completion_script(shell)
+    return files
+
+
+def main(argv: list[str]) -> int:
+    stale = []
+    for path, text in generated().items():
+        current = path.read_text() if path.exists() else None
+        if current == text:
+            continue
+        stale.append(path)
+        if "--check" not in argv:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if "--check" in argv and stale:
+        print("out of date (run python -m mutexctl.cli.gendocs): " + ", ".join(map(str, stale)), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
