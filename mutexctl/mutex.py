@@ -27,6 +27,8 @@ BACKOFF_CAP_S = 1.0
 # Fraction of the timeout kept in reserve against the local clock running slower than the store's.
 CLOCK_SAFETY = 0.1
 MAX_STOP_GRACE_S = 5.0
+# Renewals also detect a forced release; a cap keeps that detection prompt for long leases.
+MAX_RENEW_INTERVAL_S = 5.0
 
 WaitCallback = Callable[[LockHeldError, float], None]
 
@@ -41,6 +43,11 @@ def stop_grace_s(timeout_ms: int) -> float:
     return min(MAX_STOP_GRACE_S, timeout_ms / 6000)
 
 
+def renew_interval_s(timeout_ms: int) -> float:
+    """Renew every timeout/3, and at least every 5 s so a forced release is noticed within seconds."""
+    return min(MAX_RENEW_INTERVAL_S, timeout_ms / 3000)
+
+
 def _duration_ms(value: str | float | int | None, default_ms: int, what: str) -> int:
     return default_ms if value is None else parse_timeout_ms(value, what=what)
 
@@ -52,7 +59,8 @@ class RunResult:
     status: int
     fence: int
     lost: str | None = None
-    release_error: StoreError | NotOwnerError | None = None
+    stopped: bool = False  # the loss was noticed while the command ran, and it was stopped
+    release_error: StoreError | None = None
 
 
 class Service:
@@ -201,10 +209,12 @@ class Service:
         keeper.stop()
         group.finish(kill_rest=keeper.lost_reason is not None)
         if keeper.lost_reason is not None:
-            return RunResult(status, lease.fence, lost=keeper.lost_reason)
+            return RunResult(status, lease.fence, lost=keeper.lost_reason, stopped=True)
         try:
             self.release(mutex_id, token=lease.fence)
-        except (StoreError, NotOwnerError) as exc:
+        except NotOwnerError as exc:  # broken or expired before the command ended: it ran unprotected
+            return RunResult(status, lease.fence, lost=f"{exc.message} when the command ended")
+        except StoreError as exc:  # the lease is intact and will expire on its own
             return RunResult(status, lease.fence, release_error=exc)
         return RunResult(status, lease.fence)
 
@@ -267,7 +277,7 @@ class HeldLease:
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews a lease every timeout/3 and calls ``on_lost(reason)`` once if it cannot.
+    """Renews a lease every timeout/3 (at most 5 s apart) and calls ``on_lost(reason)`` once if it cannot.
 
     Renewals run in short-lived worker threads so that a renewal stuck on an unreachable store
     cannot delay the loss decision: the lease is declared lost at its conservative local deadline,
@@ -282,7 +292,7 @@ class LeaseKeeper(threading.Thread):
         self.lost_reason: str | None = None
         self._on_lost = on_lost
         self._margin = stop_margin_s + CLOCK_SAFETY * lease.timeout_ms / 1000
-        self._interval = lease.timeout_ms / 3000
+        self._interval = renew_interval_s(lease.timeout_ms)
         self._wake = threading.Event()
         self._stopping = False
         self._result: Lease | BaseException | None = None

@@ -143,3 +143,14 @@ def test_an_unreachable_store_stops_the_command_before_its_lease_could_expire(cl
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
+
+
+def test_a_forced_release_stops_a_long_lease_s_command_within_seconds(cli: Cli, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    proc = cli.popen("acquire", "job", "--timeout", "1h", "--", "sh", "-c", f"touch {ready}; sleep 100")
+    wait_until(ready.exists, timeout=10)
+    forced_at = time.monotonic()
+    assert cli("release", "job", "--force", "--reason", "test").returncode == 0
+    proc.communicate(timeout=30)
+    assert proc.returncode == 75
+    assert time.monotonic() - forced_at < 5 + 2  # one renewal interval (capped at 5 s) plus slack

@@ -110,7 +110,7 @@ def acquire(
 ) -> int:
     """Take a lease: print its fence (token) on stdout, or run COMMAND under it and release it after.
 
-    In exec mode the lease is renewed every timeout/3; if it cannot be, the command's process group
+    In exec mode the lease is renewed every timeout/3 (at most 5 s apart); if it cannot be, the command's process group
     gets SIGTERM, then SIGKILL, before the lease could pass to another node (exit 75).
     """
     inv = ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
@@ -127,7 +127,7 @@ def acquire(
     out = inv.out
 
     def waiting(held: LockHeldError, elapsed: float) -> None:
-        out.progress(f"waiting for '{name}': {held.message} [{human_ms(elapsed * 1000)}]")
+        out.progress(f"waiting: {held.message} [waited {human_ms(elapsed * 1000)}]")
 
     with inv.service() as svc:
         if command:
@@ -147,8 +147,9 @@ def _run_command(inv: Invocation, svc: Service, name: str, command: list[str], t
     out = inv.out
     result = svc.run(name, command, timeout=timeout_s, wait=wait_s, on_wait=waiting)  # type: ignore[arg-type]
     if result.lost is not None:
+        ending = "was stopped" if result.stopped else "ran to its end without it"
         error = LeaseLostError(f"lease on '{name}' (fence {result.fence}) was lost: {result.lost}; "
-                               f"the command was stopped (status {result.status})",
+                               f"the command {ending} (status {result.status})",
                                hint="see 'mutexctl status'; a longer --timeout tolerates longer store outages")
         out.fail(error, exit_codes.LEASE_LOST)
         return exit_codes.LEASE_LOST
@@ -203,8 +204,11 @@ def _report_forced(inv: Invocation, name: str, before: object) -> None:
         previous = {"previous_holder": before.taken_by, "previous_fence": before.fence} if held else {}
         inv.out.doc({"ok": True, "mutex": name, "released": held, **previous})
     elif held:
-        inv.out.note(f"force-released '{name}' from {before.taken_by} (fence {before.fence}, "
-                     f"{before.state}); recorded")
+        from ..mutex import renew_interval_s
+
+        notice = human_ms(renew_interval_s(before.timeout_ms or 0) * 1000)
+        inv.out.note(f"force-released '{name}' from {before.taken_by} (fence {before.fence}, {before.state}); "
+                     f"recorded. A mutexctl still running it stops its command at its next renewal (within {notice}).")
     else:
         inv.out.note(f"'{name}' was not held; nothing to release")
 

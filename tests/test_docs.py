@@ -1,0 +1,42 @@
+"""Docs are generated or checked: completions and man page match the app; the exit table agrees."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from mutexctl.cli.exit_codes import EXIT_STATUS_TABLE
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_committed_man_page_and_completions_match_the_app() -> None:
+    done = subprocess.run([sys.executable, "-m", "mutexctl.cli.gendocs", "--check"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_readme_exit_table_is_the_code_s_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Exit status", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (?!exit |---)(.+?) \| (.+?) \|$", section, flags=re.MULTILINE)
+    assert rows == list(EXIT_STATUS_TABLE)
+
+
+def test_the_man_page_exit_section_is_the_code_s_table() -> None:
+    man = (ROOT / "man" / "mutexctl.1").read_text()
+    section = man.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
+    rows = re.findall(r"^\.TP\n\\fB(.+?)\\fR\n(.+)$", section, flags=re.MULTILINE)
+    unroff = [(code.replace("\\-", "-"), meaning.replace("\\-", "-")) for code, meaning in rows]
+    assert unroff == list(EXIT_STATUS_TABLE)
+    for heading in ("ENVIRONMENT", "FILES", "EXAMPLES"):
+        assert f".SH {heading}" in man
+
+
+def test_the_readme_starts_with_the_two_commands_a_new_user_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```sh\n(.+?)\n```", readme)[:2]
+    assert "mutexctl acquire demo --" in commands[0] and "pip install ." in commands[0]
+    assert "pytest" in commands[1] and ".[test]" in commands[1]
