@@ -102,5 +102,7 @@ def _held_message(mutex_id: str, state: MutexState | None) -> str:
     if state.holder and state.holder.host:
         text += f" (host {state.holder.host}, pid {state.holder.pid})"
     if state.remaining_ms is not None:
-        text += f", lease ends in {state.remaining_ms / 1000:.1f}s"
+        from .models import human_ms
+
+        text += f", lease ends in {human_ms(state.remaining_ms)}"
     return text

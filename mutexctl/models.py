@@ -81,6 +81,23 @@ class ForcedRelease:
     previous_fence: int
 
 
+def human_ms(milliseconds: float) -> str:
+    """``850ms``, ``12.3s``, ``4m05s``, ``2h03m``, ``3d04h``."""
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f}ms"
+    seconds = milliseconds / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -93,7 +93,7 @@ def test_status_shows_holder_time_left_and_why(cli: Cli) -> None:
     header, row = done.stdout.splitlines()[:2]
     assert header.split()[:3] == ["MUTEX", "STATE", "NODE"]
     assert row.split()[:3] == ["deploy", "held", "cli-node"] and "10m00s" in row
-    assert "is gone from this host and nobody renews" in done.stdout  # acquire exited: who renews it?
+    assert "has exited on this host and nobody renews" in done.stdout  # acquire exited: who renews it?
 
 
 def test_status_json_documents_every_field(cli: Cli) -> None:

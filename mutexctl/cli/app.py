@@ -13,10 +13,10 @@ import typer
 from .. import __version__
 from ..config import load_settings, parse_timeout_ms, parse_wait_s
 from ..errors import LeaseLostError, LockHeldError, MutexctlError, UsageError
-from ..models import validate_mutex_id
+from ..models import human_ms, validate_mutex_id
 from ..mutex import Service
 from . import exit_codes
-from .output import Output, forced_doc, human_ms, lease_doc, render_status, state_doc
+from .output import Output, forced_doc, lease_doc, render_status, state_doc
 
 HELP = """Named leases (mutexes with a timeout) shared through a database, for scripts, CI/CD and on-call.
 

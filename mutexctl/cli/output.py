@@ -11,25 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import MutexctlError
-from ..models import ForcedRelease, Lease, MutexState, iso_ms
+from ..models import ForcedRelease, Lease, MutexState, human_ms, iso_ms
 from ..stores import mask_url
-
-
-def human_ms(milliseconds: float) -> str:
-    """``850ms``, ``12.3s``, ``4m05s``, ``2h03m``, ``3d04h``."""
-    if milliseconds < 1000:
-        return f"{milliseconds:.0f}ms"
-    seconds = milliseconds / 1000
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, seconds = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
 
 
 class Output:
@@ -118,8 +101,9 @@ def diagnose(state: MutexState, this_host: str) -> str:
     left = human_ms(state.remaining_ms or 0)
     alive = holder_alive(state, this_host)
     if alive is False:
-        return (f"holder pid {state.holder.pid if state.holder else '?'} is gone from this host and nobody renews "
-                f"the lease: it frees itself in {left}, or use release --force --reason")
+        return (f"holder pid {state.holder.pid if state.holder else '?'} has exited on this host and nobody renews "
+                f"the lease (normal after acquire without a command): it frees itself in {left}, when released "
+                f"by its token, or with release --force --reason")
     if alive:
         return f"holder pid {state.holder.pid if state.holder else '?'} is running; lease ends in {left} unless renewed"
     return f"held by {state.taken_by} on another host; lease ends in {left} unless renewed"
@@ -181,21 +165,23 @@ def render_status(out: Output, states: Sequence[MutexState], forced: Sequence[Fo
 def _render_rich(out: Output, states: Sequence[MutexState], rows: list[tuple[str, ...]],
                  forced: Sequence[ForcedRelease], this_host: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(no_color="NO_COLOR" in os.environ)
     table = Table(*_COLUMNS, box=None, header_style="bold")
     style = {"held": "yellow", "expired": "red", "free": "green"}
     for state, row in zip(states, rows):
-        table.add_row(*row, style=style.get(state.state))
+        table.add_row(*(escape(cell) for cell in row), style=style.get(state.state))
     console.print(table)
     for state in states:
         if state.state != "free":
-            console.print(f"[bold]{state.mutex_id}[/]: {diagnose(state, this_host)}", highlight=False, markup=True)
+            console.print(f"[bold]{escape(state.mutex_id)}[/]: {escape(diagnose(state, this_host))}", highlight=False)
     for record in forced:
-        console.print(f"forced release of [bold]{record.mutex_id}[/] at {iso_ms(record.at)} by "
-                      f"{record.by_user}@{record.by_host} ({record.by_node}): {record.reason} "
-                      f"[dim](was {record.previous_holder}, fence {record.previous_fence})[/]", highlight=False)
+        console.print(f"forced release of [bold]{escape(record.mutex_id)}[/] at {iso_ms(record.at)} by "
+                      f"{escape(record.by_user)}@{escape(record.by_host)} ({escape(record.by_node)}): "
+                      f"{escape(record.reason)} [dim](was {escape(record.previous_holder or '-')}, "
+                      f"fence {record.previous_fence})[/]", highlight=False)
 
 
 def _clip(text: str | None, width: int) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import (ConfigError, LeaseExpiredError, LockHeldError, NotOwnerError, StoreError,
                       StoreUnavailableError)
 from ..models import ForcedRelease, Holder, Lease, MutexState, iso_ms, parse_iso
+from . import mask_url
 
 BUSY_TIMEOUT_S = 10.0
 
@@ -78,7 +79,7 @@ class SQLiteStore:
 
     def __init__(self, path: Path, url: str) -> None:
         self.path = path
-        self.url = url
+        self.url = mask_url(url)
         self._boot = boot_id()
         self._db = _open(path, url)
         self._lock = threading.Lock()  # one connection, shared by the caller and a renewal thread
