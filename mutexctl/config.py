@@ -76,7 +76,8 @@ class MutexOverride:
 class Settings:
     node_id: str
     store: str
-    database: str = "mutexctl"
+    database: str | None = None  # None: the database named in a MongoDB URL's path, else "mutexctl"
+    collection: str = "mutexes"
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     wait_s: float = 0.0
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
@@ -122,10 +123,11 @@ def load_settings(*, config: str | None = None, store: str | None = None, node_i
     path = find_config_file(config, env)
     values: dict[str, Any] = _read_file(path) if path else {}
     for key, var in (("node_id", "MUTEXCTL_NODE_ID"), ("store", "MUTEXCTL_STORE"),
-                     ("database", "MUTEXCTL_DATABASE"), ("timeout", "MUTEXCTL_TIMEOUT"),
+                     ("database", "MUTEXCTL_DATABASE"), ("collection", "MUTEXCTL_COLLECTION"),
+                     ("timeout", "MUTEXCTL_TIMEOUT"),
                      ("wait", "MUTEXCTL_WAIT"), ("connect_timeout", "MUTEXCTL_CONNECT_TIMEOUT")):
         if env.get(var):
-            values[key] = _checked(var, lambda v=env[var], k=key: _convert(k, v, var))
+            values[_FIELD.get(key, key)] = _checked(var, lambda v=env[var], k=key: _convert(k, v, var))
     if node_id is not None:
         values["node_id"] = validate_node_id(node_id, what="--node-id")
     if store is not None:
@@ -147,6 +149,8 @@ def _convert(key: str, value: object, what: str) -> Any:
         return parse_timeout_ms(value, what=what)
     if key == "connect_timeout":
         return parse_timeout_ms(value, what=what)
+    if key in ("database", "collection"):
+        return _validate_db_name(value, what)
     if key == "wait":
         return parse_wait_s(value, what=what)
     if key == "node_id":
@@ -156,7 +160,17 @@ def _convert(key: str, value: object, what: str) -> Any:
     return value
 
 
-_TOP_KEYS = ("node_id", "store", "database", "connect_timeout", "defaults", "mutexes")
+def _validate_db_name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 63 or value.startswith("$") \
+            or any(ch in value for ch in '/\\. "$\x00') or not value.isprintable():
+        raise UsageError(f"{what} {value!r} is not a valid database or collection name",
+                         hint="use letters, digits, '-' and '_', e.g. mutexctl")
+    return value
+
+
+# File and environment keys -> Settings fields, where the field name carries the unit.
+_FIELD = {"timeout": "timeout_ms", "wait": "wait_s", "connect_timeout": "connect_timeout_ms"}
+_TOP_KEYS = ("node_id", "store", "database", "collection", "connect_timeout", "defaults", "mutexes")
 _LEASE_KEYS = ("timeout", "wait")
 
 
@@ -191,7 +205,8 @@ def _settings_from_document(path: Path, document: dict[Any, Any]) -> dict[str, A
         elif key == "mutexes":
             values["mutexes"] = _mutexes_block(path, value)
         else:
-            values[key] = _checked(f"{path}: key '{key}'", lambda k=key, v=value: _convert(k, v, "the value"))
+            values[_FIELD.get(key, key)] = _checked(f"{path}: key '{key}'",
+                                                    lambda k=key, v=value: _convert(k, v, "the value"))
     return values
 
 
@@ -203,7 +218,7 @@ def _lease_block(path: Path, dotted: str, block: object) -> dict[str, Any]:
         if key not in _LEASE_KEYS:
             raise ConfigError(f"{path}: unknown key '{dotted}.{key}'", hint="known keys: timeout, wait")
         converted = _checked(f"{path}: key '{dotted}.{key}'", lambda k=key, v=value: _convert(k, v, "the value"))
-        out[("timeout_ms" if key == "timeout" else "wait_s")] = converted
+        out[_FIELD[key]] = converted
     return out
 
 
