@@ -60,5 +60,10 @@ def open_store(settings: Settings) -> Store:
         from .sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url)
+    if scheme in ("mongodb", "mongodb+srv"):
+        from .mongodb import MongoStore  # pymongo is imported only for a MongoDB URL
+
+        return MongoStore(url, database=settings.database, collection=settings.collection,
+                          connect_timeout_ms=settings.connect_timeout_ms)
     raise ConfigError(f"unknown store URL {mask_url(url)!r}",
                       hint="use sqlite:///path/to/file.db or mongodb://host/ (mongodb+srv:// too)")

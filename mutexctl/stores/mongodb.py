@@ -1,0 +1,234 @@
+"""The MongoDB store: the seed's ``mutexes`` documents on a shared database, leases on the server's clock.
+
+Document (``_id`` = ``mutexId``; the seed's fields kept exactly, so other services can share them):
+``{_id, mutexId, taken, takenAt: "2026-11-27T12:03:06.908Z", takenBy, timeout: ms, expiresAt: Date,
+fence: long, holder: {host, pid, user, command}}``.
+
+Every expiry test and every new time is computed on the server with ``$$NOW`` (MongoDB >= 4.2), and a
+document written by another service in the seed's shape only (no ``expiresAt``, no ``fence``) expires
+at ``takenAt + timeout``. Acquire is one ``find_one_and_update(upsert=True)``: when the mutex is held
+the filter matches nothing, the upsert tries to insert the same ``_id`` and the server refuses it with
+DuplicateKeyError — which is the answer "held", decided atomically by the unique ``_id`` index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pymongo
+from pymongo import ReturnDocument
+from pymongo.errors import (ConfigurationError, ConnectionFailure, DuplicateKeyError, InvalidURI, OperationFailure,
+                            PyMongoError, ServerSelectionTimeoutError)
+
+from ..errors import ConfigError, LeaseExpiredError, LockHeldError, NotOwnerError, StoreError, StoreUnavailableError
+from ..models import ForcedRelease, Holder, Lease, MutexState, parse_iso
+from . import mask_url
+
+# When a lease ends: our expiresAt, or for a seed-shaped document takenAt (a string) + timeout (ms).
+# An unparsable takenAt gives null, and null sorts before every date: such a lease counts as expired.
+_EXPIRY: dict[str, Any] = {"$ifNull": ["$expiresAt", {"$add": [
+    {"$dateFromString": {"dateString": "$takenAt", "onError": None, "onNull": None}}, "$timeout"]}]}
+_EXPIRED = {"$lte": [_EXPIRY, "$$NOW"]}
+_ISO_NOW = {"$dateToString": {"date": "$$NOW", "format": "%Y-%m-%dT%H:%M:%S.%LZ", "timezone": "UTC"}}
+
+
+def _literal(value: Any) -> dict[str, Any]:
+    """User text inside a pipeline: without $literal, a node id like "$x" would be read as a field path."""
+    return {"$literal": value}
+
+
+class MongoStore:
+    """``mongodb://`` and ``mongodb+srv://`` URLs; TLS, auth and timeouts come from the URI's options."""
+
+    def __init__(self, url: str, *, database: str | None, collection: str, connect_timeout_ms: int) -> None:
+        self.url = mask_url(url)
+        self._secrets = _secrets(url)
+        try:
+            self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+                url, serverSelectionTimeoutMS=connect_timeout_ms, connectTimeoutMS=connect_timeout_ms,
+                socketTimeoutMS=max(2 * connect_timeout_ms, 10_000), w="majority", tz_aware=True,
+                appname="mutexctl")
+            db = self.client.get_default_database(default=database or "mutexctl") if not database \
+                else self.client[database]
+        except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
+            raise ConfigError(f"bad MongoDB URL {self.url}: {self._scrub(str(exc))}",
+                              hint="see the URL forms in README.md, section MongoDB") from None
+        self.database = db.name
+        self._mutexes = db[collection]
+        self._forced = db["forced_releases"]
+
+    # -- the store protocol -------------------------------------------------------------------
+
+    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
+        free_or_expired = {"_id": mutex_id, "$or": [{"taken": {"$ne": True}}, {"$expr": _EXPIRED}]}
+        take = [{"$set": {
+            "mutexId": _literal(mutex_id), "taken": True, "takenAt": _ISO_NOW, "takenBy": _literal(node_id),
+            "timeout": timeout_ms, "expiresAt": {"$add": ["$$NOW", timeout_ms]},
+            "fence": {"$add": [{"$ifNull": ["$fence", {"$toLong": 0}]}, 1]},
+            "holder": _literal({"host": holder.host, "pid": holder.pid, "user": holder.user,
+                                "command": holder.command})}}]
+        with self._errors():
+            try:
+                doc = self._mutexes.find_one_and_update(free_or_expired, take, upsert=True,
+                                                        return_document=ReturnDocument.AFTER,
+                                                        projection={"fence": 1, "takenAt": 1, "expiresAt": 1})
+            except DuplicateKeyError:
+                raise LockHeldError(mutex_id) from None
+        assert doc is not None  # upsert with AFTER always returns the document
+        return Lease(mutex_id, node_id, int(doc["fence"]), timeout_ms, parse_iso(doc["takenAt"]),
+                     _utc(doc["expiresAt"]))
+
+    def renew(self, lease: Lease) -> Lease:
+        ours_and_live = {**self._ours(lease.mutex_id, lease.node_id, lease.fence), "$expr": {"$gt": [_EXPIRY, "$$NOW"]}}
+        extend = [{"$set": {"expiresAt": {"$add": ["$$NOW", lease.timeout_ms]}, "timeout": lease.timeout_ms}}]
+        with self._errors():
+            doc = self._mutexes.find_one_and_update(ours_and_live, extend, return_document=ReturnDocument.AFTER,
+                                                    projection={"expiresAt": 1})
+        if doc is None:
+            raise self._loss(lease.mutex_id, lease.node_id, lease.fence, "renew")
+        return Lease(lease.mutex_id, lease.node_id, lease.fence, lease.timeout_ms, lease.taken_at,
+                     _utc(doc["expiresAt"]), lease.local_deadline)
+
+    def release(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+        # One write: free it, and tell in the same operation whether it had already expired.
+        free = [{"$set": {"taken": False, "releasedLate": _EXPIRED}}]
+        with self._errors():
+            doc = self._mutexes.find_one_and_update(self._ours(mutex_id, node_id, fence), free,
+                                                    return_document=ReturnDocument.AFTER,
+                                                    projection={"releasedLate": 1, "fence": 1})
+        if doc is None:
+            raise self._loss(mutex_id, node_id, fence, "release")
+        if doc.get("releasedLate"):
+            raise LeaseExpiredError(mutex_id, f"released '{mutex_id}', but its lease (fence {doc.get('fence')}) had "
+                                    "already expired: another node could have held it meanwhile",
+                                    hint="use a longer --timeout, or renew while you work")
+
+    def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
+        with self._errors():
+            before = self._mutexes.find_one_and_update({"_id": mutex_id, "taken": True}, {"$set": {"taken": False}},
+                                                       return_document=ReturnDocument.BEFORE)
+            if before is None:
+                return None
+            self._forced.insert_one({"mutexId": mutex_id, "at": datetime.now(timezone.utc), "byNode": by_node,
+                                     "byUser": by.user, "byHost": by.host, "reason": reason,
+                                     "previousHolder": before.get("takenBy"), "previousFence": before.get("fence", 0)})
+        return self._state(before, None)
+
+    def get(self, mutex_id: str) -> MutexState | None:
+        states = self._query({"_id": mutex_id})
+        return states[0] if states else None
+
+    def list(self) -> list[MutexState]:
+        return self._query({})
+
+    def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
+        query = {} if mutex_id is None else {"mutexId": mutex_id}
+        with self._errors():
+            docs = list(self._forced.find(query).sort("_id", -1).limit(limit))
+        return [ForcedRelease(d["mutexId"], _utc(d["at"]), d["byNode"], d["byUser"], d["byHost"], d["reason"],
+                              d.get("previousHolder"), int(d.get("previousFence") or 0)) for d in docs]
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _query(self, match: dict[str, Any]) -> list[MutexState]:
+        """One aggregate: the documents, the server's now and each lease's time left on that clock."""
+        pipeline = [{"$match": match}, {"$sort": {"_id": 1}},
+                    {"$addFields": {"_now": "$$NOW", "_left": {"$subtract": [_EXPIRY, "$$NOW"]}}}]
+        with self._errors():
+            docs = list(self._mutexes.aggregate(pipeline))
+        return [self._state(doc, doc["_now"]) for doc in docs]
+
+    def _state(self, doc: dict[str, Any], now: datetime | None) -> MutexState:
+        taken = bool(doc.get("taken"))
+        taken_at = _parse_taken_at(doc.get("takenAt"))
+        expires = doc.get("expiresAt")
+        if expires is None and taken_at is not None and isinstance(doc.get("timeout"), (int, float)):
+            expires = taken_at + timedelta(milliseconds=doc["timeout"])
+        left = doc.get("_left")
+        remaining = max(0, int(left)) if taken and left is not None else (0 if taken else None)
+        holder = doc.get("holder") if isinstance(doc.get("holder"), dict) else None
+        return MutexState(
+            doc.get("mutexId") or str(doc["_id"]), taken, doc.get("takenBy"), taken_at,
+            _utc(expires) if expires else None, doc.get("timeout"), int(doc.get("fence") or 0),
+            Holder(str(holder.get("host")), int(holder.get("pid") or 0), str(holder.get("user")),
+                   str(holder.get("command"))) if holder else None,
+            _utc(now) if now else datetime.now(timezone.utc), remaining)
+
+    @staticmethod
+    def _ours(mutex_id: str, node_id: str, fence: int | None) -> dict[str, Any]:
+        guard: dict[str, Any] = {"_id": mutex_id, "taken": True, "takenBy": node_id}
+        if fence is not None:
+            guard["fence"] = fence
+        return guard
+
+    def _loss(self, mutex_id: str, node_id: str, fence: int | None, verb: str) -> NotOwnerError:
+        """Explain why a guarded write matched nothing (a read, on the failure path only)."""
+        state = self.get(mutex_id)
+        ours = state is not None and state.taken and state.taken_by == node_id and fence in (None, state.fence)
+        if ours and state is not None and state.state == "expired":
+            return LeaseExpiredError(mutex_id, f"cannot {verb} '{mutex_id}': the lease (fence {state.fence}) "
+                                     "has expired", state, hint="acquire it again")
+        if state is None or not state.taken:
+            return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is not held", state)
+        mine = node_id + (f" with fence {fence}" if fence is not None else "")
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} "
+                             f"(fence {state.fence}), not by {mine}", state,
+                             hint="pass the --token that acquire printed, or --force --reason to break it")
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Driver errors become StoreUnavailableError/StoreError/ConfigError, credentials scrubbed."""
+        try:
+            yield
+        except DuplicateKeyError:
+            raise
+        except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
+            reason = self._scrub(str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0])
+            raise StoreUnavailableError(f"store {self.url} is unreachable: {reason}",
+                                        hint="check the host and port, that the server runs, and the network; "
+                                             "connect_timeout sets how long to look for it") from exc
+        except OperationFailure as exc:
+            message = self._scrub(str((exc.details or {}).get("errmsg") or exc))
+            if "auth" in message.lower():
+                raise ConfigError(f"store {self.url} refused the credentials: {message}",
+                                  hint="check the user, password and authSource in the URL") from None
+            raise StoreError(f"store {self.url} failed: {message}") from exc
+        except PyMongoError as exc:
+            raise StoreError(f"store {self.url} failed: {self._scrub(str(exc))}") from exc
+
+    def _scrub(self, text: str) -> str:
+        text = mask_url(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _secrets(url: str) -> list[str]:
+    """The user name and password of a URL, raw and decoded, longest first, to scrub from messages."""
+    try:
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rpartition("@")[0]
+    except ValueError:
+        return []
+    found = {piece for raw in userinfo.split(":", 1) if raw for piece in (raw, unquote(raw))}
+    return sorted(found, key=len, reverse=True)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _parse_taken_at(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return _utc(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return parse_iso(value)
+    return None
