@@ -69,6 +69,7 @@ class Service:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store if store is not None else open_store(settings)
+        self._default_holder: Holder | None = None
         self._taken: dict[str, tuple[str, int]] = {}  # what P() took, so V() releases exactly that lease
 
     @property
@@ -103,12 +104,21 @@ class Service:
     # -- leases -------------------------------------------------------------------------------
 
     def try_acquire(self, mutex_id: str, *, timeout: str | float | None = None, node_id: str | None = None,
-                    command: str | None = None) -> Lease:
-        """Take the mutex now or raise LockHeldError. ``timeout`` is a duration (``30s``; number = seconds)."""
+                    command: str | None = None, explain: bool = True) -> Lease:
+        """Take the mutex now or raise LockHeldError. ``timeout`` is a duration (``30s``; number = seconds).
+
+        A store that answers "held" without the holder (MongoDB's refused upsert) costs one more read
+        to name the holder in the error, unless ``explain`` is false.
+        """
         validate_mutex_id(mutex_id)
         timeout_ms = _duration_ms(timeout, self.settings.timeout_for(mutex_id), "timeout")
         sent = time.monotonic()
-        lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms, self._holder(command))
+        try:
+            lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms, self._holder(command))
+        except LockHeldError as held:
+            if held.state is not None or not explain:
+                raise
+            raise LockHeldError(mutex_id, self.store.get(mutex_id)) from None
         return lease.with_deadline(sent + timeout_ms / 1000)
 
     def acquire(self, mutex_id: str, *, timeout: str | float | None = None, wait: str | float | None = None,
@@ -120,22 +130,28 @@ class Service:
         sleeps past the holder's expiry. Raises WaitTimeoutError when the wait ends.
         """
         wait_s = self.settings.wait_for(mutex_id) if wait is None else parse_wait_s(wait)
-        deadline = time.monotonic() + wait_s
-        delay = BACKOFF_FIRST_S
         started = time.monotonic()
+        deadline, delay, holder_ends = started + wait_s, BACKOFF_FIRST_S, 0.0
+        seen: LockHeldError | None = None  # the holder as last described, for progress and the error
         while True:
             try:
-                return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command)
+                # Polls after the first skip the extra read that names the holder: one round trip each.
+                return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command,
+                                        explain=seen is None)
             except LockHeldError as held:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = time.monotonic()
+                if seen is None or held.state is not None:
+                    seen = held
+                    if held.state is not None and held.state.remaining_ms is not None:
+                        holder_ends = now + held.state.remaining_ms / 1000
+                if now >= deadline:
                     raise self._timed_out(mutex_id, held, wait_s) from None
                 if on_wait is not None:
-                    on_wait(held, time.monotonic() - started)
+                    on_wait(seen, now - started)
                 pause = delay * random.uniform(0.5, 1.0)
-                if held.state is not None and held.state.remaining_ms is not None:
-                    pause = min(pause, held.state.remaining_ms / 1000 + 0.001)
-                time.sleep(max(0.0, min(pause, left)))
+                if holder_ends > now:
+                    pause = min(pause, holder_ends - now + 0.001)
+                time.sleep(min(pause, deadline - now))
                 delay = min(BACKOFF_CAP_S, delay * 2)
 
     def renew(self, lease: Lease) -> Lease:
@@ -230,12 +246,18 @@ class Service:
     # -- helpers ------------------------------------------------------------------------------
 
     def _holder(self, command: str | None) -> Holder:
+        cached = self._default_holder
+        if command is None and cached is not None and cached.pid == os.getpid():  # not a forked worker
+            return cached
         try:
             user = getpass.getuser()
         except (KeyError, OSError):  # a container without a passwd entry for our uid
             user = str(os.getuid())
         text = command if command is not None else shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
-        return Holder(socket.gethostname(), os.getpid(), user, text[:500])
+        holder = Holder(socket.gethostname(), os.getpid(), user, text[:500])
+        if command is None:
+            self._default_holder = holder
+        return holder
 
     def _timed_out(self, mutex_id: str, held: LockHeldError, wait_s: float) -> LockHeldError:
         state = held.state if held.state is not None else self.store.get(mutex_id)

@@ -1,10 +1,13 @@
-"""Benchmark (on demand, not part of the test run): whole-process cost of the CLI as ratios.
+"""Benchmark (on demand, not part of the test run): the CLI's and the library's cost, as ratios.
 
-    .venv/bin/python tests/bench_cli.py [--runs 30]
+    .venv/bin/python tests/bench_cli.py [--runs 30] [--mongodb URI | --no-mongodb]
 
 Every number is a ratio to a floor measured in the same run on the same machine, because these
-machines are shared and noisy: the bare interpreter of this venv (``python -c pass``), and flock(1).
-Targets (issue 2): ``mutexctl acquire x -- true`` <= 8x the bare interpreter.
+machines are shared and noisy. Without --mongodb, a mongoeco wire server is started (tests/mongo_server.py).
+Targets:
+- SQLite: ``mutexctl acquire x -- true`` <= 8x the bare interpreter (``python -c pass``);
+- MongoDB: ``mutexctl acquire x -- true`` <= 1.3x ``python -c "import pymongo"``;
+- MongoDB library: acquire+release <= 1.1x two raw ``find_one_and_update`` calls.
 """
 
 from __future__ import annotations
@@ -17,55 +20,159 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from mutexctl import Service, Settings
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mutexctl import Service, Settings  # noqa: E402
 
 
-def wall(argv: list[str], env: dict[str, str], runs: int) -> float:
-    """Median wall time of ``runs`` whole-process runs, after one warm-up."""
+def _once(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
     subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    samples = []
+    return time.perf_counter() - started
+
+
+def walls(commands: list[list[str]], env: dict[str, str], runs: int) -> list[float]:
+    """Median whole-process wall time of each command, the commands interleaved run by run so
+    that the machine's drift (other tenants, CPU frequency) falls on all of them alike."""
+    samples: list[list[float]] = [[] for _ in commands]
+    for argv in commands:
+        _once(argv, env)  # warm-up: page cache, .pyc files
     for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+        for i, argv in enumerate(commands):
+            samples[i].append(_once(argv, env))
+    return [statistics.median(s) for s in samples]
 
 
-def library_pairs_per_second(store: str, seconds: float = 2.0) -> float:
-    with Service(Settings(node_id="bench", store=store)) as svc:
-        count, deadline = 0, time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            lease = svc.try_acquire("bench-lib", timeout="30s")
-            svc.release("bench-lib", token=lease.fence)
-            count += 1
+def rate(step: Callable[[], None], seconds: float = 2.0) -> float:
+    """Calls per second of ``step``, after a warm-up, over ``seconds``."""
+    for _ in range(20):
+        step()
+    count, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        step()
+        count += 1
     return count / seconds
+
+
+def rates(steps: list[Callable[[], None]], rounds: int = 5, seconds: float = 1.0) -> list[float]:
+    """Median rate of each step over ``rounds`` interleaved rounds."""
+    results: list[list[float]] = [[] for _ in steps]
+    for _ in range(rounds):
+        for i, step in enumerate(steps):
+            results[i].append(rate(step, seconds))
+    return [statistics.median(r) for r in results]
+
+
+def library_pair(store: str) -> Callable[[], None]:
+    svc = Service(Settings(node_id="bench", store=store))
+
+    def pair() -> None:
+        lease = svc.try_acquire("bench-lib", timeout="30s")
+        svc.release("bench-lib", token=lease.fence)
+
+    return pair
+
+
+def raw_pair(uri: str) -> Callable[[], None]:
+    """The same two commands the store sends (same filter and update pipeline), straight through pymongo."""
+    import pymongo
+
+    from mutexctl.stores.mongodb import _EXPIRED, _ISO_NOW
+
+    collection = pymongo.MongoClient(uri, w="majority", tz_aware=True).get_default_database()["mutexes"]
+    holder = {"host": "h", "pid": 1, "user": "u", "command": "c"}
+    take = [{"$set": {"mutexId": {"$literal": "bench-raw"}, "taken": True, "takenAt": _ISO_NOW,
+                      "takenBy": {"$literal": "bench"}, "timeout": 30000, "expiresAt": {"$add": ["$$NOW", 30000]},
+                      "fence": {"$add": [{"$ifNull": ["$fence", {"$toLong": 0}]}, 1]}, "holder": {"$literal": holder}}}]
+    free = [{"$set": {"taken": False, "releasedLate": _EXPIRED}}]
+
+    def pair() -> None:
+        doc = collection.find_one_and_update(
+            {"_id": "bench-raw", "$or": [{"taken": {"$ne": True}}, {"$expr": _EXPIRED}]}, take, upsert=True,
+            return_document=pymongo.ReturnDocument.AFTER, projection={"fence": 1, "takenAt": 1, "expiresAt": 1})
+        collection.find_one_and_update({"_id": "bench-raw", "taken": True, "takenBy": "bench", "fence": doc["fence"]},
+                                       free, return_document=pymongo.ReturnDocument.AFTER,
+                                       projection={"releasedLate": 1, "fence": 1})
+
+    return pair
+
+
+def table(rows: list[tuple[str, float]], floor: float, floor_name: str) -> None:
+    print(f"{'command':40} {'median':>9} {'x ' + floor_name:>24}")
+    for label, seconds in rows:
+        print(f"{label:40} {seconds * 1000:7.1f}ms {seconds / floor:23.2f}x")
+
+
+def bench_sqlite(work: Path, exe: Path, runs: int) -> None:
+    store = f"sqlite://{work / 'bench.db'}"
+    env = dict(os.environ, MUTEXCTL_STORE=store, MUTEXCTL_NODE_ID="bench", XDG_CONFIG_HOME=str(work), NO_COLOR="1")
+    script = str(exe.parent / "mutexctl")
+    commands = [[str(exe), "-c", "pass"], [script, "acquire", "x", "--", "true"],
+                [script, "acquire", "y", "-t", "1ms"], [script, "--help"]]
+    labels = ["python -c pass (floor)", "mutexctl acquire x -- true", "mutexctl acquire y -t 1ms (fence)",
+              "mutexctl --help"]
+    if shutil.which("flock"):
+        commands.append(["flock", str(work / "lockfile"), "true"])
+        labels.append("flock FILE true")
+    rows = list(zip(labels, walls(commands, env, runs)))
+    bare = rows[0][1]
+    print("== SQLite (embedded default)")
+    table(rows, bare, "bare python")
+    cycle = rows[1][1] / bare
+    print(f"CLI cycle / bare interpreter: {cycle:.2f}x (target <= 8x): {'OK' if cycle <= 8 else 'MISSED'}")
+    print(f"library acquire+release pairs/s: {rates([library_pair(store)], rounds=1, seconds=2)[0]:.0f}\n")
+
+
+def bench_mongodb(uri: str, work: Path, exe: Path, runs: int) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from mongo_server import with_database
+
+    store = with_database(uri, "bench")
+    env = dict(os.environ, MUTEXCTL_STORE=store, MUTEXCTL_NODE_ID="bench", XDG_CONFIG_HOME=str(work), NO_COLOR="1")
+    script = str(exe.parent / "mutexctl")
+    commands = [[str(exe), "-c", "import pymongo"], [script, "acquire", "x", "--", "true"], [script, "status"]]
+    labels = ["python -c 'import pymongo' (floor)", "mutexctl acquire x -- true", "mutexctl status"]
+    rows = list(zip(labels, walls(commands, env, runs)))
+    floor = rows[0][1]
+    print("== MongoDB")
+    table(rows, floor, "import pymongo")
+    cycle = rows[1][1] / floor
+    print(f"CLI cycle / import pymongo: {cycle:.2f}x (target <= 1.3x): {'OK' if cycle <= 1.3 else 'MISSED'}")
+    ours, raw = rates([library_pair(store), raw_pair(store)])
+    ratio = raw / ours
+    print(f"library acquire+release: {ours:.0f} pairs/s; raw find_one_and_update pairs: {raw:.0f}/s; "
+          f"cost ratio {ratio:.2f}x (target <= 1.1x): {'OK' if ratio <= 1.1 else 'MISSED'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--mongodb", default=None, help="a MongoDB URI; default: start mongoeco")
+    parser.add_argument("--no-mongodb", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mutexctl-bench-"))
-    store = f"sqlite://{work / 'bench.db'}"
-    env = dict(os.environ, MUTEXCTL_STORE=store, MUTEXCTL_NODE_ID="bench", XDG_CONFIG_HOME=str(work), NO_COLOR="1")
     exe = Path(sys.executable)
-    script = exe.parent / "mutexctl"
-    bare = wall([str(exe), "-c", "pass"], env, args.runs)
-    rows = [("python -c pass (floor)", bare)]
-    rows.append(("mutexctl acquire x -- true", wall([str(script), "acquire", "x", "--", "true"], env, args.runs)))
-    rows.append(("mutexctl acquire x (print fence)", wall([str(script), "acquire", "y", "-t", "1ms"], env, args.runs)))
-    rows.append(("mutexctl --help", wall([str(script), "--help"], env, args.runs)))
-    if shutil.which("flock"):
-        rows.append(("flock FILE true", wall(["flock", str(work / "lockfile"), "true"], env, args.runs)))
-    print(f"{'command':36} {'median':>9} {'x bare python':>14}")
-    for label, seconds in rows:
-        print(f"{label:36} {seconds * 1000:7.1f}ms {seconds / bare:13.2f}x")
-    cycle = dict(rows)["mutexctl acquire x -- true"] / bare
-    print(f"\nCLI cycle / bare interpreter: {cycle:.2f}x (target <= 8x): {'OK' if cycle <= 8 else 'MISSED'}")
-    print(f"library acquire+release pairs/s on SQLite: {library_pairs_per_second(store):.0f}")
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        bench_sqlite(work, exe, args.runs)
+        if args.no_mongodb:
+            return
+        uri, server = args.mongodb, None
+        if uri is None:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from mongo_server import MongoServer
+
+            server = MongoServer()
+            uri = server.start()
+        try:
+            bench_mongodb(uri, work, exe, args.runs)
+        finally:
+            if server is not None:
+                server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

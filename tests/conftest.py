@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -16,7 +17,9 @@ import pytest
 
 from mutexctl import Service, Settings
 
-STORES = ["sqlite"]
+from .mongo_server import MongoServer, ServerUnavailable, with_database
+
+STORES = ["sqlite", "mongodb"]
 HELPERS = Path(__file__).parent / "helpers"
 
 
@@ -47,11 +50,49 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def _mongodb_required() -> bool:
+    return os.environ.get("CI") == "true" or os.environ.get("MUTEXCTL_REQUIRE_MONGODB") == "1"
+
+
+@pytest.fixture(scope="session")
+def mongo_base_uri() -> Iterator[str]:
+    """A real MongoDB from MUTEXCTL_TEST_MONGODB_URI, else a mongoeco wire server for the session.
+
+    If it cannot start, the MongoDB tests fail in CI (or with MUTEXCTL_REQUIRE_MONGODB=1) and are
+    skipped, with the reason, elsewhere.
+    """
+    given = os.environ.get("MUTEXCTL_TEST_MONGODB_URI")
+    if given:
+        yield given
+        return
+    server = MongoServer()
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        if _mongodb_required():
+            pytest.fail(f"MongoDB tests could not run: {exc}", pytrace=False)
+        pytest.skip(f"MongoDB tests need a server: {exc}")
+    yield server.uri
+    server.stop()
+
+
+_databases = itertools.count()
+
+
 @pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store per test: an SQLite file, or a MongoDB database of its own."""
     if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'store' / 'mutexctl.db'}"
-    raise AssertionError(request.param)
+        yield f"sqlite://{tmp_path / 'store' / 'mutexctl.db'}"
+        return
+    base = request.getfixturevalue("mongo_base_uri")
+    database = f"t{os.getpid()}_{next(_databases)}"
+    yield with_database(base, database)
+    if os.environ.get("MUTEXCTL_TEST_MONGODB_URI"):  # keep a real server tidy; mongoeco dies with the session
+        import pymongo
+
+        with pymongo.MongoClient(base, serverSelectionTimeoutMS=5000) as client:
+            client.drop_database(database)
 
 
 @pytest.fixture
@@ -110,14 +151,20 @@ def cli(store_url: str, tmp_path: Path) -> Cli:
     return Cli(store_url, home)
 
 
-def sqlite_rows(store_url: str) -> list[tuple[object, ...]]:
-    """Every row of an SQLite store, to prove a failed command changed nothing."""
-    path = Path(store_url.removeprefix("sqlite://"))
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as db:
-        return [("mutexes", *r) for r in db.execute("SELECT * FROM mutexes ORDER BY mutexId")] + \
-               [("forced", *r) for r in db.execute("SELECT * FROM forced_releases ORDER BY id")]
+def store_rows(store_url: str) -> list[object]:
+    """Everything a store holds, to prove a failed command changed nothing."""
+    if store_url.startswith("sqlite"):
+        path = Path(store_url.removeprefix("sqlite://"))
+        if not path.exists():
+            return []
+        with sqlite3.connect(path) as db:
+            return [("mutexes", *r) for r in db.execute("SELECT * FROM mutexes ORDER BY mutexId")] + \
+                   [("forced", *r) for r in db.execute("SELECT * FROM forced_releases ORDER BY id")]
+    import pymongo
+
+    with pymongo.MongoClient(store_url, serverSelectionTimeoutMS=5000) as client:
+        db = client.get_default_database()
+        return [(name, doc) for name in sorted(db.list_collection_names()) for doc in db[name].find().sort("_id")]
 
 
 def have(program: str) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from mutexctl import Service
 
-from .conftest import Cli, sqlite_rows
+from .conftest import Cli, store_rows
 
 NAMES = {
     "empty": "",
@@ -84,9 +84,9 @@ def assert_one_line_error(done: object, code: int) -> str:
 @pytest.mark.parametrize(("label", "args"), USAGE, ids=[label for label, _ in USAGE])
 def test_usage_errors_give_one_line_exit_2_and_change_nothing(cli: Cli, seeded: Service, store_url: str,
                                                               label: str, args: list[str]) -> None:
-    before = sqlite_rows(store_url)
+    before = store_rows(store_url)
     assert_one_line_error(cli(*args), 2)
-    assert sqlite_rows(store_url) == before
+    assert store_rows(store_url) == before
 
 
 @pytest.mark.parametrize("label", list(YAML), ids=list(YAML))
@@ -95,10 +95,10 @@ def test_bad_parameter_files_name_the_file_and_exit_78(cli: Cli, seeded: Service
     config = tmp_path / "bad.yaml"
     text = YAML[label]
     config.write_bytes(text if isinstance(text, bytes) else text.encode())
-    before = sqlite_rows(store_url)
+    before = store_rows(store_url)
     line = assert_one_line_error(cli("--config", str(config), "acquire", "job"), 78)
     assert str(config) in line
-    assert sqlite_rows(store_url) == before
+    assert store_rows(store_url) == before
 
 
 @pytest.mark.parametrize(("label", "env"), [
@@ -110,9 +110,9 @@ def test_bad_parameter_files_name_the_file_and_exit_78(cli: Cli, seeded: Service
 ])
 def test_bad_environment_exits_78(cli: Cli, seeded: Service, store_url: str, label: str,
                                   env: dict[str, str]) -> None:
-    before = sqlite_rows(store_url)
+    before = store_rows(store_url)
     assert_one_line_error(cli("acquire", "job", env=env), 78)
-    assert sqlite_rows(store_url) == before
+    assert store_rows(store_url) == before
 
 
 def test_an_unwritable_store_path_exits_69(cli: Cli, tmp_path: Path) -> None:

@@ -121,10 +121,9 @@ def test_sigkill_of_mutexctl_kills_the_command_s_whole_group_within_a_second(cli
     assert service.status("job")[0].state == "held"  # nobody released it: it expires on its own
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # a server outage: test_mongodb.py
 def test_an_unreachable_store_stops_the_command_before_its_lease_could_expire(cli: Cli, store_url: str,
                                                                                tmp_path: Path) -> None:
-    if not store_url.startswith("sqlite"):
-        pytest.skip("store outages of a server are tested with the server's own fault tests")
     pidfile = tmp_path / "grandchild"
     proc = cli.popen("acquire", "job", "--timeout", "1500ms", "--", "sh", "-c",
                      f"sleep 100 & echo $! > {pidfile}; wait")

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> None:
     from .app import run
 
-    sys.exit(run(sys.argv[1:] if argv is None else argv))
+    code = run(sys.argv[1:] if argv is None else argv)
+    if "pymongo" in sys.modules:
+        # The client is closed, but pymongo's exit hook still joins its monitor threads, which sleep in
+        # 0.5 s steps: a short-lived CLI would stall that long on every run. Nothing is left to do.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: nobody is left to tell
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
