@@ -147,6 +147,14 @@ def test_importing_the_library_pulls_in_no_cli_or_driver_modules() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_sqlite_runs_never_import_pymongo(tmp_path: Path) -> None:
+    code = ("import sys; from mutexctl.cli.app import run; "
+            f"run(['--store', 'sqlite://{tmp_path}/x.db', 'acquire', 'x', '--', 'true']); "
+            "print('pymongo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
+
+
 def cli_argv() -> list[str]:
     from .conftest import mutexctl_argv
 

@@ -6,6 +6,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Annotated, Optional
 
 import typer
@@ -226,19 +227,24 @@ def status(
         validate_mutex_id(name)
     with inv.service() as svc:
         states = svc.status(name)
+        received = datetime.now(timezone.utc)
         forced = svc.forced_releases(name, limit=5)
-        store_url = svc.store.url
+        store_url, clock = svc.store.url, svc.store.clock
+    # The store's clock judges leases; how far it is from ours matters when reading times.
+    skew_ms = (states[0].store_now - received).total_seconds() * 1000 if states and clock == "server" else None
     if inv.as_json:
         import socket
 
         host = socket.gethostname()
-        inv.out.doc({"ok": True, "store": store_url, "mutexes": [state_doc(s, host) for s in states],
-                     "forced_releases": [forced_doc(f) for f in forced]})
+        inv.out.doc({"ok": True, "store": store_url, "store_clock_skew_ms": skew_ms,
+                     "mutexes": [state_doc(s, host) for s in states], "forced_releases": [forced_doc(f) for f in forced]})
         return exit_codes.SUCCESS
     if not states and name is not None:
         inv.out.note(f"'{name}' has never been taken: free")
         return exit_codes.SUCCESS
     render_status(inv.out, states, forced)
+    if skew_ms is not None:
+        inv.out.data(f"# store clock: {skew_ms:+.0f}ms from this host's (lease times are on the store's clock)")
     return exit_codes.SUCCESS
 
 

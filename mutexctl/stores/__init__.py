@@ -27,6 +27,7 @@ class Store(Protocol):
     """What the core needs from a store. Raises StoreUnavailableError/StoreError for driver failures."""
 
     url: str  # masked, safe to show
+    clock: str  # whose clock judges expiry: "host" (this machine's) or "server" (the store's)
 
     def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
         """Take the mutex iff it is free or its lease expired; else raise LockHeldError."""

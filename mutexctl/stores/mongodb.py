@@ -44,6 +44,8 @@ def _literal(value: Any) -> dict[str, Any]:
 class MongoStore:
     """``mongodb://`` and ``mongodb+srv://`` URLs; TLS, auth and timeouts come from the URI's options."""
 
+    clock = "server"
+
     def __init__(self, url: str, *, database: str | None, collection: str, connect_timeout_ms: int) -> None:
         self.url = mask_url(url)
         self._secrets = _secrets(url)

@@ -77,6 +77,8 @@ def _clock_ns(boot: str) -> int:
 class SQLiteStore:
     """``sqlite:///abs/path.db`` or ``sqlite:relative/path.db``; the file is created on first use."""
 
+    clock = "host"
+
     def __init__(self, path: Path, url: str) -> None:
         self.path = path
         self.url = mask_url(url)
@@ -205,7 +207,8 @@ class SQLiteStore:
          host, pid, user, command) = row
         remaining = None
         if taken:
-            remaining = max(0, (expires_ns - now_ns) // 1_000_000) if boot == self._boot else 0
+            # Rounded up, so that a lease with any time left never reads as 0 ms (expired).
+            remaining = max(0, -((now_ns - expires_ns) // 1_000_000)) if boot == self._boot else 0
         holder = Holder(host, pid, user, command) if host is not None else None
         return MutexState(mutex_id, bool(taken), taken_by, parse_iso(taken_at) if taken_at else None,
                           parse_iso(expires_at) if expires_at else None, timeout, fence, holder, now, remaining)

@@ -1,0 +1,197 @@
+"""MongoDB only: the seed's document, interop, round trips, write concern, outages, restarts and auth."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pymongo
+import pytest
+from pymongo import monitoring
+
+from mutexctl import LockHeldError, Service, Settings
+
+from .conftest import Cli, pid_alive, wait_until
+from .mongo_server import MongoServer, ServerUnavailable, with_database
+
+pytestmark = pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)
+
+
+class Commands(monitoring.CommandListener):
+    """Every command the driver sends (handshakes and heartbeats are not commands)."""
+
+    def __init__(self) -> None:
+        self.events: list[monitoring.CommandStartedEvent] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.events.append(event)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def names(self) -> list[str]:
+        return [e.command_name for e in self.events]
+
+
+@pytest.fixture
+def commands() -> Iterator[Commands]:
+    listener = Commands()
+    monitoring.register(listener)  # applies to clients created from now on
+    yield listener
+    monitoring._LISTENERS.command_listeners.remove(listener)
+
+
+@pytest.fixture
+def collection(store_url: str) -> Iterator[pymongo.collection.Collection]:
+    with pymongo.MongoClient(store_url, tz_aware=True) as client:
+        yield client.get_default_database()["mutexes"]
+
+
+def test_the_document_keeps_the_seed_s_shape(service: Service, collection: pymongo.collection.Collection) -> None:
+    lease = service.try_acquire("module-service-action", timeout="1500ms", command="./job")
+    doc = collection.find_one({"_id": "module-service-action"})
+    assert doc is not None
+    assert {k: doc[k] for k in ("_id", "mutexId", "taken", "takenBy", "timeout", "fence")} == {
+        "_id": "module-service-action", "mutexId": "module-service-action", "taken": True, "takenBy": "node-a",
+        "timeout": 1500, "fence": lease.fence}
+    assert isinstance(doc["takenAt"], str) and len(doc["takenAt"]) == 24 and doc["takenAt"].endswith("Z")
+    taken_at = datetime.fromisoformat(doc["takenAt"].replace("Z", "+00:00"))
+    assert doc["expiresAt"] - taken_at == timedelta(milliseconds=1500)
+    assert doc["holder"]["command"] == "./job" and doc["holder"]["pid"] == os.getpid()
+
+
+def test_a_seed_shaped_document_from_another_service_is_understood(
+        service: Service, collection: pymongo.collection.Collection, cli: Cli) -> None:
+    now = datetime.now(timezone.utc)
+    iso = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    collection.insert_one({"_id": "legacy", "mutexId": "legacy", "taken": True, "takenAt": iso,
+                           "takenBy": "java-service-3", "timeout": 1200})
+    with pytest.raises(LockHeldError) as caught:
+        service.try_acquire("legacy", timeout="5s")
+    assert "java-service-3" in str(caught.value)
+    [state] = json.loads(cli("status", "legacy", "--json").stdout)["mutexes"]
+    assert state["state"] == "held" and state["taken_by"] == "java-service-3" and state["timeout_ms"] == 1200
+    assert 0 < state["remaining_ms"] <= 1200
+    lease = wait_until(lambda: _try(service, "legacy"), timeout=10)
+    assert lease.fence == 1  # a seed document has no fence: ours starts at 1
+    assert collection.find_one({"_id": "legacy"})["takenBy"] == "node-a"
+
+
+def test_acquire_renew_and_release_are_one_round_trip_each(store_url: str, commands: Commands) -> None:
+    with Service(Settings(node_id="node-a", store=store_url)) as svc:
+        svc.status()  # let the client connect
+        commands.events.clear()
+        lease = svc.try_acquire("rt", timeout="5s")
+        assert commands.names() == ["findAndModify"]
+        lease = svc.renew(lease)
+        assert commands.names() == ["findAndModify"] * 2
+        svc.release("rt", token=lease.fence)
+        assert commands.names() == ["findAndModify"] * 3
+        assert all(e.command["writeConcern"] == {"w": "majority"} for e in commands.events)
+        commands.events.clear()
+        svc.status()
+        assert commands.names() == ["aggregate"]
+
+
+def test_status_shows_the_store_clock_skew(cli: Cli) -> None:
+    cli("acquire", "deploy", "--timeout", "1m")
+    document = json.loads(cli("status", "--json").stdout)
+    assert abs(document["store_clock_skew_ms"]) < 5000  # same machine: near zero, but measured
+    assert "# store clock:" in cli("status").stdout
+
+
+def test_an_unreachable_server_exits_69_within_the_connect_timeout(cli: Cli) -> None:
+    url = "mongodb://admin:s3cret@127.0.0.1:9/?directConnection=true"
+    started = time.monotonic()
+    done = cli("--store", url, "acquire", "job", env={"MUTEXCTL_CONNECT_TIMEOUT": "1s"})
+    elapsed = time.monotonic() - started
+    assert done.returncode == 69
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("mutexctl: store mongodb://***@127.0.0.1:9/") and "unreachable" in lines[0]
+    assert "s3cret" not in done.stderr and "admin" not in done.stderr and len(lines) <= 2
+    assert 1.0 <= elapsed < 1.0 + 5  # the timeout, plus process start-up
+    document = json.loads(cli("--json", "--store", url, "status", env={"MUTEXCTL_CONNECT_TIMEOUT": "300ms"}).stdout)
+    assert document["error"]["exit_code"] == 69 and "s3cret" not in json.dumps(document)
+
+
+def test_a_bad_url_is_a_configuration_error(cli: Cli) -> None:
+    done = cli("--store", "mongodb://user:pw@host:notaport/", "status")
+    assert done.returncode == 78 and "pw" not in done.stderr.replace("pw@", "")
+    assert "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def durable_server(tmp_path: Path) -> Iterator[MongoServer]:
+    """A server of this test's own on the SQLite engine, so it can be killed and restarted."""
+    if os.environ.get("MUTEXCTL_TEST_MONGODB_URI"):
+        pytest.skip("kill -9 and restart need the suite's own wire server")
+    server = MongoServer(sqlite_path=tmp_path / "server.db")
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.kill()
+
+
+def test_killing_the_server_stops_the_command_before_its_lease_could_expire_and_a_restart_recovers(
+        durable_server: MongoServer, tmp_path: Path, cli: Cli) -> None:
+    url = with_database(durable_server.uri, "fault")
+    env = {"MUTEXCTL_STORE": url, "MUTEXCTL_CONNECT_TIMEOUT": "500ms"}
+    first = cli("acquire", "before", env=env)
+    assert first.returncode == 0
+    pidfile = tmp_path / "grandchild"
+    proc = cli.popen("acquire", "job", "--timeout", "3s", "--", "sh", "-c", f"sleep 100 & echo $! > {pidfile}; wait",
+                     env=env)
+    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=20))
+    acquired_by = time.monotonic()  # the lease was taken before the command started
+    durable_server.kill()
+    wait_until(lambda: not pid_alive(grandchild), timeout=10, interval=0.01)
+    assert time.monotonic() - acquired_by < 3.0, "the command outlived the lease"
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 75, err
+    assert "could not renew the lease in time" in err
+    durable_server.start()  # the same port: the URL still works
+    done = cli("acquire", "job", "--wait", "10s", env={**env, "MUTEXCTL_CONNECT_TIMEOUT": "5s"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"  # the acquisition acknowledged before the crash survived it
+    [state] = [s for s in json.loads(cli("status", "--json", env=env).stdout)["mutexes"] if s["mutex"] == "before"]
+    assert (state["state"], state["fence"]) == ("held", 1)
+
+
+def test_credentials_work_and_wrong_ones_give_one_line_without_the_secret(tmp_path: Path, cli: Cli) -> None:
+    if os.environ.get("MUTEXCTL_TEST_MONGODB_URI"):
+        pytest.skip("needs a server started with a known user")
+    server = MongoServer(user="ops:c0rrect-horse")
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    try:
+        host = server.uri.split("//", 1)[1].split("/", 1)[0]
+        good = f"mongodb://ops:c0rrect-horse@{host}/authdb?directConnection=true&authSource=admin" \
+               "&authMechanism=SCRAM-SHA-256"
+        assert cli("--store", good, "acquire", "x").returncode == 0
+        bad = good.replace("c0rrect-horse", "wr0ng-pa55")
+        done = cli("--store", bad, "acquire", "y", env={"MUTEXCTL_CONNECT_TIMEOUT": "2s"})
+        assert done.returncode == 78, done.stderr
+        assert "wr0ng-pa55" not in done.stderr and "c0rrect" not in done.stderr
+        assert done.stderr.startswith("mutexctl: ") and len(done.stderr.strip().splitlines()) <= 2
+    finally:
+        server.stop()
+
+
+def _try(svc: Service, name: str) -> object:
+    try:
+        return svc.try_acquire(name, timeout="5s")
+    except LockHeldError:
+        return None
