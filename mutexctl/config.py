@@ -127,7 +127,7 @@ def load_settings(*, config: str | None = None, store: str | None = None, node_i
                      ("timeout", "MUTEXCTL_TIMEOUT"),
                      ("wait", "MUTEXCTL_WAIT"), ("connect_timeout", "MUTEXCTL_CONNECT_TIMEOUT")):
         if env.get(var):
-            values[_FIELD.get(key, key)] = _checked(var, lambda v=env[var], k=key: _convert(k, v, var))
+            values[_FIELD.get(key, key)] = _checked(var, lambda v=env[var], k=key, w=var: _convert(k, v, w))
     if node_id is not None:
         values["node_id"] = validate_node_id(node_id, what="--node-id")
     if store is not None:

@@ -172,7 +172,7 @@ class Service:
 
     def status(self, mutex_id: str | None = None) -> list[MutexState]:
         if mutex_id is None:
-            return self.store.list()
+            return self.store.states()
         state = self.store.get(validate_mutex_id(mutex_id))
         return [state] if state is not None else []
 

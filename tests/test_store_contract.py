@@ -99,7 +99,7 @@ def test_releasing_our_own_expired_lease_frees_it_but_says_it_had_expired(servic
 
 def test_fences_strictly_increase_across_acquires_releases_and_takeovers(service: Service, other: Service) -> None:
     fences = []
-    for round_ in range(3):
+    for _ in range(3):
         lease = service.try_acquire("fenced", timeout="5s")
         fences.append(lease.fence)
         service.release("fenced", token=lease.fence)

@@ -14,7 +14,7 @@ import typer
 from .. import __version__
 from ..config import load_settings, parse_timeout_ms, parse_wait_s
 from ..errors import LeaseLostError, LockHeldError, MutexctlError, UsageError
-from ..models import human_ms, validate_mutex_id
+from ..models import MutexState, human_ms, validate_mutex_id
 from ..mutex import Service
 from . import exit_codes
 from .output import Output, forced_doc, lease_doc, render_status, state_doc
@@ -197,14 +197,11 @@ def release(
     return exit_codes.SUCCESS
 
 
-def _report_forced(inv: Invocation, name: str, before: object) -> None:
-    from ..models import MutexState
-
-    held = isinstance(before, MutexState)
+def _report_forced(inv: Invocation, name: str, before: MutexState | None) -> None:
     if inv.as_json:
-        previous = {"previous_holder": before.taken_by, "previous_fence": before.fence} if held else {}
-        inv.out.doc({"ok": True, "mutex": name, "released": held, **previous})
-    elif held:
+        previous = {"previous_holder": before.taken_by, "previous_fence": before.fence} if before else {}
+        inv.out.doc({"ok": True, "mutex": name, "released": before is not None, **previous})
+    elif before is not None:
         from ..mutex import renew_interval_s
 
         notice = human_ms(renew_interval_s(before.timeout_ms or 0) * 1000)
@@ -237,7 +234,8 @@ def status(
 
         host = socket.gethostname()
         inv.out.doc({"ok": True, "store": store_url, "store_clock_skew_ms": skew_ms,
-                     "mutexes": [state_doc(s, host) for s in states], "forced_releases": [forced_doc(f) for f in forced]})
+                     "mutexes": [state_doc(s, host) for s in states],
+                     "forced_releases": [forced_doc(f) for f in forced]})
         return exit_codes.SUCCESS
     if not states and name is not None:
         inv.out.note(f"'{name}' has never been taken: free")

@@ -91,7 +91,7 @@ def man_page() -> str:
     root = typer.main.get_command(app)
     ctx = typer.Context(root, info_name="mutexctl")  # type: ignore[arg-type]
     commands = root.list_commands(ctx)  # type: ignore[attr-defined]
-    global_names = frozenset(p.name for p in root.params)
+    global_names = frozenset(p.name for p in root.params if p.name)
     lines = [f'.TH MUTEXCTL 1 "" "mutexctl {__version__}" "User Commands"', ".SH NAME",
              "mutexctl \\- named leases (mutexes with a timeout) shared through a database", ".SH SYNOPSIS",
              "\\fBmutexctl\\fR [\\fIGLOBAL OPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...", ".SH DESCRIPTION",

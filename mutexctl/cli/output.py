@@ -132,7 +132,7 @@ _COLUMNS = ("MUTEX", "STATE", "NODE", "HOST", "PID", "COMMAND", "TAKEN AT", "LEF
 
 
 def status_rows(states: Sequence[MutexState]) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for s in states:
         held = s.taken
         h = s.holder
@@ -151,9 +151,9 @@ def render_status(out: Output, states: Sequence[MutexState], forced: Sequence[Fo
         _render_rich(out, states, rows, forced, this_host)
         return
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(_COLUMNS)]
-    print("  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip())
+    print("  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)).rstrip())
     for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     for state in states:
         if state.state != "free":
             print(f"# {state.mutex_id}: {diagnose(state, this_host)}")
@@ -171,7 +171,7 @@ def _render_rich(out: Output, states: Sequence[MutexState], rows: list[tuple[str
     console = Console(no_color="NO_COLOR" in os.environ)
     table = Table(*_COLUMNS, box=None, header_style="bold")
     style = {"held": "yellow", "expired": "red", "free": "green"}
-    for state, row in zip(states, rows):
+    for state, row in zip(states, rows, strict=True):
         table.add_row(*(escape(cell) for cell in row), style=style.get(state.state))
     console.print(table)
     for state in states:

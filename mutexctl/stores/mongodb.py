@@ -124,7 +124,7 @@ class MongoStore:
         states = self._query({"_id": mutex_id})
         return states[0] if states else None
 
-    def list(self) -> list[MutexState]:
+    def states(self) -> list[MutexState]:
         return self._query({})
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:

@@ -156,7 +156,7 @@ class SQLiteStore:
         with self._transaction(write=False) as db:
             return self._state(db, mutex_id)
 
-    def list(self) -> list[MutexState]:
+    def states(self) -> list[MutexState]:
         with self._transaction(write=False) as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM mutexes ORDER BY mutexId").fetchall()
             now_ns, now = _clock_ns(self._boot), datetime.now(timezone.utc)
