@@ -9,19 +9,22 @@
 
 from __future__ import annotations
 
+from ._version import __version__
 from .config import Settings, load_settings
 from .errors import (ConfigError, LeaseExpiredError, LeaseLostError, LockHeldError, MutexctlError,
                      NotOwnerError, SchemaError, StoreError, StoreUnavailableError, UsageError, WaitTimeoutError)
 from .models import ForcedRelease, Holder, Lease, MutexState
 from .mutex import HeldLease, LeaseKeeper, RunResult, Service, connect
+from .schema import SCHEMA_VERSION, InitResult, SchemaState
 
-__version__ = "0.1.0"
 
 __all__ = [
+    "SCHEMA_VERSION",
     "ConfigError",
     "ForcedRelease",
     "HeldLease",
     "Holder",
+    "InitResult",
     "Lease",
     "LeaseExpiredError",
     "LeaseKeeper",
@@ -32,6 +35,7 @@ __all__ = [
     "NotOwnerError",
     "RunResult",
     "SchemaError",
+    "SchemaState",
     "Service",
     "Settings",
     "StoreError",

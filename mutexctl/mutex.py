@@ -17,9 +17,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from ._version import __version__
 from .config import Settings, load_settings, parse_timeout_ms, parse_wait_s
 from .errors import LeaseLostError, LockHeldError, NotOwnerError, StoreError, UsageError, WaitTimeoutError
 from .models import ForcedRelease, Holder, Lease, MutexState, validate_mutex_id
+from .schema import (DEFAULT_SCHEMA_TIMEOUT, DEFAULT_SCHEMA_WAIT, SCHEMA_MUTEX, InitResult, SchemaState,
+                     pending_steps, refuse_newer)
 from .stores import Store, open_store
 
 BACKOFF_FIRST_S = 0.005
@@ -70,6 +73,7 @@ class Service:
         self.settings = settings
         self.store = store if store is not None else open_store(settings)
         self._default_holder: Holder | None = None
+        self._writable = False  # the store's schema was checked not to be newer than this tool
         self._taken: dict[str, tuple[str, int]] = {}  # what P() took, so V() releases exactly that lease
 
     @property
@@ -82,6 +86,7 @@ class Service:
         """Try once to take ``mutex_id`` for ``node_id`` for ``timeout_ms``; True if taken."""
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 1:
             raise UsageError(f"timeout_ms must be a positive integer, not {timeout_ms!r}")
+        self._check_writable()
         try:
             lease = self.store.try_acquire(validate_mutex_id(mutex_id), node_id, timeout_ms, self._holder(None))
         except LockHeldError:
@@ -95,6 +100,7 @@ class Service:
         Without an earlier P() on this object, it releases a lease held by this service's node id.
         """
         node_id, fence = self._taken.pop(mutex_id, (self.node_id, None))
+        self._check_writable()
         try:
             self.store.release(validate_mutex_id(mutex_id), node_id, fence)
         except NotOwnerError:
@@ -112,6 +118,7 @@ class Service:
         """
         validate_mutex_id(mutex_id)
         timeout_ms = _duration_ms(timeout, self.settings.timeout_for(mutex_id), "timeout")
+        self._check_writable()
         sent = time.monotonic()
         try:
             lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms, self._holder(command))
@@ -161,12 +168,14 @@ class Service:
 
     def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
         """Free the mutex if this node (and ``token``, the fence, when given) holds it; else NotOwnerError."""
+        self._check_writable()
         self.store.release(validate_mutex_id(mutex_id), node_id or self.node_id, token)
 
     def force_release(self, mutex_id: str, *, reason: str) -> MutexState | None:
         """Break whatever lease holds the mutex, on the record. Returns the state it had (None: was free)."""
         if not reason or not reason.strip():
             raise UsageError("a forced release needs a reason", hint='add --reason "why it is stuck"')
+        self._check_writable()
         return self.store.force_release(validate_mutex_id(mutex_id), self.node_id, self._holder(None),
                                         reason.strip())
 
@@ -233,6 +242,53 @@ class Service:
         except StoreError as exc:  # the lease is intact and will expire on its own
             return RunResult(status, lease.fence, release_error=exc)
         return RunResult(status, lease.fence)
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def schema(self) -> SchemaState | None:
+        """The store's schema record; None if it was never initialized (lock commands work anyway)."""
+        return self.store.schema_state()
+
+    def init_schema(self, *, wait: str | float | None = None, timeout: str | float | None = None,
+                    dry_run: bool = False, on_step: Callable[[int, str], None] | None = None) -> InitResult:
+        """Bring the store to this tool's schema version, under the mutex ``mutexctl.schema``.
+
+        Many runners at once: each waits for the mutex in turn; the first applies the missing steps,
+        the others then find the store up to date and apply nothing. A store already up to date is
+        seen without taking the mutex. ``dry_run`` reports the pending steps and changes nothing.
+        """
+        server = self.store.server_report()
+        state = self.store.schema_state()
+        before = state.version if state else 0
+        pending = pending_steps(before)
+        if dry_run or not pending:
+            return InitResult(before, before, (), server, tuple(n for n, _ in pending))
+        override = self.settings.mutexes.get(SCHEMA_MUTEX)  # a `mutexes: {mutexctl.schema: …}` entry
+        if wait is None:
+            wait = override.wait_s if override and override.wait_s is not None else DEFAULT_SCHEMA_WAIT
+        if timeout is None:
+            timeout = override.timeout_ms / 1000 if override and override.timeout_ms else DEFAULT_SCHEMA_TIMEOUT
+        applied: list[int] = []
+        with self.lock(SCHEMA_MUTEX, timeout=timeout, wait=wait) as held:
+            state = self.store.schema_state()  # another runner may have finished while we waited
+            version = state.version if state else 0
+            for number, text in pending_steps(version):
+                if held.lost:
+                    break  # leaving the block raises LeaseLostError; the next run goes on from here
+                self.store.apply_schema_step(number)
+                self.store.record_schema_step(number, self.node_id, __version__)
+                applied.append(number)
+                version = number
+                if on_step is not None:
+                    on_step(number, text)
+        return InitResult(before, version, tuple(applied), server)
+
+    def _check_writable(self) -> None:
+        """Refuse to write to a store whose schema is newer than this tool (checked once per Service)."""
+        if not self._writable:
+            state = self.store.schema_state()
+            refuse_newer(state.version if state else None)
+            self._writable = True
 
     def close(self) -> None:
         self.store.close()

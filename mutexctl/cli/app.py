@@ -11,13 +11,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import __version__
+from .._version import __version__
 from ..config import load_settings, parse_timeout_ms, parse_wait_s
 from ..errors import LeaseLostError, LockHeldError, MutexctlError, UsageError
 from ..models import MutexState, human_ms, validate_mutex_id
 from ..mutex import Service
+from ..schema import SCHEMA_VERSION, SchemaState, check_version, describe
 from . import exit_codes
-from .output import Output, forced_doc, lease_doc, render_status, state_doc
+from .output import Output, forced_doc, lease_doc, render_init, render_status, state_doc
 
 HELP = """Named leases (mutexes with a timeout) shared through a database, for scripts, CI/CD and on-call.
 
@@ -226,6 +227,7 @@ def status(
         states = svc.status(name)
         received = datetime.now(timezone.utc)
         forced = svc.forced_releases(name, limit=5)
+        schema = svc.schema()
         store_url, clock = svc.store.url, svc.store.clock
     # The store's clock judges leases; how far it is from ours matters when reading times.
     skew_ms = (states[0].store_now - received).total_seconds() * 1000 if states and clock == "server" else None
@@ -234,6 +236,7 @@ def status(
 
         host = socket.gethostname()
         inv.out.doc({"ok": True, "store": store_url, "store_clock_skew_ms": skew_ms,
+                     "schema": {"version": schema.version if schema else None, "tool_version": SCHEMA_VERSION},
                      "mutexes": [state_doc(s, host) for s in states],
                      "forced_releases": [forced_doc(f) for f in forced]})
         return exit_codes.SUCCESS
@@ -241,9 +244,60 @@ def status(
         inv.out.note(f"'{name}' has never been taken: free")
         return exit_codes.SUCCESS
     render_status(inv.out, states, forced)
+    inv.out.data(f"# schema: {describe(schema)}")
     if skew_ms is not None:
         inv.out.data(f"# store clock: {skew_ms:+.0f}ms from this host's (lease times are on the store's clock)")
     return exit_codes.SUCCESS
+
+
+@app.command("init-schema")
+def init_schema(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the steps it would apply; change nothing.")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Exit 0 if the store is at this tool's schema version, 4 otherwise; change nothing.")] = False,
+    wait: Annotated[Optional[str], typer.Option(
+        "-w", "--wait", metavar="DURATION", help="Wait this long for another runner's init (default 5m).",
+        show_default=False)] = None,
+    timeout: Annotated[Optional[str], typer.Option(
+        "-t", "--timeout", metavar="DURATION", help="Lease on mutexctl.schema while steps run (default 2m).",
+        show_default=False)] = None,
+    config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0, debug: DebugOpt = False,
+) -> int:
+    """Create or upgrade the store's schema, safely from many CI jobs or instances at once.
+
+    Steps run under the mutex mutexctl.schema: one runner applies them, the others wait and then find
+    the store up to date. Checks the server too (MongoDB >= 4.2, topology, write concern).
+    """
+    inv = ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
+    if dry_run and check:
+        raise UsageError("--dry-run and --check exclude each other")
+    wait_s = parse_wait_s(wait, what="--wait") if wait is not None else None
+    timeout_s = parse_timeout_ms(timeout, what="--timeout") / 1000 if timeout is not None else None
+    with inv.service() as svc:
+        if check:
+            state = svc.schema()
+            check_version(state)
+            _report_schema_check(inv, svc.store.url, state)
+            return exit_codes.SUCCESS
+
+        def applied(number: int, text: str) -> None:
+            if inv.verbose:  # live progress; the report on stdout lists the steps at the end
+                inv.out.note(f"applied step {number}: {text}")
+
+        result = svc.init_schema(wait=wait_s, timeout=timeout_s, dry_run=dry_run, on_step=applied)
+        store_url = svc.store.url
+    render_init(inv.out, store_url, result, dry_run=dry_run)
+    return exit_codes.SUCCESS
+
+
+def _report_schema_check(inv: Invocation, store_url: str, state: SchemaState | None) -> None:
+    if inv.as_json:
+        inv.out.doc({"ok": True, "store": store_url, "version": state.version if state else None,
+                     "tool_version": SCHEMA_VERSION})
+    else:
+        inv.out.data(f"schema of {store_url}: {describe(state)}")
 
 
 def _scan_flags(argv: list[str]) -> tuple[bool, bool]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from .. import __version__
+from .._version import __version__
 from .app import app
 from .exit_codes import EXIT_STATUS_TABLE
 

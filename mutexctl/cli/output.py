@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import MutexctlError
 from ..models import ForcedRelease, Lease, MutexState, human_ms, iso_ms
+from ..schema import SCHEMA_VERSION, STEPS, InitResult
 from ..stores import mask_url
 
 
@@ -182,6 +183,31 @@ def _render_rich(out: Output, states: Sequence[MutexState], rows: list[tuple[str
                       f"{escape(record.by_user)}@{escape(record.by_host)} ({escape(record.by_node)}): "
                       f"{escape(record.reason)} [dim](was {escape(record.previous_holder or '-')}, "
                       f"fence {record.previous_fence})[/]", highlight=False)
+
+
+def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: bool) -> None:
+    """init-schema's report: the server's facts, then what was (or would be) applied."""
+    if out.as_json:
+        out.doc({"ok": True, "store": store_url, "server": result.server, "version_before": result.version_before,
+                 "version": result.version, "tool_version": SCHEMA_VERSION, "applied": list(result.applied),
+                 "pending": list(result.pending), "dry_run": dry_run})
+        return
+    out.data(f"store: {store_url}")
+    for key, value in result.server.items():
+        out.data(f"  {key.replace('_', ' ')}: {value}")
+    titles = dict(STEPS)
+    if dry_run:
+        if not result.pending:
+            out.data(f"schema version {result.version} is up to date; nothing would change")
+        for number in result.pending:
+            out.data(f"would apply step {number}: {titles[number]}")
+        return
+    for number in result.applied:
+        out.data(f"applied step {number}: {titles[number]}")
+    if result.applied:
+        out.data(f"schema version {result.version_before} -> {result.version}")
+    else:
+        out.data(f"schema version {result.version} is up to date; nothing to do")
 
 
 def _clip(text: str | None, width: int) -> str:

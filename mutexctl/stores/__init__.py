@@ -14,6 +14,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..config import Settings
     from ..models import ForcedRelease, Holder, Lease, MutexState
+    from ..schema import SchemaState
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^@/?#]*@)", re.IGNORECASE)
 
@@ -49,6 +50,18 @@ class Store(Protocol):
     def states(self) -> list[MutexState]: ...
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]: ...
+
+    def schema_state(self) -> SchemaState | None:
+        """The ``meta`` record, or None on a store never initialized."""
+
+    def apply_schema_step(self, step: int) -> None:
+        """Apply schema step ``step``; idempotent."""
+
+    def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
+        """Set the schema version to ``step`` and log it, in one atomic write."""
+
+    def server_report(self) -> dict[str, str]:
+        """Facts about the store for init-schema's output; raises if the server is unsupported."""
 
     def close(self) -> None: ...
 

@@ -26,7 +26,10 @@ from pymongo.errors import (ConfigurationError, ConnectionFailure, DuplicateKeyE
 
 from ..errors import ConfigError, LeaseExpiredError, LockHeldError, NotOwnerError, StoreError, StoreUnavailableError
 from ..models import ForcedRelease, Holder, Lease, MutexState, parse_iso
+from ..schema import HISTORY_RETENTION_S, LOG_RETENTION_S, NODE_RETENTION_S, AppliedStep, SchemaState
 from . import mask_url
+
+MIN_SERVER_VERSION = (4, 2)  # $$NOW and update pipelines
 
 # When a lease ends: our expiresAt, or for a seed-shaped document takenAt (a string) + timeout (ms).
 # An unparsable takenAt gives null, and null sorts before every date: such a lease counts as expired.
@@ -60,8 +63,10 @@ class MongoStore:
             raise ConfigError(f"bad MongoDB URL {self.url}: {self._scrub(str(exc))}",
                               hint="see the URL forms in README.md, section MongoDB") from None
         self.database = db.name
+        self._db = db
         self._mutexes = db[collection]
         self._forced = db["forced_releases"]
+        self._meta = db["meta"]
 
     # -- the store protocol -------------------------------------------------------------------
 
@@ -133,6 +138,60 @@ class MongoStore:
             docs = list(self._forced.find(query).sort("_id", -1).limit(limit))
         return [ForcedRelease(d["mutexId"], _utc(d["at"]), d["byNode"], d["byUser"], d["byHost"], d["reason"],
                               d.get("previousHolder"), int(d.get("previousFence") or 0)) for d in docs]
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def schema_state(self) -> SchemaState | None:
+        with self._errors():
+            doc = self._meta.find_one({"_id": "schema"})
+        if doc is None:
+            return None
+        steps = tuple(AppliedStep(int(s["step"]), _utc(s["appliedAt"]), str(s["appliedBy"])) for s in doc.get("steps", []))
+        return SchemaState(int(doc["version"]), _utc(doc["appliedAt"]), str(doc["appliedBy"]), str(doc["toolVersion"]),
+                           steps)
+
+    def apply_schema_step(self, step: int) -> None:
+        """Step N of mutexctl.schema.STEPS. create_index with the same spec is a no-op the second time."""
+        db = self._db
+        with self._errors():
+            if step == 1:
+                if self._mutexes.name not in db.list_collection_names(filter={"name": self._mutexes.name}):
+                    db.create_collection(self._mutexes.name)
+                self._mutexes.create_index("takenBy", name="takenBy")
+            elif step == 2:
+                self._forced.create_index("at", name="at_ttl", expireAfterSeconds=HISTORY_RETENTION_S)
+            elif step == 3:
+                db["messages"].create_index([("channel", 1), ("seq", 1)], name="channel_seq", unique=True)
+                db["messages"].create_index("at", name="at_ttl", expireAfterSeconds=LOG_RETENTION_S)
+                db["acks"].create_index([("messageId", 1), ("node", 1)], name="message_node", unique=True)
+                db["nodes"].create_index([("node", 1), ("channel", 1)], name="node_channel", unique=True)
+                db["nodes"].create_index("lastSeen", name="lastSeen_ttl", expireAfterSeconds=NODE_RETENTION_S)
+            else:
+                raise ValueError(f"no schema step {step}")
+
+    def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
+        """Set the version to ``step`` and log it, in one write."""
+        now = datetime.now(timezone.utc)
+        with self._errors():
+            self._meta.update_one({"_id": "schema"}, {
+                "$set": {"version": step, "appliedAt": now, "appliedBy": applied_by, "toolVersion": tool_version},
+                "$push": {"steps": {"step": step, "appliedAt": now, "appliedBy": applied_by}}}, upsert=True)
+
+    def server_report(self) -> dict[str, str]:
+        """The server's version (refused below 4.2), topology and the write concern in effect."""
+        with self._errors():
+            build = self._db.command("buildInfo")  # not server_info(): some servers reject its "buildinfo"
+            hello = self._db.command("hello")
+        version = check_server_version(build)
+        if hello.get("setName"):
+            topology = f"replica set {hello['setName']}"
+        elif hello.get("msg") == "isdbgrid":
+            topology = "sharded cluster (mongos)"
+        else:
+            topology = "standalone"
+        concern = self._mutexes.write_concern.document or {"w": 1}
+        return {"engine": f"MongoDB {version}", "topology": topology, "database": self.database,
+                "write_concern": ", ".join(f"{k}={v}" for k, v in concern.items()), "clock": "the server's ($$NOW)"}
 
     def close(self) -> None:
         self.client.close()
@@ -210,6 +269,16 @@ class MongoStore:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def check_server_version(build_info: dict[str, Any]) -> str:
+    """The server's version string; StoreUnavailableError below 4.2, which lacks $$NOW."""
+    version = str(build_info.get("version", "?"))
+    parts = build_info.get("versionArray") or [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    if tuple(int(p) for p in parts[:2]) < MIN_SERVER_VERSION:
+        raise StoreUnavailableError(f"MongoDB {version} is too old: mutexctl needs 4.2 or newer ($$NOW in updates)",
+                                    hint="upgrade the server, or use another one")
+    return version
 
 
 def _secrets(url: str) -> list[str]:

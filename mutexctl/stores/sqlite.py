@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import (ConfigError, LeaseExpiredError, LockHeldError, NotOwnerError, StoreError,
                       StoreUnavailableError)
 from ..models import ForcedRelease, Holder, Lease, MutexState, iso_ms, parse_iso
+from ..schema import HISTORY_RETENTION_S, AppliedStep, SchemaState
 from . import mask_url
 
 BUSY_TIMEOUT_S = 10.0
@@ -41,6 +42,36 @@ CREATE TABLE IF NOT EXISTS forced_releases (
     byHost TEXT NOT NULL, reason TEXT NOT NULL, previousHolder TEXT, previousFence INTEGER NOT NULL
 );
 """
+
+_META = """
+CREATE TABLE IF NOT EXISTS meta (
+    id TEXT PRIMARY KEY, version INTEGER NOT NULL, appliedAt TEXT NOT NULL, appliedBy TEXT NOT NULL,
+    toolVersion TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schema_steps (step INTEGER NOT NULL, appliedAt TEXT NOT NULL, appliedBy TEXT NOT NULL);
+"""
+
+# Step N of mutexctl.schema.STEPS, each safe to run twice.
+_STEPS = {
+    1: "CREATE INDEX IF NOT EXISTS mutexes_takenBy ON mutexes (takenBy);",
+    2: "CREATE INDEX IF NOT EXISTS forced_releases_at ON forced_releases (at);",
+    3: """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, channel TEXT NOT NULL,
+    action TEXT NOT NULL, payload TEXT NOT NULL, sender TEXT NOT NULL, recipients TEXT, at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_channel_seq ON messages (channel, seq);
+CREATE INDEX IF NOT EXISTS messages_at ON messages (at);
+CREATE TABLE IF NOT EXISTS acks (
+    messageId TEXT NOT NULL, node TEXT NOT NULL, at TEXT NOT NULL, status INTEGER NOT NULL,
+    durationMs INTEGER NOT NULL, PRIMARY KEY (messageId, node)
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    node TEXT NOT NULL, channel TEXT NOT NULL, lastSeen TEXT NOT NULL, host TEXT, pid INTEGER,
+    PRIMARY KEY (node, channel)
+);
+""",
+}
 
 _COLUMNS = "mutexId, taken, takenAt, takenBy, timeout, expiresAt, fence, bootId, expiresNs, host, pid, user, command"
 
@@ -94,7 +125,7 @@ class SQLiteStore:
             if authority not in ("", "localhost"):
                 raise ConfigError(f"store URL {url!r} names a host; SQLite files are local",
                                   hint="use sqlite:///absolute/path.db")
-            rest = "/" + rest
+            rest = "/" + rest.lstrip("/")
         path = rest.split("?", 1)[0]
         if path in ("", "/"):
             raise ConfigError(f"store URL {url!r} has no file path", hint="use sqlite:///absolute/path.db")
@@ -146,10 +177,13 @@ class SQLiteStore:
             if before is None or not before.taken:
                 return None
             db.execute("UPDATE mutexes SET taken = 0 WHERE mutexId = ?", (mutex_id,))
+            now = datetime.now(timezone.utc)
             db.execute("INSERT INTO forced_releases (mutexId, at, byNode, byUser, byHost, reason, previousHolder,"
                        " previousFence) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (mutex_id, iso_ms(datetime.now(timezone.utc)), by_node, by.user, by.host, reason,
-                        before.taken_by, before.fence))
+                       (mutex_id, iso_ms(now), by_node, by.user, by.host, reason, before.taken_by, before.fence))
+            # SQLite has no TTL index: the history is pruned here, when it grows.
+            db.execute("DELETE FROM forced_releases WHERE at < ?",
+                       (iso_ms(now - timedelta(seconds=HISTORY_RETENTION_S)),))
             return before
 
     def get(self, mutex_id: str) -> MutexState | None:
@@ -168,6 +202,42 @@ class SQLiteStore:
                               "FROM forced_releases WHERE (? IS NULL OR mutexId = ?) ORDER BY id DESC LIMIT ?",
                               (mutex_id, mutex_id, limit)).fetchall()
         return [ForcedRelease(r[0], parse_iso(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def schema_state(self) -> SchemaState | None:
+        with self._transaction(write=False) as db:
+            if not _has_tables(db, "meta", "schema_steps"):
+                return None
+            row = db.execute("SELECT version, appliedAt, appliedBy, toolVersion FROM meta WHERE id = 'schema'").fetchone()
+            steps = db.execute("SELECT step, appliedAt, appliedBy FROM schema_steps ORDER BY rowid").fetchall()
+        if row is None:
+            return None
+        return SchemaState(row[0], parse_iso(row[1]), row[2], row[3],
+                           tuple(AppliedStep(n, parse_iso(at), by) for n, at, by in steps))
+
+    def apply_schema_step(self, step: int) -> None:
+        with self._transaction() as db:
+            for statement in filter(str.strip, _STEPS[step].split(";")):
+                db.execute(statement)
+
+    def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
+        """Set the version to ``step`` and log it, in one transaction."""
+        now = iso_ms(datetime.now(timezone.utc))
+        with self._transaction() as db:
+            for statement in filter(str.strip, _META.split(";")):
+                db.execute(statement)
+            db.execute("INSERT INTO meta (id, version, appliedAt, appliedBy, toolVersion) VALUES ('schema', ?, ?, ?, ?) "
+                       "ON CONFLICT (id) DO UPDATE SET version = excluded.version, appliedAt = excluded.appliedAt, "
+                       "appliedBy = excluded.appliedBy, toolVersion = excluded.toolVersion",
+                       (step, now, applied_by, tool_version))
+            db.execute("INSERT INTO schema_steps (step, appliedAt, appliedBy) VALUES (?, ?, ?)", (step, now, applied_by))
+
+    def server_report(self) -> dict[str, str]:
+        with self._transaction(write=False) as db:
+            journal = db.execute("PRAGMA journal_mode").fetchone()[0]
+        return {"engine": f"SQLite {sqlite3.sqlite_version}", "journal": journal, "path": str(self.path),
+                "clock": "this host's boot clock" if self._boot != "wall-clock" else "this host's wall clock"}
 
     def close(self) -> None:
         # A renewal thread may still be inside a statement (blocked on a busy database); closing the
@@ -273,7 +343,7 @@ def _open(path: Path, url: str) -> sqlite3.Connection:
         # also changes the boot id, which expires every lease the lost transactions could have held.
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
-        if not _has_schema(db):
+        if not _has_tables(db, "mutexes", "forced_releases"):
             db.executescript(_SCHEMA)
     except sqlite3.DatabaseError as exc:
         db.close()
@@ -285,6 +355,7 @@ def _open(path: Path, url: str) -> sqlite3.Connection:
     return db
 
 
-def _has_schema(db: sqlite3.Connection) -> bool:
-    found = db.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('mutexes', 'forced_releases')")
-    return bool(found.fetchone()[0] == 2)
+def _has_tables(db: sqlite3.Connection, *names: str) -> bool:
+    marks = ", ".join("?" for _ in names)
+    found = db.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({marks})", names)
+    return bool(found.fetchone()[0] == len(names))
