@@ -81,6 +81,8 @@ class Settings:
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     wait_s: float = 0.0
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
+    log_retention_s: float = 7 * 24 * 3600.0  # the broadcast log's TTL
+    poll_interval_s: float = 1.0  # how often an idle listener reads the log
     mutexes: Mapping[str, MutexOverride] = field(default_factory=dict)
     config_file: Path | None = None
 
@@ -125,7 +127,8 @@ def load_settings(*, config: str | None = None, store: str | None = None, node_i
     for key, var in (("node_id", "MUTEXCTL_NODE_ID"), ("store", "MUTEXCTL_STORE"),
                      ("database", "MUTEXCTL_DATABASE"), ("collection", "MUTEXCTL_COLLECTION"),
                      ("timeout", "MUTEXCTL_TIMEOUT"),
-                     ("wait", "MUTEXCTL_WAIT"), ("connect_timeout", "MUTEXCTL_CONNECT_TIMEOUT")):
+                     ("wait", "MUTEXCTL_WAIT"), ("connect_timeout", "MUTEXCTL_CONNECT_TIMEOUT"),
+                     ("log_retention", "MUTEXCTL_LOG_RETENTION"), ("poll_interval", "MUTEXCTL_POLL_INTERVAL")):
         if env.get(var):
             values[_FIELD.get(key, key)] = _checked(var, lambda v=env[var], k=key, w=var: _convert(k, v, w))
     if node_id is not None:
@@ -149,6 +152,8 @@ def _convert(key: str, value: object, what: str) -> Any:
         return parse_timeout_ms(value, what=what)
     if key == "connect_timeout":
         return parse_timeout_ms(value, what=what)
+    if key in ("log_retention", "poll_interval"):
+        return parse_duration(value, what=what, allow_zero=False)
     if key in ("database", "collection"):
         return _validate_db_name(value, what)
     if key == "wait":
@@ -169,8 +174,10 @@ def _validate_db_name(value: object, what: str) -> str:
 
 
 # File and environment keys -> Settings fields, where the field name carries the unit.
-_FIELD = {"timeout": "timeout_ms", "wait": "wait_s", "connect_timeout": "connect_timeout_ms"}
-_TOP_KEYS = ("node_id", "store", "database", "collection", "connect_timeout", "defaults", "mutexes")
+_FIELD = {"timeout": "timeout_ms", "wait": "wait_s", "connect_timeout": "connect_timeout_ms",
+          "log_retention": "log_retention_s", "poll_interval": "poll_interval_s"}
+_TOP_KEYS = ("node_id", "store", "database", "collection", "connect_timeout", "log_retention", "poll_interval",
+             "defaults", "mutexes")
 _LEASE_KEYS = ("timeout", "wait")
 
 

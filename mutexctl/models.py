@@ -81,6 +81,32 @@ class ForcedRelease:
     previous_fence: int
 
 
+@dataclass(frozen=True)
+class Message:
+    """One broadcast: ``payload`` is JSON text; ``expected`` are the nodes the sender waits for."""
+
+    id: str
+    channel: str
+    seq: int
+    action: str
+    payload: str
+    sender: str
+    to: tuple[str, ...]
+    expected: tuple[str, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A node's answer to a message: its handler's exit status and how long it ran."""
+
+    message_id: str
+    node: str
+    at: datetime
+    status: int
+    duration_ms: int
+
+
 def human_ms(milliseconds: float) -> str:
     """``850ms``, ``12.3s``, ``4m05s``, ``2h03m``, ``3d04h``."""
     if milliseconds < 1000:

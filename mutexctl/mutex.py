@@ -14,13 +14,17 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ._version import __version__
-from .config import Settings, load_settings, parse_timeout_ms, parse_wait_s
-from .errors import LeaseLostError, LockHeldError, NotOwnerError, StoreError, UsageError, WaitTimeoutError
-from .models import ForcedRelease, Holder, Lease, MutexState, validate_mutex_id
+from .config import Settings, load_settings, parse_timeout_ms, parse_wait_s, validate_node_id
+from .errors import (LeaseLostError, LockHeldError, NotOwnerError, SchemaError, StoreError, UsageError,
+                     WaitTimeoutError)
+from .models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, utcnow, validate_mutex_id
+from .intracom import (DEFAULT_CHANNEL, AckReport, Cursor, is_for, message_id, parse_payload, validate_action,
+                       validate_channel)
 from .schema import (DEFAULT_SCHEMA_TIMEOUT, DEFAULT_SCHEMA_WAIT, SCHEMA_MUTEX, InitResult, SchemaState,
                      pending_steps, refuse_newer)
 from .stores import Store, open_store
@@ -32,6 +36,13 @@ CLOCK_SAFETY = 0.1
 MAX_STOP_GRACE_S = 5.0
 # Renewals also detect a forced release; a cap keeps that detection prompt for long leases.
 MAX_RENEW_INTERVAL_S = 5.0
+
+# Broadcast: listeners re-register (heartbeat) this often; a sender counts a node live this long after.
+HEARTBEAT_S = 10.0
+LIVE_WINDOW_S = 30.0
+GAP_GRACE_S = 60.0
+LOG_BATCH = 100
+INTRACOM_SCHEMA = 3
 
 WaitCallback = Callable[[LockHeldError, float], None]
 
@@ -282,6 +293,116 @@ class Service:
                 if on_step is not None:
                     on_step(number, text)
         return InitResult(before, version, tuple(applied), server)
+
+    # -- intracom -------------------------------------------------------------------------------
+
+    def broadcast(self, action: str, payload: str = "{}", *, channel: str = DEFAULT_CHANNEL,
+                  to: Sequence[str] = ()) -> Message:
+        """Append a message to the channel's log for every other listening node (or just ``to``).
+
+        The nodes expected to answer are fixed now: ``to``, else the channel's live listeners minus
+        this node. ``payload`` is JSON text of at most 1 MiB.
+        """
+        validate_action(action)
+        validate_channel(channel)
+        recipients = tuple(validate_node_id(node, what="--to node") for node in to)
+        text = parse_payload(payload)
+        self._check_intracom()
+        # The registry is read before the number is taken: see intracom.Cursor.start.
+        expected = recipients or tuple(n for n in self.store.live_nodes(channel, LIVE_WINDOW_S) if n != self.node_id)
+        seq = self.store.next_seq(channel)
+        message = Message(message_id(channel, seq), channel, seq, action, text, self.node_id, recipients, expected,
+                          utcnow())
+        self.store.append_message(message)
+        return message
+
+    def ack_report(self, message_id: str) -> AckReport:
+        """Who acked ``message_id``, who failed and who is silent so far."""
+        self._check_intracom()
+        message = self.store.get_message(message_id)
+        if message is None:
+            raise UsageError(f"no message {message_id!r} in the log", hint="use the id broadcast printed, e.g. default:12")
+        return AckReport(message, tuple(self.store.acks(message.id)))
+
+    def wait_acks(self, message: Message, *, wait: str | float, on_progress: Callable[[AckReport], None] | None = None
+                  ) -> AckReport:
+        """Poll the acks until every expected node answered or ``wait`` ends; returns the last report."""
+        deadline = time.monotonic() + parse_wait_s(wait, what="--wait")
+        delay = 0.02
+        while True:
+            report = AckReport(message, tuple(self.store.acks(message.id)))
+            now = time.monotonic()
+            if report.complete or now >= deadline:
+                return report
+            if on_progress is not None:
+                on_progress(report)
+            time.sleep(min(delay, deadline - now))
+            delay = min(self.settings.poll_interval_s / 2, delay * 2)
+
+    def listen(self, *, channel: str = DEFAULT_CHANNEL, handler: Callable[[Message], int] | None = None,
+               include_self: bool = False, from_start: bool = False, once: bool = False,
+               stop: threading.Event | None = None, gap_grace_s: float = GAP_GRACE_S) -> Any:
+        """Receive the channel's messages: each one meant for this node is handled, then acked.
+
+        With ``handler`` (message -> exit status; an exception counts as 1) it runs until ``stop``
+        is set (or, with ``once``, until the log is drained) and returns how many it handled.
+        Without, it returns an iterator of messages; each is acked with status 0 when the next is
+        asked for. A message acked by this node is never handled again, also across restarts.
+        """
+        deliveries = self._deliveries(validate_channel(channel), include_self, from_start, once,
+                                      stop or threading.Event(), gap_grace_s)
+        if handler is None:
+            return deliveries
+        handled = 0
+        try:
+            message = next(deliveries)
+            while True:
+                try:
+                    status = handler(message)
+                except Exception:  # noqa: BLE001 - the failure is reported to the sender in the ack
+                    status = 1
+                handled += 1
+                message = deliveries.send(status)
+        except StopIteration:
+            return handled
+
+    def _deliveries(self, channel: str, include_self: bool, from_start: bool, once: bool, stop: threading.Event,
+                    gap_grace_s: float) -> Generator[Message, int | None, None]:
+        self._check_intracom()
+        node, host, pid = self.node_id, socket.gethostname(), os.getpid()
+        saved = self.store.register_node(node, channel, host, pid)
+        cursor = Cursor.start(saved, self.store.latest_seq(channel), from_start=from_start, gap_grace_s=gap_grace_s)
+        beat = time.monotonic()
+        while True:
+            batch = self.store.messages_after(channel, cursor.position, limit=LOG_BATCH)
+            mine = [m for m in batch if cursor.wanted(m, node) and is_for(m, node, include_self=include_self)]
+            answered = self.store.acked(node, [m.id for m in mine])
+            for message in mine:
+                if message.id not in answered:
+                    if stop.is_set():
+                        return  # the position stays before this message: the next run handles it
+                    started = time.monotonic()
+                    status = yield message
+                    self.store.record_ack(Ack(message.id, node, utcnow(), status or 0,
+                                              round((time.monotonic() - started) * 1000)))
+                cursor.mark(message.seq)
+            if cursor.advance([m.seq for m in batch], time.monotonic()):
+                self.store.save_cursor(node, channel, cursor.position)
+            if once or stop.is_set():
+                return
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                self.store.register_node(node, channel, host, pid)
+                beat = time.monotonic()
+            if len(batch) < LOG_BATCH:  # caught up: idle until the next poll
+                stop.wait(self.settings.poll_interval_s)
+
+    def _check_intracom(self) -> None:
+        state = self.store.schema_state()
+        refuse_newer(state.version if state else None)
+        if state is None or state.version < INTRACOM_SCHEMA:
+            raise SchemaError("broadcast needs the store's schema (version 3 or newer); it is "
+                              + ("not initialized" if state is None else f"at version {state.version}"),
+                              hint="run mutexctl init-schema")
 
     def _check_writable(self) -> None:
         """Refuse to write to a store whose schema is newer than this tool (checked once per Service)."""

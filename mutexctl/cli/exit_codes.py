@@ -10,6 +10,7 @@ CONFLICT = 1
 USAGE = 2
 NOT_OWNER = 3
 SCHEMA = 4
+HANDLER_FAILED = 5
 UNAVAILABLE = 69
 INTERNAL = 70
 LEASE_LOST = 75
@@ -17,10 +18,12 @@ CONFIG = 78
 
 EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
     ("0", "success"),
-    ("1", "lock held by another node, or the wait timed out (-E/--conflict-exit-code N changes it)"),
+    ("1", "lock held by another node, or the wait timed out (-E/--conflict-exit-code N changes it); "
+          "broadcast: nodes stayed silent"),
     ("2", "usage error"),
     ("3", "not the owner, or the lease already expired (release/renew)"),
     ("4", "schema missing or at another version"),
+    ("5", "broadcast: a handler failed on some node (--wait-acks, broadcast status)"),
     ("69", "store unavailable"),
     ("70", "internal error (traceback only with --debug)"),
     ("75", "lease lost while the command ran; the command was stopped"),

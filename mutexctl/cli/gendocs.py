@@ -30,6 +30,10 @@ ENVIRONMENT = (
     ("MUTEXCTL_TIMEOUT", "Default lease timeout (e.g. 30s)."),
     ("MUTEXCTL_WAIT", "Default wait for a busy mutex (e.g. 5m, inf); default 0, one try."),
     ("MUTEXCTL_CONNECT_TIMEOUT", "How long to look for a MongoDB server before exit 69; default 5s."),
+    ("MUTEXCTL_LOG_RETENTION", "How long the broadcast log is kept (default 168h)."),
+    ("MUTEXCTL_POLL_INTERVAL", "How often an idle listener reads the log (default 1s)."),
+    ("MUTEXCTL_MESSAGE_ID, MUTEXCTL_ACTION, MUTEXCTL_SENDER, MUTEXCTL_CHANNEL",
+     "Set for a listen handler."),
     ("XDG_STATE_HOME", "The default store is $XDG_STATE_HOME/mutexctl/mutexctl.db (~/.local/state)."),
     ("XDG_CONFIG_HOME", "The parameter file may be $XDG_CONFIG_HOME/mutexctl/config.yaml (~/.config)."),
     ("NO_COLOR", "Turns colour off on a terminal."),
@@ -51,6 +55,9 @@ EXAMPLES = (
      'TOKEN=$(mutexctl acquire nightly --timeout 1h) || exit\n./step1 && ./step2\n'
      'mutexctl release nightly --token "$TOKEN"'),
     ("See who holds what, and why a lease is stuck:", "mutexctl status"),
+    ("Ask every other instance to reload, and wait for their answers:",
+     "mutexctl listen -- ./reload.sh &    # on each instance\nmutexctl broadcast reload --wait-acks -w 30s"),
+    ("Initialize the store from CI, safely in parallel:", "mutexctl init-schema --wait 10m && mutexctl init-schema --check"),
     ("Break a stuck lease, on the record:", 'mutexctl release deploy --force --reason "runner VM deleted, INC-123"'),
 )
 

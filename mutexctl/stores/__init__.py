@@ -13,7 +13,7 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..models import ForcedRelease, Holder, Lease, MutexState
+    from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState
     from ..schema import SchemaState
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^@/?#]*@)", re.IGNORECASE)
@@ -63,6 +63,33 @@ class Store(Protocol):
     def server_report(self) -> dict[str, str]:
         """Facts about the store for init-schema's output; raises if the server is unsupported."""
 
+    # intracom: a per-channel counter, the message log, acks and the live-node registry
+
+    def next_seq(self, channel: str) -> int:
+        """Take the channel's next sequence number (one atomic increment)."""
+
+    def latest_seq(self, channel: str) -> int: ...
+
+    def append_message(self, message: Message) -> None: ...
+
+    def messages_after(self, channel: str, seq: int, limit: int = 100) -> list[Message]: ...
+
+    def get_message(self, message_id: str) -> Message | None: ...
+
+    def record_ack(self, ack: Ack) -> bool:
+        """Store the ack; False if this node had already acked this message."""
+
+    def acks(self, message_id: str) -> list[Ack]: ...
+
+    def acked(self, node: str, message_ids: list[str]) -> set[str]: ...
+
+    def register_node(self, node: str, channel: str, host: str, pid: int) -> int | None:
+        """Mark the listener alive now (the heartbeat too); returns its saved cursor, if any."""
+
+    def save_cursor(self, node: str, channel: str, cursor: int) -> None: ...
+
+    def live_nodes(self, channel: str, within_s: float) -> list[str]: ...
+
     def close(self) -> None: ...
 
 
@@ -73,11 +100,11 @@ def open_store(settings: Settings) -> Store:
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
-        return SQLiteStore.from_url(url)
+        return SQLiteStore.from_url(url, log_retention_s=settings.log_retention_s)
     if scheme in ("mongodb", "mongodb+srv"):
         from .mongodb import MongoStore  # pymongo is imported only for a MongoDB URL
 
         return MongoStore(url, database=settings.database, collection=settings.collection,
-                          connect_timeout_ms=settings.connect_timeout_ms)
+                          connect_timeout_ms=settings.connect_timeout_ms, log_retention_s=settings.log_retention_s)
     raise ConfigError(f"unknown store URL {mask_url(url)!r}",
                       hint="use sqlite:///path/to/file.db or mongodb://host/ (mongodb+srv:// too)")

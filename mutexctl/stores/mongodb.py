@@ -25,7 +25,7 @@ from pymongo.errors import (ConfigurationError, ConnectionFailure, DuplicateKeyE
                             PyMongoError, ServerSelectionTimeoutError)
 
 from ..errors import ConfigError, LeaseExpiredError, LockHeldError, NotOwnerError, StoreError, StoreUnavailableError
-from ..models import ForcedRelease, Holder, Lease, MutexState, parse_iso
+from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, parse_iso
 from ..schema import HISTORY_RETENTION_S, LOG_RETENTION_S, NODE_RETENTION_S, AppliedStep, SchemaState
 from . import mask_url
 
@@ -49,7 +49,9 @@ class MongoStore:
 
     clock = "server"
 
-    def __init__(self, url: str, *, database: str | None, collection: str, connect_timeout_ms: int) -> None:
+    def __init__(self, url: str, *, database: str | None, collection: str, connect_timeout_ms: int,
+                 log_retention_s: float = LOG_RETENTION_S) -> None:
+        self.log_retention_s = log_retention_s
         self.url = mask_url(url)
         self._secrets = _secrets(url)
         try:
@@ -67,6 +69,8 @@ class MongoStore:
         self._mutexes = db[collection]
         self._forced = db["forced_releases"]
         self._meta = db["meta"]
+        self._counters, self._messages, self._acks, self._nodes = (db["counters"], db["messages"], db["acks"],
+                                                                    db["nodes"])
 
     # -- the store protocol -------------------------------------------------------------------
 
@@ -162,7 +166,7 @@ class MongoStore:
                 self._forced.create_index("at", name="at_ttl", expireAfterSeconds=HISTORY_RETENTION_S)
             elif step == 3:
                 db["messages"].create_index([("channel", 1), ("seq", 1)], name="channel_seq", unique=True)
-                db["messages"].create_index("at", name="at_ttl", expireAfterSeconds=LOG_RETENTION_S)
+                db["messages"].create_index("at", name="at_ttl", expireAfterSeconds=int(self.log_retention_s))
                 db["acks"].create_index([("messageId", 1), ("node", 1)], name="message_node", unique=True)
                 db["nodes"].create_index([("node", 1), ("channel", 1)], name="node_channel", unique=True)
                 db["nodes"].create_index("lastSeen", name="lastSeen_ttl", expireAfterSeconds=NODE_RETENTION_S)
@@ -192,6 +196,77 @@ class MongoStore:
         concern = self._mutexes.write_concern.document or {"w": 1}
         return {"engine": f"MongoDB {version}", "topology": topology, "database": self.database,
                 "write_concern": ", ".join(f"{k}={v}" for k, v in concern.items()), "clock": "the server's ($$NOW)"}
+
+    # -- intracom -------------------------------------------------------------------------------
+
+    def next_seq(self, channel: str) -> int:
+        with self._errors():
+            doc = self._counters.find_one_and_update({"_id": channel}, {"$inc": {"seq": 1}}, upsert=True,
+                                                     return_document=ReturnDocument.AFTER)
+        return int(doc["seq"])
+
+    def latest_seq(self, channel: str) -> int:
+        with self._errors():
+            doc = self._counters.find_one({"_id": channel})
+        return int(doc["seq"]) if doc else 0
+
+    def append_message(self, message: Message) -> None:
+        with self._errors():
+            self._messages.insert_one({
+                "_id": message.id, "channel": message.channel, "seq": message.seq, "action": message.action,
+                "payload": message.payload, "sender": message.sender, "to": list(message.to),
+                "expected": list(message.expected), "at": message.at})
+
+    def messages_after(self, channel: str, seq: int, limit: int = 100) -> list[Message]:
+        with self._errors():
+            docs = list(self._messages.find({"channel": channel, "seq": {"$gt": seq}}).sort("seq", 1).limit(limit))
+        return [_message(d) for d in docs]
+
+    def get_message(self, message_id: str) -> Message | None:
+        with self._errors():
+            doc = self._messages.find_one({"_id": message_id})
+        return _message(doc) if doc else None
+
+    def record_ack(self, ack: Ack) -> bool:
+        with self._errors():
+            try:
+                self._acks.insert_one({"_id": f"{ack.message_id}/{ack.node}", "messageId": ack.message_id,
+                                       "node": ack.node, "at": ack.at, "status": ack.status,
+                                       "durationMs": ack.duration_ms})
+            except DuplicateKeyError:
+                return False
+        return True
+
+    def acks(self, message_id: str) -> list[Ack]:
+        with self._errors():
+            docs = list(self._acks.find({"messageId": message_id}).sort("node", 1))
+        return [Ack(d["messageId"], d["node"], _utc(d["at"]), int(d["status"]), int(d["durationMs"])) for d in docs]
+
+    def acked(self, node: str, message_ids: list[str]) -> set[str]:
+        if not message_ids:
+            return set()
+        with self._errors():
+            docs = self._acks.find({"node": node, "messageId": {"$in": message_ids}}, {"messageId": 1})
+            return {d["messageId"] for d in docs}
+
+    def register_node(self, node: str, channel: str, host: str, pid: int) -> int | None:
+        with self._errors():
+            doc = self._nodes.find_one_and_update(
+                {"_id": f"{channel}/{node}"},
+                [{"$set": {"node": _literal(node), "channel": _literal(channel), "lastSeen": "$$NOW",
+                           "host": _literal(host), "pid": pid}}],
+                upsert=True, return_document=ReturnDocument.AFTER, projection={"cursor": 1})
+        return None if doc is None or doc.get("cursor") is None else int(doc["cursor"])
+
+    def save_cursor(self, node: str, channel: str, cursor: int) -> None:
+        with self._errors():
+            self._nodes.update_one({"_id": f"{channel}/{node}"}, {"$set": {"cursor": cursor}})
+
+    def live_nodes(self, channel: str, within_s: float) -> list[str]:
+        recent = {"$gte": ["$lastSeen", {"$subtract": ["$$NOW", int(within_s * 1000)]}]}  # the server's clock
+        with self._errors():
+            docs = self._nodes.find({"channel": channel, "$expr": recent}, {"node": 1}).sort("node", 1)
+            return [d["node"] for d in docs]
 
     def close(self) -> None:
         self.client.close()
@@ -269,6 +344,11 @@ class MongoStore:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _message(doc: dict[str, Any]) -> Message:
+    return Message(doc["_id"], doc["channel"], int(doc["seq"]), doc["action"], doc["payload"], doc["sender"],
+                   tuple(doc.get("to") or ()), tuple(doc.get("expected") or ()), _utc(doc["at"]))
 
 
 def check_server_version(build_info: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ the compare-and-set cannot interleave with another process (SQLite holds the wri
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -17,8 +18,8 @@ from typing import Any
 
 from ..errors import (ConfigError, LeaseExpiredError, LockHeldError, NotOwnerError, StoreError,
                       StoreUnavailableError)
-from ..models import ForcedRelease, Holder, Lease, MutexState, iso_ms, parse_iso
-from ..schema import HISTORY_RETENTION_S, AppliedStep, SchemaState
+from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, iso_ms, parse_iso
+from ..schema import HISTORY_RETENTION_S, LOG_RETENTION_S, AppliedStep, SchemaState
 from . import mask_url
 
 BUSY_TIMEOUT_S = 10.0
@@ -56,11 +57,12 @@ _STEPS = {
     1: "CREATE INDEX IF NOT EXISTS mutexes_takenBy ON mutexes (takenBy);",
     2: "CREATE INDEX IF NOT EXISTS forced_releases_at ON forced_releases (at);",
     3: """
+CREATE TABLE IF NOT EXISTS counters (channel TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, channel TEXT NOT NULL,
-    action TEXT NOT NULL, payload TEXT NOT NULL, sender TEXT NOT NULL, recipients TEXT, at TEXT NOT NULL
+    id TEXT PRIMARY KEY, channel TEXT NOT NULL, seq INTEGER NOT NULL, action TEXT NOT NULL,
+    payload TEXT NOT NULL, sender TEXT NOT NULL, recipients TEXT NOT NULL, expected TEXT NOT NULL,
+    at TEXT NOT NULL, UNIQUE (channel, seq)
 );
-CREATE INDEX IF NOT EXISTS messages_channel_seq ON messages (channel, seq);
 CREATE INDEX IF NOT EXISTS messages_at ON messages (at);
 CREATE TABLE IF NOT EXISTS acks (
     messageId TEXT NOT NULL, node TEXT NOT NULL, at TEXT NOT NULL, status INTEGER NOT NULL,
@@ -68,7 +70,7 @@ CREATE TABLE IF NOT EXISTS acks (
 );
 CREATE TABLE IF NOT EXISTS nodes (
     node TEXT NOT NULL, channel TEXT NOT NULL, lastSeen TEXT NOT NULL, host TEXT, pid INTEGER,
-    PRIMARY KEY (node, channel)
+    cursor INTEGER, PRIMARY KEY (node, channel)
 );
 """,
 }
@@ -110,7 +112,8 @@ class SQLiteStore:
 
     clock = "host"
 
-    def __init__(self, path: Path, url: str) -> None:
+    def __init__(self, path: Path, url: str, *, log_retention_s: float = LOG_RETENTION_S) -> None:
+        self.log_retention_s = log_retention_s
         self.path = path
         self.url = mask_url(url)
         self._boot = boot_id()
@@ -118,7 +121,7 @@ class SQLiteStore:
         self._lock = threading.Lock()  # one connection, shared by the caller and a renewal thread
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, log_retention_s: float = LOG_RETENTION_S) -> SQLiteStore:
         rest = url.split(":", 1)[1]
         if rest.startswith("//"):
             authority, _, rest = rest[2:].partition("/")
@@ -129,7 +132,7 @@ class SQLiteStore:
         path = rest.split("?", 1)[0]
         if path in ("", "/"):
             raise ConfigError(f"store URL {url!r} has no file path", hint="use sqlite:///absolute/path.db")
-        return cls(Path(path), url)
+        return cls(Path(path), url, log_retention_s=log_retention_s)
 
     # -- the store protocol -------------------------------------------------------------------
 
@@ -238,6 +241,79 @@ class SQLiteStore:
             journal = db.execute("PRAGMA journal_mode").fetchone()[0]
         return {"engine": f"SQLite {sqlite3.sqlite_version}", "journal": journal, "path": str(self.path),
                 "clock": "this host's boot clock" if self._boot != "wall-clock" else "this host's wall clock"}
+
+    # -- intracom -------------------------------------------------------------------------------
+
+    def next_seq(self, channel: str) -> int:
+        with self._transaction() as db:
+            return int(db.execute("INSERT INTO counters (channel, seq) VALUES (?, 1) ON CONFLICT (channel) "
+                                  "DO UPDATE SET seq = seq + 1 RETURNING seq", (channel,)).fetchone()[0])
+
+    def latest_seq(self, channel: str) -> int:
+        with self._transaction(write=False) as db:
+            row = db.execute("SELECT seq FROM counters WHERE channel = ?", (channel,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def append_message(self, message: Message) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO messages (id, channel, seq, action, payload, sender, recipients, expected, at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (message.id, message.channel, message.seq, message.action, message.payload, message.sender,
+                        json.dumps(message.to), json.dumps(message.expected), iso_ms(message.at)))
+            # SQLite has no TTL index: the log is pruned here, as it grows.
+            db.execute("DELETE FROM messages WHERE at < ?",
+                       (iso_ms(message.at - timedelta(seconds=self.log_retention_s)),))
+
+    def messages_after(self, channel: str, seq: int, limit: int = 100) -> list[Message]:
+        with self._transaction(write=False) as db:
+            rows = db.execute(f"SELECT {_MESSAGE} FROM messages WHERE channel = ? AND seq > ? ORDER BY seq LIMIT ?",
+                              (channel, seq, limit)).fetchall()
+        return [_message(row) for row in rows]
+
+    def get_message(self, message_id: str) -> Message | None:
+        with self._transaction(write=False) as db:
+            row = db.execute(f"SELECT {_MESSAGE} FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return _message(row) if row else None
+
+    def record_ack(self, ack: Ack) -> bool:
+        with self._transaction() as db:
+            return db.execute("INSERT INTO acks (messageId, node, at, status, durationMs) VALUES (?, ?, ?, ?, ?) "
+                              "ON CONFLICT DO NOTHING",
+                              (ack.message_id, ack.node, iso_ms(ack.at), ack.status, ack.duration_ms)).rowcount == 1
+
+    def acks(self, message_id: str) -> list[Ack]:
+        with self._transaction(write=False) as db:
+            rows = db.execute("SELECT messageId, node, at, status, durationMs FROM acks WHERE messageId = ? "
+                              "ORDER BY node", (message_id,)).fetchall()
+        return [Ack(r[0], r[1], parse_iso(r[2]), r[3], r[4]) for r in rows]
+
+    def acked(self, node: str, message_ids: list[str]) -> set[str]:
+        if not message_ids:
+            return set()
+        marks = ", ".join("?" for _ in message_ids)
+        with self._transaction(write=False) as db:
+            rows = db.execute(f"SELECT messageId FROM acks WHERE node = ? AND messageId IN ({marks})",
+                              (node, *message_ids)).fetchall()
+        return {r[0] for r in rows}
+
+    def register_node(self, node: str, channel: str, host: str, pid: int) -> int | None:
+        with self._transaction() as db:
+            row = db.execute("INSERT INTO nodes (node, channel, lastSeen, host, pid) VALUES (?, ?, ?, ?, ?) "
+                             "ON CONFLICT (node, channel) DO UPDATE SET lastSeen = excluded.lastSeen, "
+                             "host = excluded.host, pid = excluded.pid RETURNING cursor",
+                             (node, channel, iso_ms(datetime.now(timezone.utc)), host, pid)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def save_cursor(self, node: str, channel: str, cursor: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE nodes SET cursor = ? WHERE node = ? AND channel = ?", (cursor, node, channel))
+
+    def live_nodes(self, channel: str, within_s: float) -> list[str]:
+        since = iso_ms(datetime.now(timezone.utc) - timedelta(seconds=within_s))
+        with self._transaction(write=False) as db:
+            rows = db.execute("SELECT node FROM nodes WHERE channel = ? AND lastSeen >= ? ORDER BY node",
+                              (channel, since)).fetchall()
+        return [r[0] for r in rows]
 
     def close(self) -> None:
         # A renewal thread may still be inside a statement (blocked on a busy database); closing the
@@ -353,6 +429,14 @@ def _open(path: Path, url: str) -> sqlite3.Connection:
         raise StoreError(f"store {url} is not a mutexctl SQLite database: {exc}",
                          hint="point --store at another file") from exc
     return db
+
+
+_MESSAGE = "id, channel, seq, action, payload, sender, recipients, expected, at"
+
+
+def _message(row: tuple[Any, ...]) -> Message:
+    return Message(row[0], row[1], int(row[2]), row[3], row[4], row[5], tuple(json.loads(row[6])),
+                   tuple(json.loads(row[7])), parse_iso(row[8]))
 
 
 def _has_tables(db: sqlite3.Connection, *names: str) -> bool:
