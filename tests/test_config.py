@@ -78,10 +78,11 @@ def test_the_cli_uses_a_config_file_in_the_working_directory(cli: Cli) -> None:
 def test_every_file_key_and_variable_reaches_the_settings(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("node_id: n\nstore: mongodb://db1/\ndatabase: ops\ncollection: locks\nconnect_timeout: 2s\n"
-                      "defaults: {timeout: 1m, wait: 10s}\n")
+                      "log_retention: 24h\npoll_interval: 250ms\ndefaults: {timeout: 1m, wait: 10s}\n")
     settings = load_settings(config=str(config), env={"HOME": str(tmp_path)})
     assert (settings.database, settings.collection, settings.connect_timeout_ms, settings.timeout_ms,
             settings.wait_s) == ("ops", "locks", 2000, 60_000, 10.0)
+    assert (settings.log_retention_s, settings.poll_interval_s) == (86_400, 0.25)
     env = {"HOME": str(tmp_path), "MUTEXCTL_TIMEOUT": "5s", "MUTEXCTL_WAIT": "inf", "MUTEXCTL_CONNECT_TIMEOUT": "300ms",
            "MUTEXCTL_DATABASE": "db2", "MUTEXCTL_COLLECTION": "c2"}
     settings = load_settings(config=str(config), env=env)
