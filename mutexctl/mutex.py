@@ -321,7 +321,8 @@ class Service:
         self._check_intracom()
         message = self.store.get_message(message_id)
         if message is None:
-            raise UsageError(f"no message {message_id!r} in the log", hint="use the id broadcast printed, e.g. default:12")
+            raise UsageError(f"no message {message_id!r} in the log",
+                             hint="use the id broadcast printed, e.g. default:12")
         return AckReport(message, tuple(self.store.acks(message.id)))
 
     def wait_acks(self, message: Message, *, wait: str | float, on_progress: Callable[[AckReport], None] | None = None

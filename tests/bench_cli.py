@@ -117,7 +117,7 @@ def bench_sqlite(work: Path, exe: Path, runs: int) -> None:
     if shutil.which("flock"):
         commands.append(["flock", str(work / "lockfile"), "true"])
         labels.append("flock FILE true")
-    rows = list(zip(labels, walls(commands, env, runs)))
+    rows = list(zip(labels, walls(commands, env, runs), strict=True))
     bare = rows[0][1]
     print("== SQLite (embedded default)")
     table(rows, bare, "bare python")
@@ -135,7 +135,7 @@ def bench_mongodb(uri: str, work: Path, exe: Path, runs: int) -> None:
     script = str(exe.parent / "mutexctl")
     commands = [[str(exe), "-c", "import pymongo"], [script, "acquire", "x", "--", "true"], [script, "status"]]
     labels = ["python -c 'import pymongo' (floor)", "mutexctl acquire x -- true", "mutexctl status"]
-    rows = list(zip(labels, walls(commands, env, runs)))
+    rows = list(zip(labels, walls(commands, env, runs), strict=True))
     floor = rows[0][1]
     print("== MongoDB")
     table(rows, floor, "import pymongo")

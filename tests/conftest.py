@@ -167,5 +167,15 @@ def store_rows(store_url: str) -> list[object]:
         return [(name, doc) for name in sorted(db.list_collection_names()) for doc in db[name].find().sort("_id")]
 
 
+def start_job(cli: Cli, tmp_path: Path, *acquire_args: str,
+              env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int]:
+    """``mutexctl acquire job ARGS -- sh -c 'sleep 100 & …; wait'``; returns it and the grandchild's pid."""
+    pidfile = tmp_path / "grandchild"
+    proc = cli.popen("acquire", "job", *acquire_args, "--", "sh", "-c", f"sleep 100 & echo $! > {pidfile}; wait",
+                     env=env)
+    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=20))  # type: ignore[arg-type]
+    return proc, grandchild
+
+
 def have(program: str) -> bool:
     return shutil.which(program) is not None

@@ -142,7 +142,8 @@ def test_python_dash_m_mutexctl_works(cli: Cli) -> None:
 
 
 def test_importing_the_library_pulls_in_no_cli_or_driver_modules() -> None:
-    code = "import sys, mutexctl; print(sorted(m for m in ('typer','rich','pymongo','click','yaml') if m in sys.modules))"
+    code = ("import sys, mutexctl; "
+            "print(sorted(m for m in ('typer', 'rich', 'pymongo', 'click', 'yaml') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "[]"
 

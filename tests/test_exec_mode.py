@@ -11,7 +11,7 @@ import pytest
 
 from mutexctl import Service
 
-from .conftest import Cli, pid_alive, wait_until
+from .conftest import Cli, pid_alive, start_job, wait_until
 
 
 def test_the_command_s_exact_exit_status_is_returned(cli: Cli) -> None:
@@ -61,9 +61,7 @@ def test_signals_sent_to_mutexctl_reach_the_command_s_grandchildren(cli: Cli, tm
 
 
 def test_a_forwarded_sigterm_reaches_background_grandchildren(cli: Cli, tmp_path: Path) -> None:
-    pidfile = tmp_path / "grandchild"
-    proc = cli.popen("acquire", "job", "--", "sh", "-c", f"sleep 100 & echo $! > {pidfile}; wait")
-    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10))
+    proc, grandchild = start_job(cli, tmp_path)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=10)
     wait_until(lambda: not pid_alive(grandchild), timeout=5)
@@ -95,10 +93,7 @@ def test_a_command_running_three_times_its_timeout_keeps_its_lease(cli: Cli, ser
 
 
 def test_a_forced_release_from_another_process_stops_the_command_with_75(cli: Cli, tmp_path: Path) -> None:
-    pidfile = tmp_path / "grandchild"
-    proc = cli.popen("acquire", "job", "--timeout", "3s", "--", "sh", "-c",
-                     f"sleep 100 & echo $! > {pidfile}; wait")
-    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10))
+    proc, grandchild = start_job(cli, tmp_path, "--timeout", "3s")
     forced = cli("release", "job", "--force", "--reason", "test: break it")
     assert forced.returncode == 0
     _, err = proc.communicate(timeout=10)
@@ -109,10 +104,7 @@ def test_a_forced_release_from_another_process_stops_the_command_with_75(cli: Cl
 
 def test_sigkill_of_mutexctl_kills_the_command_s_whole_group_within_a_second(cli: Cli, tmp_path: Path,
                                                                             service: Service) -> None:
-    pidfile = tmp_path / "grandchild"
-    proc = cli.popen("acquire", "job", "--timeout", "10s", "--", "sh", "-c",
-                     f"sleep 100 & echo $! > {pidfile}; wait")
-    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10))
+    proc, grandchild = start_job(cli, tmp_path, "--timeout", "10s")
     proc.kill()
     proc.wait()
     killed_at = time.monotonic()
@@ -124,10 +116,7 @@ def test_sigkill_of_mutexctl_kills_the_command_s_whole_group_within_a_second(cli
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # a server outage: test_mongodb.py
 def test_an_unreachable_store_stops_the_command_before_its_lease_could_expire(cli: Cli, store_url: str,
                                                                                tmp_path: Path) -> None:
-    pidfile = tmp_path / "grandchild"
-    proc = cli.popen("acquire", "job", "--timeout", "1500ms", "--", "sh", "-c",
-                     f"sleep 100 & echo $! > {pidfile}; wait")
-    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10))
+    proc, grandchild = start_job(cli, tmp_path, "--timeout", "1500ms")
     blocker = sqlite3.connect(store_url.removeprefix("sqlite://"), isolation_level=None, timeout=10)
     blocker.execute("BEGIN EXCLUSIVE")  # every renewal now waits on the write lock
     blocked_at = time.monotonic()

@@ -15,7 +15,7 @@ from pymongo import monitoring
 
 from mutexctl import LockHeldError, Service, Settings
 
-from .conftest import Cli, pid_alive, wait_until
+from .conftest import Cli, pid_alive, start_job, wait_until
 from .mongo_server import MongoServer, ServerUnavailable, with_database
 
 pytestmark = pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)
@@ -148,10 +148,7 @@ def test_killing_the_server_stops_the_command_before_its_lease_could_expire_and_
     env = {"MUTEXCTL_STORE": url, "MUTEXCTL_CONNECT_TIMEOUT": "500ms"}
     first = cli("acquire", "before", env=env)
     assert first.returncode == 0
-    pidfile = tmp_path / "grandchild"
-    proc = cli.popen("acquire", "job", "--timeout", "3s", "--", "sh", "-c", f"sleep 100 & echo $! > {pidfile}; wait",
-                     env=env)
-    grandchild = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=20))
+    proc, grandchild = start_job(cli, tmp_path, "--timeout", "3s", env=env)
     acquired_by = time.monotonic()  # the lease was taken before the command started
     durable_server.kill()
     wait_until(lambda: not pid_alive(grandchild), timeout=10, interval=0.01)

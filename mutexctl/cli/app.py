@@ -15,7 +15,8 @@ from ..models import MutexState, human_ms, validate_mutex_id
 from ..mutex import Service
 from ..schema import SCHEMA_VERSION, SchemaState, check_version, describe
 from . import exit_codes
-from .common import (ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, VersionOpt, app)
+from .common import (ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, VersionOpt, app,
+                     duration_option)
 from .output import Output, forced_doc, lease_doc, render_init, render_status, state_doc
 
 
@@ -32,12 +33,10 @@ def acquire(
     name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
     command: Annotated[Optional[list[str]], typer.Argument(
         metavar="[-- COMMAND [ARGS]...]", help="Run this command while holding the lease.", show_default=False)] = None,
-    timeout: Annotated[Optional[str], typer.Option(
-        "-t", "--timeout", metavar="DURATION", help="Lease length (e.g. 500ms, 30s, 2m); default 30s.",
-        show_default=False)] = None,
-    wait: Annotated[Optional[str], typer.Option(
-        "-w", "--wait", metavar="DURATION", help="Wait up to this long for a busy mutex; inf for ever.",
-        show_default=False)] = None,
+    timeout: Annotated[Optional[str], duration_option(
+        "-t", "--timeout", help="Lease length (e.g. 500ms, 30s, 2m); default 30s.")] = None,
+    wait: Annotated[Optional[str], duration_option(
+        "-w", "--wait", help="Wait up to this long for a busy mutex; inf for ever.")] = None,
     nonblock: Annotated[bool, typer.Option("-n", "--nonblock", help="Try once; do not wait (the default).")] = False,
     conflict_exit_code: Annotated[Optional[int], typer.Option(
         "-E", "--conflict-exit-code", metavar="N", help="Exit status when the mutex is busy (default 1).",
@@ -191,12 +190,10 @@ def init_schema(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the steps it would apply; change nothing.")] = False,
     check: Annotated[bool, typer.Option(
         "--check", help="Exit 0 if the store is at this tool's schema version, 4 otherwise; change nothing.")] = False,
-    wait: Annotated[Optional[str], typer.Option(
-        "-w", "--wait", metavar="DURATION", help="Wait this long for another runner's init (default 5m).",
-        show_default=False)] = None,
-    timeout: Annotated[Optional[str], typer.Option(
-        "-t", "--timeout", metavar="DURATION", help="Lease on mutexctl.schema while steps run (default 2m).",
-        show_default=False)] = None,
+    wait: Annotated[Optional[str], duration_option(
+        "-w", "--wait", help="Wait this long for another runner's init (default 5m).")] = None,
+    timeout: Annotated[Optional[str], duration_option(
+        "-t", "--timeout", help="Lease on mutexctl.schema while steps run (default 2m).")] = None,
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:

@@ -18,7 +18,7 @@ from ..intracom import DEFAULT_CHANNEL, AckReport, message_doc
 from ..models import Message, human_ms, iso_ms
 from ..mutex import Service
 from . import exit_codes
-from .common import ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, app
+from .common import ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, app, duration_option
 
 ChannelOpt = Annotated[str, typer.Option("--channel", "-c", metavar="NAME", help="The channel (default: default).")]
 
@@ -45,8 +45,8 @@ def broadcast(
         "--to", metavar="NODE", help="Only these nodes (repeat the option); they are the ones waited for.",
         show_default=False)] = None,
     wait_acks: Annotated[bool, typer.Option("--wait-acks", help="Wait for every expected node's ack.")] = False,
-    wait: Annotated[Optional[str], typer.Option(
-        "-w", "--wait", metavar="DURATION", help="How long --wait-acks waits (default 30s).", show_default=False)] = None,
+    wait: Annotated[Optional[str], duration_option("-w", "--wait", help="How long --wait-acks waits (default 30s).")
+                    ] = None,
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:

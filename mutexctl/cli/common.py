@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -61,6 +61,11 @@ def _version(value: bool) -> None:
     if value:
         print(f"mutexctl {__version__}")
         raise typer.Exit(0)
+
+
+def duration_option(*names: str, help: str) -> Any:  # noqa: A002 - typer's own parameter name
+    """A ``DURATION`` option (500ms, 30s, 2m, 1h; a bare number is seconds; inf where it makes sense)."""
+    return typer.Option(*names, metavar="DURATION", help=help, show_default=False)
 
 
 # Shared options, declared once; they work before the command name and after it.

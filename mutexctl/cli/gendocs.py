@@ -57,7 +57,8 @@ EXAMPLES = (
     ("See who holds what, and why a lease is stuck:", "mutexctl status"),
     ("Ask every other instance to reload, and wait for their answers:",
      "mutexctl listen -- ./reload.sh &    # on each instance\nmutexctl broadcast reload --wait-acks -w 30s"),
-    ("Initialize the store from CI, safely in parallel:", "mutexctl init-schema --wait 10m && mutexctl init-schema --check"),
+    ("Initialize the store from CI, safely in parallel:",
+     "mutexctl init-schema --wait 10m && mutexctl init-schema --check"),
     ("Break a stuck lease, on the record:", 'mutexctl release deploy --force --reason "runner VM deleted, INC-123"'),
 )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LeaseExpiredError, NotOwnerError
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -22,6 +22,27 @@ _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^@/?#]
 def mask_url(url: str) -> str:
     """Hide ``user:password@`` in a URL (and any URL inside a longer text) before it is shown."""
     return _CREDENTIALS.sub(lambda m: m.group("scheme") + "***@", url)
+
+
+def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state: MutexState | None) -> NotOwnerError:
+    """Why a guarded release/renew matched nothing, from the mutex's state read after it."""
+    ours = state is not None and state.taken and state.taken_by == node_id and fence in (None, state.fence)
+    if ours and state is not None and state.state == "expired":
+        return LeaseExpiredError(mutex_id, f"cannot {verb} '{mutex_id}': the lease (fence {state.fence}) has expired",
+                                 state, hint="acquire it again")
+    if state is None or not state.taken:
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is not held", state)
+    mine = node_id + (f" with fence {fence}" if fence is not None else "")
+    return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} (fence {state.fence}), "
+                         f"not by {mine}", state,
+                         hint="pass the --token that acquire printed, or --force --reason to break it")
+
+
+def released_late_error(mutex_id: str, fence: object) -> LeaseExpiredError:
+    """A release that freed our lease but found it past its expiry: the section may have overlapped."""
+    return LeaseExpiredError(mutex_id, f"released '{mutex_id}', but its lease (fence {fence}) had already expired: "
+                             "another node could have held it meanwhile",
+                             hint="use a longer --timeout, or renew while you work")
 
 
 class Store(Protocol):

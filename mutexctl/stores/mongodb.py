@@ -24,10 +24,10 @@ from pymongo import ReturnDocument
 from pymongo.errors import (ConfigurationError, ConnectionFailure, DuplicateKeyError, InvalidURI, OperationFailure,
                             PyMongoError, ServerSelectionTimeoutError)
 
-from ..errors import ConfigError, LeaseExpiredError, LockHeldError, NotOwnerError, StoreError, StoreUnavailableError
+from ..errors import ConfigError, LockHeldError, NotOwnerError, StoreError, StoreUnavailableError
 from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, parse_iso
 from ..schema import HISTORY_RETENTION_S, LOG_RETENTION_S, NODE_RETENTION_S, AppliedStep, SchemaState
-from . import mask_url
+from . import loss_error, mask_url, released_late_error
 
 MIN_SERVER_VERSION = (4, 2)  # $$NOW and update pipelines
 
@@ -114,9 +114,7 @@ class MongoStore:
         if doc is None:
             raise self._loss(mutex_id, node_id, fence, "release")
         if doc.get("releasedLate"):
-            raise LeaseExpiredError(mutex_id, f"released '{mutex_id}', but its lease (fence {doc.get('fence')}) had "
-                                    "already expired: another node could have held it meanwhile",
-                                    hint="use a longer --timeout, or renew while you work")
+            raise released_late_error(mutex_id, doc.get("fence"))
 
     def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
         with self._errors():
@@ -150,7 +148,8 @@ class MongoStore:
             doc = self._meta.find_one({"_id": "schema"})
         if doc is None:
             return None
-        steps = tuple(AppliedStep(int(s["step"]), _utc(s["appliedAt"]), str(s["appliedBy"])) for s in doc.get("steps", []))
+        steps = tuple(AppliedStep(int(s["step"]), _utc(s["appliedAt"]), str(s["appliedBy"]))
+                      for s in doc.get("steps", []))
         return SchemaState(int(doc["version"]), _utc(doc["appliedAt"]), str(doc["appliedBy"]), str(doc["toolVersion"]),
                            steps)
 
@@ -203,6 +202,7 @@ class MongoStore:
         with self._errors():
             doc = self._counters.find_one_and_update({"_id": channel}, {"$inc": {"seq": 1}}, upsert=True,
                                                      return_document=ReturnDocument.AFTER)
+        assert doc is not None  # upsert with AFTER always returns the document
         return int(doc["seq"])
 
     def latest_seq(self, channel: str) -> int:
@@ -305,18 +305,7 @@ class MongoStore:
         return guard
 
     def _loss(self, mutex_id: str, node_id: str, fence: int | None, verb: str) -> NotOwnerError:
-        """Explain why a guarded write matched nothing (a read, on the failure path only)."""
-        state = self.get(mutex_id)
-        ours = state is not None and state.taken and state.taken_by == node_id and fence in (None, state.fence)
-        if ours and state is not None and state.state == "expired":
-            return LeaseExpiredError(mutex_id, f"cannot {verb} '{mutex_id}': the lease (fence {state.fence}) "
-                                     "has expired", state, hint="acquire it again")
-        if state is None or not state.taken:
-            return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is not held", state)
-        mine = node_id + (f" with fence {fence}" if fence is not None else "")
-        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} "
-                             f"(fence {state.fence}), not by {mine}", state,
-                             hint="pass the --token that acquire printed, or --force --reason to break it")
+        return loss_error(mutex_id, node_id, fence, verb, self.get(mutex_id))  # a read on the failure path only
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

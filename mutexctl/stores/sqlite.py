@@ -16,11 +16,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import (ConfigError, LeaseExpiredError, LockHeldError, NotOwnerError, StoreError,
+from ..errors import (ConfigError, LockHeldError, NotOwnerError, StoreError,
                       StoreUnavailableError)
 from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, iso_ms, parse_iso
 from ..schema import HISTORY_RETENTION_S, LOG_RETENTION_S, AppliedStep, SchemaState
-from . import mask_url
+from . import loss_error, mask_url, released_late_error
 
 BUSY_TIMEOUT_S = 10.0
 
@@ -170,9 +170,7 @@ class SQLiteStore:
             if row is None:
                 raise self._loss(db, mutex_id, node_id, fence, "release")
         if not row[0]:
-            raise LeaseExpiredError(mutex_id, f"released '{mutex_id}', but its lease (fence {row[1]}) had "
-                                    "already expired: another node could have held it meanwhile",
-                                    hint="use a longer --timeout, or renew while you work")
+            raise released_late_error(mutex_id, row[1])
 
     def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
         with self._transaction() as db:
@@ -212,7 +210,8 @@ class SQLiteStore:
         with self._transaction(write=False) as db:
             if not _has_tables(db, "meta", "schema_steps"):
                 return None
-            row = db.execute("SELECT version, appliedAt, appliedBy, toolVersion FROM meta WHERE id = 'schema'").fetchone()
+            row = db.execute("SELECT version, appliedAt, appliedBy, toolVersion FROM meta "
+                             "WHERE id = 'schema'").fetchone()
             steps = db.execute("SELECT step, appliedAt, appliedBy FROM schema_steps ORDER BY rowid").fetchall()
         if row is None:
             return None
@@ -230,11 +229,13 @@ class SQLiteStore:
         with self._transaction() as db:
             for statement in filter(str.strip, _META.split(";")):
                 db.execute(statement)
-            db.execute("INSERT INTO meta (id, version, appliedAt, appliedBy, toolVersion) VALUES ('schema', ?, ?, ?, ?) "
+            db.execute("INSERT INTO meta (id, version, appliedAt, appliedBy, toolVersion) "
+                       "VALUES ('schema', ?, ?, ?, ?) "
                        "ON CONFLICT (id) DO UPDATE SET version = excluded.version, appliedAt = excluded.appliedAt, "
                        "appliedBy = excluded.appliedBy, toolVersion = excluded.toolVersion",
                        (step, now, applied_by, tool_version))
-            db.execute("INSERT INTO schema_steps (step, appliedAt, appliedBy) VALUES (?, ?, ?)", (step, now, applied_by))
+            db.execute("INSERT INTO schema_steps (step, appliedAt, appliedBy) VALUES (?, ?, ?)",
+                       (step, now, applied_by))
 
     def server_report(self) -> dict[str, str]:
         with self._transaction(write=False) as db:
@@ -331,18 +332,7 @@ class SQLiteStore:
 
     def _loss(self, db: sqlite3.Connection, mutex_id: str, node_id: str, fence: int | None,
               verb: str) -> NotOwnerError:
-        """Explain, from the state read in the same transaction, why a guarded write matched nothing."""
-        state = self._state(db, mutex_id)
-        ours = state is not None and state.taken and state.taken_by == node_id and fence in (None, state.fence)
-        if ours and state is not None and state.state == "expired":
-            return LeaseExpiredError(mutex_id, f"cannot {verb} '{mutex_id}': the lease (fence {state.fence}) "
-                                     "has expired", state, hint="acquire it again")
-        if state is None or not state.taken:
-            return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is not held", state)
-        who = f"{state.taken_by} (fence {state.fence})"
-        mine = f"{node_id}" + (f" with fence {fence}" if fence is not None else "")
-        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {who}, not by {mine}", state,
-                             hint="pass the --token that acquire printed, or --force --reason to break it")
+        return loss_error(mutex_id, node_id, fence, verb, self._state(db, mutex_id))  # read in the same transaction
 
     def _state(self, db: sqlite3.Connection, mutex_id: str) -> MutexState | None:
         row = db.execute(f"SELECT {_COLUMNS} FROM mutexes WHERE mutexId = ?", (mutex_id,)).fetchone()
