@@ -1,6 +1,7 @@
 """The Typer app. Commands are thin: parse, call one core function, render."""
 
-from __future__ import annotations
+# (no "from __future__ import annotations": typer reads these signatures at every start, and string
+# annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
 import os
 import traceback

@@ -1,6 +1,7 @@
 """``broadcast`` and ``listen``: the intracom commands."""
 
-from __future__ import annotations
+# (no "from __future__ import annotations": typer reads these signatures at every start, and string
+# annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
 import json
 import os
