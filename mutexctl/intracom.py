@@ -106,13 +106,11 @@ class Cursor:
         if seq > self.position:
             self.done_above.add(seq)
 
-    def advance(self, seen: list[int], now: float) -> bool:
+    def advance(self, now: float) -> bool:
         """Move ``position`` over contiguous handled numbers, and over gaps older than the grace.
 
-        ``seen`` are the numbers this poll returned (all handled or not for us). Returns whether
-        the position moved, i.e. whether it is worth saving.
+        Returns whether the position moved, i.e. whether it is worth saving.
         """
-        self.done_above.update(s for s in seen if s > self.position)
         start = self.position
         while self.done_above:
             following = self.position + 1

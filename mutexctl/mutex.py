@@ -22,9 +22,9 @@ from ._version import __version__
 from .config import Settings, load_settings, parse_timeout_ms, parse_wait_s, validate_node_id
 from .errors import (LeaseLostError, LockHeldError, NotOwnerError, SchemaError, StoreError, UsageError,
                      WaitTimeoutError)
-from .models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, utcnow, validate_mutex_id
 from .intracom import (DEFAULT_CHANNEL, AckReport, Cursor, is_for, message_id, parse_payload, validate_action,
                        validate_channel)
+from .models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, utcnow, validate_mutex_id
 from .schema import (DEFAULT_SCHEMA_TIMEOUT, DEFAULT_SCHEMA_WAIT, SCHEMA_MUTEX, InitResult, SchemaState,
                      pending_steps, refuse_newer)
 from .stores import Store, open_store
@@ -378,16 +378,21 @@ class Service:
             batch = self.store.messages_after(channel, cursor.position, limit=LOG_BATCH)
             mine = [m for m in batch if cursor.wanted(m, node) and is_for(m, node, include_self=include_self)]
             answered = self.store.acked(node, [m.id for m in mine])
+            stopped = False
             for message in mine:
                 if message.id not in answered:
                     if stop.is_set():
-                        return  # the position stays before this message: the next run handles it
+                        stopped = True  # the position stays before this message: the next run handles it
+                        break
                     started = time.monotonic()
                     status = yield message
                     self.store.record_ack(Ack(message.id, node, utcnow(), status or 0,
                                               round((time.monotonic() - started) * 1000)))
                 cursor.mark(message.seq)
-            if cursor.advance([m.seq for m in batch], time.monotonic()):
+            if not stopped:  # the rest of the batch was not for this node
+                for other in batch:
+                    cursor.mark(other.seq)
+            if cursor.advance(time.monotonic()):
                 self.store.save_cursor(node, channel, cursor.position)
             if once or stop.is_set():
                 return

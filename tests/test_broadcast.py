@@ -287,3 +287,30 @@ def test_the_library_iterator_acks_each_message_when_the_next_is_asked_for(ready
         assert [a.node for a in listener.store.acks(message.id)] == []  # not acked while being handled
     assert seen == ["x", "y"]
     assert [a.node for a in listener.store.acks("default:1")] == ["it"]
+
+
+def test_the_cursor_waits_at_a_gap_and_gives_up_on_it_only_after_the_grace() -> None:
+    from mutexctl.intracom import Cursor
+
+    cursor = Cursor(4, gap_grace_s=60)
+    cursor.mark(6)  # 6 handled while 5 is missing
+    assert not cursor.advance(now=0.0) and cursor.position == 4
+    assert not cursor.advance(now=59.0) and cursor.position == 4
+    cursor.mark(5)  # 5 arrives late
+    assert cursor.advance(now=59.5) and cursor.position == 6
+    cursor.mark(8)  # 7 never arrives: its sender died
+    assert not cursor.advance(now=100.0) and cursor.position == 6
+    assert cursor.advance(now=160.5) and cursor.position == 8
+
+
+def test_a_new_listener_backfills_only_messages_that_expected_it() -> None:
+    from mutexctl.intracom import BACKFILL, Cursor
+
+    cursor = Cursor.start(None, 500, from_start=False, gap_grace_s=60)
+    assert cursor.position == 500 - BACKFILL
+    old = Message("default:499", "default", 499, "a", "{}", "s", (), ("other",), utcnow())
+    expecting = Message("default:498", "default", 498, "a", "{}", "s", (), ("me",), utcnow())
+    new = Message("default:501", "default", 501, "a", "{}", "s", (), (), utcnow())
+    assert [cursor.wanted(m, "me") for m in (old, expecting, new)] == [False, True, True]
+    assert Cursor.start(7, 500, from_start=False, gap_grace_s=60).position == 7
+    assert Cursor.start(7, 500, from_start=True, gap_grace_s=60).position == 0
