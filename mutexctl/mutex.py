@@ -27,7 +27,7 @@ from .intracom import (DEFAULT_CHANNEL, AckReport, Cursor, is_for, message_id, p
 from .models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, utcnow, validate_mutex_id
 from .schema import (DEFAULT_SCHEMA_TIMEOUT, DEFAULT_SCHEMA_WAIT, SCHEMA_MUTEX, InitResult, SchemaState,
                      pending_steps, refuse_newer)
-from .stores import Store, open_store
+from .stores import Store, mask_url, open_store
 
 BACKOFF_FIRST_S = 0.005
 BACKOFF_CAP_S = 1.0
@@ -437,7 +437,8 @@ class Service:
         except (KeyError, OSError):  # a container without a passwd entry for our uid
             user = str(os.getuid())
         text = command if command is not None else shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
-        holder = Holder(socket.gethostname(), os.getpid(), user, text[:500])
+        # The command line is stored for on-call and shown by status: a --store URL in it keeps no password.
+        holder = Holder(socket.gethostname(), os.getpid(), user, mask_url(text)[:500])
         if command is None:
             self._default_holder = holder
         return holder

@@ -105,6 +105,13 @@ def test_status_json_documents_every_field(cli: Cli) -> None:
     assert state["taken_at"].endswith("Z") and state["timeout_ms"] == 600_000
 
 
+def test_credentials_in_the_command_line_are_not_stored_for_status(cli: Cli, service: Service) -> None:
+    cli("acquire", "job", "--timeout", "1h", "--", "true", "mongodb://admin:s3cret@db1/ops")
+    done = cli("status", "--json")
+    assert "s3cret" not in done.stdout and "mongodb://***@db1/ops" in done.stdout
+    assert [s.holder.command for s in service.status("job")] == ["true mongodb://***@db1/ops"]
+
+
 def test_acquire_json(cli: Cli) -> None:
     document = json.loads(cli("acquire", "deploy", "--json").stdout)
     assert document["ok"] is True and document["fence"] == 1 and document["node"] == "cli-node"
