@@ -21,7 +21,8 @@ from ..mutex import Service
 from . import exit_codes
 from .common import ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, app, duration_option
 
-ChannelOpt = Annotated[str, typer.Option("--channel", "-c", metavar="NAME", help="The channel (default: default).")]
+ChannelOpt = Annotated[str, typer.Option("--channel", "-c", metavar="NAME", help="The channel (default: default).",
+                                         show_default=False)]
 
 
 class BroadcastOutcomeError(MutexctlError):
@@ -33,7 +34,7 @@ class BroadcastOutcomeError(MutexctlError):
 @app.command(context_settings={"ignore_unknown_options": False})
 def broadcast(
     ctx: typer.Context,
-    action: Annotated[str, typer.Argument(help="What the listeners should do, e.g. reload-cache. "
+    action: Annotated[str, typer.Argument(metavar="ACTION", help="What the listeners should do, e.g. reload-cache. "
                                                 "'broadcast status ID' reports on a message instead.",
                                           show_default=False)],
     message_id: Annotated[Optional[str], typer.Argument(metavar="[ID]", help="With status: the message id.",

@@ -18,8 +18,8 @@ HELP = """Named leases (mutexes with a timeout) shared through a database, for s
 
 The store is an embedded SQLite file by default (one host); give --store mongodb://… for a fleet."""
 
-EPILOG = "Exit status: 0 ok, 1 held or wait timed out, 2 usage, 3 not the owner, 69 store unavailable, " \
-         "75 lease lost, 78 configuration. See man mutexctl."
+EPILOG = "Exit status: 0 ok, 1 held or wait timed out, 2 usage, 3 not the owner, 4 schema, 5 a broadcast " \
+         "handler failed, 69 store unavailable, 75 lease lost, 78 configuration. See man mutexctl."
 
 app = typer.Typer(
     name="mutexctl", help=HELP, epilog=EPILOG, no_args_is_help=True, add_completion=False,
@@ -77,7 +77,8 @@ NodeOpt = Annotated[Optional[str], typer.Option(
     "--node-id", metavar="ID", help="Who holds leases; default: the host name [env: MUTEXCTL_NODE_ID].",
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, errors included.")]
-VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="Say more on stderr.")]
+VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="Say more on stderr.",
+                                          show_default=False)]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
 VersionOpt = Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")]
