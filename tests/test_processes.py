@@ -47,7 +47,7 @@ def test_the_unlocked_control_loses_updates_so_the_test_above_can_fail(store_url
 def test_a_holder_killed_by_sigkill_frees_the_mutex_after_its_timeout_and_not_before(
         store_url: str, service: Service) -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
-    holder = subprocess.Popen([sys.executable, str(HELPERS / "hold.py"), store_url, "crash", "800ms", "victim"],
+    holder = subprocess.Popen([sys.executable, str(HELPERS / "hold.py"), store_url, "crash", "1500ms", "victim"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert holder.stdout is not None
     before_acquire, fence = holder.stdout.readline().split()
@@ -55,7 +55,7 @@ def test_a_holder_killed_by_sigkill_frees_the_mutex_after_its_timeout_and_not_be
     holder.wait()
     with pytest.raises(LockHeldError):  # dead, but its lease still runs
         service.try_acquire("crash", timeout="5s")
-    assert time.monotonic() - float(before_acquire) < 0.8
+    assert time.monotonic() - float(before_acquire) < 1.5
 
     def take() -> object:
         try:
@@ -65,5 +65,5 @@ def test_a_holder_killed_by_sigkill_frees_the_mutex_after_its_timeout_and_not_be
 
     lease = wait_until(take, timeout=10, interval=0.01)
     waited = time.monotonic() - float(before_acquire)
-    assert 0.8 <= waited < 3.0
+    assert 1.5 <= waited < 4.0
     assert lease.fence == int(fence) + 1

@@ -35,10 +35,10 @@ def test_a_held_mutex_refuses_the_same_node_too(service: Service) -> None:
 
 def test_an_expired_lease_is_taken_over_after_its_timeout_and_not_before(service: Service, other: Service) -> None:
     started = time.monotonic()
-    first = service.try_acquire("job", timeout="400ms")
+    first = service.try_acquire("job", timeout="1s")
     with pytest.raises(LockHeldError):
         other.try_acquire("job", timeout="5s")
-    assert time.monotonic() - started < 0.4, "the refusal above must have happened inside the lease"
+    assert time.monotonic() - started < 1.0, "the refusal above must have happened inside the lease"
 
     def take() -> object:
         try:
@@ -47,7 +47,7 @@ def test_an_expired_lease_is_taken_over_after_its_timeout_and_not_before(service
             return None
 
     second = wait_until(take, timeout=5)
-    assert time.monotonic() - started >= 0.4
+    assert time.monotonic() - started >= 1.0
     assert second.fence == first.fence + 1 and second.node_id == "node-b"
 
 
@@ -80,8 +80,8 @@ def test_renewing_our_own_expired_lease_reports_it_expired(service: Service) -> 
 
 
 def test_renew_extends_our_live_lease(service: Service, other: Service) -> None:
-    lease = service.try_acquire("job", timeout="400ms")
-    for _ in range(4):  # 4 renewals over ~1.2 s: three times the timeout
+    lease = service.try_acquire("job", timeout="800ms")
+    for _ in range(8):  # 8 renewals over ~2.4 s: three times the timeout
         time.sleep(0.3)
         lease = service.renew(lease)
         with pytest.raises(LockHeldError):

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS mutexes (
     takenAt   TEXT,               -- the seed's ISO-8601 string
     takenBy   TEXT,
     timeout   INTEGER,            -- milliseconds
-    expiresAt TEXT,               -- for people; expiry is decided on bootId + expiresNs
+    expiresAt TEXT,               -- for people (expiry is decided on bootId + expiresNs)
     fence     INTEGER NOT NULL,
     bootId    TEXT,
     expiresNs INTEGER,            -- CLOCK_BOOTTIME nanoseconds
@@ -405,12 +405,17 @@ def _open(path: Path, url: str) -> sqlite3.Connection:
         raise StoreUnavailableError(f"cannot open store {url}: {reason}",
                                     hint="choose a writable path with --store sqlite:///path/to/file.db") from exc
     try:
-        # WAL lets readers (status) run beside a writer; NORMAL sync is enough because a power loss
-        # also changes the boot id, which expires every lease the lost transactions could have held.
-        db.execute("PRAGMA journal_mode = WAL")
+        _use_wal(db)
+        # NORMAL sync is enough in WAL mode because a power loss also changes the boot id, which
+        # expires every lease the lost transactions could have held.
         db.execute("PRAGMA synchronous = NORMAL")
         if not _has_tables(db, "mutexes", "forced_releases"):
-            db.executescript(_SCHEMA)
+            # BEGIN IMMEDIATE waits (busy timeout) for the write lock; a plain script would read the
+            # schema first and could not upgrade to writing while a first-time peer creates it too.
+            db.execute("BEGIN IMMEDIATE")
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            db.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         db.close()
         if isinstance(exc, sqlite3.OperationalError):
@@ -427,6 +432,18 @@ _MESSAGE = "id, channel, seq, action, payload, sender, recipients, expected, at"
 def _message(row: tuple[Any, ...]) -> Message:
     return Message(row[0], row[1], int(row[2]), row[3], row[4], row[5], tuple(json.loads(row[6])),
                    tuple(json.loads(row[7])), parse_iso(row[8]))
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """WAL lets readers (status) run beside a writer. Processes opening a new file at once race to
+    switch it; the loser's switch can fail as busy, which is fine when the winner's took effect."""
+    if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError:
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            raise
 
 
 def _has_tables(db: sqlite3.Connection, *names: str) -> bool:
