@@ -46,6 +46,7 @@ class CommandGroup:
         self._reaper_pipe = -1
         self._kill_timer: threading.Timer | None = None
         self._pending: list[int] = []  # signals that arrived before the command existed
+        self._terminal: int | None = None  # the tty handed to the command's group, to take back after
 
     @property
     def pgid(self) -> int:
@@ -69,6 +70,7 @@ class CommandGroup:
             self.signal(signal.SIGKILL)
             self.process.wait()
             raise CommandStartError(f"cannot start the process-group watcher /bin/sh: {exc.strerror}", 126) from None
+        self._terminal = _hand_terminal_to(self.pgid)
         for signum in self._pending:
             self.signal(signum)
 
@@ -108,7 +110,10 @@ class CommandGroup:
         return 128 - code if code < 0 else code
 
     def finish(self, *, kill_rest: bool) -> None:
-        """Dismiss the reaper. With ``kill_rest`` it SIGKILLs whatever is left of the group first."""
+        """Take the terminal back and dismiss the reaper; with ``kill_rest`` it SIGKILLs what is left."""
+        if self._terminal is not None:
+            _set_foreground(self._terminal, os.getpgrp())
+            self._terminal = None
         if self._kill_timer is not None:
             self._kill_timer.cancel()
         if self._reaper_pipe >= 0:
@@ -119,6 +124,35 @@ class CommandGroup:
             self._reaper_pipe = -1
         if self._reaper is not None:
             self._reaper.wait()
+
+
+def _hand_terminal_to(pgid: int) -> int | None:
+    """Make the command's group the terminal's foreground group, as a shell does for a job.
+
+    Without it, a command that reads the terminal (a prompt, an editor) is stopped by SIGTTIN,
+    since its group is not ours. Only when mutexctl itself is in the foreground of a terminal.
+    The command may have read before the hand-over and been stopped: SIGCONT resumes it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                _set_foreground(fd, pgid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGCONT)
+                return fd
+        except OSError:
+            continue
+    return None
+
+
+def _set_foreground(fd: int, pgid: int) -> None:
+    # A background group changing the foreground gets SIGTTOU unless it ignores it, as shells do.
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        with contextlib.suppress(OSError):  # the terminal may be gone (hang-up)
+            os.tcsetpgrp(fd, pgid)
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
 
 
 def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> int:

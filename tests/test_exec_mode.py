@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import sqlite3
 import time
@@ -142,3 +144,33 @@ def test_a_forced_release_stops_a_long_lease_s_command_within_seconds(cli: Cli, 
     proc.communicate(timeout=30)
     assert proc.returncode == 75
     assert time.monotonic() - forced_at < 5 + 2  # one renewal interval (capped at 5 s) plus slack
+
+
+def test_an_interactive_command_gets_the_terminal(cli: Cli) -> None:
+    """Like flock(1), a command that reads the terminal works (its group becomes the foreground)."""
+    import pty
+
+    from .conftest import mutexctl_argv
+
+    argv = [*mutexctl_argv(), "acquire", "tty", "--", "sh", "-c", "read line; echo got:$line"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session leader with the pty as its controlling terminal
+        os.execve(argv[0], argv, cli.env)
+    os.write(fd, b"hello\n")  # the tty buffers it until the command reads
+    output = b""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and b"got:" not in output:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # EIO: the terminal's last user exited
+            break
+        output += chunk
+    if b"got:" not in output:
+        os.kill(pid, signal.SIGKILL)  # stopped on SIGTTIN, as without the hand-over
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert b"got:hello" in output, output
+    assert os.waitstatus_to_exitcode(status) == 0
