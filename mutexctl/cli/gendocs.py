@@ -64,8 +64,10 @@ EXAMPLES = (
 
 
 def _roff(text: str) -> str:
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    text = "".join(ch if ord(ch) < 128 else f"\\[u{ord(ch):04X}]" for ch in text)  # e.g. "…" -> \[u2026]
     lines = []
-    for line in text.replace("\\", "\\e").replace("-", "\\-").splitlines():
+    for line in text.splitlines():
         lines.append("\\&" + line if line.startswith((".", "'")) else line)
     return "\n".join(lines)
 
