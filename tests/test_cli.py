@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mutexctl import Service
 
-from .conftest import Cli
+from .conftest import Cli, wait_until
 
 
 def test_acquire_prints_only_the_fence_on_stdout(cli: Cli) -> None:
@@ -68,9 +68,9 @@ def test_release_by_a_non_owner_exits_3(cli: Cli, service: Service) -> None:
     assert cli("release", "nightly", "--token", str(lease.fence), "--node-id", "node-a").returncode == 0
 
 
-def test_release_of_an_expired_lease_exits_3(cli: Cli) -> None:
+def test_release_of_an_expired_lease_exits_3(cli: Cli, service: Service) -> None:
     token = cli("acquire", "nightly", "--timeout", "100ms").stdout.strip()
-    time.sleep(0.3)  # the lease is 100 ms: 3 times over, on any clock
+    wait_until(lambda: service.status("nightly")[0].state == "expired", timeout=5)
     done = cli("release", "nightly", "--token", token)
     assert done.returncode == 3 and "expired" in done.stderr
 

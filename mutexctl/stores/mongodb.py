@@ -154,7 +154,10 @@ class MongoStore:
                            steps)
 
     def apply_schema_step(self, step: int) -> None:
-        """Step N of mutexctl.schema.STEPS. create_index with the same spec is a no-op the second time."""
+        """Step N of mutexctl.schema.STEPS. create_index with the same spec is a no-op the second time.
+
+        The collection check before creating it is not a race: steps run only under mutexctl.schema.
+        """
         db = self._db
         with self._errors():
             if step == 1:
