@@ -97,7 +97,7 @@ class Settings:
 
 def default_store_url(env: Mapping[str, str]) -> str:
     state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return f"sqlite:///{Path(state_home).absolute() / 'mutexctl' / 'mutexctl.db'}".replace(":////", ":///")
+    return f"sqlite://{Path(state_home).absolute() / 'mutexctl' / 'mutexctl.db'}"  # an absolute path: sqlite:///…
 
 
 def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
@@ -148,9 +148,7 @@ def _checked(source: str, convert: Any) -> Any:
 
 
 def _convert(key: str, value: object, what: str) -> Any:
-    if key in ("timeout",):
-        return parse_timeout_ms(value, what=what)
-    if key == "connect_timeout":
+    if key in ("timeout", "connect_timeout"):
         return parse_timeout_ms(value, what=what)
     if key in ("log_retention", "poll_interval"):
         return parse_duration(value, what=what, allow_zero=False)

@@ -85,6 +85,7 @@ class Service:
         self.store = store if store is not None else open_store(settings)
         self._default_holder: Holder | None = None
         self._writable = False  # the store's schema was checked not to be newer than this tool
+        self._intracom_ready = False  # ...and to have the broadcast tables (checked once, like the above)
         self._taken: dict[str, tuple[str, int]] = {}  # what P() took, so V() releases exactly that lease
 
     @property
@@ -403,12 +404,15 @@ class Service:
                 stop.wait(self.settings.poll_interval_s)
 
     def _check_intracom(self) -> None:
+        if self._intracom_ready:
+            return
         state = self.store.schema_state()
         refuse_newer(state.version if state else None)
         if state is None or state.version < INTRACOM_SCHEMA:
             raise SchemaError("broadcast needs the store's schema (version 3 or newer); it is "
                               + ("not initialized" if state is None else f"at version {state.version}"),
                               hint="run mutexctl init-schema")
+        self._intracom_ready = self._writable = True
 
     def _check_writable(self) -> None:
         """Refuse to write to a store whose schema is newer than this tool (checked once per Service)."""

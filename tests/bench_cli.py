@@ -100,6 +100,12 @@ def raw_pair(uri: str) -> Callable[[], None]:
     return pair
 
 
+def measure(commands: list[tuple[str, list[str]]], env: dict[str, str], runs: int) -> list[tuple[str, float]]:
+    """(label, median seconds) per command, the first being the floor."""
+    labels, argvs = zip(*commands, strict=True)
+    return list(zip(labels, walls(list(argvs), env, runs), strict=True))
+
+
 def table(rows: list[tuple[str, float]], floor: float, floor_name: str) -> None:
     print(f"{'command':40} {'median':>9} {'x ' + floor_name:>24}")
     for label, seconds in rows:
@@ -110,14 +116,13 @@ def bench_sqlite(work: Path, exe: Path, runs: int) -> None:
     store = f"sqlite://{work / 'bench.db'}"
     env = dict(os.environ, MUTEXCTL_STORE=store, MUTEXCTL_NODE_ID="bench", XDG_CONFIG_HOME=str(work), NO_COLOR="1")
     script = str(exe.parent / "mutexctl")
-    commands = [[str(exe), "-c", "pass"], [script, "acquire", "x", "--", "true"],
-                [script, "acquire", "y", "-t", "1ms"], [script, "--help"]]
-    labels = ["python -c pass (floor)", "mutexctl acquire x -- true", "mutexctl acquire y -t 1ms (fence)",
-              "mutexctl --help"]
+    commands = [("python -c pass (floor)", [str(exe), "-c", "pass"]),
+                ("mutexctl acquire x -- true", [script, "acquire", "x", "--", "true"]),
+                ("mutexctl acquire y -t 1ms (fence)", [script, "acquire", "y", "-t", "1ms"]),
+                ("mutexctl --help", [script, "--help"])]
     if shutil.which("flock"):
-        commands.append(["flock", str(work / "lockfile"), "true"])
-        labels.append("flock FILE true")
-    rows = list(zip(labels, walls(commands, env, runs), strict=True))
+        commands.append(("flock FILE true", ["flock", str(work / "lockfile"), "true"]))
+    rows = measure(commands, env, runs)
     bare = rows[0][1]
     print("== SQLite (embedded default)")
     table(rows, bare, "bare python")
@@ -133,9 +138,9 @@ def bench_mongodb(uri: str, work: Path, exe: Path, runs: int) -> None:
     store = with_database(uri, "bench")
     env = dict(os.environ, MUTEXCTL_STORE=store, MUTEXCTL_NODE_ID="bench", XDG_CONFIG_HOME=str(work), NO_COLOR="1")
     script = str(exe.parent / "mutexctl")
-    commands = [[str(exe), "-c", "import pymongo"], [script, "acquire", "x", "--", "true"], [script, "status"]]
-    labels = ["python -c 'import pymongo' (floor)", "mutexctl acquire x -- true", "mutexctl status"]
-    rows = list(zip(labels, walls(commands, env, runs), strict=True))
+    rows = measure([("python -c 'import pymongo' (floor)", [str(exe), "-c", "import pymongo"]),
+                    ("mutexctl acquire x -- true", [script, "acquire", "x", "--", "true"]),
+                    ("mutexctl status", [script, "status"])], env, runs)
     floor = rows[0][1]
     print("== MongoDB")
     table(rows, floor, "import pymongo")

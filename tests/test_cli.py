@@ -136,14 +136,14 @@ def test_version_and_help(cli: Cli) -> None:
     assert "--conflict-exit-code" in cli("acquire", "--help").stdout
 
 
-def test_the_default_store_is_an_sqlite_file_under_xdg_state_home(cli: Cli, tmp_path: Path) -> None:
+def test_the_default_store_is_an_sqlite_file_under_xdg_state_home(cli: Cli) -> None:
     env = {k: v for k, v in cli.env.items() if k != "MUTEXCTL_STORE"}
     done = subprocess.run([*cli_argv(), "acquire", "demo"], env=env, cwd=cli.cwd, capture_output=True, text=True)
     assert done.returncode == 0
     assert (Path(env["XDG_STATE_HOME"]) / "mutexctl" / "mutexctl.db").is_file()
 
 
-def test_python_dash_m_mutexctl_works(cli: Cli) -> None:
+def test_python_dash_m_mutexctl_works() -> None:
     done = subprocess.run([sys.executable, "-m", "mutexctl", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("mutexctl ")
 

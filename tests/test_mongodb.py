@@ -164,7 +164,7 @@ def test_killing_the_server_stops_the_command_before_its_lease_could_expire_and_
     assert (state["state"], state["fence"]) == ("held", 1)
 
 
-def test_credentials_work_and_wrong_ones_give_one_line_without_the_secret(tmp_path: Path, cli: Cli) -> None:
+def test_credentials_work_and_wrong_ones_give_one_line_without_the_secret(cli: Cli) -> None:
     if os.environ.get("MUTEXCTL_TEST_MONGODB_URI"):
         pytest.skip("needs a server started with a known user")
     server = MongoServer(user="ops:c0rrect-horse")

@@ -178,7 +178,7 @@ def status(
     if not states and name is not None:
         inv.out.note(f"'{name}' has never been taken: free")
         return exit_codes.SUCCESS
-    render_status(inv.out, states, forced)
+    render_status(states, forced)
     inv.out.data(f"# schema: {describe(schema)}")
     if skew_ms is not None:
         inv.out.data(f"# store clock: {skew_ms:+.0f}ms from this host's (lease times are on the store's clock)")
@@ -246,7 +246,7 @@ def run(argv: list[str]) -> int:
 
         completion_init()
     as_json, debug = _scan_flags(argv)
-    inv = Invocation(as_json=as_json, debug=debug, out=Output(as_json=as_json, debug=debug))
+    inv = Invocation(as_json=as_json, debug=debug, out=Output(as_json=as_json))
     try:
         command = typer.main.get_command(app)
         result = command.main(args=argv, prog_name="mutexctl", standalone_mode=False, obj=inv)

@@ -50,7 +50,7 @@ class Invocation:
         self.as_json = self.as_json or as_json
         self.verbose = max(self.verbose, verbose)
         self.debug = self.debug or debug
-        self.out = Output(as_json=self.as_json, verbose=self.verbose, debug=self.debug)
+        self.out = Output(as_json=self.as_json, verbose=self.verbose)
         return self
 
     def service(self) -> Service:

@@ -17,12 +17,10 @@ from ..stores import mask_url
 
 
 class Output:
-    def __init__(self, *, as_json: bool = False, verbose: int = 0, debug: bool = False) -> None:
+    def __init__(self, *, as_json: bool = False, verbose: int = 0) -> None:
         self.as_json = as_json
         self.verbose = verbose
-        self.debug = debug
         self.stderr_tty = sys.stderr.isatty()
-        self.color = self.stderr_tty and "NO_COLOR" not in os.environ
         self._progress_shown = False
 
     def data(self, text: str) -> None:
@@ -145,11 +143,11 @@ def status_rows(states: Sequence[MutexState]) -> list[tuple[str, ...]]:
     return rows
 
 
-def render_status(out: Output, states: Sequence[MutexState], forced: Sequence[ForcedRelease]) -> None:
+def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease]) -> None:
     this_host = socket.gethostname()
     rows = status_rows(states)
     if sys.stdout.isatty():
-        _render_rich(out, states, rows, forced, this_host)
+        _render_rich(states, rows, forced, this_host)
         return
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(_COLUMNS)]
     print("  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)).rstrip())
@@ -163,7 +161,7 @@ def render_status(out: Output, states: Sequence[MutexState], forced: Sequence[Fo
               f"({record.by_node}): {record.reason} [was {record.previous_holder}, fence {record.previous_fence}]")
 
 
-def _render_rich(out: Output, states: Sequence[MutexState], rows: list[tuple[str, ...]],
+def _render_rich(states: Sequence[MutexState], rows: list[tuple[str, ...]],
                  forced: Sequence[ForcedRelease], this_host: str) -> None:
     from rich.console import Console
     from rich.markup import escape
