@@ -13,7 +13,7 @@ from ._version import __version__
 from .config import Settings, load_settings
 from .errors import (ConfigError, LeaseExpiredError, LeaseLostError, LockHeldError, MutexctlError,
                      NotOwnerError, SchemaError, StoreError, StoreUnavailableError, UsageError, WaitTimeoutError)
-from .models import ForcedRelease, Holder, Lease, MutexState
+from .models import ForcedRelease, Holder, Lease, MutexState, Overview
 from .mutex import HeldLease, LeaseKeeper, RunResult, Service, connect
 from .schema import SCHEMA_VERSION, InitResult, SchemaState
 
@@ -33,6 +33,7 @@ __all__ = [
     "MutexState",
     "MutexctlError",
     "NotOwnerError",
+    "Overview",
     "RunResult",
     "SchemaError",
     "SchemaState",

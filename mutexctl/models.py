@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .schema import SchemaState
 
 MAX_NAME_LENGTH = 255
 
@@ -79,6 +83,17 @@ class ForcedRelease:
     reason: str
     previous_holder: str | None
     previous_fence: int
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What ``status`` shows, read at once: the mutexes, recent forced releases, the schema record,
+    and the store's clock at the time of reading (the one leases are judged on)."""
+
+    states: tuple[MutexState, ...]
+    forced: tuple[ForcedRelease, ...]
+    schema: SchemaState | None
+    store_now: datetime
 
 
 @dataclass(frozen=True)

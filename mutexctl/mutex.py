@@ -24,7 +24,7 @@ from .errors import (LeaseLostError, LockHeldError, NotOwnerError, SchemaError, 
                      WaitTimeoutError)
 from .intracom import (DEFAULT_CHANNEL, AckReport, Cursor, is_for, message_id, parse_payload, validate_action,
                        validate_channel)
-from .models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, utcnow, validate_mutex_id
+from .models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, Overview, utcnow, validate_mutex_id
 from .schema import (DEFAULT_SCHEMA_TIMEOUT, DEFAULT_SCHEMA_WAIT, SCHEMA_MUTEX, InitResult, SchemaState,
                      pending_steps, refuse_newer)
 from .stores import Store, mask_url, open_store
@@ -192,10 +192,12 @@ class Service:
                                         reason.strip())
 
     def status(self, mutex_id: str | None = None) -> list[MutexState]:
-        if mutex_id is None:
-            return self.store.states()
-        state = self.store.get(validate_mutex_id(mutex_id))
-        return [state] if state is not None else []
+        """Every mutex (or the one named, if it was ever taken), as the store sees it now."""
+        return list(self.overview(mutex_id, forced_limit=0).states)
+
+    def overview(self, mutex_id: str | None = None, *, forced_limit: int = 5) -> Overview:
+        """What on-call needs, in one read: the mutexes, recent forced releases, the schema, the store's now."""
+        return self.store.overview(None if mutex_id is None else validate_mutex_id(mutex_id), forced_limit)
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         return self.store.forced_releases(mutex_id, limit)

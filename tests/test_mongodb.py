@@ -14,6 +14,7 @@ import pytest
 from pymongo import monitoring
 
 from mutexctl import LockHeldError, Service, Settings
+from mutexctl.schema import SCHEMA_VERSION
 
 from .conftest import Cli, pid_alive, start_job, wait_until
 from .mongo_server import MongoServer, ServerUnavailable, with_database
@@ -101,7 +102,26 @@ def test_acquire_renew_and_release_are_one_round_trip_each(store_url: str, comma
         assert commands.names() == ["aggregate"]
 
 
+def test_status_is_one_query_with_history_and_schema(store_url: str, commands: Commands) -> None:
+    with Service(Settings(node_id="node-a", store=store_url)) as svc:
+        svc.init_schema()
+        svc.try_acquire("stuck", timeout="1m")
+        svc.force_release("stuck", reason="INC-7")
+        svc.try_acquire("other", timeout="1m")
+        commands.events.clear()
+        view = svc.overview()
+        assert commands.names() == ["aggregate"]
+        assert [(s.mutex_id, s.state) for s in view.states] == [
+            ("mutexctl.schema", "free"), ("other", "held"), ("stuck", "free")]
+        assert [(f.mutex_id, f.reason) for f in view.forced] == [("stuck", "INC-7")]
+        assert view.schema is not None and view.schema.version == SCHEMA_VERSION
+        commands.events.clear()
+        assert svc.overview("other").forced == () and commands.names() == ["aggregate"]
+
+
 def test_status_shows_the_store_clock_skew(cli: Cli) -> None:
+    document = json.loads(cli("status", "--json").stdout)  # measured on an empty store too
+    assert document["mutexes"] == [] and abs(document["store_clock_skew_ms"]) < 5000
     cli("acquire", "deploy", "--timeout", "1m")
     document = json.loads(cli("status", "--json").stdout)
     assert abs(document["store_clock_skew_ms"]) < 5000  # same machine: near zero, but measured

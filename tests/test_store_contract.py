@@ -160,6 +160,25 @@ def test_status_tells_held_expired_and_free_apart_with_time_left_on_the_store_cl
     assert states["held"].holder is not None and states["held"].holder.pid > 0
 
 
+def test_the_overview_reads_mutexes_history_and_schema_together(service: Service, other: Service) -> None:
+    assert service.overview().states == () and service.overview().schema is None  # never initialized
+    service.try_acquire("a", timeout="1h")
+    service.try_acquire("b", timeout="1h")
+    for reason in ("first", "second", "third"):
+        other.force_release("b", reason=reason)
+        service.try_acquire("b", timeout="1h")
+    other.force_release("a", reason="a's turn")
+    service.init_schema()
+    view = other.overview(forced_limit=2)
+    assert [(s.mutex_id, s.state) for s in view.states] == [("a", "free"), ("b", "held"), ("mutexctl.schema", "free")]
+    assert [f.reason for f in view.forced] == ["a's turn", "third"]  # newest first, at most the limit
+    assert view.schema is not None and view.schema.version >= 1
+    assert abs((view.store_now - view.states[0].store_now).total_seconds()) < 5
+    one = other.overview("b")
+    assert [s.mutex_id for s in one.states] == ["b"] and [f.reason for f in one.forced] == ["third", "second", "first"]
+    assert other.overview("never-taken").states == ()
+
+
 def test_holder_details_are_stored_for_on_call(service: Service) -> None:
     lease = service.try_acquire("job", timeout="5s", command="./migrate.sh --all")
     state = service.status("job")[0]

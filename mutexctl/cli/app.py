@@ -159,13 +159,15 @@ def status(
     if name is not None:
         validate_mutex_id(name)
     with inv.service() as svc:
-        states = svc.status(name)
+        sent = datetime.now(timezone.utc)
+        view = svc.overview(name, forced_limit=5)
         received = datetime.now(timezone.utc)
-        forced = svc.forced_releases(name, limit=5)
-        schema = svc.schema()
         store_url, clock = svc.store.url, svc.store.clock
-    # The store's clock judges leases; how far it is from ours matters when reading times.
-    skew_ms = (states[0].store_now - received).total_seconds() * 1000 if states and clock == "server" else None
+    states, forced, schema = view.states, view.forced, view.schema
+    # The store's clock judges leases; how far it is from ours matters when reading times. The server
+    # read its clock between our send and receive: compare with the midpoint.
+    skew_ms = ((view.store_now - (sent + (received - sent) / 2)).total_seconds() * 1000
+               if clock == "server" else None)
     if inv.as_json:
         import socket
 

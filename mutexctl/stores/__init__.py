@@ -13,7 +13,7 @@ from ..errors import ConfigError, LeaseExpiredError, NotOwnerError
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState
+    from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, Overview
     from ..schema import SchemaState
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^@/?#]*@)", re.IGNORECASE)
@@ -68,7 +68,9 @@ class Store(Protocol):
 
     def get(self, mutex_id: str) -> MutexState | None: ...
 
-    def states(self) -> list[MutexState]: ...
+    def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
+        """Every mutex (or the one named), its latest forced releases, the schema record and the
+        store's now, in one read (one round trip on a server)."""
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]: ...
 

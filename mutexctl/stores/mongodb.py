@@ -25,7 +25,7 @@ from pymongo.errors import (ConfigurationError, ConnectionFailure, DuplicateKeyE
                             PyMongoError, ServerSelectionTimeoutError)
 
 from ..errors import ConfigError, LockHeldError, NotOwnerError, StoreError, StoreUnavailableError
-from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, parse_iso
+from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, Overview, parse_iso
 from ..schema import HISTORY_RETENTION_S, LOG_RETENTION_S, NODE_RETENTION_S, AppliedStep, SchemaState
 from . import loss_error, mask_url, released_late_error
 
@@ -131,27 +131,36 @@ class MongoStore:
         states = self._query({"_id": mutex_id})
         return states[0] if states else None
 
-    def states(self) -> list[MutexState]:
-        return self._query({})
+    def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
+        """One aggregate: $facet always yields one document (even from an empty collection), to which
+        the server's now, the forced-release history and the schema record are joined."""
+        match = {} if mutex_id is None else {"_id": mutex_id}
+        pipeline = [
+            {"$facet": {"mutexes": self._listing(match)}},
+            {"$addFields": {"now": "$$NOW"}},
+            {"$lookup": {"from": self._meta.name, "as": "meta", "pipeline": [{"$match": {"_id": "schema"}}]}},
+        ]
+        if forced_limit > 0:  # $limit must be positive
+            pipeline.append({"$lookup": {"from": self._forced.name, "as": "forced", "pipeline": [
+                {"$match": {} if mutex_id is None else {"mutexId": mutex_id}},
+                {"$sort": {"_id": -1}}, {"$limit": forced_limit}]}})
+        with self._errors():
+            [doc] = self._mutexes.aggregate(pipeline)
+        return Overview(tuple(self._state(d, d["_now"]) for d in doc["mutexes"]),
+                        tuple(_forced(d) for d in doc.get("forced", ())),
+                        _schema(doc["meta"][0]) if doc["meta"] else None, _utc(doc["now"]))
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         query = {} if mutex_id is None else {"mutexId": mutex_id}
         with self._errors():
-            docs = list(self._forced.find(query).sort("_id", -1).limit(limit))
-        return [ForcedRelease(d["mutexId"], _utc(d["at"]), d["byNode"], d["byUser"], d["byHost"], d["reason"],
-                              d.get("previousHolder"), int(d.get("previousFence") or 0)) for d in docs]
+            return [_forced(d) for d in self._forced.find(query).sort("_id", -1).limit(limit)]
 
     # -- schema ---------------------------------------------------------------------------------
 
     def schema_state(self) -> SchemaState | None:
         with self._errors():
             doc = self._meta.find_one({"_id": "schema"})
-        if doc is None:
-            return None
-        steps = tuple(AppliedStep(int(s["step"]), _utc(s["appliedAt"]), str(s["appliedBy"]))
-                      for s in doc.get("steps", []))
-        return SchemaState(int(doc["version"]), _utc(doc["appliedAt"]), str(doc["appliedBy"]), str(doc["toolVersion"]),
-                           steps)
+        return None if doc is None else _schema(doc)
 
     def apply_schema_step(self, step: int) -> None:
         """Step N of mutexctl.schema.STEPS. create_index with the same spec is a no-op the second time.
@@ -278,11 +287,14 @@ class MongoStore:
 
     def _query(self, match: dict[str, Any]) -> list[MutexState]:
         """One aggregate: the documents, the server's now and each lease's time left on that clock."""
-        pipeline = [{"$match": match}, {"$sort": {"_id": 1}},
-                    {"$addFields": {"_now": "$$NOW", "_left": {"$subtract": [_EXPIRY, "$$NOW"]}}}]
         with self._errors():
-            docs = list(self._mutexes.aggregate(pipeline))
+            docs = list(self._mutexes.aggregate(self._listing(match)))
         return [self._state(doc, doc["_now"]) for doc in docs]
+
+    @staticmethod
+    def _listing(match: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"$match": match}, {"$sort": {"_id": 1}},
+                {"$addFields": {"_now": "$$NOW", "_left": {"$subtract": [_EXPIRY, "$$NOW"]}}}]
 
     def _state(self, doc: dict[str, Any], now: datetime | None) -> MutexState:
         taken = bool(doc.get("taken"))
@@ -336,6 +348,17 @@ class MongoStore:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _forced(d: dict[str, Any]) -> ForcedRelease:
+    return ForcedRelease(d["mutexId"], _utc(d["at"]), d["byNode"], d["byUser"], d["byHost"], d["reason"],
+                         d.get("previousHolder"), int(d.get("previousFence") or 0))
+
+
+def _schema(doc: dict[str, Any]) -> SchemaState:
+    steps = tuple(AppliedStep(int(s["step"]), _utc(s["appliedAt"]), str(s["appliedBy"])) for s in doc.get("steps", []))
+    return SchemaState(int(doc["version"]), _utc(doc["appliedAt"]), str(doc["appliedBy"]), str(doc["toolVersion"]),
+                       steps)
 
 
 def _message(doc: dict[str, Any]) -> Message:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import (ConfigError, LockHeldError, NotOwnerError, StoreError,
                       StoreUnavailableError)
-from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, iso_ms, parse_iso
+from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, Overview, iso_ms, parse_iso
 from ..schema import HISTORY_RETENTION_S, LOG_RETENTION_S, AppliedStep, SchemaState
 from . import loss_error, mask_url, released_late_error
 
@@ -191,32 +191,23 @@ class SQLiteStore:
         with self._transaction(write=False) as db:
             return self._state(db, mutex_id)
 
-    def states(self) -> list[MutexState]:
-        with self._transaction(write=False) as db:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM mutexes ORDER BY mutexId").fetchall()
+    def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
+        with self._transaction(write=False) as db:  # one snapshot of all three
+            rows = db.execute(f"SELECT {_COLUMNS} FROM mutexes WHERE (:id IS NULL OR mutexId = :id) ORDER BY mutexId",
+                              {"id": mutex_id}).fetchall()
             now_ns, now = _clock_ns(self._boot), datetime.now(timezone.utc)
-            return [self._from_row(row, now_ns, now) for row in rows]
+            return Overview(tuple(self._from_row(row, now_ns, now) for row in rows),
+                            _forced(db, mutex_id, forced_limit), _schema(db), now)
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         with self._transaction(write=False) as db:
-            rows = db.execute("SELECT mutexId, at, byNode, byUser, byHost, reason, previousHolder, previousFence "
-                              "FROM forced_releases WHERE (? IS NULL OR mutexId = ?) ORDER BY id DESC LIMIT ?",
-                              (mutex_id, mutex_id, limit)).fetchall()
-        return [ForcedRelease(r[0], parse_iso(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+            return list(_forced(db, mutex_id, limit))
 
     # -- schema ---------------------------------------------------------------------------------
 
     def schema_state(self) -> SchemaState | None:
         with self._transaction(write=False) as db:
-            if not _has_tables(db, "meta", "schema_steps"):
-                return None
-            row = db.execute("SELECT version, appliedAt, appliedBy, toolVersion FROM meta "
-                             "WHERE id = 'schema'").fetchone()
-            steps = db.execute("SELECT step, appliedAt, appliedBy FROM schema_steps ORDER BY rowid").fetchall()
-        if row is None:
-            return None
-        return SchemaState(row[0], parse_iso(row[1]), row[2], row[3],
-                           tuple(AppliedStep(n, parse_iso(at), by) for n, at, by in steps))
+            return _schema(db)
 
     def apply_schema_step(self, step: int) -> None:
         with self._transaction() as db:
@@ -394,6 +385,24 @@ def _translate(exc: sqlite3.Error, url: str) -> Exception:
         return StoreUnavailableError(f"store {url} is unavailable: {exc}",
                                      hint="check that the file's directory exists and is writable")
     return StoreError(f"store {url} failed: {exc}")
+
+
+def _forced(db: sqlite3.Connection, mutex_id: str | None, limit: int) -> tuple[ForcedRelease, ...]:
+    rows = db.execute("SELECT mutexId, at, byNode, byUser, byHost, reason, previousHolder, previousFence "
+                      "FROM forced_releases WHERE (? IS NULL OR mutexId = ?) ORDER BY id DESC LIMIT ?",
+                      (mutex_id, mutex_id, limit)).fetchall()
+    return tuple(ForcedRelease(r[0], parse_iso(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows)
+
+
+def _schema(db: sqlite3.Connection) -> SchemaState | None:
+    if not _has_tables(db, "meta", "schema_steps"):
+        return None
+    row = db.execute("SELECT version, appliedAt, appliedBy, toolVersion FROM meta WHERE id = 'schema'").fetchone()
+    if row is None:
+        return None
+    steps = db.execute("SELECT step, appliedAt, appliedBy FROM schema_steps ORDER BY rowid").fetchall()
+    return SchemaState(row[0], parse_iso(row[1]), row[2], row[3],
+                       tuple(AppliedStep(n, parse_iso(at), by) for n, at, by in steps))
 
 
 def _open(path: Path, url: str) -> sqlite3.Connection:
