@@ -244,7 +244,7 @@ class Service:
                     self.release(mutex_id, token=lease.fence)
                 raise
             keeper.start()
-            status = group.wait()
+            status = group.wait(may_resume=keeper.holds)
         keeper.stop()
         group.finish(kill_rest=keeper.lost_reason is not None)
         if keeper.lost_reason is not None:
@@ -509,6 +509,7 @@ class LeaseKeeper(threading.Thread):
         self._stopping = False
         self._result: Lease | BaseException | None = None
         self._last_error: BaseException | None = None
+        self._losing = threading.Lock()
 
     def stop(self) -> None:
         self._stopping = True
@@ -545,6 +546,16 @@ class LeaseKeeper(threading.Thread):
                 self._last_error = result
                 next_renewal = time.monotonic() + min(self._interval, 0.25)
 
+    def holds(self) -> bool:
+        """Whether the lease is still surely ours; called after the process was suspended (Ctrl-Z).
+
+        While mutexctl is stopped nothing renews, so the lease may have run out: then it is declared
+        lost here, before the command may run again.
+        """
+        if self.lost_reason is None and time.monotonic() >= self.lease.local_deadline - self._margin:
+            self._lose("the command was suspended until its lease could have expired; it was killed, not resumed")
+        return self.lost_reason is None
+
     def _renew_once(self, lease: Lease) -> None:
         try:
             self._result = self.service.renew(lease)
@@ -555,6 +566,8 @@ class LeaseKeeper(threading.Thread):
         self._wake.set()
 
     def _lose(self, reason: str) -> None:
-        if not self._stopping:
+        with self._losing:  # once, whichever thread notices first
+            if self._stopping or self.lost_reason is not None:
+                return
             self.lost_reason = reason
-            self._on_lost(reason)
+        self._on_lost(reason)

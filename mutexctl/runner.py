@@ -15,12 +15,13 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from .errors import MutexctlError
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _NORMAL_END = b"done\n"
+_JOB_STOPS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)  # the stops a terminal causes
 # `read` fails only at EOF, i.e. when every holder of the pipe's write end (just mutexctl) is gone.
 _REAPER_SCRIPT = "trap '' INT TERM HUP QUIT USR1 USR2 PIPE; read -r _ || kill -s KILL -- -\"$1\" 2>/dev/null"
 
@@ -46,7 +47,9 @@ class CommandGroup:
         self._reaper_pipe = -1
         self._kill_timer: threading.Timer | None = None
         self._pending: list[int] = []  # signals that arrived before the command existed
-        self._terminal: int | None = None  # the tty handed to the command's group, to take back after
+        self._tty: int | None = None  # our controlling terminal (an fd of 0-2), if any
+        self._suspended = False  # stopped from the terminal together with mutexctl
+        self._stop_asked = False  # a SIGTSTP was passed on to the command
 
     @property
     def pgid(self) -> int:
@@ -64,17 +67,22 @@ class CommandGroup:
             raise CommandStartError(f"command not executable: {self.argv[0]}", 126) from None
         except OSError as exc:
             raise CommandStartError(f"cannot run {self.argv[0]}: {exc.strerror}", 126) from None
+        self._tty = _controlling_tty()
+        if self._tty is not None:
+            self._pass_foreground(os.getpgrp(), self.pgid)
         try:
             self._reaper, self._reaper_pipe = _start_reaper(self.pgid)
         except OSError as exc:  # without a watcher the command must not run at all
             self.signal(signal.SIGKILL)
             self.process.wait()
+            self.finish(kill_rest=True)
             raise CommandStartError(f"cannot start the process-group watcher /bin/sh: {exc.strerror}", 126) from None
-        self._terminal = _hand_terminal_to(self.pgid)
         for signum in self._pending:
             self.signal(signum)
 
     def signal(self, signum: int) -> None:
+        if signum == signal.SIGTSTP:
+            self._stop_asked = True
         if self.process is None:
             self._pending.append(signum)
             return
@@ -82,8 +90,14 @@ class CommandGroup:
             os.killpg(self.pgid, signum)
 
     def stop(self, grace_s: float) -> None:
-        """SIGTERM the whole group now and SIGKILL it after ``grace_s``; safe to call from any thread."""
+        """SIGTERM the whole group now and SIGKILL it after ``grace_s``; safe to call from any thread.
+
+        SIGCONT follows the SIGTERM (as a shell's ``kill`` does for a stopped job), so a command
+        that someone stopped can still clean up within the grace.
+        """
         self.signal(signal.SIGTERM)
+        if not self._suspended:  # a job we suspended gets SIGKILL instead: it must not run again
+            self.signal(signal.SIGCONT)
         if self._kill_timer is None:
             self._kill_timer = threading.Timer(grace_s, self.signal, args=(signal.SIGKILL,))
             self._kill_timer.daemon = True
@@ -91,29 +105,88 @@ class CommandGroup:
 
     @contextlib.contextmanager
     def forwarding_signals(self) -> Iterator[None]:
-        """Pass INT/TERM/HUP/QUIT/USR1/USR2 sent to mutexctl on to the command's group.
+        """Pass INT/TERM/HUP/QUIT/USR1/USR2 (and TSTP) sent to mutexctl on to the command's group.
 
         Enter it before ``start``: a signal that arrives while the command is being started is held
         and delivered as soon as the group exists, instead of killing mutexctl with the lease held.
         """
-        previous = {sig: signal.signal(sig, lambda signum, _frame: self.signal(signum)) for sig in FORWARDED_SIGNALS}
+        forwarded = (*FORWARDED_SIGNALS, signal.SIGTSTP)  # a Ctrl-Z that reached us first stops the command
+        previous = {sig: signal.signal(sig, lambda signum, _frame: self.signal(signum)) for sig in forwarded}
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def wait(self) -> int:
-        """The command's exit status as a shell reports it: its code, or 128+N if signal N killed it."""
+    def wait(self, may_resume: Callable[[], bool] = lambda: True) -> int:
+        """The command's exit status as a shell reports it: its code, or 128+N if signal N killed it.
+
+        On a terminal the command is a job: when Ctrl-Z (or SIGTTIN/SIGTTOU) stops it, mutexctl
+        takes the terminal back and stops itself with the same signal, so the shell sees the job
+        stopped. When continued (``fg``/``bg``) it resumes the command only if ``may_resume()``
+        (the lease cannot have expired meanwhile); otherwise the stopped group is SIGKILLed
+        before it runs another instruction without the lease. Without a terminal a stop is left
+        alone (whoever sent SIGSTOP continues it) and the lease is renewed meanwhile.
+        """
         assert self.process is not None
-        code = self.process.wait()  # PEP 475: retried after each forwarded signal's handler runs
-        return 128 - code if code < 0 else code
+        while True:
+            _, status = os.waitpid(self.pgid, os.WUNTRACED)  # PEP 475: retried after forwarded signals
+            if not os.WIFSTOPPED(status):
+                code = self.process.returncode = os.waitstatus_to_exitcode(status)
+                return 128 - code if code < 0 else code
+            if self._tty is None:  # not a job: a stop is for whoever sent it to undo
+                continue
+            signum, in_front = os.WSTOPSIG(status), self._foreground() == self.pgid
+            if self._stop_asked:  # Ctrl-Z reached us, not the command (before the hand-over)
+                signum = signal.SIGTSTP
+            elif signum in (signal.SIGTTIN, signal.SIGTTOU) and in_front:
+                self.signal(signal.SIGCONT)  # it used the terminal just before the hand-over: go on
+                continue
+            elif signum not in _JOB_STOPS and not in_front:
+                continue  # a background job's kill -STOP: for whoever sent it to undo
+            # As a shell treats its foreground job's stop (an editor catches TSTP, then stops with STOP).
+            self._stop_asked = False
+            self._suspend(signum, may_resume)
+
+    def _suspend(self, signum: int, may_resume: Callable[[], bool]) -> None:
+        self._suspended = True
+        try:
+            self._pass_foreground(self.pgid, os.getpgrp())
+            # Stop this process (every thread) until the shell continues it. SIGTSTP is forwarded
+            # while the command runs: its own action comes back for this one signal.
+            previous = signal.signal(signum, signal.SIG_DFL) if signum != signal.SIGSTOP else None
+            try:
+                os.kill(os.getpid(), signum)
+            finally:
+                if previous is not None:
+                    signal.signal(signum, previous)
+            if not may_resume():
+                self.signal(signal.SIGKILL)
+                return
+            self._pass_foreground(os.getpgrp(), self.pgid)  # after `fg`, not after `bg`
+            self.signal(signal.SIGCONT)
+        finally:
+            self._suspended = False
+
+    def _pass_foreground(self, owner: int, to: int) -> None:
+        """Make ``to`` the terminal's foreground group if ``owner`` is it now."""
+        assert self._tty is not None
+        if self._foreground() == owner:
+            with contextlib.suppress(OSError):  # the terminal may be gone (hang-up)
+                _set_foreground(self._tty, to)
+
+    def _foreground(self) -> int | None:
+        assert self._tty is not None
+        try:
+            return os.tcgetpgrp(self._tty)
+        except OSError:
+            return None
 
     def finish(self, *, kill_rest: bool) -> None:
         """Take the terminal back and dismiss the reaper; with ``kill_rest`` it SIGKILLs what is left."""
-        if self._terminal is not None:
-            _set_foreground(self._terminal, os.getpgrp())
-            self._terminal = None
+        if self._tty is not None:
+            self._pass_foreground(self.pgid, os.getpgrp())
+            self._tty = None
         if self._kill_timer is not None:
             self._kill_timer.cancel()
         if self._reaper_pipe >= 0:
@@ -126,19 +199,17 @@ class CommandGroup:
             self._reaper.wait()
 
 
-def _hand_terminal_to(pgid: int) -> int | None:
-    """Make the command's group the terminal's foreground group, as a shell does for a job.
+def _controlling_tty() -> int | None:
+    """Which of fds 0-2 is our controlling terminal, if any.
 
-    Without it, a command that reads the terminal (a prompt, an editor) is stopped by SIGTTIN,
-    since its group is not ours. Only when mutexctl itself is in the foreground of a terminal.
-    The command may have read before the hand-over and been stopped: SIGCONT resumes it.
+    On it the command is a job, as a shell would run it: its group becomes the foreground (without
+    that, a command that reads the terminal, a prompt or an editor, is stopped by SIGTTIN since its
+    group is not ours) and a stop from the terminal suspends mutexctl with it.
     """
     for fd in (0, 1, 2):
         try:
-            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
-                _set_foreground(fd, pgid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGCONT)
+            if os.isatty(fd):
+                os.tcgetpgrp(fd)  # fails (ENOTTY) on a terminal that is not our controlling one
                 return fd
         except OSError:
             continue
@@ -149,8 +220,7 @@ def _set_foreground(fd: int, pgid: int) -> None:
     # A background group changing the foreground gets SIGTTOU unless it ignores it, as shells do.
     previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     try:
-        with contextlib.suppress(OSError):  # the terminal may be gone (hang-up)
-            os.tcsetpgrp(fd, pgid)
+        os.tcsetpgrp(fd, pgid)
     finally:
         signal.signal(signal.SIGTTOU, previous)
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mutexctl import Service
+from mutexctl import Service, Settings
 
-from .conftest import Cli, pid_alive, start_job, wait_until
+from .conftest import Cli, mutexctl_argv, pid_alive, start_job, wait_until
 
 
 def test_the_command_s_exact_exit_status_is_returned(cli: Cli) -> None:
@@ -146,31 +148,108 @@ def test_a_forced_release_stops_a_long_lease_s_command_within_seconds(cli: Cli, 
     assert time.monotonic() - forced_at < 5 + 2  # one renewal interval (capped at 5 s) plus slack
 
 
-def test_an_interactive_command_gets_the_terminal(cli: Cli) -> None:
+class Terminal:
+    """An interactive bash on a pseudo-terminal, with job control, as a user at a prompt has it."""
+
+    def __init__(self, cli: Cli) -> None:
+        import pty
+
+        env = {**cli.env, "PS1": "$ ", "TERM": "dumb", "HISTFILE": "/dev/null",
+               "PATH": f"{Path(mutexctl_argv()[0]).parent}:{cli.env.get('PATH', '/usr/bin:/bin')}"}
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: a session leader with the pty as its controlling terminal
+            os.chdir(cli.cwd)
+            os.execve("/bin/bash", ["bash", "--norc", "--noprofile", "-i"], env)
+        self.output = b""
+
+    def send(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def expect(self, marker: str, timeout: float = 20) -> str:
+        """Read until ``marker`` appears after what earlier expects consumed; returns the text up to it."""
+        deadline = time.monotonic() + timeout
+        while marker.encode() not in self.output:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, min(0.2, deadline - time.monotonic())))
+            if ready:
+                try:
+                    self.output += os.read(self.fd, 4096)
+                except OSError:  # EIO: the terminal's last user exited
+                    break
+            elif time.monotonic() > deadline:
+                break
+        head, found, self.output = self.output.partition(marker.encode())
+        assert found, f"{marker!r} not seen in {head.decode(errors='replace')!r}"
+        return head.decode(errors="replace")
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+@pytest.fixture
+def terminal(cli: Cli) -> Iterator[Terminal]:
+    term = Terminal(cli)
+    term.expect("$ ")
+    yield term
+    term.close()
+
+
+def test_an_interactive_command_gets_the_terminal(terminal: Terminal) -> None:
     """Like flock(1), a command that reads the terminal works (its group becomes the foreground)."""
-    import pty
+    terminal.send("mutexctl acquire tty -- sh -c 'read line; echo got:$line'; echo rc=$?\n")
+    terminal.send("hello\n")  # the tty buffers it until the command reads
+    terminal.expect("got:hello")
+    terminal.expect("rc=0")
 
-    from .conftest import mutexctl_argv
 
-    argv = [*mutexctl_argv(), "acquire", "tty", "--", "sh", "-c", "read line; echo got:$line"]
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: a session leader with the pty as its controlling terminal
-        os.execve(argv[0], argv, cli.env)
-    os.write(fd, b"hello\n")  # the tty buffers it until the command reads
-    output = b""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and b"got:" not in output:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:  # EIO: the terminal's last user exited
+def test_ctrl_z_suspends_the_job_and_fg_resumes_it_with_the_lease_kept(terminal: Terminal, cli: Cli) -> None:
+    terminal.send("mutexctl acquire job --timeout 1h -- sh -c 'echo $((6*7))-started; read line; echo got:$line'\n")
+    terminal.expect("42-started")
+    terminal.send("\x1a")  # Ctrl-Z
+    terminal.expect("Stopped")
+    terminal.send("echo $((6*7))-prompt-is-back\n")  # the shell has its terminal again
+    terminal.expect("42-prompt-is-back")
+    assert cli("acquire", "job", "-n").returncode == 1  # suspended, but the lease holds for its timeout
+    terminal.send("fg\n")
+    terminal.send("hello\n")  # read by the resumed command: it has the terminal again
+    terminal.expect("got:hello")
+    terminal.send("echo rc=$?\n")
+    terminal.expect("rc=0")
+    assert cli("acquire", "job", "-n").returncode == 0  # released at the end
+
+
+def test_a_background_job_that_reads_the_terminal_stops_until_fg(terminal: Terminal) -> None:
+    terminal.send("mutexctl acquire job -- sh -c 'read line; echo got:$line' &\n")
+    terminal.send("echo $((6*7))-launched\n")
+    terminal.expect("42-launched")
+    for _ in range(40):  # ask until the command has tried to read (bash reports it with `jobs`)
+        terminal.send("jobs\n")
+        with contextlib.suppress(AssertionError):
+            terminal.expect("Stopped", timeout=0.5)  # "(tty input)": the whole job, as for any background reader
             break
-        output += chunk
-    if b"got:" not in output:
-        os.kill(pid, signal.SIGKILL)  # stopped on SIGTTIN, as without the hand-over
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert b"got:hello" in output, output
-    assert os.waitstatus_to_exitcode(status) == 0
+    else:
+        pytest.fail("the job was never reported stopped")
+    terminal.send("fg\n")
+    terminal.send("hello\n")
+    terminal.expect("got:hello")
+    terminal.send("echo rc=$?\n")
+    terminal.expect("rc=0")
+
+
+def test_a_job_suspended_past_its_lease_is_killed_not_resumed(terminal: Terminal, cli: Cli) -> None:
+    # The commands use shell builtins only after the marker: a Ctrl-Z that lands while sh vforks a
+    # program stops the vfork child before its exec, and sh cannot stop until it execs (under any shell).
+    terminal.send("mutexctl acquire job --timeout 2s -- sh -c 'echo $((6*7))-started; read x; echo $((6*7))-resumed'\n")
+    terminal.expect("42-started")
+    terminal.send("\x1a")
+    terminal.expect("Stopped")
+    # Nothing renews a suspended lease: it expires and another process takes the mutex.
+    wait_until(lambda: cli("acquire", "job", "--timeout", "1h").returncode == 0, timeout=20, interval=0.5)
+    terminal.send("fg\n")
+    head = terminal.expect("lost")  # mutexctl's one line: the lease was lost, the command stopped
+    terminal.send("echo rc=$?\n")
+    terminal.expect("rc=75")
+    assert "42-resumed" not in head + terminal.output.decode(errors="replace")
+    assert [s.taken_by for s in Service(Settings(node_id="t", store=cli.store_url)).status("job")] == ["cli-node"]
