@@ -29,7 +29,7 @@ class Holder:
 class Lease:
     """One holding of a mutex. ``fence`` identifies it; resources can refuse older fences.
 
-    ``local_deadline`` is a ``time.monotonic()`` instant before which the store cannot yet consider
+    ``local_deadline`` is a ``mutex.lease_clock()`` instant before which the store cannot yet consider
     the lease expired: the time we *sent* the acquire/renew plus the timeout. It is conservative
     because the store computed the real expiry from a later instant of its own clock.
     """

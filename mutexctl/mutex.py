@@ -36,6 +36,19 @@ CLOCK_SAFETY = 0.1
 MAX_STOP_GRACE_S = 5.0
 # Renewals also detect a forced release; a cap keeps that detection prompt for long leases.
 MAX_RENEW_INTERVAL_S = 5.0
+# The keeper reads the lease clock at least this often: after a system suspend that outlasted the
+# lease, the command is stopped within this long of the resume.
+KEEPER_TICK_S = 0.25
+_LEASE_CLOCK = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def lease_clock() -> float:
+    """Seconds on the clock that local lease deadlines are kept on: CLOCK_BOOTTIME where there is one.
+
+    Unlike the monotonic clock it runs on while the machine is suspended, as the store's clock does
+    (a server's, or CLOCK_BOOTTIME for SQLite): a lease that ran out during a suspend is seen as gone.
+    """
+    return time.clock_gettime(_LEASE_CLOCK) if _LEASE_CLOCK is not None else time.monotonic()
 
 # Broadcast: listeners re-register (heartbeat) this often; a sender counts a node live this long after.
 HEARTBEAT_S = 10.0
@@ -131,7 +144,7 @@ class Service:
         validate_mutex_id(mutex_id)
         timeout_ms = _duration_ms(timeout, self.settings.timeout_for(mutex_id), "timeout")
         self._check_writable()
-        sent = time.monotonic()
+        sent = lease_clock()
         try:
             lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms, self._holder(command))
         except LockHeldError as held:
@@ -175,7 +188,7 @@ class Service:
 
     def renew(self, lease: Lease) -> Lease:
         """Extend our lease by its timeout; raises LeaseExpiredError/NotOwnerError if it is gone."""
-        sent = time.monotonic()
+        sent = lease_clock()
         return self.store.renew(lease).with_deadline(sent + lease.timeout_ms / 1000)
 
     def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
@@ -518,19 +531,21 @@ class LeaseKeeper(threading.Thread):
             self.join()
 
     def run(self) -> None:
-        next_renewal = time.monotonic() + self._interval
+        next_renewal = lease_clock() + self._interval
         in_flight = False
         while not self._stopping:
-            now = time.monotonic()
+            now = lease_clock()
             lose_at = self.lease.local_deadline - self._margin
             if now >= lose_at:
-                cause = f": {self._last_error}" if self._last_error else ""
-                self._lose(f"could not renew the lease in time (store unreachable{cause})")
+                cause = (f"store unreachable: {self._last_error}" if self._last_error
+                         else "no answer from the store, or this machine was suspended")
+                self._lose(f"could not renew the lease in time ({cause})")
                 return
             if not in_flight and now >= next_renewal:
                 in_flight = True
                 threading.Thread(target=self._renew_once, args=(self.lease,), daemon=True).start()
-            self._wake.wait(max(0.0, min(lose_at, lose_at if in_flight else next_renewal) - now))
+            # Event.wait runs on the monotonic clock, which stands still in a suspend: wake often.
+            self._wake.wait(max(0.0, min(KEEPER_TICK_S, (lose_at if in_flight else min(lose_at, next_renewal)) - now)))
             self._wake.clear()
             result, self._result = self._result, None
             if result is None:
@@ -538,13 +553,13 @@ class LeaseKeeper(threading.Thread):
             in_flight = False
             if isinstance(result, Lease):
                 self.lease, self._last_error = result, None
-                next_renewal = time.monotonic() + self._interval
+                next_renewal = lease_clock() + self._interval
             elif isinstance(result, NotOwnerError):
                 self._lose(f"renewal refused: {result}")
                 return
             else:
                 self._last_error = result
-                next_renewal = time.monotonic() + min(self._interval, 0.25)
+                next_renewal = lease_clock() + min(self._interval, 0.25)
 
     def holds(self) -> bool:
         """Whether the lease is still surely ours; called after the process was suspended (Ctrl-Z).
@@ -552,7 +567,7 @@ class LeaseKeeper(threading.Thread):
         While mutexctl is stopped nothing renews, so the lease may have run out: then it is declared
         lost here, before the command may run again.
         """
-        if self.lost_reason is None and time.monotonic() >= self.lease.local_deadline - self._margin:
+        if self.lost_reason is None and lease_clock() >= self.lease.local_deadline - self._margin:
             self._lose("the command was suspended until its lease could have expired; it was killed, not resumed")
         return self.lost_reason is None
 
