@@ -283,13 +283,16 @@ class Service:
         Many runners at once: each waits for the mutex in turn; the first applies the missing steps,
         the others then find the store up to date and apply nothing. A store already up to date is
         seen without taking the mutex. ``dry_run`` reports the pending steps and changes nothing.
+        A broadcast log kept for another time than ``log_retention`` (MongoDB's TTL index is fixed
+        when created) is brought to the configured one as well.
         """
         server = self.store.server_report()
         state = self.store.schema_state()
         before = state.version if state else 0
         pending = pending_steps(before)
-        if dry_run or not pending:
-            return InitResult(before, before, (), server, tuple(n for n, _ in pending))
+        drift = self.store.retention_drift()
+        if dry_run or (not pending and drift is None):
+            return InitResult(before, before, (), server, tuple(n for n, _ in pending), retention=drift)
         override = self.settings.mutexes.get(SCHEMA_MUTEX)  # a `mutexes: {mutexctl.schema: …}` entry
         if wait is None:
             wait = override.wait_s if override and override.wait_s is not None else DEFAULT_SCHEMA_WAIT
@@ -308,7 +311,10 @@ class Service:
                 version = number
                 if on_step is not None:
                     on_step(number, text)
-        return InitResult(before, version, tuple(applied), server)
+            drift = self.store.retention_drift()  # again: another runner may have changed it meanwhile
+            if drift is not None and not held.lost:
+                self.store.apply_retention()
+        return InitResult(before, version, tuple(applied), server, retention=drift)
 
     # -- intracom -------------------------------------------------------------------------------
 

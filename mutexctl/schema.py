@@ -57,6 +57,9 @@ class InitResult:
     applied: tuple[int, ...]
     server: dict[str, str]
     pending: tuple[int, ...] = ()
+    # (seconds kept before, seconds now) when the broadcast log's expiry was (or, dry, would be)
+    # changed to the configured log_retention
+    retention: tuple[int, int] | None = None
 
 
 def pending_steps(version: int) -> list[tuple[int, str]]:

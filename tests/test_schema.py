@@ -136,6 +136,27 @@ def test_the_ttl_indexes_exist_on_mongodb(cli: Cli, store_url: str) -> None:
     assert ttl["nodes"]["lastSeen_ttl"] == 24 * 3600
 
 
+@pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)
+def test_a_changed_log_retention_is_applied_by_the_next_init(cli: Cli, store_url: str) -> None:
+    import pymongo
+
+    def kept() -> int:
+        with pymongo.MongoClient(store_url) as client:
+            return client.get_default_database()["messages"].index_information()["at_ttl"]["expireAfterSeconds"]
+
+    cli("init-schema")
+    shorter = {"MUTEXCTL_LOG_RETENTION": "24h"}
+    dry = cli("init-schema", "--dry-run", env=shorter)
+    assert dry.returncode == 0 and "would change broadcast log retention 7d00h -> 24h00m" in dry.stdout
+    assert kept() == 7 * 24 * 3600
+    done = cli("init-schema", "--json", env=shorter)
+    assert json.loads(done.stdout)["log_retention_change"] == {"before_s": 7 * 24 * 3600, "after_s": 24 * 3600}
+    assert kept() == 24 * 3600
+    again = cli("init-schema", env=shorter)
+    assert "nothing to do" in again.stdout and "retention" not in again.stdout
+    assert cli("init-schema", "--check").returncode == 0  # the version gate is about steps only
+
+
 def test_servers_older_than_4_2_are_refused() -> None:
     from mutexctl import StoreUnavailableError
     from mutexctl.stores.mongodb import check_server_version

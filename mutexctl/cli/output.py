@@ -186,26 +186,35 @@ def _render_rich(states: Sequence[MutexState], rows: list[tuple[str, ...]],
 def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: bool) -> None:
     """init-schema's report: the server's facts, then what was (or would be) applied."""
     if out.as_json:
+        retention = None if result.retention is None else dict(zip(("before_s", "after_s"), result.retention))
         out.doc({"ok": True, "store": store_url, "server": result.server, "version_before": result.version_before,
                  "version": result.version, "tool_version": SCHEMA_VERSION, "applied": list(result.applied),
-                 "pending": list(result.pending), "dry_run": dry_run})
+                 "pending": list(result.pending), "log_retention_change": retention, "dry_run": dry_run})
         return
     out.data(f"store: {store_url}")
     for key, value in result.server.items():
         out.data(f"  {key.replace('_', ' ')}: {value}")
     titles = dict(STEPS)
+    change = None
+    if result.retention is not None:
+        before, after = (human_ms(seconds * 1000) for seconds in result.retention)
+        change = f"broadcast log retention {before} -> {after} (log_retention)"
     if dry_run:
-        if not result.pending:
+        if not result.pending and change is None:
             out.data(f"schema version {result.version} is up to date; nothing would change")
         for number in result.pending:
             out.data(f"would apply step {number}: {titles[number]}")
+        if change is not None:
+            out.data(f"would change {change}")
         return
     for number in result.applied:
         out.data(f"applied step {number}: {titles[number]}")
     if result.applied:
         out.data(f"schema version {result.version_before} -> {result.version}")
     else:
-        out.data(f"schema version {result.version} is up to date; nothing to do")
+        out.data(f"schema version {result.version} is up to date" + ("" if change else "; nothing to do"))
+    if change is not None:
+        out.data(f"changed {change}")
 
 
 def _clip(text: str | None, width: int) -> str:

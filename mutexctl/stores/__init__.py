@@ -83,6 +83,13 @@ class Store(Protocol):
     def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
         """Set the schema version to ``step`` and log it, in one atomic write."""
 
+    def retention_drift(self) -> tuple[int, int] | None:
+        """(seconds the store keeps the broadcast log now, seconds configured) when they differ; None
+        when they match or the store fixes no expiry (SQLite prunes by each writer's setting)."""
+
+    def apply_retention(self) -> None:
+        """Make the store keep the broadcast log for the configured ``log_retention``."""
+
     def server_report(self) -> dict[str, str]:
         """Facts about the store for init-schema's output; raises if the server is unsupported."""
 

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import pymongo
 from pymongo import ReturnDocument
+from pymongo.collection import Collection
 from pymongo.errors import (ConfigurationError, ConnectionFailure, DuplicateKeyError, InvalidURI, OperationFailure,
                             PyMongoError, ServerSelectionTimeoutError)
 
@@ -174,15 +175,25 @@ class MongoStore:
                     db.create_collection(self._mutexes.name)
                 self._mutexes.create_index("takenBy", name="takenBy")
             elif step == 2:
-                self._forced.create_index("at", name="at_ttl", expireAfterSeconds=HISTORY_RETENTION_S)
+                _ensure_ttl(self._forced, "at", HISTORY_RETENTION_S)
             elif step == 3:
-                db["messages"].create_index([("channel", 1), ("seq", 1)], name="channel_seq", unique=True)
-                db["messages"].create_index("at", name="at_ttl", expireAfterSeconds=int(self.log_retention_s))
-                db["acks"].create_index([("messageId", 1), ("node", 1)], name="message_node", unique=True)
-                db["nodes"].create_index([("node", 1), ("channel", 1)], name="node_channel", unique=True)
-                db["nodes"].create_index("lastSeen", name="lastSeen_ttl", expireAfterSeconds=NODE_RETENTION_S)
+                self._messages.create_index([("channel", 1), ("seq", 1)], name="channel_seq", unique=True)
+                _ensure_ttl(self._messages, "at", int(self.log_retention_s))
+                self._acks.create_index([("messageId", 1), ("node", 1)], name="message_node", unique=True)
+                self._nodes.create_index([("node", 1), ("channel", 1)], name="node_channel", unique=True)
+                _ensure_ttl(self._nodes, "lastSeen", NODE_RETENTION_S)
             else:
                 raise ValueError(f"no schema step {step}")
+
+    def retention_drift(self) -> tuple[int, int] | None:
+        with self._errors():
+            index = self._messages.index_information().get("at_ttl", {})
+        kept, wanted = index.get("expireAfterSeconds"), int(self.log_retention_s)
+        return None if kept is None or int(kept) == wanted else (int(kept), wanted)
+
+    def apply_retention(self) -> None:
+        with self._errors():
+            _ensure_ttl(self._messages, "at", int(self.log_retention_s))
 
     def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
         """Set the version to ``step`` and log it, in one write."""
@@ -348,6 +359,19 @@ class MongoStore:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _ensure_ttl(collection: Collection[dict[str, Any]], field: str, seconds: int) -> None:
+    """A TTL index ``<field>_ttl`` expiring after ``seconds``; one with another expiry is replaced.
+
+    Drop and create rather than collMod, which not every wire-compatible server offers; between
+    the two, documents just live a moment longer. Only init-schema calls this, under mutexctl.schema.
+    """
+    name = f"{field}_ttl"
+    kept = collection.index_information().get(name, {}).get("expireAfterSeconds")
+    if kept is not None and int(kept) != seconds:
+        collection.drop_index(name)
+    collection.create_index(field, name=name, expireAfterSeconds=seconds)
 
 
 def _forced(d: dict[str, Any]) -> ForcedRelease:

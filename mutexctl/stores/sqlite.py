@@ -209,6 +209,12 @@ class SQLiteStore:
         with self._transaction(write=False) as db:
             return _schema(db)
 
+    def retention_drift(self) -> tuple[int, int] | None:
+        return None  # messages are pruned on insert by the writer's own log_retention
+
+    def apply_retention(self) -> None:
+        pass
+
     def apply_schema_step(self, step: int) -> None:
         with self._transaction() as db:
             for statement in filter(str.strip, _STEPS[step].split(";")):
