@@ -18,15 +18,13 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._version import __version__
 from .config import Settings, load_settings, parse_timeout_ms, parse_wait_s, validate_node_id
 from .errors import (LeaseLostError, LockHeldError, NotOwnerError, SchemaError, StoreError, UsageError,
                      WaitTimeoutError)
 from .intracom import (DEFAULT_CHANNEL, AckReport, Cursor, is_for, message_id, parse_payload, validate_action,
                        validate_channel)
 from .models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, Overview, utcnow, validate_mutex_id
-from .schema import (DEFAULT_SCHEMA_TIMEOUT, DEFAULT_SCHEMA_WAIT, SCHEMA_MUTEX, InitResult, SchemaState,
-                     pending_steps, refuse_newer)
+from .schema import InitResult, SchemaState, initialize, refuse_newer
 from .stores import Store, mask_url, open_store
 
 BACKOFF_FIRST_S = 0.005
@@ -280,41 +278,9 @@ class Service:
                     dry_run: bool = False, on_step: Callable[[int, str], None] | None = None) -> InitResult:
         """Bring the store to this tool's schema version, under the mutex ``mutexctl.schema``.
 
-        Many runners at once: each waits for the mutex in turn; the first applies the missing steps,
-        the others then find the store up to date and apply nothing. A store already up to date is
-        seen without taking the mutex. ``dry_run`` reports the pending steps and changes nothing.
-        A broadcast log kept for another time than ``log_retention`` (MongoDB's TTL index is fixed
-        when created) is brought to the configured one as well.
+        Many runners at once are safe; ``dry_run`` reports what would change. See ``schema.initialize``.
         """
-        server = self.store.server_report()
-        state = self.store.schema_state()
-        before = state.version if state else 0
-        pending = pending_steps(before)
-        drift = self.store.retention_drift()
-        if dry_run or (not pending and drift is None):
-            return InitResult(before, before, (), server, tuple(n for n, _ in pending), retention=drift)
-        override = self.settings.mutexes.get(SCHEMA_MUTEX)  # a `mutexes: {mutexctl.schema: …}` entry
-        if wait is None:
-            wait = override.wait_s if override and override.wait_s is not None else DEFAULT_SCHEMA_WAIT
-        if timeout is None:
-            timeout = override.timeout_ms / 1000 if override and override.timeout_ms else DEFAULT_SCHEMA_TIMEOUT
-        applied: list[int] = []
-        with self.lock(SCHEMA_MUTEX, timeout=timeout, wait=wait) as held:
-            state = self.store.schema_state()  # another runner may have finished while we waited
-            version = state.version if state else 0
-            for number, text in pending_steps(version):
-                if held.lost:
-                    break  # leaving the block raises LeaseLostError; the next run goes on from here
-                self.store.apply_schema_step(number)
-                self.store.record_schema_step(number, self.node_id, __version__)
-                applied.append(number)
-                version = number
-                if on_step is not None:
-                    on_step(number, text)
-            drift = self.store.retention_drift()  # again: another runner may have changed it meanwhile
-            if drift is not None and not held.lost:
-                self.store.apply_retention()
-        return InitResult(before, version, tuple(applied), server, retention=drift)
+        return initialize(self, wait=wait, timeout=timeout, dry_run=dry_run, on_step=on_step)
 
     # -- intracom -------------------------------------------------------------------------------
 

@@ -8,10 +8,16 @@ the step log in one write, so the log shows each step once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from ._version import __version__
 from .errors import SchemaError
+
+if TYPE_CHECKING:
+    from .mutex import Service
 
 SCHEMA_MUTEX = "mutexctl.schema"
 DEFAULT_SCHEMA_TIMEOUT = "2m"
@@ -96,3 +102,45 @@ def check_version(state: SchemaState | None) -> None:
         older = state.version < SCHEMA_VERSION
         raise SchemaError(f"the store's schema is at version {state.version}, this tool's is {SCHEMA_VERSION}",
                           hint="run mutexctl init-schema" if older else "upgrade mutexctl on this host")
+
+
+def initialize(svc: Service, *, wait: str | float | None = None, timeout: str | float | None = None,
+               dry_run: bool = False, on_step: Callable[[int, str], None] | None = None) -> InitResult:
+    """Bring the store to this tool's schema version, under the mutex ``mutexctl.schema``.
+
+    Many runners at once: each waits for the mutex in turn; the first applies the missing steps,
+    the others then find the store up to date and apply nothing. A store already up to date is
+    seen without taking the mutex. ``dry_run`` reports the pending steps and changes nothing.
+    A broadcast log kept for another time than ``log_retention`` (MongoDB's TTL index is fixed
+    when created) is brought to the configured one as well.
+    """
+    store = svc.store
+    server = store.server_report()
+    state = store.schema_state()
+    before = state.version if state else 0
+    pending = pending_steps(before)
+    drift = store.retention_drift()
+    if dry_run or (not pending and drift is None):
+        return InitResult(before, before, (), server, tuple(n for n, _ in pending), retention=drift)
+    override = svc.settings.mutexes.get(SCHEMA_MUTEX)  # a `mutexes: {mutexctl.schema: …}` entry
+    if wait is None:
+        wait = override.wait_s if override and override.wait_s is not None else DEFAULT_SCHEMA_WAIT
+    if timeout is None:
+        timeout = override.timeout_ms / 1000 if override and override.timeout_ms else DEFAULT_SCHEMA_TIMEOUT
+    applied: list[int] = []
+    with svc.lock(SCHEMA_MUTEX, timeout=timeout, wait=wait) as held:
+        state = store.schema_state()  # another runner may have finished while we waited
+        version = state.version if state else 0
+        for number, text in pending_steps(version):
+            if held.lost:
+                break  # leaving the block raises LeaseLostError; the next run goes on from here
+            store.apply_schema_step(number)
+            store.record_schema_step(number, svc.node_id, __version__)
+            applied.append(number)
+            version = number
+            if on_step is not None:
+                on_step(number, text)
+        drift = store.retention_drift()  # again: another runner may have changed it meanwhile
+        if drift is not None and not held.lost:
+            store.apply_retention()
+    return InitResult(before, version, tuple(applied), server, retention=drift)
