@@ -203,7 +203,8 @@ def init_schema(
     """Create or upgrade the store's schema, safely from many CI jobs or instances at once.
 
     Steps run under the mutex mutexctl.schema: one runner applies them, the others wait and then find
-    the store up to date. Checks the server too (MongoDB >= 4.2, topology, write concern).
+    the store up to date. Checks the server too (MongoDB >= 4.2, topology, write concern), and
+    applies a changed log_retention to the broadcast log's TTL index on MongoDB.
     """
     inv = ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
     if dry_run and check:
