@@ -48,7 +48,9 @@ def acquire(
     """Take a lease: print its fence (token) on stdout, or run COMMAND under it and release it after.
 
     In exec mode the lease is renewed every timeout/3 (at most 5 s apart); if it cannot be, the command's process group
-    gets SIGTERM, then SIGKILL, before the lease could pass to another node (exit 75).
+    gets SIGTERM, then SIGKILL, before the lease could pass to another node (exit 75). INT, TERM, HUP, QUIT, USR1
+    and USR2 are forwarded to the group. On a terminal the command is a job: Ctrl-Z suspends it with mutexctl, and
+    fg/bg resume it only if its lease cannot have expired meanwhile (else it is killed: exit 75).
     """
     inv = ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
     if conflict_exit_code is not None:
