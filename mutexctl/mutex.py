@@ -479,6 +479,8 @@ class LeaseKeeper(threading.Thread):
     Renewals run in short-lived worker threads so that a renewal stuck on an unreachable store
     cannot delay the loss decision: the lease is declared lost at its conservative local deadline,
     less a clock-drift reserve and ``stop_margin_s`` (the time the caller needs to stop its work).
+    The deadline is on ``lease_clock()``, checked every KEEPER_TICK_S, so a machine suspend that
+    outlasted the lease is caught right after the resume.
     """
 
     def __init__(self, service: Service, lease: Lease, *, on_lost: Callable[[str], None],
