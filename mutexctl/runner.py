@@ -11,6 +11,7 @@ the watcher along with the watched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -58,18 +59,20 @@ class CommandGroup:
 
     def start(self) -> None:
         """Start the command (exit statuses 126/127 as a shell gives them) and its reaper."""
-        try:
-            self.process = subprocess.Popen(self.argv, env=self.env, process_group=0)
-        except FileNotFoundError:
-            raise CommandStartError(f"command not found: {self.argv[0]}", 127,
-                                    hint="check the spelling, or give the full path") from None
-        except PermissionError:
-            raise CommandStartError(f"command not executable: {self.argv[0]}", 126) from None
-        except OSError as exc:
-            raise CommandStartError(f"cannot run {self.argv[0]}: {exc.strerror}", 126) from None
         self._tty = _controlling_tty()
+        # On a terminal we are in front of, the command takes the terminal itself before its exec,
+        # as a shell's child does: otherwise it could read (and be stopped by SIGTTIN) before we
+        # hand it over, and a Ctrl-Z in that moment would be lost.
+        in_front = self._tty is not None and self._foreground() == os.getpgrp()
+        extra = {"preexec_fn": functools.partial(_take_terminal, self._tty)} if in_front else {}
+        try:
+            self.process = subprocess.Popen(self.argv, env=self.env, process_group=0, **extra)
+        except OSError as exc:
+            if in_front:  # the child took the terminal, then failed to exec
+                _take_terminal(self._tty)  # type: ignore[arg-type]
+            raise _start_error(self.argv[0], exc) from None
         if self._tty is not None:
-            self._pass_foreground(os.getpgrp(), self.pgid)
+            self._pass_foreground(os.getpgrp(), self.pgid)  # if the command could not take it
         try:
             self._reaper, self._reaper_pipe = _start_reaper(self.pgid)
         except OSError as exc:  # without a watcher the command must not run at all
@@ -214,6 +217,20 @@ def _controlling_tty() -> int | None:
         except OSError:
             continue
     return None
+
+
+def _start_error(program: str, exc: OSError) -> CommandStartError:
+    if isinstance(exc, FileNotFoundError):
+        return CommandStartError(f"command not found: {program}", 127, hint="check the spelling, or give the full path")
+    if isinstance(exc, PermissionError):
+        return CommandStartError(f"command not executable: {program}", 126)
+    return CommandStartError(f"cannot run {program}: {exc.strerror}", 126)
+
+
+def _take_terminal(fd: int) -> None:
+    """Make the caller's group the terminal's foreground: the command's, between its fork and exec."""
+    with contextlib.suppress(OSError):  # the terminal may be gone (hang-up)
+        _set_foreground(fd, os.getpgrp())
 
 
 def _set_foreground(fd: int, pgid: int) -> None:

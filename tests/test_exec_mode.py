@@ -204,6 +204,15 @@ def test_an_interactive_command_gets_the_terminal(terminal: Terminal) -> None:
     terminal.expect("rc=0")
 
 
+def test_a_command_that_cannot_start_on_a_terminal_gives_127_and_the_prompt_back(terminal: Terminal) -> None:
+    terminal.send("mutexctl acquire job -- no-such-command-here; echo rc=$?\n")
+    terminal.expect("command not found: no-such-command-here")
+    terminal.expect("rc=127")
+    terminal.send("read line; echo got:$line\n")  # the shell has the terminal again
+    terminal.send("hello\n")
+    terminal.expect("got:hello")
+
+
 def test_ctrl_z_suspends_the_job_and_fg_resumes_it_with_the_lease_kept(terminal: Terminal, cli: Cli) -> None:
     terminal.send("mutexctl acquire job --timeout 1h -- sh -c 'echo $((6*7))-started; read line; echo got:$line'\n")
     terminal.expect("42-started")
