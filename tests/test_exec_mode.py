@@ -182,10 +182,21 @@ class Terminal:
         return head.decode(errors="replace")
 
     def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
+        """Kill everything in the terminal's session: bash and any job a failed test left behind."""
+        for pid in self._session():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)
         os.close(self.fd)
+
+    def _session(self) -> list[int]:
+        members = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+                if int(fields[3]) == self.pid:
+                    members.append(int(stat.parent.name))
+        return members
 
 
 @pytest.fixture
