@@ -508,8 +508,7 @@ class LeaseKeeper(threading.Thread):
         next_renewal = lease_clock() + self._interval
         in_flight = False
         while not self._stopping:
-            now = lease_clock()
-            lose_at = self.lease.local_deadline - self._margin
+            now, lose_at = lease_clock(), self._lose_at()
             if now >= lose_at:
                 cause = (f"store unreachable: {self._last_error}" if self._last_error
                          else "no answer from the store, or this machine was suspended")
@@ -518,8 +517,9 @@ class LeaseKeeper(threading.Thread):
             if not in_flight and now >= next_renewal:
                 in_flight = True
                 threading.Thread(target=self._renew_once, args=(self.lease,), daemon=True).start()
+            until = lose_at if in_flight else min(lose_at, next_renewal)
             # Event.wait runs on the monotonic clock, which stands still in a suspend: wake often.
-            self._wake.wait(max(0.0, min(KEEPER_TICK_S, (lose_at if in_flight else min(lose_at, next_renewal)) - now)))
+            self._wake.wait(max(0.0, min(KEEPER_TICK_S, until - now)))
             self._wake.clear()
             result, self._result = self._result, None
             if result is None:
@@ -541,9 +541,13 @@ class LeaseKeeper(threading.Thread):
         While mutexctl is stopped nothing renews, so the lease may have run out: then it is declared
         lost here, before the command may run again.
         """
-        if self.lost_reason is None and lease_clock() >= self.lease.local_deadline - self._margin:
+        if self.lost_reason is None and lease_clock() >= self._lose_at():
             self._lose("the command was suspended until its lease could have expired; it was killed, not resumed")
         return self.lost_reason is None
+
+    def _lose_at(self) -> float:
+        """The lease-clock instant from which the lease counts as lost: its deadline less the margin."""
+        return self.lease.local_deadline - self._margin
 
     def _renew_once(self, lease: Lease) -> None:
         try:

@@ -129,8 +129,10 @@ class MongoStore:
         return self._state(before, None)
 
     def get(self, mutex_id: str) -> MutexState | None:
-        states = self._query({"_id": mutex_id})
-        return states[0] if states else None
+        """One aggregate: the document, the server's now and the lease's time left on that clock."""
+        with self._errors():
+            docs = list(self._mutexes.aggregate(self._listing({"_id": mutex_id})))
+        return self._state(docs[0], docs[0]["_now"]) if docs else None
 
     def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
         """One aggregate: $facet always yields one document (even from an empty collection), to which
@@ -296,14 +298,9 @@ class MongoStore:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _query(self, match: dict[str, Any]) -> list[MutexState]:
-        """One aggregate: the documents, the server's now and each lease's time left on that clock."""
-        with self._errors():
-            docs = list(self._mutexes.aggregate(self._listing(match)))
-        return [self._state(doc, doc["_now"]) for doc in docs]
-
     @staticmethod
     def _listing(match: dict[str, Any]) -> list[dict[str, Any]]:
+        """The matching documents in name order, each with the server's now and its time left."""
         return [{"$match": match}, {"$sort": {"_id": 1}},
                 {"$addFields": {"_now": "$$NOW", "_left": {"$subtract": [_EXPIRY, "$$NOW"]}}}]
 
