@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .config import Settings, load_settings
-from .errors import (ConfigError, LeaseExpiredError, LeaseLostError, LockHeldError, MutexctlError,
+from .errors import (ConfigError, DuplicateMutexError, LeaseExpiredError, LeaseLostError, LockHeldError, MutexctlError,
                      NotOwnerError, SchemaError, StoreError, StoreUnavailableError, UsageError, WaitTimeoutError)
 from .models import ForcedRelease, Holder, Lease, MutexState, Overview
 from .mutex import HeldLease, LeaseKeeper, RunResult, Service, connect
@@ -21,6 +21,7 @@ from .schema import SCHEMA_VERSION, InitResult, SchemaState
 __all__ = [
     "SCHEMA_VERSION",
     "ConfigError",
+    "DuplicateMutexError",
     "ForcedRelease",
     "HeldLease",
     "Holder",

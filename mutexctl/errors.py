@@ -47,6 +47,18 @@ class LockHeldError(MutexctlError):
         super().__init__(message or _held_message(mutex_id, state), hint=hint)
 
 
+class DuplicateMutexError(LockHeldError):
+    """Several documents carry the mutex's name (another service made copies before the unique
+    index existed): which one is the lease cannot be told, so mutexctl takes none of them."""
+
+    kind = "duplicate"
+
+    def __init__(self, mutex_id: str, state: MutexState | None = None, *, verb: str = "take") -> None:
+        problem = state.problem if state is not None and state.problem else "several documents carry this name"
+        super().__init__(mutex_id, state, message=f"will not {verb} '{mutex_id}': {problem}",
+                         hint="see README.md, 'Sharing mutexes with other services'")
+
+
 class WaitTimeoutError(LockHeldError, TimeoutError):
     """The wait for a mutex ended before it became free."""
 
@@ -101,8 +113,13 @@ def _held_message(mutex_id: str, state: MutexState | None) -> str:
     text = f"mutex '{mutex_id}' is held by {state.taken_by}"
     if state.holder and state.holder.host:
         text += f" (host {state.holder.host}, pid {state.holder.pid})"
+    if state.foreign:
+        text += " (another service's lease)"
     if state.remaining_ms is not None:
         from .models import human_ms
 
         text += f", lease ends in {human_ms(state.remaining_ms)}"
+    elif state.taken:
+        text += f"; its expiry is unknown ({state.problem}): it is never judged expired, free it with " \
+                "release --force --reason"
     return text

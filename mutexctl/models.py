@@ -59,14 +59,24 @@ class MutexState:
     fence: int
     holder: Holder | None
     store_now: datetime
-    remaining_ms: int | None  # time left on the store's clock; None when free
+    remaining_ms: int | None  # time left on the store's clock; None when free or when its expiry is unknown
+    foreign: bool = False  # taken by a write of another service (mutexctl's holder details do not apply)
+    problem: str | None = None  # why its expiry is unknown, or why mutexctl will not take it
+    copies: int = 1  # documents that carry this name (more than one: another service made copies)
+    since: datetime | None = None  # when this holder first took it (``taken_at`` moves with renewals on MongoDB)
 
     @property
     def state(self) -> str:
-        """``held``, ``expired`` (taken but past its timeout: anyone may take it) or ``free``."""
+        """``held``, ``expired`` (taken but past its timeout: anyone may take it), ``free``, or
+        ``duplicate`` (several documents carry the name: mutexctl takes none of them).
+
+        A lease whose expiry cannot be read is ``held``: it is never judged expired.
+        """
+        if self.copies > 1:
+            return "duplicate"
         if not self.taken:
             return "free"
-        if self.remaining_ms is not None and self.remaining_ms > 0:
+        if self.remaining_ms is None or self.remaining_ms > 0:
             return "held"
         return "expired"
 
@@ -82,7 +92,7 @@ class ForcedRelease:
     by_host: str
     reason: str
     previous_holder: str | None
-    previous_fence: int
+    previous_fence: int | None  # None when the lease broken was another service's (it has no fence)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from .errors import (LeaseLostError, LockHeldError, NotOwnerError, SchemaError, 
 from .intracom import (DEFAULT_CHANNEL, AckReport, Cursor, is_for, message_id, parse_payload, validate_action,
                        validate_channel)
 from .models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, Overview, utcnow, validate_mutex_id
-from .schema import InitResult, SchemaState, initialize, refuse_newer
+from .schema import InitResult, SchemaState, check_version, initialize, refuse_newer
 from .stores import Store, mask_url, open_store
 
 BACKOFF_FIRST_S = 0.005
@@ -274,6 +274,18 @@ class Service:
         """The store's schema record; None if it was never initialized (lock commands work anyway)."""
         return self.store.schema_state()
 
+    def check_schema(self) -> SchemaState:
+        """``init-schema --check``: SchemaError unless the store is at this tool's version with nothing
+        missing (e.g. a dropped index); returns the schema record."""
+        state = self.store.schema_state()
+        check_version(state)
+        missing = self.store.schema_problems()
+        if missing:
+            raise SchemaError(f"the store's schema is at version {state.version if state else 0}, but "
+                              + "; ".join(text for _, text in missing), hint="run mutexctl init-schema to repair it")
+        assert state is not None  # check_version raised otherwise
+        return state
+
     def init_schema(self, *, wait: str | float | None = None, timeout: str | float | None = None,
                     dry_run: bool = False, on_step: Callable[[int, str], None] | None = None) -> InitResult:
         """Bring the store to this tool's schema version, under the mutex ``mutexctl.schema``.
@@ -399,13 +411,15 @@ class Service:
             raise SchemaError("broadcast needs the store's schema (version 3 or newer); it is "
                               + ("not initialized" if state is None else f"at version {state.version}"),
                               hint="run mutexctl init-schema")
-        self._intracom_ready = self._writable = True
+        self._intracom_ready = True
 
     def _check_writable(self) -> None:
-        """Refuse to write to a store whose schema is newer than this tool (checked once per Service)."""
+        """Refuse to write to a store whose schema is newer than this tool, and let the store prepare
+        for writes (MongoDB: the unique index on mutexId). Once per Service."""
         if not self._writable:
             state = self.store.schema_state()
             refuse_newer(state.version if state else None)
+            self.store.prepare_writes(state.version if state else 0)
             self._writable = True
 
     def close(self) -> None:

@@ -32,7 +32,9 @@ STEPS: tuple[tuple[int, str], ...] = (
     (1, "mutexes: the collection (table) and an index on holders"),
     (2, "lease history: forced releases, kept 90 days (TTL index)"),
     (3, "broadcast: the message log (kept 7 days, TTL), per-node acks and the live-node registry"),
+    (4, "mutexes: a unique index on mutexId (documents other services create are found by it)"),
 )
+UNIQUE_IDS_STEP = 4
 SCHEMA_VERSION = STEPS[-1][0]
 
 
@@ -66,6 +68,11 @@ class InitResult:
     # (seconds kept before, seconds now) when the broadcast log's expiry was (or, dry, would be)
     # changed to the configured log_retention
     retention: tuple[int, int] | None = None
+
+
+def _repairs(problems: list[tuple[int, str]], version: int) -> tuple[int, ...]:
+    """Steps at or below ``version`` to apply again because part of their work is gone."""
+    return tuple(sorted({step for step, _ in problems if step <= version}))
 
 
 def pending_steps(version: int) -> list[tuple[int, str]]:
@@ -120,8 +127,9 @@ def initialize(svc: Service, *, wait: str | float | None = None, timeout: str | 
     before = state.version if state else 0
     pending = pending_steps(before)
     drift = store.retention_drift()
-    if dry_run or (not pending and drift is None):
-        return InitResult(before, before, (), server, tuple(n for n, _ in pending), retention=drift)
+    repairs = _repairs(store.schema_problems(), before)
+    if dry_run or (not pending and drift is None and not repairs):
+        return InitResult(before, before, (), server, tuple(n for n, _ in pending) + repairs, retention=drift)
     override = svc.settings.mutexes.get(SCHEMA_MUTEX)  # a `mutexes: {mutexctl.schema: …}` entry
     if wait is None:
         wait = override.wait_s if override and override.wait_s is not None else DEFAULT_SCHEMA_WAIT
@@ -131,6 +139,9 @@ def initialize(svc: Service, *, wait: str | float | None = None, timeout: str | 
     with svc.lock(SCHEMA_MUTEX, timeout=timeout, wait=wait) as held:
         state = store.schema_state()  # another runner may have finished while we waited
         version = state.version if state else 0
+        for number in _repairs(store.schema_problems(), version):  # applied steps whose work was undone
+            store.apply_schema_step(number)
+            applied.append(number)
         for number, text in pending_steps(version):
             if held.lost:
                 break  # leaving the block raises LeaseLostError; the next run goes on from here

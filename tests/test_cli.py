@@ -106,10 +106,16 @@ def test_status_json_documents_every_field(cli: Cli) -> None:
 
 
 def test_credentials_in_the_command_line_are_not_stored_for_status(cli: Cli, service: Service) -> None:
-    cli("acquire", "job", "--timeout", "1h", "--", "true", "mongodb://admin:s3cret@db1/ops")
-    done = cli("status", "--json")
-    assert "s3cret" not in done.stdout and "mongodb://***@db1/ops" in done.stdout
-    assert [s.holder.command for s in service.status("job")] == ["true mongodb://***@db1/ops"]
+    job = cli.popen("acquire", "job", "--timeout", "1h", "--", "sh", "-c", "sleep 60", "mongodb://admin:s3cret@db1/ops")
+    try:
+        wait_until(lambda: service.status("job") and service.status("job")[0].state == "held", timeout=20)
+        done = cli("status", "--json")
+        assert "s3cret" not in done.stdout and "mongodb://***@db1/ops" in done.stdout
+        assert [s.holder.command for s in service.status("job") if s.holder] == \
+               ["sh -c 'sleep 60' mongodb://***@db1/ops"]
+    finally:
+        job.terminate()
+        job.communicate(timeout=20)
 
 
 def test_acquire_json(cli: Cli) -> None:

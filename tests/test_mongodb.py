@@ -64,8 +64,11 @@ def test_the_document_keeps_the_seed_s_shape(service: Service, collection: pymon
         "timeout": 1500, "fence": lease.fence}
     assert isinstance(doc["takenAt"], str) and len(doc["takenAt"]) == 24 and doc["takenAt"].endswith("Z")
     taken_at = datetime.fromisoformat(doc["takenAt"].replace("Z", "+00:00"))
-    assert doc["expiresAt"] - taken_at == timedelta(milliseconds=1500)
+    assert lease.expires_at - taken_at == timedelta(milliseconds=1500)  # the lease ends at takenAt + timeout
+    assert set(doc) == {"_id", "mutexId", "taken", "takenAt", "takenBy", "timeout", "fence", "holder"}
     assert doc["holder"]["command"] == "./job" and doc["holder"]["pid"] == os.getpid()
+    # mutexctl's own details carry the takenAt and takenBy they belong to
+    assert (doc["holder"]["takenAt"], doc["holder"]["takenBy"]) == (doc["takenAt"], "node-a")
 
 
 def test_a_seed_shaped_document_from_another_service_is_understood(

@@ -14,7 +14,7 @@ from ..config import parse_timeout_ms, parse_wait_s
 from ..errors import LeaseLostError, LockHeldError, MutexctlError, UsageError
 from ..models import MutexState, human_ms, validate_mutex_id
 from ..mutex import Service
-from ..schema import SCHEMA_VERSION, SchemaState, check_version, describe
+from ..schema import SCHEMA_VERSION, SchemaState, describe
 from . import exit_codes
 from .common import (ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, VersionOpt, app,
                      duration_option)
@@ -137,8 +137,12 @@ def release(
 
 def _report_forced(inv: Invocation, name: str, before: MutexState | None) -> None:
     if inv.as_json:
-        previous = {"previous_holder": before.taken_by, "previous_fence": before.fence} if before else {}
+        previous = {"previous_holder": before.taken_by, "previous_fence": None if before.foreign else before.fence,
+                    "foreign": before.foreign} if before else {}
         inv.out.doc({"ok": True, "mutex": name, "released": before is not None, **previous})
+    elif before is not None and before.foreign:
+        inv.out.note(f"force-released '{name}' from {before.taken_by} (another service's lease, {before.state}); "
+                     f"recorded. That service is not told: its V() will find the mutex no longer its own.")
     elif before is not None:
         from ..mutex import renew_interval_s
 
@@ -215,8 +219,7 @@ def init_schema(
     timeout_s = parse_timeout_ms(timeout, what="--timeout") / 1000 if timeout is not None else None
     with inv.service() as svc:
         if check:
-            state = svc.schema()
-            check_version(state)
+            state = svc.check_schema()
             _report_schema_check(inv, svc.store.url, state)
             return exit_codes.SUCCESS
 

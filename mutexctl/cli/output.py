@@ -93,11 +93,20 @@ def holder_alive(state: MutexState, this_host: str) -> bool | None:
 
 def diagnose(state: MutexState, this_host: str) -> str:
     """Why a mutex is in its state, in words on-call can act on."""
+    if state.state == "duplicate":
+        return state.problem or "several documents carry this name: mutexctl will not take it"
     if state.state == "free":
-        return "free: the next acquire takes it"
+        last = f" (last held by {state.taken_by})" if state.taken_by else ""
+        return f"free{last}: the next acquire takes it"
     if state.state == "expired":
         return "lease expired: the next acquire takes it"
-    left = human_ms(state.remaining_ms or 0)
+    if state.remaining_ms is None:
+        return (f"held by {state.taken_by}, expiry unknown: {state.problem}; it is never judged expired: "
+                f"free it with release --force --reason once its holder is done")
+    left = human_ms(state.remaining_ms)
+    if state.foreign:
+        return (f"held by {state.taken_by}, a lease another service wrote (not mutexctl); it ends in {left} "
+                f"unless that service renews it")
     alive = holder_alive(state, this_host)
     if alive is False:
         return (f"holder pid {state.holder.pid if state.holder else '?'} has exited on this host and nobody renews "
@@ -109,14 +118,21 @@ def diagnose(state: MutexState, this_host: str) -> str:
 
 
 def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
-    holder = state.holder
+    """A mutex for --json. Holder fields describe the current lease only: null when free (the last
+    holder is ``last_taken_by``) and for another service's lease (``foreign``)."""
+    holder, taken = state.holder if state.taken else None, state.taken
     return {
-        "mutex": state.mutex_id, "state": state.state, "taken": state.taken, "taken_by": state.taken_by,
+        "mutex": state.mutex_id, "state": state.state, "taken": taken,
+        "taken_by": state.taken_by if taken else None,
+        "last_taken_by": None if taken else state.taken_by,
+        "foreign": state.foreign,
         "host": holder.host if holder else None, "pid": holder.pid if holder else None,
         "user": holder.user if holder else None, "command": holder.command if holder else None,
-        "taken_at": iso_ms(state.taken_at) if state.taken_at else None,
-        "expires_at": iso_ms(state.expires_at) if state.expires_at else None,
+        "taken_at": iso_ms(state.taken_at) if taken and state.taken_at else None,
+        "since": iso_ms(state.since) if taken and state.since else None,
+        "expires_at": iso_ms(state.expires_at) if taken and state.expires_at else None,
         "remaining_ms": state.remaining_ms, "timeout_ms": state.timeout_ms, "fence": state.fence,
+        "problem": state.problem, "documents": state.copies,
         "why": diagnose(state, this_host),
     }
 
@@ -134,12 +150,15 @@ def status_rows(states: Sequence[MutexState]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for s in states:
         held = s.taken
-        h = s.holder
-        rows.append((s.mutex_id, s.state, (s.taken_by or "-") if held else "-", (h.host if h and held else "-"),
-                     str(h.pid) if h and held else "-", _clip(h.command, 40) if h and held else "-",
-                     _when(s.taken_at) if held else "-",
-                     human_ms(s.remaining_ms) if s.state == "held" and s.remaining_ms is not None else "-",
-                     human_ms(s.timeout_ms) if s.timeout_ms else "-", str(s.fence)))
+        h = s.holder if held else None
+        command = _clip(h.command, 40) if h else ("(another service)" if s.foreign else "-")
+        left = "-"
+        if s.state == "held":
+            left = human_ms(s.remaining_ms) if s.remaining_ms is not None else "unknown"
+        rows.append((s.mutex_id, s.state, (s.taken_by or "-") if held else "-", h.host if h else "-",
+                     str(h.pid) if h else "-", command, _when(s.since or s.taken_at) if held else "-", left,
+                     human_ms(s.timeout_ms) if s.timeout_ms is not None else "-",
+                     "-" if s.foreign else str(s.fence)))
     return rows
 
 
@@ -158,7 +177,7 @@ def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease])
             print(f"# {state.mutex_id}: {diagnose(state, this_host)}")
     for record in forced:
         print(f"# forced release of {record.mutex_id} at {iso_ms(record.at)} by {record.by_user}@{record.by_host} "
-              f"({record.by_node}): {record.reason} [was {record.previous_holder}, fence {record.previous_fence}]")
+              f"({record.by_node}): {record.reason} [was {record.previous_holder}, fence {_fence(record.previous_fence)}]")
 
 
 def _render_rich(states: Sequence[MutexState], rows: list[tuple[str, ...]],
@@ -180,7 +199,7 @@ def _render_rich(states: Sequence[MutexState], rows: list[tuple[str, ...]],
         console.print(f"forced release of [bold]{escape(record.mutex_id)}[/] at {iso_ms(record.at)} by "
                       f"{escape(record.by_user)}@{escape(record.by_host)} ({escape(record.by_node)}): "
                       f"{escape(record.reason)} [dim](was {escape(record.previous_holder or '-')}, "
-                      f"fence {record.previous_fence})[/]", highlight=False)
+                      f"fence {_fence(record.previous_fence)})[/]", highlight=False)
 
 
 def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: bool) -> None:
@@ -215,6 +234,10 @@ def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: boo
         out.data(f"schema version {result.version} is up to date" + ("" if change else "; nothing to do"))
     if change is not None:
         out.data(f"changed {change}")
+
+
+def _fence(fence: int | None) -> str:
+    return "-" if fence is None else str(fence)
 
 
 def _clip(text: str | None, width: int) -> str:

@@ -77,6 +77,12 @@ class Store(Protocol):
     def schema_state(self) -> SchemaState | None:
         """The ``meta`` record, or None on a store never initialized."""
 
+    def prepare_writes(self, schema_version: int) -> None:
+        """Called once before a Service's first write, with the store's schema version (0: none)."""
+
+    def schema_problems(self) -> list[tuple[int, str]]:
+        """(step, what is missing) for parts of applied steps that are gone (e.g. a dropped index)."""
+
     def apply_schema_step(self, step: int) -> None:
         """Apply schema step ``step``; idempotent."""
 

@@ -1,19 +1,22 @@
 """The MongoDB store: the seed's ``mutexes`` documents on a shared database, leases on the server's clock.
 
-Document (``_id`` = ``mutexId``; the seed's fields kept exactly, so other services can share them):
-``{_id, mutexId, taken, takenAt: "2026-11-27T12:03:06.908Z", takenBy, timeout: ms, expiresAt: Date,
-fence: long, holder: {host, pid, user, command}}``.
+Document (the seed's five fields kept exactly, so other services can share them; see seed_document):
+``{_id, mutexId, taken, takenAt: "2026-11-27T12:03:06.908Z", takenBy, timeout: ms, fence: long,
+holder: {takenAt, takenBy, since, host, pid, user, command, exec}}``.
 
-Every expiry test and every new time is computed on the server with ``$$NOW`` (MongoDB >= 4.2), and a
-document written by another service in the seed's shape only (no ``expiresAt``, no ``fence``) expires
-at ``takenAt + timeout``. Acquire is one ``find_one_and_update(upsert=True)``: when the mutex is held
-the filter matches nothing, the upsert tries to insert the same ``_id`` and the server refuses it with
-DuplicateKeyError — which is the answer "held", decided atomically by the unique ``_id`` index.
+Documents are addressed by ``mutexId`` (a unique index), never by ``_id``: other services create
+theirs with an ObjectId. Those mutexctl inserts get ``_id = mutexId``. A lease ends at
+``takenAt + timeout`` for every reader, so a renewal rewrites ``takenAt``. Every expiry test and every
+new time is computed on the server with ``$$NOW`` (MongoDB >= 4.2). Acquire is one
+``find_one_and_update(upsert=True)``: when the mutex is held the filter matches nothing, the upsert
+tries to insert the same ``mutexId`` and the unique index refuses it with DuplicateKeyError — which
+is the answer "held", decided atomically by the server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -25,19 +28,18 @@ from pymongo.collection import Collection
 from pymongo.errors import (ConfigurationError, ConnectionFailure, DuplicateKeyError, InvalidURI, OperationFailure,
                             PyMongoError, ServerSelectionTimeoutError)
 
-from ..errors import ConfigError, LockHeldError, NotOwnerError, StoreError, StoreUnavailableError
+from ..errors import (ConfigError, DuplicateMutexError, LockHeldError, NotOwnerError, SchemaError, StoreError,
+                      StoreUnavailableError)
 from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, Overview, parse_iso
-from ..schema import HISTORY_RETENTION_S, LOG_RETENTION_S, NODE_RETENTION_S, AppliedStep, SchemaState
+from ..schema import (HISTORY_RETENTION_S, LOG_RETENTION_S, NODE_RETENTION_S, UNIQUE_IDS_STEP, AppliedStep,
+                      SchemaState)
 from . import loss_error, mask_url, released_late_error
+from .seed_document import EXPIRED, EXPIRY, HOLDER_CURRENT, ISO_NOW, LIVE, TAKEN_AT, TIMEOUT
+from .seed_document import expiry as doc_expiry
+from .seed_document import holder_is_current, taken_at_time, timeout_ms, unreadable
 
 MIN_SERVER_VERSION = (4, 2)  # $$NOW and update pipelines
-
-# When a lease ends: our expiresAt, or for a seed-shaped document takenAt (a string) + timeout (ms).
-# An unparsable takenAt gives null, and null sorts before every date: such a lease counts as expired.
-_EXPIRY: dict[str, Any] = {"$ifNull": ["$expiresAt", {"$add": [
-    {"$dateFromString": {"dateString": "$takenAt", "onError": None, "onNull": None}}, "$timeout"]}]}
-_EXPIRED = {"$lte": [_EXPIRY, "$$NOW"]}
-_ISO_NOW = {"$dateToString": {"date": "$$NOW", "format": "%Y-%m-%dT%H:%M:%S.%LZ", "timezone": "UTC"}}
+UNIQUE_INDEX = "mutexId_unique"
 
 
 def _literal(value: Any) -> dict[str, Any]:
@@ -72,72 +74,89 @@ class MongoStore:
         self._meta = db["meta"]
         self._counters, self._messages, self._acks, self._nodes = (db["counters"], db["messages"], db["acks"],
                                                                     db["nodes"])
+        self._unique_ids = False  # the unique index on mutexId is known to exist (see prepare_writes)
 
     # -- the store protocol -------------------------------------------------------------------
 
     def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
-        free_or_expired = {"_id": mutex_id, "$or": [{"taken": {"$ne": True}}, {"$expr": _EXPIRED}]}
-        take = [{"$set": {
-            "mutexId": _literal(mutex_id), "taken": True, "takenAt": _ISO_NOW, "takenBy": _literal(node_id),
-            "timeout": timeout_ms, "expiresAt": {"$add": ["$$NOW", timeout_ms]},
-            "fence": {"$add": [{"$ifNull": ["$fence", {"$toLong": 0}]}, 1]},
-            "holder": _literal({"host": holder.host, "pid": holder.pid, "user": holder.user,
-                                "command": holder.command})}}]
+        upsert = True
+        if not self._unique_ids:
+            # Without the unique index an upsert beside another service's document (ObjectId _id)
+            # would make a second copy of the mutex: look first, and never upsert beside one.
+            with self._errors():
+                copies = self._mutexes.count_documents({"mutexId": mutex_id}, limit=2)
+            if copies > 1:
+                raise DuplicateMutexError(mutex_id, self.get(mutex_id))
+            upsert = copies == 0
+        free_or_expired = {"mutexId": mutex_id, "$or": [{"taken": {"$ne": True}}, {"$expr": EXPIRED}]}
         with self._errors():
             try:
-                doc = self._mutexes.find_one_and_update(free_or_expired, take, upsert=True,
-                                                        return_document=ReturnDocument.AFTER,
-                                                        projection={"fence": 1, "takenAt": 1, "expiresAt": 1})
+                doc = self._mutexes.find_one_and_update(
+                    free_or_expired, take_pipeline(mutex_id, node_id, timeout_ms, holder), upsert=upsert,
+                    return_document=ReturnDocument.AFTER, projection={"fence": 1, "takenAt": 1, "holder.since": 1})
             except DuplicateKeyError:
                 raise LockHeldError(mutex_id) from None
-        assert doc is not None  # upsert with AFTER always returns the document
-        return Lease(mutex_id, node_id, int(doc["fence"]), timeout_ms, parse_iso(doc["takenAt"]),
-                     _utc(doc["expiresAt"]))
+        if doc is None:  # no upsert (see above), and held
+            raise LockHeldError(mutex_id)
+        taken_at = parse_iso(doc["takenAt"])
+        return Lease(mutex_id, node_id, int(doc["fence"]), timeout_ms, taken_at,
+                     taken_at + timedelta(milliseconds=timeout_ms))
 
     def renew(self, lease: Lease) -> Lease:
-        ours_and_live = {**self._ours(lease.mutex_id, lease.node_id, lease.fence), "$expr": {"$gt": [_EXPIRY, "$$NOW"]}}
-        extend = [{"$set": {"expiresAt": {"$add": ["$$NOW", lease.timeout_ms]}, "timeout": lease.timeout_ms}}]
+        """Rewrite ``takenAt`` (and the holder's stamp) to the server's now: every reader of the seed's
+        fields then sees the lease extended by its timeout."""
+        ours_and_live = self._ours(lease.mutex_id, lease.node_id, lease.fence, LIVE)
+        extend = [{"$set": {"takenAt": ISO_NOW, "timeout": lease.timeout_ms, "holder.takenAt": ISO_NOW}}]
         with self._errors():
             doc = self._mutexes.find_one_and_update(ours_and_live, extend, return_document=ReturnDocument.AFTER,
-                                                    projection={"expiresAt": 1})
+                                                    projection={"takenAt": 1})
         if doc is None:
             raise self._loss(lease.mutex_id, lease.node_id, lease.fence, "renew")
-        return Lease(lease.mutex_id, lease.node_id, lease.fence, lease.timeout_ms, lease.taken_at,
-                     _utc(doc["expiresAt"]), lease.local_deadline)
+        expires = parse_iso(doc["takenAt"]) + timedelta(milliseconds=lease.timeout_ms)
+        return Lease(lease.mutex_id, lease.node_id, lease.fence, lease.timeout_ms, lease.taken_at, expires,
+                     lease.local_deadline)
 
     def release(self, mutex_id: str, node_id: str, fence: int | None) -> None:
         # One write: free it, and tell in the same operation whether it had already expired.
-        free = [{"$set": {"taken": False, "releasedLate": _EXPIRED}}]
+        free = [{"$set": {"taken": False, "holder.releasedLate": EXPIRED}}]
         with self._errors():
             doc = self._mutexes.find_one_and_update(self._ours(mutex_id, node_id, fence), free,
                                                     return_document=ReturnDocument.AFTER,
-                                                    projection={"releasedLate": 1, "fence": 1})
+                                                    projection={"holder.releasedLate": 1, "fence": 1})
         if doc is None:
             raise self._loss(mutex_id, node_id, fence, "release")
-        if doc.get("releasedLate"):
+        if (doc.get("holder") or {}).get("releasedLate"):
             raise released_late_error(mutex_id, doc.get("fence"))
 
     def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
+        if not self._unique_ids:
+            with self._errors():
+                if self._mutexes.count_documents({"mutexId": mutex_id}, limit=2) > 1:
+                    raise DuplicateMutexError(mutex_id, self.get(mutex_id), verb="release")
         with self._errors():
-            before = self._mutexes.find_one_and_update({"_id": mutex_id, "taken": True}, {"$set": {"taken": False}},
+            before = self._mutexes.find_one_and_update({"mutexId": mutex_id, "taken": True},
+                                                       {"$set": {"taken": False}},
                                                        return_document=ReturnDocument.BEFORE)
             if before is None:
                 return None
+            state = _state([before], None, listed=False)
             self._forced.insert_one({"mutexId": mutex_id, "at": datetime.now(timezone.utc), "byNode": by_node,
                                      "byUser": by.user, "byHost": by.host, "reason": reason,
-                                     "previousHolder": before.get("takenBy"), "previousFence": before.get("fence", 0)})
-        return self._state(before, None)
+                                     "previousHolder": state.taken_by,
+                                     "previousFence": None if state.foreign else state.fence})
+        return state
 
     def get(self, mutex_id: str) -> MutexState | None:
-        """One aggregate: the document, the server's now and the lease's time left on that clock."""
+        """One aggregate: the mutex's documents (one, unless another service made copies), the
+        server's now and the lease's expiry on that clock."""
         with self._errors():
-            docs = list(self._mutexes.aggregate(self._listing({"_id": mutex_id})))
-        return self._state(docs[0], docs[0]["_now"]) if docs else None
+            docs = list(self._mutexes.aggregate(self._listing({"mutexId": mutex_id})))
+        return _state(docs, docs[0]["_now"]) if docs else None
 
     def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
         """One aggregate: $facet always yields one document (even from an empty collection), to which
         the server's now, the forced-release history and the schema record are joined."""
-        match = {} if mutex_id is None else {"_id": mutex_id}
+        match = {"mutexId": {"$type": "string"}} if mutex_id is None else {"mutexId": mutex_id}
         pipeline = [
             {"$facet": {"mutexes": self._listing(match)}},
             {"$addFields": {"now": "$$NOW"}},
@@ -149,14 +168,39 @@ class MongoStore:
                 {"$sort": {"_id": -1}}, {"$limit": forced_limit}]}})
         with self._errors():
             [doc] = self._mutexes.aggregate(pipeline)
-        return Overview(tuple(self._state(d, d["_now"]) for d in doc["mutexes"]),
+        now = _utc(doc["now"])
+        return Overview(tuple(_state(copies, now) for copies in _by_name(doc["mutexes"])),
                         tuple(_forced(d) for d in doc.get("forced", ())),
-                        _schema(doc["meta"][0]) if doc["meta"] else None, _utc(doc["now"]))
+                        _schema(doc["meta"][0]) if doc["meta"] else None, now)
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         query = {} if mutex_id is None else {"mutexId": mutex_id}
         with self._errors():
             return [_forced(d) for d in self._forced.find(query).sort("_id", -1).limit(limit)]
+
+    def prepare_writes(self, schema_version: int) -> None:
+        """Before the first write: make sure ``mutexId`` is unique, which makes acquire atomic.
+
+        A store that init-schema brought to UNIQUE_IDS_STEP has the index. On an older one it is
+        created here (as SQLite creates its tables on first use); where it cannot be (documents
+        already share a name, or the user may not create indexes) acquire looks before it writes.
+        """
+        if schema_version >= UNIQUE_IDS_STEP:
+            self._unique_ids = True
+            return
+        with self._errors():
+            try:
+                self._unique_ids = self._ensure_unique_ids()
+            except DuplicateKeyError:
+                self._unique_ids = False
+            except OperationFailure:  # e.g. not authorized to create indexes
+                self._unique_ids = False
+
+    def schema_problems(self) -> list[tuple[int, str]]:
+        with self._errors():
+            if _has_unique_ids(self._mutexes.index_information()):
+                return []
+        return [(UNIQUE_IDS_STEP, f"the unique index on mutexId in collection {self._mutexes.name} is missing")]
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -184,8 +228,22 @@ class MongoStore:
                 self._acks.create_index([("messageId", 1), ("node", 1)], name="message_node", unique=True)
                 self._nodes.create_index([("node", 1), ("channel", 1)], name="node_channel", unique=True)
                 _ensure_ttl(self._nodes, "lastSeen", NODE_RETENTION_S)
+            elif step == UNIQUE_IDS_STEP:
+                self._unique_ids = self._add_unique_ids()
             else:
                 raise ValueError(f"no schema step {step}")
+
+    def _add_unique_ids(self) -> bool:
+        try:
+            return self._ensure_unique_ids()
+        except DuplicateKeyError:
+            pass
+        found = self._duplicates()
+        names = ", ".join(f"{name!r} ({len(ids)} documents)" for name, ids in found[:5])
+        raise SchemaError(f"cannot add the unique index on mutexId: several documents share a name: {names}"
+                          + (f" and {len(found) - 5} more" if len(found) > 5 else ""),
+                          hint="keep one document per mutexId (the held one), delete the others, then run "
+                               "init-schema again; see README.md, 'Sharing mutexes with other services'")
 
     def retention_drift(self) -> tuple[int, int] | None:
         with self._errors():
@@ -300,32 +358,38 @@ class MongoStore:
 
     @staticmethod
     def _listing(match: dict[str, Any]) -> list[dict[str, Any]]:
-        """The matching documents in name order, each with the server's now and its time left."""
-        return [{"$match": match}, {"$sort": {"_id": 1}},
-                {"$addFields": {"_now": "$$NOW", "_left": {"$subtract": [_EXPIRY, "$$NOW"]}}}]
-
-    def _state(self, doc: dict[str, Any], now: datetime | None) -> MutexState:
-        taken = bool(doc.get("taken"))
-        taken_at = _parse_taken_at(doc.get("takenAt"))
-        expires = doc.get("expiresAt")
-        if expires is None and taken_at is not None and isinstance(doc.get("timeout"), (int, float)):
-            expires = taken_at + timedelta(milliseconds=doc["timeout"])
-        left = doc.get("_left")
-        remaining = max(0, int(left)) if taken and left is not None else (0 if taken else None)
-        holder = doc.get("holder") if isinstance(doc.get("holder"), dict) else None
-        return MutexState(
-            doc.get("mutexId") or str(doc["_id"]), taken, doc.get("takenBy"), taken_at,
-            _utc(expires) if expires else None, doc.get("timeout"), int(doc.get("fence") or 0),
-            Holder(str(holder.get("host")), int(holder.get("pid") or 0), str(holder.get("user")),
-                   str(holder.get("command"))) if holder else None,
-            _utc(now) if now else datetime.now(timezone.utc), remaining)
+        """The matching documents in name order, each with the server's now and, read on the server
+        by the same expressions that decide acquire, its takenAt, timeout and expiry."""
+        return [{"$match": match}, {"$sort": {"mutexId": 1, "_id": 1}},
+                {"$addFields": {"_now": "$$NOW", "_takenAt": TAKEN_AT, "_timeout": TIMEOUT, "_expires": EXPIRY}}]
 
     @staticmethod
-    def _ours(mutex_id: str, node_id: str, fence: int | None) -> dict[str, Any]:
-        guard: dict[str, Any] = {"_id": mutex_id, "taken": True, "takenBy": node_id}
+    def _ours(mutex_id: str, node_id: str, fence: int | None, *also: dict[str, Any]) -> dict[str, Any]:
+        """Our lease: taken by ``node_id`` and, given a fence, that very lease — its holder stamp
+        still current, so another service's take-over under the same node id is not ours."""
+        guard: dict[str, Any] = {"mutexId": mutex_id, "taken": True, "takenBy": node_id}
+        checks = list(also)
         if fence is not None:
             guard["fence"] = fence
+            checks.append(HOLDER_CURRENT)
+        if checks:
+            guard["$expr"] = {"$and": checks}
         return guard
+
+    def _ensure_unique_ids(self) -> bool:
+        """Create the unique index on ``mutexId`` unless an equivalent one exists; raises
+        DuplicateKeyError when documents already share a name."""
+        if _has_unique_ids(self._mutexes.index_information()):
+            return True
+        self._mutexes.create_index("mutexId", unique=True, name=UNIQUE_INDEX)
+        return True
+
+    def _duplicates(self) -> list[tuple[str, list[Any]]]:
+        """(mutexId, the _ids of its documents) for every name held by more than one document."""
+        with self._errors():
+            groups = self._mutexes.aggregate([{"$group": {"_id": "$mutexId", "n": {"$sum": 1}, "ids": {"$push": "$_id"}}},
+                                              {"$match": {"n": {"$gt": 1}}}, {"$sort": {"_id": 1}}])
+            return [(str(g["_id"]), g["ids"]) for g in groups]
 
     def _loss(self, mutex_id: str, node_id: str, fence: int | None, verb: str) -> NotOwnerError:
         return loss_error(mutex_id, node_id, fence, verb, self.get(mutex_id))  # a read on the failure path only
@@ -371,9 +435,100 @@ def _ensure_ttl(collection: Collection[dict[str, Any]], field: str, seconds: int
     collection.create_index(field, name=name, expireAfterSeconds=seconds)
 
 
+def take_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> list[dict[str, Any]]:
+    """The update of a successful acquire: the seed's fields, the next fence, and holder details
+    stamped with the takenAt and takenBy they belong to. Fields of older versions are dropped."""
+    fence = {"$cond": [{"$and": [{"$in": [{"$type": "$fence"}, ["int", "long", "double"]]},
+                                 {"$gte": ["$fence", 0]}, {"$lt": ["$fence", 2**53]}]},
+                       {"$toLong": "$fence"}, {"$toLong": 0}]}
+    details = {"host": holder.host, "pid": holder.pid, "user": holder.user, "command": holder.command}
+    return [{"$set": {
+        "_id": {"$ifNull": ["$_id", _literal(mutex_id)]},  # a new document is named after its mutex
+        "mutexId": _literal(mutex_id), "taken": True, "takenAt": ISO_NOW, "takenBy": _literal(node_id),
+        "timeout": timeout_ms, "fence": {"$add": [fence, 1]},
+        "holder": {"$mergeObjects": [_literal(details),
+                                     {"takenAt": ISO_NOW, "takenBy": _literal(node_id), "since": "$$NOW"}]}}},
+        {"$unset": ["expiresAt", "releasedLate"]}]
+
+
+def _by_name(docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Documents sorted by mutexId, grouped: one group per mutex (more than one: copies)."""
+    groups: list[list[dict[str, Any]]] = []
+    for doc in docs:
+        if groups and groups[-1][0].get("mutexId") == doc.get("mutexId"):
+            groups[-1].append(doc)
+        else:
+            groups.append([doc])
+    return groups
+
+
+def _state(copies: list[dict[str, Any]], now: datetime | None, *, listed: bool = True) -> MutexState:
+    """A mutex from its document(s): from a listing (the server read takenAt, timeout and expiry:
+    ``_takenAt``, ``_timeout``, ``_expires``), or raw (force_release's report: read here by the same
+    rule, on this host's clock). Whatever another service wrote, this never raises."""
+    doc = next((d for d in copies if d.get("taken") is True), copies[0])
+    taken = doc.get("taken") is True
+    expires = doc.get("_expires") if listed else doc_expiry(doc)
+    taken_at = doc.get("_takenAt") if listed else taken_at_time(doc.get("takenAt"))
+    timeout = doc.get("_timeout") if listed else timeout_ms(doc.get("timeout"))
+    now = _utc(now) if now is not None else datetime.now(timezone.utc)
+    remaining = None
+    if taken and isinstance(expires, datetime):
+        remaining = max(0, math.ceil((_utc(expires) - now) / timedelta(milliseconds=1)))
+    current = holder_is_current(doc)
+    problem = None
+    if len(copies) > 1:
+        problem = duplicate_problem(str(doc.get("mutexId")), [d.get("_id") for d in copies])
+    elif taken and remaining is None:
+        problem = unreadable(doc) or "its expiry cannot be read"
+    return MutexState(
+        str(doc.get("mutexId")), taken, _text(doc.get("takenBy")),
+        _utc(taken_at) if isinstance(taken_at, datetime) else None,
+        _utc(expires) if isinstance(expires, datetime) else None,
+        round(timeout) if isinstance(timeout, (int, float)) else None, _fence(doc.get("fence")),
+        _holder(doc.get("holder")) if current else None, now, remaining,
+        foreign=taken and not current, problem=problem, copies=len(copies),
+        since=_since(doc.get("holder")) if current else None)
+
+
+def duplicate_problem(mutex_id: str, ids: list[Any]) -> str:
+    shown = ", ".join(repr(i) for i in ids[:4]) + (", …" if len(ids) > 4 else "")
+    return (f"{len(ids)} documents share mutexId {mutex_id!r} (_id {shown}): mutexctl will not take it "
+            f"until one is left; delete the others, then run mutexctl init-schema (it adds the unique index)")
+
+
+def _holder(value: Any) -> Holder | None:
+    if not isinstance(value, dict):
+        return None
+    pid = value.get("pid")
+    return Holder(_text(value.get("host")) or "", pid if isinstance(pid, int) and not isinstance(pid, bool) else 0,
+                  _text(value.get("user")) or "", _text(value.get("command")) or "")
+
+
+def _since(holder: dict[str, Any]) -> datetime | None:
+    since = holder.get("since")
+    return _utc(since) if isinstance(since, datetime) else None
+
+
+def _fence(value: Any) -> int:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return int(value)
+    return 0
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else repr(value)
+
+
+def _has_unique_ids(indexes: dict[str, Any]) -> bool:
+    return any(spec.get("unique") and [tuple(k) for k in spec.get("key", ())] == [("mutexId", 1)]
+               for spec in indexes.values())
+
+
 def _forced(d: dict[str, Any]) -> ForcedRelease:
+    fence = d.get("previousFence")
     return ForcedRelease(d["mutexId"], _utc(d["at"]), d["byNode"], d["byUser"], d["byHost"], d["reason"],
-                         d.get("previousHolder"), int(d.get("previousFence") or 0))
+                         d.get("previousHolder"), None if fence is None else int(fence))
 
 
 def _schema(doc: dict[str, Any]) -> SchemaState:
@@ -410,12 +565,3 @@ def _secrets(url: str) -> list[str]:
 
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _parse_taken_at(value: object) -> datetime | None:
-    if isinstance(value, datetime):
-        return _utc(value)
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            return parse_iso(value)
-    return None

@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     cursor INTEGER, PRIMARY KEY (node, channel)
 );
 """,
+    4: "",  # the unique mutexId: the primary key of mutexes already
 }
 
 _COLUMNS = "mutexId, taken, takenAt, takenBy, timeout, expiresAt, fence, bootId, expiresNs, host, pid, user, command"
@@ -209,6 +210,12 @@ class SQLiteStore:
         with self._transaction(write=False) as db:
             return _schema(db)
 
+    def prepare_writes(self, schema_version: int) -> None:
+        pass  # mutexId is the table's primary key: unique from the first write
+
+    def schema_problems(self) -> list[tuple[int, str]]:
+        return []
+
     def retention_drift(self) -> tuple[int, int] | None:
         return None  # messages are pruned on insert by the writer's own log_retention
 
@@ -343,8 +350,9 @@ class SQLiteStore:
             # Rounded up, so that a lease with any time left never reads as 0 ms (expired).
             remaining = max(0, -((now_ns - expires_ns) // 1_000_000)) if boot == self._boot else 0
         holder = Holder(host, pid, user, command) if host is not None else None
-        return MutexState(mutex_id, bool(taken), taken_by, parse_iso(taken_at) if taken_at else None,
-                          parse_iso(expires_at) if expires_at else None, timeout, fence, holder, now, remaining)
+        taken_at = parse_iso(taken_at) if taken_at else None
+        return MutexState(mutex_id, bool(taken), taken_by, taken_at, parse_iso(expires_at) if expires_at else None,
+                          timeout, fence, holder, now, remaining, since=taken_at)
 
     def _transaction(self, write: bool = True) -> _Transaction:
         return _Transaction(self._db, self._lock, self.url, write)
