@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Settings, load_settings, parse_timeout_ms, parse_wait_s, validate_node_id
-from .errors import (LeaseLostError, LockHeldError, NotOwnerError, SchemaError, StoreError, UsageError,
+from .errors import (DuplicateMutexError, LeaseLostError, LockHeldError, NotOwnerError, SchemaError, StoreError, UsageError,
                      WaitTimeoutError)
 from .intracom import (DEFAULT_CHANNEL, AckReport, Cursor, is_for, message_id, parse_payload, validate_action,
                        validate_channel)
@@ -449,6 +449,8 @@ class Service:
         return holder
 
     def _timed_out(self, mutex_id: str, held: LockHeldError, wait_s: float) -> LockHeldError:
+        if isinstance(held, DuplicateMutexError):
+            return held  # its message says what to fix; waiting longer does not help
         state = held.state if held.state is not None else self.store.get(mutex_id)
         if wait_s <= 0:
             return LockHeldError(mutex_id, state, hint="wait for it with --wait 30s, or see 'mutexctl status'")

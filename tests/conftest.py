@@ -50,7 +50,7 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def _mongodb_required() -> bool:
+def mongodb_required() -> bool:
     return os.environ.get("CI") == "true" or os.environ.get("MUTEXCTL_REQUIRE_MONGODB") == "1"
 
 
@@ -69,7 +69,7 @@ def mongo_base_uri() -> Iterator[str]:
     try:
         server.start()
     except ServerUnavailable as exc:
-        if _mongodb_required():
+        if mongodb_required():
             pytest.fail(f"MongoDB tests could not run: {exc}", pytrace=False)
         pytest.skip(f"MongoDB tests need a server: {exc}")
     yield server.uri

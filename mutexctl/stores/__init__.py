@@ -26,12 +26,16 @@ def mask_url(url: str) -> str:
 
 def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state: MutexState | None) -> NotOwnerError:
     """Why a guarded release/renew matched nothing, from the mutex's state read after it."""
-    ours = state is not None and state.taken and state.taken_by == node_id and fence in (None, state.fence)
+    ours = state is not None and state.taken and state.taken_by == node_id and fence in (None, state.fence) \
+        and not state.foreign
     if ours and state is not None and state.state == "expired":
         return LeaseExpiredError(mutex_id, f"cannot {verb} '{mutex_id}': the lease (fence {state.fence}) has expired",
                                  state, hint="acquire it again")
     if state is None or not state.taken:
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is not held", state)
+    if state.foreign:
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} in a lease "
+                             "another service wrote", state, hint="--force --reason breaks it, on the record")
     mine = node_id + (f" with fence {fence}" if fence is not None else "")
     return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} (fence {state.fence}), "
                          f"not by {mine}", state,

@@ -30,8 +30,8 @@ from typing import Any
 # Group 1-8: year, month, day, hour, minute, second, fraction, zone.
 ISO_PATTERN = (r"^(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt ]([01]\d|2[0-3]):([0-5]\d)"
                r"(?::([0-5]\d)(?:[.,](\d+))?)?([Zz]|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$")
-EPOCH_DIGITS = r"^\d{1,14}$"
-MAX_EPOCH_MS = 10**14  # year 5138: a larger number is not a time
+EPOCH_DIGITS = r"^\d{1,13}$"
+MAX_EPOCH_MS = 10**13  # year 2286: a larger number is not a time
 MAX_TIMEOUT_MS = 10**13  # about 317 years
 _NUMBERS = ["int", "long", "double"]
 _ISO = re.compile(ISO_PATTERN)
@@ -47,14 +47,18 @@ def _capture(i: int) -> dict[str, Any]:
 
 
 _ISO_DATE = {"$let": {"vars": {"m": {"$regexFind": {"input": "$takenAt", "regex": ISO_PATTERN}}}, "in": {
-    "$cond": [{"$eq": ["$$m", None]}, None, {"$let": {"vars": {"c": "$$m.captures"}, "in": {"$dateFromParts": {
-        "year": {"$toInt": _capture(0)}, "month": {"$toInt": _capture(1)}, "day": {"$toInt": _capture(2)},
-        "hour": {"$toInt": _capture(3)}, "minute": {"$toInt": _capture(4)},
-        "second": {"$toInt": {"$ifNull": [_capture(5), "0"]}},
-        # the first three digits of any fraction: the server's dates count milliseconds
-        "millisecond": {"$toInt": {"$substrCP": [{"$concat": [{"$ifNull": [_capture(6), ""]}, "000"]}, 0, 3]}},
-        "timezone": {"$cond": [{"$in": [{"$ifNull": [_capture(7), "Z"]}, ["Z", "z"]]}, "UTC", _capture(7)]},
-    }}}}]}}}
+    "$cond": [{"$eq": ["$$m", None]}, None, {"$let": {"vars": {"c": "$$m.captures"}, "in": {"$add": [
+        {"$dateFromParts": {
+            "year": {"$toInt": _capture(0)}, "month": {"$toInt": _capture(1)}, "day": 1,
+            "hour": {"$toInt": _capture(3)}, "minute": {"$toInt": _capture(4)},
+            "second": {"$toInt": {"$ifNull": [_capture(5), "0"]}},
+            # the first three digits of any fraction: the server's dates count milliseconds
+            "millisecond": {"$toInt": {"$substrCP": [{"$concat": [{"$ifNull": [_capture(6), ""]}, "000"]}, 0, 3]}},
+            "timezone": {"$cond": [{"$in": [{"$ifNull": [_capture(7), "Z"]}, ["Z", "z"]]}, "UTC", _capture(7)]}}},
+        # the day is added, not passed: a day past the month's end (February 30th) then rolls over
+        # into the next month on every server, instead of failing the whole command on some
+        {"$multiply": [{"$subtract": [{"$toInt": _capture(2)}, 1]}, 86_400_000]},
+    ]}}}]}}}
 
 # takenAt as a Date, or null when it is in no form we read.
 TAKEN_AT: dict[str, Any] = {"$switch": {"branches": [
