@@ -40,3 +40,23 @@ def test_the_readme_starts_with_the_two_commands_a_new_user_runs() -> None:
     commands = re.findall(r"```sh\n(.+?)\n```", readme)[:2]
     assert "mutexctl acquire demo --" in commands[0] and "pip install ." in commands[0]
     assert "pytest" in commands[1] and ".[test]" in commands[1]
+
+
+def test_the_readme_s_node_P_and_V_are_the_code_the_interop_suite_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Sharing mutexes with other services", 1)[1].split("\n## ", 1)[0]
+    [js] = re.findall(r"```js\n(.*?)```", section, flags=re.DOTALL)
+    assert js.strip() in (ROOT / "tests" / "interop" / "service.js").read_text()
+
+
+def test_the_readme_and_the_man_page_give_the_same_document_contract() -> None:
+    from mutexctl.cli.gendocs import SHARING
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Sharing mutexes with other services", 1)[1].split("\n## ", 1)[0]
+    fields = re.findall(r"^\| `(\w+)` \| (\w+) \|", section, flags=re.MULTILINE)
+    assert [name for name, _ in fields] == [name for name, _ in SHARING]
+    man = (ROOT / "man" / "mutexctl.1").read_text()
+    assert ".SH SHARING MUTEXES WITH OTHER SERVICES" in man
+    for words in ("takenAt + timeout", "never judged expired", "unique index"):
+        assert words in section and words in man.replace("\\-", "-")

@@ -48,6 +48,31 @@ FILES = (
     ("$XDG_STATE_HOME/mutexctl/mutexctl.db", "The default embedded store (SQLite)."),
 )
 
+# The README's section "Sharing mutexes with other services", in short.
+SHARING = (
+    ("mutexId", "The mutex's name, a string with a unique index {mutexId: 1} (mutexctl init-schema, step 4). "
+                "Documents are found by it, never by _id; those mutexctl inserts get _id = mutexId."),
+    ("taken", "true while held; V sets false and keeps the document."),
+    ("takenAt", 'When the lease was taken or last renewed, "2026-11-27T12:03:06.908Z" (UTC, ms), from the '
+                "server's clock ($$NOW)."),
+    ("takenBy", "The holder's node id."),
+    ("timeout", "The lease's length in milliseconds."),
+)
+SHARING_RULES = (
+    "A lease ends at takenAt + timeout, on the server's clock, for every reader; a renewal rewrites takenAt. "
+    "Take a mutex with one findOneAndUpdate (upsert: true) whose filter matches free or ended: a duplicate "
+    "key error (11000) from the unique index means held. Write with w: majority; guard V by takenBy and the "
+    "takenAt your P wrote. mutexctl's own fields (fence, holder) carry the takenAt and takenBy they belong "
+    "to: a foreign write makes them void.",
+    "mutexctl also reads takenAt as ISO-8601 with any fraction, Z, an offset or no zone (UTC), a BSON Date, "
+    "or epoch milliseconds (number or digit string), and timeout as int, long, double or digit string. Any "
+    "other form (unparsable text, null, a missing field) is never judged expired: status shows the mutex "
+    "held with expiry unknown, acquire refuses it (exit 1), release --force --reason frees it. Several "
+    "documents with one mutexId are never taken (status: duplicate; init-schema exit 4) until one is left. "
+    "A foreign V of a mutexctl lease is noticed at its next renewal (exec mode: exit 75). "
+    "README.md shows P and V for Node.js and Java.",
+)
+
 EXAMPLES = (
     ("Run a migration while holding the lease; its exit status is returned:",
      "mutexctl acquire deploy --wait 5m -- ./migrate.sh"),
@@ -111,6 +136,12 @@ def man_page() -> str:
         command = root.get_command(ctx, name)  # type: ignore[attr-defined]
         lines += [f".SH COMMAND: {name.upper()}", f"\\fBmutexctl {name}\\fR {_roff(_arguments(command))}",
                   ".PP", _roff(command.help or ""), *_options(command, global_names)]
+    lines += [".SH SHARING MUTEXES WITH OTHER SERVICES", _roff("Services in other languages share the MongoDB "
+              "collection mutexes with mutexctl. A document's fields:")]
+    for field, meaning in SHARING:
+        lines += [".TP", f"\\fB{_roff(field)}\\fR", _roff(meaning)]
+    for rule in SHARING_RULES:
+        lines += [".PP", _roff(rule)]
     lines += [".SH EXIT STATUS"]
     for code, meaning in EXIT_STATUS_TABLE:
         lines += [".TP", f"\\fB{_roff(code)}\\fR", _roff(meaning)]

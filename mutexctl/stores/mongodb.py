@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -34,7 +34,7 @@ from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, Ove
 from ..schema import (HISTORY_RETENTION_S, LOG_RETENTION_S, NODE_RETENTION_S, UNIQUE_IDS_STEP, AppliedStep,
                       SchemaState)
 from . import loss_error, mask_url, released_late_error
-from .seed_document import EXPIRED, EXPIRY, HOLDER_CURRENT, ISO_NOW, LIVE, TAKEN_AT, TIMEOUT
+from .seed_document import EXPIRED, EXPIRED_OWN, EXPIRY, HOLDER_CURRENT, ISO_NOW, LIVE, TAKEN_AT, TIMEOUT
 from .seed_document import expiry as doc_expiry
 from .seed_document import holder_is_current, taken_at_time, timeout_ms, unreadable
 
@@ -117,15 +117,17 @@ class MongoStore:
                      lease.local_deadline)
 
     def release(self, mutex_id: str, node_id: str, fence: int | None) -> None:
-        # One write: free it, and tell in the same operation whether it had already expired.
-        free = [{"$set": {"taken": False, "holder.releasedLate": EXPIRED}}]
+        # One write: free it, and tell in the same operation whether it had already expired (kept in
+        # releasedLate until the next acquire). With a fence the guard proves the lease is the one we
+        # wrote, whose takenAt is in the seed's form: the smaller test suffices.
+        free = [{"$set": {"taken": False, "releasedLate": EXPIRED if fence is None else EXPIRED_OWN}}]
         with self._errors():
             doc = self._mutexes.find_one_and_update(self._ours(mutex_id, node_id, fence), free,
                                                     return_document=ReturnDocument.AFTER,
-                                                    projection={"holder.releasedLate": 1, "fence": 1})
+                                                    projection={"releasedLate": 1, "fence": 1})
         if doc is None:
             raise self._loss(mutex_id, node_id, fence, "release")
-        if (doc.get("holder") or {}).get("releasedLate"):
+        if doc.get("releasedLate"):
             raise released_late_error(mutex_id, doc.get("fence"))
 
     def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
@@ -156,8 +158,8 @@ class MongoStore:
     def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
         """One aggregate: $facet always yields one document (even from an empty collection), to which
         the server's now, the forced-release history and the schema record are joined."""
-        match = {"mutexId": {"$type": "string"}} if mutex_id is None else {"mutexId": mutex_id}
-        pipeline = [
+        match: dict[str, Any] = {"mutexId": {"$type": "string"}} if mutex_id is None else {"mutexId": mutex_id}
+        pipeline: list[dict[str, Any]] = [
             {"$facet": {"mutexes": self._listing(match)}},
             {"$addFields": {"now": "$$NOW"}},
             {"$lookup": {"from": self._meta.name, "as": "meta", "pipeline": [{"$match": {"_id": "schema"}}]}},
@@ -505,8 +507,8 @@ def _holder(value: Any) -> Holder | None:
                   _text(value.get("user")) or "", _text(value.get("command")) or "")
 
 
-def _since(holder: dict[str, Any]) -> datetime | None:
-    since = holder.get("since")
+def _since(holder: Any) -> datetime | None:
+    since = holder.get("since") if isinstance(holder, dict) else None
     return _utc(since) if isinstance(since, datetime) else None
 
 
@@ -520,7 +522,7 @@ def _text(value: Any) -> str | None:
     return None if value is None else value if isinstance(value, str) else repr(value)
 
 
-def _has_unique_ids(indexes: dict[str, Any]) -> bool:
+def _has_unique_ids(indexes: Mapping[str, Any]) -> bool:
     return any(spec.get("unique") and [tuple(k) for k in spec.get("key", ())] == [("mutexId", 1)]
                for spec in indexes.values())
 

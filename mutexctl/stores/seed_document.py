@@ -60,16 +60,22 @@ _ISO_DATE = {"$let": {"vars": {"m": {"$regexFind": {"input": "$takenAt", "regex"
         {"$multiply": [{"$subtract": [{"$toInt": _capture(2)}, 1]}, 86_400_000]},
     ]}}}]}}}
 
+# The seed's own form, "2026-11-27T12:03:06.908Z", the one mutexctl writes: read by one cheap
+# $dateFromString (null for any other string of that length), the general ISO reading otherwise.
+_SEED_FORM = {"$cond": [{"$eq": [{"$strLenCP": "$takenAt"}, 24]}, {"$dateFromString": {
+    "dateString": "$takenAt", "format": "%Y-%m-%dT%H:%M:%S.%LZ", "timezone": "UTC", "onError": None}}, None]}
+_STRING_DATE = {"$let": {"vars": {"seed": _SEED_FORM}, "in": {"$cond": [
+    {"$ne": ["$$seed", None]}, "$$seed",
+    {"$cond": [{"$regexMatch": {"input": "$takenAt", "regex": EPOCH_DIGITS}}, {"$toDate": {"$toLong": "$takenAt"}},
+               _ISO_DATE]}]}}}
+
 # takenAt as a Date, or null when it is in no form we read.
 TAKEN_AT: dict[str, Any] = {"$switch": {"branches": [
     {"case": {"$eq": [{"$type": "$takenAt"}, "date"]}, "then": "$takenAt"},
     {"case": {"$and": [{"$in": [{"$type": "$takenAt"}, _NUMBERS]}, {"$gte": ["$takenAt", 0]},
                        {"$lt": ["$takenAt", MAX_EPOCH_MS]}]},
      "then": {"$toDate": {"$toLong": "$takenAt"}}},
-    {"case": {"$and": [{"$eq": [{"$type": "$takenAt"}, "string"]},
-                       {"$regexMatch": {"input": "$takenAt", "regex": EPOCH_DIGITS}}]},
-     "then": {"$toDate": {"$toLong": "$takenAt"}}},
-    {"case": {"$eq": [{"$type": "$takenAt"}, "string"]}, "then": _ISO_DATE},
+    {"case": {"$eq": [{"$type": "$takenAt"}, "string"]}, "then": _STRING_DATE},
 ], "default": None}}
 
 # timeout in milliseconds, or null.
@@ -87,6 +93,11 @@ EXPIRED: dict[str, Any] = {"$let": {"vars": {"e": EXPIRY}, "in": {
     "$and": [{"$eq": [{"$type": "$$e"}, "date"]}, {"$lte": ["$$e", "$$NOW"]}]}}}
 LIVE: dict[str, Any] = {"$let": {"vars": {"e": EXPIRY}, "in": {
     "$and": [{"$eq": [{"$type": "$$e"}, "date"]}, {"$gt": ["$$e", "$$NOW"]}]}}}
+# The same test for a lease this node wrote and still holds (its holder stamp is current, so takenAt
+# is in the seed's form): smaller, which matters on servers that compile every expression per command.
+EXPIRED_OWN: dict[str, Any] = {"$let": {"vars": {"e": {"$cond": [
+    {"$in": [{"$type": "$timeout"}, _NUMBERS]}, {"$add": [_SEED_FORM, "$timeout"]}, None]}}, "in": {
+    "$and": [{"$eq": [{"$type": "$$e"}, "date"]}, {"$lte": ["$$e", "$$NOW"]}]}}}
 # The seed's takenAt form, written by mutexctl on every acquire and renewal.
 ISO_NOW: dict[str, Any] = {"$dateToString": {"date": "$$NOW", "format": "%Y-%m-%dT%H:%M:%S.%LZ", "timezone": "UTC"}}
 # mutexctl's holder details belong to the lease whose takenAt and takenBy they carry.
