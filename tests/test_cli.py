@@ -173,3 +173,14 @@ def cli_argv() -> list[str]:
     from .conftest import mutexctl_argv
 
     return mutexctl_argv()
+
+
+def test_a_free_mutex_shows_its_last_holder_as_such_never_as_current(cli: Cli) -> None:
+    assert cli("release", "job", "--token", cli("acquire", "job").stdout.strip()).returncode == 0
+    [state] = json.loads(cli("status", "--json").stdout)["mutexes"]
+    assert (state["state"], state["taken"], state["taken_by"], state["last_taken_by"]) == ("free", False, None,
+                                                                                         "cli-node")
+    assert state["host"] is None and state["pid"] is None and state["command"] is None
+    assert state["remaining_ms"] is None and state["expires_at"] is None
+    text = cli("status").stdout
+    assert text.splitlines()[1].split()[:3] == ["job", "free", "-"]
