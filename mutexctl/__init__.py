@@ -5,24 +5,52 @@
     if svc.P("module-service-action", "node-7", 1000):
         try: ...
         finally: svc.V("module-service-action")
+
+The names below are loaded when first used (PEP 562), so ``import mutexctl`` itself costs almost
+nothing: a service pays for the parts it touches, and never for typer, rich or pymongo unless it
+uses the CLI or a MongoDB store.
 """
 
 from __future__ import annotations
 
-from ._version import __version__
-from .config import Settings, load_settings
-from .errors import (ConfigError, DuplicateMutexError, LeaseExpiredError, LeaseLostError, LockHeldError, MutexctlError,
-                     NotOwnerError, SchemaError, StoreError, StoreUnavailableError, UsageError, WaitTimeoutError)
-from .models import ForcedRelease, Holder, Lease, MutexState, Overview
-from .mutex import HeldLease, LeaseKeeper, RunResult, Service, connect
-from .schema import SCHEMA_VERSION, InitResult, SchemaState
+from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .config import Settings, load_settings
+    from .errors import (BroadcastError, CommandStartError, ConfigError, DuplicateMutexError, HandlerFailedError,
+                         LeaseExpiredError, LeaseLostError, LockHeldError, MutexctlError, NodesSilentError,
+                         NotOwnerError, SchemaError, StoreError, StoreUnavailableError, UsageError, WaitTimeoutError)
+    from .keeper import HeldLease, LeaseKeeper
+    from .models import (Ack, AckReport, ForcedRelease, Holder, InitResult, Lease, Message, MutexState, Overview,
+                         RunResult, SchemaState)
+    from .service import Service, connect
+    from .stores.steps import SCHEMA_VERSION
+
+_WHERE = {
+    "Settings": "config", "load_settings": "config",
+    "HeldLease": "keeper", "LeaseKeeper": "keeper",
+    "Service": "service", "connect": "service",
+    "SCHEMA_VERSION": "stores.steps",
+    **dict.fromkeys(("Ack", "AckReport", "ForcedRelease", "Holder", "InitResult", "Lease", "Message", "MutexState",
+                     "Overview", "RunResult", "SchemaState"), "models"),
+    **dict.fromkeys(("BroadcastError", "CommandStartError", "ConfigError", "DuplicateMutexError",
+                     "HandlerFailedError", "LeaseExpiredError", "LeaseLostError", "LockHeldError", "MutexctlError",
+                     "NodesSilentError", "NotOwnerError", "SchemaError", "StoreError", "StoreUnavailableError",
+                     "UsageError", "WaitTimeoutError"), "errors"),
+}
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Ack",
+    "AckReport",
+    "BroadcastError",
+    "CommandStartError",
     "ConfigError",
     "DuplicateMutexError",
     "ForcedRelease",
+    "HandlerFailedError",
     "HeldLease",
     "Holder",
     "InitResult",
@@ -31,8 +59,10 @@ __all__ = [
     "LeaseKeeper",
     "LeaseLostError",
     "LockHeldError",
+    "Message",
     "MutexState",
     "MutexctlError",
+    "NodesSilentError",
     "NotOwnerError",
     "Overview",
     "RunResult",
@@ -48,3 +78,18 @@ __all__ = [
     "connect",
     "load_settings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mutexctl' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next use is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

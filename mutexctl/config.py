@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,11 @@ from typing import Any
 from .errors import ConfigError, UsageError
 
 MAX_DURATION_S = 365 * 24 * 3600.0
+MAX_NAME_LENGTH = 255
+CHANNEL_FORM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# The mutex init-schema runs under, and its lease unless the file's `mutexes:` block says otherwise.
+SCHEMA_MUTEX = "mutexctl.schema"
+_BUILT_IN = {SCHEMA_MUTEX: (120_000, 300.0)}  # timeout 2m, wait 5m: steps run while many runners wait
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_CONNECT_TIMEOUT_MS = 5_000
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h)?$")
@@ -66,6 +70,43 @@ def validate_node_id(node_id: object, *, what: str = "node id") -> str:
     return node_id
 
 
+def validate_mutex_id(name: object) -> str:
+    """Check a mutex name: 1-255 printable characters, not starting with ``$``.
+
+    ``$`` is refused because MongoDB reads such strings as field paths inside update pipelines.
+    """
+    if not isinstance(name, str):
+        raise UsageError(f"mutex name must be a string, not {type(name).__name__}")
+    hint = "use 1-255 printable characters, e.g. 'billing-nightly-export'"
+    if not name:
+        raise UsageError("mutex name is empty", hint=hint)
+    if len(name) > MAX_NAME_LENGTH:
+        raise UsageError(f"mutex name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}", hint=hint)
+    bad = next((ch for ch in name if not ch.isprintable()), None)
+    if bad is not None:
+        raise UsageError(f"mutex name contains the control character {bad!r}", hint=hint)
+    if name.startswith("$"):
+        raise UsageError(f"mutex name {name!r} starts with '$'", hint=hint)
+    if name != name.strip():
+        raise UsageError(f"mutex name {name!r} starts or ends with a space", hint=hint)
+    return name
+
+
+def validate_channel(channel: object) -> str:
+    if not isinstance(channel, str) or not CHANNEL_FORM.match(channel):
+        raise UsageError(f"channel name {channel!r} is not valid",
+                         hint="use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return channel
+
+
+def validate_action(action: object) -> str:
+    """An action name follows the rules of a mutex name."""
+    try:
+        return validate_mutex_id(action)
+    except UsageError as exc:
+        raise UsageError(exc.message.replace("mutex name", "action"), hint=exc.hint) from None
+
+
 @dataclass(frozen=True)
 class MutexOverride:
     timeout_ms: int | None = None
@@ -87,12 +128,23 @@ class Settings:
     config_file: Path | None = None
 
     def timeout_for(self, mutex_id: str) -> int:
+        """The lease timeout (ms) of ``mutex_id``: its ``mutexes:`` entry, a built-in one, or the default."""
         override = self.mutexes.get(mutex_id)
-        return override.timeout_ms if override and override.timeout_ms else self.timeout_ms
+        if override and override.timeout_ms:
+            return override.timeout_ms
+        return _BUILT_IN[mutex_id][0] if mutex_id in _BUILT_IN else self.timeout_ms
 
     def wait_for(self, mutex_id: str) -> float:
+        """How long to wait for ``mutex_id`` (seconds): its entry, a built-in one, or the default."""
         override = self.mutexes.get(mutex_id)
-        return override.wait_s if override and override.wait_s is not None else self.wait_s
+        if override and override.wait_s is not None:
+            return override.wait_s
+        return _BUILT_IN[mutex_id][1] if mutex_id in _BUILT_IN else self.wait_s
+
+
+def host_name() -> str:
+    """This machine's name (the default node id, and the host recorded with a lease)."""
+    return os.uname().nodename
 
 
 def default_store_url(env: Mapping[str, str]) -> str:
@@ -135,7 +187,7 @@ def load_settings(*, config: str | None = None, store: str | None = None, node_i
         values["node_id"] = validate_node_id(node_id, what="--node-id")
     if store is not None:
         values["store"] = store
-    values.setdefault("node_id", socket.gethostname())
+    values.setdefault("node_id", host_name())
     values.setdefault("store", default_store_url(env))
     return Settings(config_file=path, **values)
 
@@ -230,8 +282,6 @@ def _lease_block(path: Path, dotted: str, block: object) -> dict[str, Any]:
 def _mutexes_block(path: Path, block: object) -> dict[str, MutexOverride]:
     if not isinstance(block, dict):
         raise ConfigError(f"{path}: key 'mutexes' must be a mapping of mutex name to {{timeout, wait}}")
-    from .models import validate_mutex_id
-
     overrides = {}
     for name, lease in block.items():
         _checked(f"{path}: key 'mutexes'", lambda n=name: validate_mutex_id(n))

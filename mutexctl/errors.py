@@ -1,15 +1,24 @@
 """Exception hierarchy.
 
 The library raises these and never exits; ``cli/exit_codes.py`` maps each class to one exit status.
-Each error subclasses the matching builtin so callers can catch it without importing mutexctl.
+Each error subclasses the matching builtin so callers can catch it without importing mutexctl, and
+every one pickles (a worker process can raise it to its parent): ``__reduce__`` rebuilds it from its
+attributes, whatever its ``__init__`` takes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .models import MutexState
+
+
+def _rebuild(cls: type[MutexctlError], args: tuple[Any, ...], state: dict[str, Any]) -> MutexctlError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class MutexctlError(Exception):
@@ -22,9 +31,12 @@ class MutexctlError(Exception):
         self.message = message
         self.hint = hint
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
 
 class UsageError(MutexctlError, ValueError):
-    """A malformed argument: a mutex name, a duration, a flag combination."""
+    """A malformed argument: a mutex name, a duration, a flag combination, a payload."""
 
     kind = "usage"
 
@@ -105,6 +117,35 @@ class StoreUnavailableError(StoreError, ConnectionError):
     """The store cannot be reached or opened right now."""
 
     kind = "store_unavailable"
+
+
+class CommandStartError(MutexctlError):
+    """A command to run under a lease could not be started; ``status`` is a shell's code for it
+    (126 not executable, 127 not found)."""
+
+    kind = "command_start"
+
+    def __init__(self, message: str, status: int, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class BroadcastError(MutexctlError):
+    """A broadcast's expected nodes did not all answer with status 0 (see the subclasses)."""
+
+    kind = "broadcast"
+
+
+class HandlerFailedError(BroadcastError):
+    """A listener's handler failed (non-zero status) on some expected node."""
+
+    kind = "handler_failed"
+
+
+class NodesSilentError(BroadcastError):
+    """Some expected nodes never acknowledged the message."""
+
+    kind = "silent"
 
 
 def _held_message(mutex_id: str, state: MutexState | None) -> str:

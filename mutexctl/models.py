@@ -1,18 +1,11 @@
-"""Frozen records passed between the stores, the core and the CLI."""
+"""Frozen records passed between the stores, the features and the CLI: pure data, no behaviour
+beyond what the data itself tells (a mutex's state, an ack report's silent nodes)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
-
-from .errors import UsageError
-
-if TYPE_CHECKING:
-    from .schema import SchemaState
-
-MAX_NAME_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -29,7 +22,7 @@ class Holder:
 class Lease:
     """One holding of a mutex. ``fence`` identifies it; resources can refuse older fences.
 
-    ``local_deadline`` is a ``mutex.lease_clock()`` instant before which the store cannot yet consider
+    ``local_deadline`` is a ``clock.lease_clock()`` instant before which the store cannot yet consider
     the lease expired: the time we *sent* the acquire/renew plus the timeout. It is conservative
     because the store computed the real expiry from a later instant of its own clock.
     """
@@ -96,6 +89,24 @@ class ForcedRelease:
 
 
 @dataclass(frozen=True)
+class AppliedStep:
+    step: int
+    applied_at: datetime
+    applied_by: str
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """The store's ``meta`` record: ``{version, appliedAt, appliedBy, toolVersion}`` and the step log."""
+
+    version: int
+    applied_at: datetime
+    applied_by: str
+    tool_version: str
+    steps: tuple[AppliedStep, ...] = ()
+
+
+@dataclass(frozen=True)
 class Overview:
     """What ``status`` shows, read at once: the mutexes, recent forced releases, the schema record,
     and the store's clock at the time of reading (the one leases are judged on)."""
@@ -104,6 +115,31 @@ class Overview:
     forced: tuple[ForcedRelease, ...]
     schema: SchemaState | None
     store_now: datetime
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What init-schema found and did; ``pending`` is what a dry run would apply."""
+
+    version_before: int
+    version: int
+    applied: tuple[int, ...]
+    server: dict[str, str]
+    pending: tuple[int, ...] = ()
+    # (seconds kept before, seconds now) when the broadcast log's expiry was (or, dry, would be)
+    # changed to the configured log_retention
+    retention: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a command run under a lease ended: its status, and why the lease was lost, if it was."""
+
+    status: int
+    fence: int
+    lost: str | None = None
+    stopped: bool = False  # the loss was noticed while the command ran, and it was stopped
+    release_error: str | None = None  # the command ended, but its lease could not be released (why)
 
 
 @dataclass(frozen=True)
@@ -130,6 +166,31 @@ class Ack:
     at: datetime
     status: int
     duration_ms: int
+
+
+@dataclass(frozen=True)
+class AckReport:
+    """Who acknowledged a message, who failed, and who stayed silent (expected, no ack)."""
+
+    message: Message
+    acks: tuple[Ack, ...]
+
+    @property
+    def ok(self) -> list[Ack]:
+        return [a for a in self.acks if a.status == 0]
+
+    @property
+    def failed(self) -> list[Ack]:
+        return [a for a in self.acks if a.status != 0]
+
+    @property
+    def silent(self) -> list[str]:
+        answered = {a.node for a in self.acks}
+        return [node for node in self.message.expected if node not in answered]
+
+    @property
+    def complete(self) -> bool:
+        return not self.silent
 
 
 def human_ms(milliseconds: float) -> str:
@@ -161,25 +222,3 @@ def iso_ms(moment: datetime) -> str:
 
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def validate_mutex_id(name: object) -> str:
-    """Check a mutex name: 1-255 printable characters, not starting with ``$``.
-
-    ``$`` is refused because MongoDB reads such strings as field paths inside update pipelines.
-    """
-    if not isinstance(name, str):
-        raise UsageError(f"mutex name must be a string, not {type(name).__name__}")
-    hint = "use 1-255 printable characters, e.g. 'billing-nightly-export'"
-    if not name:
-        raise UsageError("mutex name is empty", hint=hint)
-    if len(name) > MAX_NAME_LENGTH:
-        raise UsageError(f"mutex name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}", hint=hint)
-    bad = next((ch for ch in name if not ch.isprintable()), None)
-    if bad is not None:
-        raise UsageError(f"mutex name contains the control character {bad!r}", hint=hint)
-    if name.startswith("$"):
-        raise UsageError(f"mutex name {name!r} starts with '$'", hint=hint)
-    if name != name.strip():
-        raise UsageError(f"mutex name {name!r} starts or ends with a space", hint=hint)
-    return name

@@ -81,7 +81,7 @@ def raw_pair(uri: str) -> Callable[[], None]:
     import pymongo
 
     from mutexctl.models import Holder
-    from mutexctl.stores.mongodb import take_pipeline
+    from mutexctl.stores.mongodb.documents import take_pipeline
     from mutexctl.stores.seed_document import EXPIRED, EXPIRED_OWN, HOLDER_CURRENT
 
     collection = pymongo.MongoClient(uri, w="majority", tz_aware=True).get_default_database()["mutexes"]

@@ -293,7 +293,7 @@ def test_the_library_iterator_acks_each_message_when_the_next_is_asked_for(ready
 
 
 def test_the_cursor_waits_at_a_gap_and_gives_up_on_it_only_after_the_grace() -> None:
-    from mutexctl.intracom import Cursor
+    from mutexctl.intracom.cursor import Cursor
 
     cursor = Cursor(4, gap_grace_s=60)
     cursor.mark(6)  # 6 handled while 5 is missing
@@ -307,7 +307,7 @@ def test_the_cursor_waits_at_a_gap_and_gives_up_on_it_only_after_the_grace() -> 
 
 
 def test_a_new_listener_backfills_only_messages_that_expected_it() -> None:
-    from mutexctl.intracom import BACKFILL, Cursor
+    from mutexctl.intracom.cursor import BACKFILL, Cursor
 
     cursor = Cursor.start(None, 500, from_start=False, gap_grace_s=60)
     assert cursor.position == 500 - BACKFILL

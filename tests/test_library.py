@@ -33,14 +33,14 @@ def test_lock_reports_loss_and_raises_when_the_block_ends(service: Service, othe
 def test_a_system_suspend_longer_than_the_lease_is_noticed_within_a_keeper_tick(
         service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """Lease deadlines run on CLOCK_BOOTTIME, which (unlike the monotonic clock) counts a suspend."""
-    from mutexctl import mutex
+    from mutexctl import clock, keeper
 
-    assert mutex.lease_clock() - time.clock_gettime(time.CLOCK_BOOTTIME) < 0.1
+    assert clock.lease_clock() - time.clock_gettime(time.CLOCK_BOOTTIME) < 0.1
     with pytest.raises(LeaseLostError):
         with service.lock("job", timeout="1m") as held:
             resumed = time.monotonic()
             # The machine slept 61 s: the boot-time clock jumped, the monotonic one did not.
-            monkeypatch.setattr(mutex, "lease_clock", lambda real=mutex.lease_clock: real() + 61)
+            monkeypatch.setattr(keeper, "lease_clock", lambda real=clock.lease_clock: real() + 61)
             assert held.wait_lost(timeout=5)
             assert time.monotonic() - resumed < 3  # not at the next renewal, 5 s later
             assert "suspended" in (held.lost_reason or "")

@@ -14,7 +14,7 @@ import pytest
 from pymongo import monitoring
 
 from mutexctl import LockHeldError, Service, Settings
-from mutexctl.schema import SCHEMA_VERSION
+from mutexctl import SCHEMA_VERSION
 
 from .conftest import Cli, pid_alive, start_job, wait_until
 from .mongo_server import MongoServer, ServerUnavailable, with_database

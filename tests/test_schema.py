@@ -15,6 +15,8 @@ import mutexctl
 from mutexctl import SCHEMA_VERSION, Service
 from mutexctl.schema import STEPS
 
+STEP_NUMBERS = [step.number for step in STEPS]
+
 from .conftest import HELPERS, Cli, store_rows
 
 
@@ -25,14 +27,14 @@ def test_init_applies_every_step_once_and_records_the_meta_record(cli: Cli, serv
     state = service.schema()
     assert state is not None
     assert (state.version, state.applied_by, state.tool_version) == (SCHEMA_VERSION, "cli-node", mutexctl.__version__)
-    assert [s.step for s in state.steps] == [n for n, _ in STEPS]
+    assert [s.step for s in state.steps] == STEP_NUMBERS
 
 
 def test_a_second_run_finds_the_store_up_to_date(cli: Cli, service: Service) -> None:
     cli("init-schema")
     done = cli("init-schema")
     assert done.returncode == 0 and "up to date; nothing to do" in done.stdout
-    assert [s.step for s in service.schema().steps] == [n for n, _ in STEPS]
+    assert [s.step for s in service.schema().steps] == STEP_NUMBERS
 
 
 def test_eight_concurrent_runs_all_succeed_and_apply_each_step_exactly_once(cli: Cli, service: Service) -> None:
@@ -43,7 +45,7 @@ def test_eight_concurrent_runs_all_succeed_and_apply_each_step_exactly_once(cli:
     documents = [json.loads(out) for (out, _), _ in results]
     assert sum(1 for d in documents if d["applied"]) == 1  # one runner applied, the others were up to date
     assert all(d["version"] == SCHEMA_VERSION for d in documents)
-    assert Counter(s.step for s in service.schema().steps) == Counter(n for n, _ in STEPS)
+    assert Counter(s.step for s in service.schema().steps) == Counter(STEP_NUMBERS)
 
 
 def test_a_run_killed_after_a_step_leaves_a_store_the_next_run_completes(store_url: str, cli: Cli,
@@ -56,7 +58,7 @@ def test_a_run_killed_after_a_step_leaves_a_store_the_next_run_completes(store_u
     assert done.returncode == 0, done.stderr
     state = service.schema()
     assert state.version == SCHEMA_VERSION
-    assert [s.step for s in state.steps] == [n for n, _ in STEPS]
+    assert [s.step for s in state.steps] == STEP_NUMBERS
     assert [s.applied_by for s in state.steps][:2] == ["doomed", "cli-node"]
 
 
@@ -101,7 +103,7 @@ def test_dry_run_lists_the_steps_and_changes_nothing(cli: Cli, store_url: str) -
     done = cli("init-schema", "--dry-run")
     assert done.returncode == 0
     assert [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("would apply")] == \
-           [f"would apply step {n}" for n, _ in STEPS]
+           [f"would apply step {n}" for n in STEP_NUMBERS]
     assert store_rows(store_url) == before
     cli("init-schema")
     assert "nothing would change" in cli("init-schema", "--dry-run").stdout
@@ -159,7 +161,7 @@ def test_a_changed_log_retention_is_applied_by_the_next_init(cli: Cli, store_url
 
 def test_servers_older_than_4_2_are_refused() -> None:
     from mutexctl import StoreUnavailableError
-    from mutexctl.stores.mongodb import check_server_version
+    from mutexctl.stores.mongodb.schema import check_server_version
 
     assert check_server_version({"version": "4.2.0", "versionArray": [4, 2, 0, 0]}) == "4.2.0"
     assert check_server_version({"version": "7.0.14"}) == "7.0.14"

@@ -1,44 +1,54 @@
-"""``broadcast`` and ``listen``: the intracom commands."""
+"""The intracom commands: ``broadcast`` (``send``, the default, and ``status``) and ``listen``."""
 
 # (no "from __future__ import annotations": typer reads these signatures at every start, and string
 # annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
 import json
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
-from ..config import parse_wait_s
-from ..errors import MutexctlError, UsageError
-from ..intracom import DEFAULT_CHANNEL, AckReport, message_doc
-from ..models import Message, human_ms, iso_ms
-from ..mutex import Service
+from ..errors import BroadcastError, UsageError
+from ..intracom.acks import check
+from ..intracom.handler import command_handler
+from ..intracom.messages import DEFAULT_CHANNEL, message_doc
+from ..models import AckReport, Message, human_ms, iso_ms
 from . import exit_codes
-from .common import ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, app, duration_option
+from .common import (APP_SETTINGS, ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt,
+                     duration_option, invocation, wait_option)
+from .output import ack_doc
 
 ChannelOpt = Annotated[str, typer.Option("--channel", "-c", metavar="NAME", help="The channel (default: default).",
                                          show_default=False)]
 
 
-class BroadcastOutcomeError(MutexctlError):
-    """Some expected node failed or stayed silent; the CLI exits 5 or 1."""
+class BroadcastGroup(TyperGroup):
+    """``broadcast ACTION …`` is short for ``broadcast send ACTION …`` unless ACTION names a
+    subcommand: an action called ``status`` is sent with ``broadcast send status``."""
 
-    kind = "broadcast"
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["send", *args]
+        return super().parse_args(ctx, args)  # type: ignore[arg-type]
 
 
-@app.command(context_settings={"ignore_unknown_options": False})
-def broadcast(
+app = typer.Typer(**APP_SETTINGS)
+broadcast = typer.Typer(name="broadcast", cls=BroadcastGroup, no_args_is_help=True, **APP_SETTINGS,
+                        help="Ask every other instance listening on a channel to run an action; see its acks.\n\n"
+                             "'mutexctl broadcast ACTION' is short for 'mutexctl broadcast send ACTION'.")
+app.add_typer(broadcast)
+
+
+@broadcast.command(context_settings={"ignore_unknown_options": False})
+def send(
     ctx: typer.Context,
-    action: Annotated[str, typer.Argument(metavar="ACTION", help="What the listeners should do, e.g. reload-cache. "
-                                                "'broadcast status ID' reports on a message instead.",
+    action: Annotated[str, typer.Argument(metavar="ACTION", help="What the listeners should do, e.g. reload-cache.",
                                           show_default=False)],
-    message_id: Annotated[Optional[str], typer.Argument(metavar="[ID]", help="With status: the message id.",
-                                                        show_default=False)] = None,
     payload: Annotated[Optional[str], typer.Option(
         "--payload", "-p", metavar="JSON|@FILE|-", help="JSON payload (at most 1 MiB): inline, @file, or - for stdin.",
         show_default=False)] = None,
@@ -52,21 +62,14 @@ def broadcast(
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:
-    """Ask every other instance listening on a channel to run ACTION; print the message id.
+    """Send ACTION to the channel's listeners; print the message id.
 
     The nodes expected to answer are --to, else the channel's live listeners (minus this node) at send
     time. With --wait-acks: exit 0 when all acked with status 0, 5 when a handler failed, 1 when
     some stayed silent.
     """
-    inv = ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
-    if action == "status":
-        if message_id is None:
-            raise UsageError("broadcast status needs a message id", hint="mutexctl broadcast status default:12")
-        with inv.service() as svc:
-            return _report(inv, svc.ack_report(message_id), waited=False)
-    if message_id is not None:
-        raise UsageError(f"unexpected argument {message_id!r}", hint="only 'broadcast status ID' takes an id")
-    wait_s = parse_wait_s(wait, what="--wait") if wait is not None else 30.0
+    inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    wait_s = wait_option(wait)
     text = _read_payload(payload)
     with inv.service() as svc:
         message = svc.broadcast(action, text, channel=channel, to=to or ())
@@ -80,11 +83,27 @@ def broadcast(
             return exit_codes.SUCCESS
         if not inv.as_json:
             inv.out.data(message.id)
-        report = svc.wait_acks(message, wait=wait_s, on_progress=lambda r: inv.out.progress(_progress(r)))
-        return _report(inv, report, waited=True)
+        report = svc.wait_acks(message, wait=30.0 if wait_s is None else wait_s,
+                               on_progress=lambda r: inv.out.progress(_progress(r)))
+    return _report(inv, report, waited=True)
 
 
-def _read_payload(payload: str | None) -> str:
+@broadcast.command("status")
+def status(
+    ctx: typer.Context,
+    message_id: Annotated[str, typer.Argument(metavar="ID", help="The message id broadcast printed, e.g. default:12.",
+                                              show_default=False)],
+    config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0, debug: DebugOpt = False,
+) -> int:
+    """Report who acked a message, who failed and who is silent (exit 0, 5 or 1, as --wait-acks)."""
+    inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    with inv.service() as svc:
+        report = svc.ack_report(message_id)
+    return _report(inv, report, waited=False)
+
+
+def _read_payload(payload: Optional[str]) -> str:
     if payload is None:
         return "{}"
     if payload == "-":
@@ -109,41 +128,27 @@ def _progress(report: AckReport) -> str:
 
 
 def _report(inv: Invocation, report: AckReport, *, waited: bool) -> int:
-    code = (exit_codes.HANDLER_FAILED if report.failed else
-            exit_codes.CONFLICT if report.silent else exit_codes.SUCCESS)
-    if inv.as_json:
-        document = {"ok": code == 0, "message": message_doc(report.message),
-                    "acked": [_ack_doc(a) for a in report.ok], "failed": [_ack_doc(a) for a in report.failed],
-                    "silent": report.silent}
-        if code:
-            document["error"] = {"kind": "broadcast", "message": _summary(report), "exit_code": code}
-        inv.out.doc(document)
-        return code
+    """The acks, then the verdict intracom reaches (acks.check): 0, or its error's exit status."""
+    document: dict[str, Any] = {"message": message_doc(report.message), "acked": [ack_doc(a) for a in report.ok],
+                                "failed": [ack_doc(a) for a in report.failed], "silent": report.silent}
     inv.out.end_progress()
-    for ack in report.ok:
-        inv.out.note(f"acked by {ack.node}: status 0 in {human_ms(ack.duration_ms)} at {iso_ms(ack.at)}")
-    for ack in report.failed:
-        inv.out.note(f"FAILED on {ack.node}: status {ack.status} in {human_ms(ack.duration_ms)} at {iso_ms(ack.at)}")
-    if code:
-        inv.out.fail(BroadcastOutcomeError(_summary(report), hint="see 'mutexctl broadcast status "
-                                           f"{report.message.id}'" if waited else None), code)
+    if not inv.as_json:
+        for ack in report.ok:
+            inv.out.note(f"acked by {ack.node}: status 0 in {human_ms(ack.duration_ms)} at {iso_ms(ack.at)}")
+        for ack in report.failed:
+            inv.out.note(f"FAILED on {ack.node}: status {ack.status} in {human_ms(ack.duration_ms)} "
+                         f"at {iso_ms(ack.at)}")
+    try:
+        check(report, point_to_status=waited)
+    except BroadcastError as exc:
+        code = exit_codes.exit_code_for(exc)
+        inv.out.fail(exc, code, **document)
+        return code
+    if inv.as_json:
+        inv.out.doc({"ok": True, **document})
     elif not report.message.expected:
         inv.out.note("no node was expected to answer (no live listener on the channel at send time)")
-    return code
-
-
-def _summary(report: AckReport) -> str:
-    parts = []
-    if report.failed:
-        parts.append("failed on " + ", ".join(f"{a.node} (status {a.status})" for a in report.failed))
-    if report.silent:
-        parts.append("no answer from " + ", ".join(report.silent))
-    return f"message {report.message.id}: " + "; ".join(parts)
-
-
-def _ack_doc(ack: object) -> dict[str, object]:
-    return {"node": ack.node, "status": ack.status, "at": iso_ms(ack.at),  # type: ignore[attr-defined]
-            "duration_ms": ack.duration_ms}  # type: ignore[attr-defined]
+    return exit_codes.SUCCESS
 
 
 @app.command(context_settings={"ignore_unknown_options": False})
@@ -167,32 +172,18 @@ def listen(
     status is the ack. A restarted listener resumes where it stopped. SIGTERM or SIGINT lets the
     running handler finish, then exits 0.
     """
-    inv = ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
+    inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stop.set())
+    handler = command_handler(command) if command else _print
     with inv.service() as svc:
-        handler = _command_handler(command) if command else _print_handler
-        handled = svc.listen(channel=channel, handler=handler, include_self=include_self, from_start=from_start,
-                             once=once, stop=stop)
+        handled = svc.intracom.listen(channel=channel, handler=handler, include_self=include_self,
+                                      from_start=from_start, once=once, stop=stop)
     inv.out.detail(f"handled {handled} message(s) on {channel}")
     return exit_codes.SUCCESS
 
 
-def _print_handler(message: Message) -> int:
+def _print(message: Message) -> int:
     print(json.dumps(message_doc(message), ensure_ascii=False), flush=True)
     return 0
-
-
-def _command_handler(command: list[str]):  # type: ignore[no-untyped-def]
-    from ..runner import run_handler
-
-    def handle(message: Message) -> int:
-        env = dict(os.environ, MUTEXCTL_MESSAGE_ID=message.id, MUTEXCTL_ACTION=message.action,
-                   MUTEXCTL_SENDER=message.sender, MUTEXCTL_CHANNEL=message.channel)
-        return run_handler(command, message.payload.encode("utf-8"), env)
-
-    return handle
-
-
-__all__ = ["Service", "broadcast", "listen"]

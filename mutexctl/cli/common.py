@@ -1,29 +1,22 @@
-"""What every command shares: the Typer app, the global options, and the Invocation they fill."""
+"""What every command shares: the global options, and the Invocation they fill."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any, Optional
 
 import typer
 
-from .._version import __version__
-from ..config import load_settings
-from ..mutex import Service
+from ..config import load_settings, parse_timeout_ms, parse_wait_s
+from ..service import Service
 from . import exit_codes
 from .output import Output
 
-HELP = """Named leases (mutexes with a timeout) shared through a database, for scripts, CI/CD and on-call.
-
-The store is an embedded SQLite file by default (one host); give --store mongodb://… for a fleet."""
-
-EPILOG = "Exit status: 0 ok, 1 held or wait timed out, 2 usage, 3 not the owner, 4 schema, 5 a broadcast " \
-         "handler failed, 69 store unavailable, 75 lease lost, 78 configuration. See man mutexctl."
-
-app = typer.Typer(
-    name="mutexctl", help=HELP, epilog=EPILOG, no_args_is_help=True, add_completion=False,
-    pretty_exceptions_enable=False, pretty_exceptions_show_locals=False,
+# Rich help only on a terminal; every command module makes its Typer app with these.
+APP_SETTINGS: dict[str, Any] = dict(
+    add_completion=False, pretty_exceptions_enable=False, pretty_exceptions_show_locals=False,
     rich_markup_mode="rich" if sys.stdout.isatty() else None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -51,16 +44,29 @@ class Invocation:
         self.verbose = max(self.verbose, verbose)
         self.debug = self.debug or debug
         self.out = Output(as_json=self.as_json, verbose=self.verbose)
+        if self.verbose:
+            from .logs import show_logs  # the library's log lines, on stderr, masked
+
+            show_logs(self.verbose)
         return self
 
     def service(self) -> Service:
         return Service(load_settings(config=self.config, store=self.store, node_id=self.node_id))
 
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"mutexctl {__version__}")
-        raise typer.Exit(0)
+def invocation(ctx: typer.Context, config: str | None, store: str | None, node_id: str | None, as_json: bool,
+               verbose: int, debug: bool) -> Invocation:
+    """The command's Invocation, with the global options it was given merged in."""
+    return ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
+
+
+def timeout_option(value: str | None, what: str = "--timeout") -> timedelta | None:
+    """A lease length parsed once, here: the library takes the timedelta as it is."""
+    return None if value is None else timedelta(milliseconds=parse_timeout_ms(value, what=what))
+
+
+def wait_option(value: str | None, what: str = "--wait") -> float | None:
+    return None if value is None else parse_wait_s(value, what=what)
 
 
 def duration_option(*names: str, help: str) -> Any:  # noqa: A002 - typer's own parameter name
@@ -77,8 +83,7 @@ NodeOpt = Annotated[Optional[str], typer.Option(
     "--node-id", metavar="ID", help="Who holds leases; default: the host name [env: MUTEXCTL_NODE_ID].",
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, errors included.")]
-VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="Say more on stderr.",
+VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True,
+                                          help="Say more on stderr: the library's log lines (-vv: debug).",
                                           show_default=False)]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
-VersionOpt = Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")]

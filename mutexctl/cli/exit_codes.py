@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from ..errors import (ConfigError, LeaseLostError, LockHeldError, MutexctlError, NotOwnerError, SchemaError,
-                      StoreError, StoreUnavailableError, UsageError)
+from ..errors import (CommandStartError, ConfigError, HandlerFailedError, LeaseLostError, LockHeldError,
+                      MutexctlError, NodesSilentError, NotOwnerError, SchemaError, StoreError, StoreUnavailableError,
+                      UsageError)
 
 SUCCESS = 0
 CONFLICT = 1
+SILENT = 1  # broadcast: expected nodes stayed silent (not changed by --conflict-exit-code)
 USAGE = 2
 NOT_OWNER = 3
 SCHEMA = 4
@@ -35,6 +37,8 @@ EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
 # Most specific class first: the first isinstance match wins.
 _BY_ERROR: tuple[tuple[type[MutexctlError], int], ...] = (
     (LockHeldError, CONFLICT),
+    (HandlerFailedError, HANDLER_FAILED),
+    (NodesSilentError, SILENT),
     (UsageError, USAGE),
     (NotOwnerError, NOT_OWNER),
     (SchemaError, SCHEMA),
@@ -46,10 +50,11 @@ _BY_ERROR: tuple[tuple[type[MutexctlError], int], ...] = (
 
 
 def exit_code_for(error: MutexctlError, *, conflict_code: int = CONFLICT) -> int:
-    status = getattr(error, "status", None)  # CommandStartError carries the shell's 126/127
-    if isinstance(status, int):
-        return status
+    if isinstance(error, CommandStartError):  # a shell's 126/127
+        return error.status
+    if isinstance(error, LockHeldError):
+        return conflict_code
     for cls, code in _BY_ERROR:
         if isinstance(error, cls):
-            return conflict_code if code == CONFLICT else code
+            return code
     return INTERNAL

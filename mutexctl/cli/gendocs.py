@@ -134,6 +134,13 @@ def man_page() -> str:
              "They are accepted before the command name and after it.", *_options(root)]
     for name in commands:
         command = root.get_command(ctx, name)  # type: ignore[attr-defined]
+        subcommands = getattr(command, "commands", None)
+        if subcommands:  # a group: its help, then each subcommand
+            lines += [f".SH COMMAND: {name.upper()}", ".PP", _roff(command.help or "")]
+            for sub_name, sub in subcommands.items():
+                lines += [f".SS {name} {sub_name}", f"\\fBmutexctl {name} {sub_name}\\fR {_roff(_arguments(sub))}",
+                          ".PP", _roff(sub.help or ""), *_options(sub, global_names)]
+            continue
         lines += [f".SH COMMAND: {name.upper()}", f"\\fBmutexctl {name}\\fR {_roff(_arguments(command))}",
                   ".PP", _roff(command.help or ""), *_options(command, global_names)]
     lines += [".SH SHARING MUTEXES WITH OTHER SERVICES", _roff("Services in other languages share the MongoDB "

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from ..config import host_name
+from ..diagnose import why
 from ..errors import MutexctlError
-from ..models import ForcedRelease, Lease, MutexState, human_ms, iso_ms
-from ..schema import SCHEMA_VERSION, STEPS, InitResult
-from ..stores import mask_url
+from ..models import Ack, ForcedRelease, InitResult, Lease, MutexState, human_ms, iso_ms
+from ..redact import mask_url
+from ..schema import SCHEMA_VERSION, title
 
 
 class Output:
@@ -39,17 +40,15 @@ class Output:
         if self.verbose or self.stderr_tty:
             self.note(text)
 
-    def fail(self, error: BaseException, code: int) -> None:
-        """One line ``mutexctl: <message>`` (plus a hint line), or the --json error document."""
-        message = mask_url(getattr(error, "message", None) or str(error) or error.__class__.__name__)
-        hint = getattr(error, "hint", None)
-        kind = getattr(error, "kind", "internal" if not isinstance(error, MutexctlError) else "error")
+    def fail(self, error: BaseException, code: int, **document: Any) -> None:
+        """One line ``mutexctl: <message>`` (plus a hint line), or the --json error document (with
+        ``document``'s fields beside it)."""
         if self.as_json:
-            self.doc({"ok": False, "error": {"kind": kind, "message": message, "exit_code": code,
-                                             **({"hint": hint} if hint else {})}})
+            self.doc({"ok": False, **document, "error": error_doc(error, code)})
             return
         self.end_progress()
-        print(f"mutexctl: {message}", file=sys.stderr)
+        print(f"mutexctl: {_message(error)}", file=sys.stderr)
+        hint = getattr(error, "hint", None)
         if hint:
             print(f"hint: {mask_url(hint)}", file=sys.stderr)
         sys.stderr.flush()
@@ -73,48 +72,24 @@ class Output:
         self._progress_shown = self._progress_shown and not self.stderr_tty
 
 
+def error_doc(error: BaseException, code: int) -> dict[str, Any]:
+    """The one JSON form of an error: ``{kind, message, exit_code, hint?}``."""
+    hint = getattr(error, "hint", None)
+    kind = getattr(error, "kind", "internal" if not isinstance(error, MutexctlError) else "error")
+    return {"kind": kind, "message": _message(error), "exit_code": code, **({"hint": mask_url(hint)} if hint else {})}
+
+
+def _message(error: BaseException) -> str:
+    return mask_url(getattr(error, "message", None) or str(error) or error.__class__.__name__)
+
+
+def ack_doc(ack: Ack) -> dict[str, Any]:
+    return {"node": ack.node, "status": ack.status, "at": iso_ms(ack.at), "duration_ms": ack.duration_ms}
+
+
 def lease_doc(lease: Lease) -> dict[str, Any]:
     return {"mutex": lease.mutex_id, "node": lease.node_id, "fence": lease.fence, "timeout_ms": lease.timeout_ms,
             "taken_at": iso_ms(lease.taken_at), "expires_at": iso_ms(lease.expires_at)}
-
-
-def holder_alive(state: MutexState, this_host: str) -> bool | None:
-    """Whether the holder's process still runs: known only when it ran on this host."""
-    if state.holder is None or state.holder.host != this_host or not state.holder.pid:
-        return None
-    try:
-        os.kill(state.holder.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def diagnose(state: MutexState, this_host: str) -> str:
-    """Why a mutex is in its state, in words on-call can act on."""
-    if state.state == "duplicate":
-        return state.problem or "several documents carry this name: mutexctl will not take it"
-    if state.state == "free":
-        last = f" (last held by {state.taken_by})" if state.taken_by else ""
-        return f"free{last}: the next acquire takes it"
-    if state.state == "expired":
-        return "lease expired: the next acquire takes it"
-    if state.remaining_ms is None:
-        return (f"held by {state.taken_by}, expiry unknown: {state.problem}; it is never judged expired: "
-                f"free it with release --force --reason once its holder is done")
-    left = human_ms(state.remaining_ms)
-    if state.foreign:
-        return (f"held by {state.taken_by}, a lease another service wrote (not mutexctl); it ends in {left} "
-                f"unless that service renews it")
-    alive = holder_alive(state, this_host)
-    if alive is False:
-        return (f"holder pid {state.holder.pid if state.holder else '?'} has exited on this host and nobody renews "
-                f"the lease (normal after acquire without a command): it frees itself in {left}, when released "
-                f"by its token, or with release --force --reason")
-    if alive:
-        return f"holder pid {state.holder.pid if state.holder else '?'} is running; lease ends in {left} unless renewed"
-    return f"held by {state.taken_by} on another host; lease ends in {left} unless renewed"
 
 
 def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
@@ -133,7 +108,7 @@ def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
         "expires_at": iso_ms(state.expires_at) if taken and state.expires_at else None,
         "remaining_ms": state.remaining_ms, "timeout_ms": state.timeout_ms, "fence": state.fence,
         "problem": state.problem, "documents": state.copies,
-        "why": diagnose(state, this_host),
+        "why": why(state, this_host),
     }
 
 
@@ -163,7 +138,7 @@ def status_rows(states: Sequence[MutexState]) -> list[tuple[str, ...]]:
 
 
 def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease]) -> None:
-    this_host = socket.gethostname()
+    this_host = host_name()
     rows = status_rows(states)
     if sys.stdout.isatty():
         _render_rich(states, rows, forced, this_host)
@@ -174,7 +149,7 @@ def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease])
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     for state in states:
         if state.state != "free":
-            print(f"# {state.mutex_id}: {diagnose(state, this_host)}")
+            print(f"# {state.mutex_id}: {why(state, this_host)}")
     for record in forced:
         print(f"# forced release of {record.mutex_id} at {iso_ms(record.at)} by {record.by_user}@{record.by_host} "
               f"({record.by_node}): {record.reason} [was {record.previous_holder}, fence {_fence(record.previous_fence)}]")
@@ -194,7 +169,7 @@ def _render_rich(states: Sequence[MutexState], rows: list[tuple[str, ...]],
     console.print(table)
     for state in states:
         if state.state != "free":
-            console.print(f"[bold]{escape(state.mutex_id)}[/]: {escape(diagnose(state, this_host))}", highlight=False)
+            console.print(f"[bold]{escape(state.mutex_id)}[/]: {escape(why(state, this_host))}", highlight=False)
     for record in forced:
         console.print(f"forced release of [bold]{escape(record.mutex_id)}[/] at {iso_ms(record.at)} by "
                       f"{escape(record.by_user)}@{escape(record.by_host)} ({escape(record.by_node)}): "
@@ -213,7 +188,6 @@ def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: boo
     out.data(f"store: {store_url}")
     for key, value in result.server.items():
         out.data(f"  {key.replace('_', ' ')}: {value}")
-    titles = dict(STEPS)
     change = None
     if result.retention is not None:
         before, after = (human_ms(seconds * 1000) for seconds in result.retention)
@@ -222,12 +196,12 @@ def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: boo
         if not result.pending and change is None:
             out.data(f"schema version {result.version} is up to date; nothing would change")
         for number in result.pending:
-            out.data(f"would apply step {number}: {titles[number]}")
+            out.data(f"would apply step {number}: {title(number)}")
         if change is not None:
             out.data(f"would change {change}")
         return
     for number in result.applied:
-        out.data(f"applied step {number}: {titles[number]}")
+        out.data(f"applied step {number}: {title(number)}")
     if result.applied:
         out.data(f"schema version {result.version_before} -> {result.version}")
     else:

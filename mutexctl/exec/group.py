@@ -1,11 +1,7 @@
-"""Running a command under a lease: its own process group, forwarded signals, and a guaranteed kill.
+"""A command in a process group of its own: started, signalled, stopped, waited for, and watched.
 
-The command gets a process group of its own so that one signal reaches everything it started
-(``sh -c 'sleep 100 & wait'`` included). A *reaper*, a two-line ``sh`` in a session of its own,
-reads a pipe that only mutexctl holds open: if mutexctl dies, even by SIGKILL, the read hits EOF and
-the reaper SIGKILLs the group, so no critical section outlives the process that renews its lease.
-It is a separate program, not a fork of mutexctl, so ``pkill -f 'mutexctl acquire'`` cannot kill
-the watcher along with the watched.
+The group means one signal reaches everything the command started (``sh -c 'sleep 100 & wait'``
+included). On a terminal the command is a job: Ctrl-Z suspends it together with mutexctl.
 """
 
 from __future__ import annotations
@@ -17,24 +13,14 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
-from .errors import MutexctlError
+from ..errors import CommandStartError
+from .reaper import Reaper
+from .terminal import controlling_tty, foreground, set_foreground, take_terminal
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-_NORMAL_END = b"done\n"
 _JOB_STOPS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)  # the stops a terminal causes
-# `read` fails only at EOF, i.e. when every holder of the pipe's write end (just mutexctl) is gone.
-_REAPER_SCRIPT = "trap '' INT TERM HUP QUIT USR1 USR2 PIPE; read -r _ || kill -s KILL -- -\"$1\" 2>/dev/null"
-
-
-class CommandStartError(MutexctlError):
-    """The command could not be started; ``status`` is the shell's code for it (126 or 127)."""
-
-    kind = "command_start"
-
-    def __init__(self, message: str, status: int, *, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.status = status
 
 
 class CommandGroup:
@@ -44,8 +30,7 @@ class CommandGroup:
         self.argv = list(argv)
         self.env = dict(env)
         self.process: subprocess.Popen[bytes] | None = None
-        self._reaper: subprocess.Popen[bytes] | None = None
-        self._reaper_pipe = -1
+        self._reaper: Reaper | None = None
         self._kill_timer: threading.Timer | None = None
         self._pending: list[int] = []  # signals that arrived before the command existed
         self._tty: int | None = None  # our controlling terminal (an fd of 0-2), if any
@@ -59,22 +44,22 @@ class CommandGroup:
 
     def start(self) -> None:
         """Start the command (exit statuses 126/127 as a shell gives them) and its reaper."""
-        self._tty = _controlling_tty()
+        tty = self._tty = controlling_tty()
         # On a terminal we are in front of, the command takes the terminal itself before its exec,
         # as a shell's child does: otherwise it could read (and be stopped by SIGTTIN) before we
         # hand it over, and a Ctrl-Z in that moment would be lost.
-        in_front = self._tty is not None and self._foreground() == os.getpgrp()
-        extra = {"preexec_fn": functools.partial(_take_terminal, self._tty)} if in_front else {}
+        in_front = tty is not None and foreground(tty) == os.getpgrp()
+        extra: dict[str, Any] = {"preexec_fn": functools.partial(take_terminal, tty)} if in_front else {}
         try:
             self.process = subprocess.Popen(self.argv, env=self.env, process_group=0, **extra)
         except OSError as exc:
-            if in_front:  # the child took the terminal, then failed to exec
-                _take_terminal(self._tty)  # type: ignore[arg-type]
+            if tty is not None and in_front:  # the child took the terminal, then failed to exec
+                take_terminal(tty)
             raise _start_error(self.argv[0], exc) from None
-        if self._tty is not None:
+        if tty is not None:
             self._pass_foreground(os.getpgrp(), self.pgid)  # if the command could not take it
         try:
-            self._reaper, self._reaper_pipe = _start_reaper(self.pgid)
+            self._reaper = Reaper(self.pgid)
         except OSError as exc:  # without a watcher the command must not run at all
             self.signal(signal.SIGKILL)
             self.process.wait()
@@ -139,7 +124,7 @@ class CommandGroup:
                 return 128 - code if code < 0 else code
             if self._tty is None:  # not a job: a stop is for whoever sent it to undo
                 continue
-            signum, in_front = os.WSTOPSIG(status), self._foreground() == self.pgid
+            signum, in_front = os.WSTOPSIG(status), foreground(self._tty) == self.pgid
             if self._stop_asked:  # Ctrl-Z reached us, not the command (before the hand-over)
                 signum = signal.SIGTSTP
             elif signum in (signal.SIGTTIN, signal.SIGTTOU) and in_front:
@@ -150,6 +135,17 @@ class CommandGroup:
             # As a shell treats its foreground job's stop (an editor catches TSTP, then stops with STOP).
             self._stop_asked = False
             self._suspend(signum, may_resume)
+
+    def finish(self, *, kill_rest: bool) -> None:
+        """Take the terminal back and dismiss the reaper; with ``kill_rest`` it SIGKILLs what is left."""
+        if self._tty is not None:
+            self._pass_foreground(self.pgid, os.getpgrp())
+            self._tty = None
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        if self._reaper is not None:
+            self._reaper.dismiss(kill_group=kill_rest)
+            self._reaper = None
 
     def _suspend(self, signum: int, may_resume: Callable[[], bool]) -> None:
         self._suspended = True
@@ -174,49 +170,9 @@ class CommandGroup:
     def _pass_foreground(self, owner: int, to: int) -> None:
         """Make ``to`` the terminal's foreground group if ``owner`` is it now."""
         assert self._tty is not None
-        if self._foreground() == owner:
+        if foreground(self._tty) == owner:
             with contextlib.suppress(OSError):  # the terminal may be gone (hang-up)
-                _set_foreground(self._tty, to)
-
-    def _foreground(self) -> int | None:
-        assert self._tty is not None
-        try:
-            return os.tcgetpgrp(self._tty)
-        except OSError:
-            return None
-
-    def finish(self, *, kill_rest: bool) -> None:
-        """Take the terminal back and dismiss the reaper; with ``kill_rest`` it SIGKILLs what is left."""
-        if self._tty is not None:
-            self._pass_foreground(self.pgid, os.getpgrp())
-            self._tty = None
-        if self._kill_timer is not None:
-            self._kill_timer.cancel()
-        if self._reaper_pipe >= 0:
-            if not kill_rest:
-                with contextlib.suppress(BrokenPipeError):
-                    os.write(self._reaper_pipe, _NORMAL_END)
-            os.close(self._reaper_pipe)  # EOF without the normal-end line means: kill the group
-            self._reaper_pipe = -1
-        if self._reaper is not None:
-            self._reaper.wait()
-
-
-def _controlling_tty() -> int | None:
-    """Which of fds 0-2 is our controlling terminal, if any.
-
-    On it the command is a job, as a shell would run it: its group becomes the foreground (without
-    that, a command that reads the terminal, a prompt or an editor, is stopped by SIGTTIN since its
-    group is not ours) and a stop from the terminal suspends mutexctl with it.
-    """
-    for fd in (0, 1, 2):
-        try:
-            if os.isatty(fd):
-                os.tcgetpgrp(fd)  # fails (ENOTTY) on a terminal that is not our controlling one
-                return fd
-        except OSError:
-            continue
-    return None
+                set_foreground(self._tty, to)
 
 
 def _start_error(program: str, exc: OSError) -> CommandStartError:
@@ -225,45 +181,3 @@ def _start_error(program: str, exc: OSError) -> CommandStartError:
     if isinstance(exc, PermissionError):
         return CommandStartError(f"command not executable: {program}", 126)
     return CommandStartError(f"cannot run {program}: {exc.strerror}", 126)
-
-
-def _take_terminal(fd: int) -> None:
-    """Make the caller's group the terminal's foreground: the command's, between its fork and exec."""
-    with contextlib.suppress(OSError):  # the terminal may be gone (hang-up)
-        _set_foreground(fd, os.getpgrp())
-
-
-def _set_foreground(fd: int, pgid: int) -> None:
-    # A background group changing the foreground gets SIGTTOU unless it ignores it, as shells do.
-    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-    try:
-        os.tcsetpgrp(fd, pgid)
-    finally:
-        signal.signal(signal.SIGTTOU, previous)
-
-
-def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> int:
-    """Run a broadcast handler to its end; its status as a shell gives it (126/127 if it cannot start).
-
-    It gets a process group of its own, so a Ctrl-C or SIGTERM meant for the listener lets the
-    running handler finish (the listener then stops) instead of killing it midway.
-    """
-    try:
-        done = subprocess.run(list(argv), input=stdin, env=dict(env), process_group=0, check=False)
-    except FileNotFoundError:
-        return 127
-    except OSError:
-        return 126
-    return 128 - done.returncode if done.returncode < 0 else done.returncode
-
-
-def _start_reaper(pgid: int) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the watcher of group ``pgid``; returns its pid and the pipe end that keeps it quiet."""
-    read_end, write_end = os.pipe()
-    try:
-        reaper = subprocess.Popen(["/bin/sh", "-c", _REAPER_SCRIPT, "mutexctl-reaper", str(pgid)],
-                                  stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
-    finally:
-        os.close(read_end)
-    return reaper, write_end

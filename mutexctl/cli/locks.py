@@ -1,0 +1,173 @@
+"""The lock commands: ``acquire``, ``release``, ``status``. Each parses, makes one library call, renders."""
+
+# (no "from __future__ import annotations": typer reads these signatures at every start, and string
+# annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
+
+from datetime import datetime, timezone
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import host_name, validate_mutex_id
+from ..diagnose import clock_skew_ms, noticed_within
+from ..errors import LeaseLostError, LockHeldError, UsageError
+from ..models import MutexState, human_ms
+from ..schema import SCHEMA_VERSION, describe
+from . import exit_codes
+from .common import (APP_SETTINGS, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, duration_option,
+                     invocation, timeout_option, wait_option)
+from .output import Output, forced_doc, lease_doc, render_status, state_doc
+
+app = typer.Typer(**APP_SETTINGS)
+
+
+@app.command(context_settings={"ignore_unknown_options": False})
+def acquire(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
+    command: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[-- COMMAND [ARGS]...]", help="Run this command while holding the lease.", show_default=False)] = None,
+    timeout: Annotated[Optional[str], duration_option(
+        "-t", "--timeout", help="Lease length (e.g. 500ms, 30s, 2m); default 30s.")] = None,
+    wait: Annotated[Optional[str], duration_option(
+        "-w", "--wait", help="Wait up to this long for a busy mutex; inf for ever.")] = None,
+    nonblock: Annotated[bool, typer.Option("-n", "--nonblock", help="Try once; do not wait (the default).")] = False,
+    conflict_exit_code: Annotated[Optional[int], typer.Option(
+        "-E", "--conflict-exit-code", metavar="N", help="Exit status when the mutex is busy (default 1).",
+        show_default=False)] = None,
+    config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0, debug: DebugOpt = False,
+) -> int:
+    """Take a lease: print its fence (token) on stdout, or run COMMAND under it and release it after.
+
+    In exec mode the lease is renewed every timeout/3 (at most 5 s apart); if it cannot be, the command's process group
+    gets SIGTERM, then SIGKILL, before the lease could pass to another node (exit 75). INT, TERM, HUP, QUIT, USR1
+    and USR2 are forwarded to the group. On a terminal the command is a job: Ctrl-Z suspends it with mutexctl, and
+    fg/bg resume it only if its lease cannot have expired meanwhile (else it is killed: exit 75).
+    """
+    inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    if conflict_exit_code is not None:
+        if not 0 <= conflict_exit_code <= 255:
+            raise UsageError(f"--conflict-exit-code {conflict_exit_code} is not an exit status", hint="use 0-255")
+        inv.conflict_code = conflict_exit_code
+    validate_mutex_id(name)
+    if wait is not None and nonblock:
+        raise UsageError("--wait and --nonblock exclude each other", hint="use one of them")
+    lease_length = timeout_option(timeout)
+    wait_s = 0.0 if nonblock else wait_option(wait)
+    out = inv.out
+
+    def waiting(held: LockHeldError, elapsed: float) -> None:
+        out.progress(f"waiting: {held.message} [waited {human_ms(elapsed * 1000)}]")
+
+    with inv.service() as svc:
+        if command:
+            result = svc.run(name, command, timeout=lease_length, wait=wait_s, on_wait=waiting)
+        else:
+            lease = svc.acquire(name, timeout=lease_length, wait=wait_s, on_wait=waiting)
+    if command:
+        if result.lost is not None:
+            ending = "was stopped" if result.stopped else "ran to its end without it"
+            raise LeaseLostError(f"lease on '{name}' (fence {result.fence}) was lost: {result.lost}; "
+                                 f"the command {ending} (status {result.status})",
+                                 hint="see 'mutexctl status'; a longer --timeout tolerates longer store outages")
+        if result.release_error is not None:
+            out.note(f"mutexctl: warning: the command finished but the lease was not released: {result.release_error}")
+        if inv.as_json:
+            out.doc({"ok": True, "mutex": name, "fence": result.fence, "status": result.status})
+        return result.status
+    if inv.as_json:
+        out.doc({"ok": True, **lease_doc(lease)})
+    else:
+        out.data(str(lease.fence))
+        out.detail(f"acquired '{name}' as {lease.node_id} for {human_ms(lease.timeout_ms)} (fence {lease.fence}); "
+                   f"release with: mutexctl release {name} --token {lease.fence}")
+    return exit_codes.SUCCESS
+
+
+@app.command()
+def release(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
+    token: Annotated[Optional[int], typer.Option(
+        "--token", metavar="FENCE", help="Release only this lease (the fence acquire printed).",
+        show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Break the lease whoever holds it (on the record).")] = False,
+    reason: Annotated[Optional[str], typer.Option(
+        "--reason", metavar="TEXT", help="Why a lease is forced; required with --force.", show_default=False)] = None,
+    config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0, debug: DebugOpt = False,
+) -> int:
+    """Release a lease held by this node (and --token), or break a stuck one with --force --reason."""
+    inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    validate_mutex_id(name)
+    if force and not (reason and reason.strip()):
+        raise UsageError("--force needs --reason", hint='add --reason "why the lease is stuck"; it is recorded')
+    if reason is not None and not force:
+        raise UsageError("--reason only goes with --force")
+    if force and token is not None:
+        raise UsageError("--token and --force exclude each other", hint="--force ignores the owner")
+    with inv.service() as svc:
+        if force:
+            before = svc.force_release(name, reason=reason or "")
+        else:
+            svc.release(name, token=token)
+    if force:
+        _report_forced(name, before, inv.as_json, inv.out)
+    elif inv.as_json:
+        inv.out.doc({"ok": True, "mutex": name, "released": True})
+    else:
+        inv.out.detail(f"released '{name}'")
+    return exit_codes.SUCCESS
+
+
+def _report_forced(name: str, before: Optional[MutexState], as_json: bool, out: Output) -> None:
+    if as_json:
+        previous = {"previous_holder": before.taken_by, "previous_fence": None if before.foreign else before.fence,
+                    "foreign": before.foreign} if before else {}
+        out.doc({"ok": True, "mutex": name, "released": before is not None, **previous})
+    elif before is not None and before.foreign:
+        out.note(f"force-released '{name}' from {before.taken_by} (another service's lease, {before.state}); "
+                 f"recorded. That service is not told.")
+    elif before is not None:
+        out.note(f"force-released '{name}' from {before.taken_by} (fence {before.fence}, {before.state}); "
+                 f"recorded. A mutexctl still running it stops its command at its next renewal "
+                 f"(within {noticed_within(before)}).")
+    else:
+        out.note(f"'{name}' was not held; nothing to release")
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Argument(help="Show only this mutex.", show_default=False)] = None,
+    config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0, debug: DebugOpt = False,
+) -> int:
+    """Show every mutex: held, expired or free; who holds it, since when, time left, and why it is stuck."""
+    inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    if name is not None:
+        validate_mutex_id(name)
+    with inv.service() as svc:
+        sent = datetime.now(timezone.utc)
+        view = svc.overview(name, forced_limit=5)
+        received = datetime.now(timezone.utc)
+        store_url, clock = svc.store.url, svc.store.clock
+    # The store's clock judges leases; how far it is from ours matters when reading times.
+    skew_ms = clock_skew_ms(view.store_now, sent, received) if clock == "server" else None
+    if inv.as_json:
+        host = host_name()
+        inv.out.doc({"ok": True, "store": store_url, "store_clock_skew_ms": skew_ms,
+                     "schema": {"version": view.schema.version if view.schema else None,
+                                "tool_version": SCHEMA_VERSION},
+                     "mutexes": [state_doc(s, host) for s in view.states],
+                     "forced_releases": [forced_doc(f) for f in view.forced]})
+        return exit_codes.SUCCESS
+    if not view.states and name is not None:
+        inv.out.note(f"'{name}' has never been taken: free")
+        return exit_codes.SUCCESS
+    render_status(view.states, view.forced)
+    inv.out.data(f"# schema: {describe(view.schema)}")
+    if skew_ms is not None:
+        inv.out.data(f"# store clock: {skew_ms:+.0f}ms from this host's (lease times are on the store's clock)")
+    return exit_codes.SUCCESS

@@ -1,0 +1,63 @@
+"""Why a lease is in its state, in words on-call can act on: holder liveness, clock skew, and the
+judgement ``status`` prints per mutex. Library users get the same answers the CLI shows."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from .config import host_name
+from .keeper import renew_interval_s
+from .models import MutexState, human_ms
+
+
+def holder_alive(state: MutexState, this_host: str | None = None) -> bool | None:
+    """Whether the holder's process still runs: known only when it ran on this host."""
+    this_host = this_host or host_name()
+    if state.holder is None or state.holder.host != this_host or not state.holder.pid:
+        return None
+    try:
+        os.kill(state.holder.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def why(state: MutexState, this_host: str | None = None) -> str:
+    """Why a mutex is in its state."""
+    if state.state == "duplicate":
+        return state.problem or "several documents carry this name: mutexctl will not take it"
+    if state.state == "free":
+        last = f" (last held by {state.taken_by})" if state.taken_by else ""
+        return f"free{last}: the next acquire takes it"
+    if state.state == "expired":
+        return "lease expired: the next acquire takes it"
+    if state.remaining_ms is None:
+        return (f"held by {state.taken_by}, expiry unknown: {state.problem}; it is never judged expired: "
+                f"free it with release --force --reason once its holder is done")
+    left = human_ms(state.remaining_ms)
+    if state.foreign:
+        return (f"held by {state.taken_by}, a lease another service wrote (not mutexctl); it ends in {left} "
+                f"unless that service renews it")
+    alive = holder_alive(state, this_host)
+    pid = state.holder.pid if state.holder else "?"
+    if alive is False:
+        return (f"holder pid {pid} has exited on this host and nobody renews the lease (normal after acquire "
+                f"without a command): it frees itself in {left}, when released by its token, or with "
+                f"release --force --reason")
+    if alive:
+        return f"holder pid {pid} is running; lease ends in {left} unless renewed"
+    return f"held by {state.taken_by} on another host; lease ends in {left} unless renewed"
+
+
+def clock_skew_ms(store_now: datetime, sent: datetime, received: datetime) -> float:
+    """How far the store's clock is from ours: it read its clock between our send and receive, so
+    compare with the midpoint of the request."""
+    return (store_now - (sent + (received - sent) / 2)).total_seconds() * 1000
+
+
+def noticed_within(state: MutexState) -> str:
+    """How soon a mutexctl still running a command under ``state``'s lease notices it was broken."""
+    return human_ms(renew_interval_s(state.timeout_ms or 0) * 1000)

@@ -1,0 +1,60 @@
+"""A command run under a lease (``mutexctl acquire NAME -- CMD``).
+
+The supervision, as consul's ``lock`` and util-linux's ``flock`` do it, in one function: wait for the
+first of {the command exited, the lease was lost, a signal came}, then act. The command's group is
+stopped before its lease could pass to another node; signals are forwarded; a SIGKILLed mutexctl
+takes the group with it (``reaper``); on a terminal the command is a job (``group``, ``terminal``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+from collections.abc import Sequence
+
+from ..errors import NotOwnerError, StoreError
+from ..keeper import LeaseKeeper, stop_grace_s
+from ..leases import Duration, Leases, WaitCallback
+from ..models import RunResult
+from .group import CommandGroup
+from ..logs import logger
+
+log = logger(__name__)
+
+
+def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
+                    wait: Duration | None = None, on_wait: WaitCallback | None = None) -> RunResult:
+    """Run ``argv`` while holding the mutex; stop its process group before the lease could pass on."""
+    lease = leases.acquire(mutex_id, timeout=timeout, wait=wait, command=shlex.join(argv), on_wait=on_wait)
+    env = dict(os.environ, MUTEXCTL_MUTEX_ID=mutex_id, MUTEXCTL_NODE_ID=lease.node_id,
+               MUTEXCTL_FENCE=str(lease.fence), MUTEXCTL_LOCK_HELD="1")
+    group = CommandGroup(argv, env)
+    grace = stop_grace_s(lease.timeout_ms)
+    keeper = LeaseKeeper(leases, lease, on_lost=lambda _reason: group.stop(grace), stop_margin_s=grace)
+    with group.forwarding_signals():
+        try:
+            group.start()
+        except BaseException:
+            with contextlib.suppress(StoreError, NotOwnerError):
+                leases.release(mutex_id, token=lease.fence)
+            raise
+        log.debug("running %s under %s (fence %s)", argv[0], mutex_id, lease.fence)
+        keeper.start()
+        status: int | None = None
+        try:
+            status = group.wait(may_resume=keeper.holds)
+        finally:
+            # Whatever ended the wait, the keeper stops; if the wait itself failed, the command may
+            # still run, and must not outlive the renewals: its group goes with it.
+            keeper.stop()
+            group.finish(kill_rest=status is None or keeper.lost_reason is not None)
+    if keeper.lost_reason is not None:
+        return RunResult(status, lease.fence, lost=keeper.lost_reason, stopped=True)
+    try:
+        leases.release(mutex_id, token=lease.fence)
+    except NotOwnerError as exc:  # broken or expired before the command ended: it ran unprotected
+        return RunResult(status, lease.fence, lost=f"{exc.message} when the command ended")
+    except StoreError as exc:  # the lease is intact and will expire on its own
+        return RunResult(status, lease.fence, release_error=exc.message)
+    return RunResult(status, lease.fence)

@@ -1,0 +1,110 @@
+"""Intracom: one instance asks every other instance to run an action, through a log in the store.
+
+A sender takes the channel's next number and appends the message; listeners poll, run a handler per
+message meant for them, and write an ack per (message, node). Parts: ``messages`` (ids, payloads,
+JSON form), ``cursor`` (a listener's gap-safe place in the log), ``listen`` (the loop),
+``handler`` (a command per message), ``acks`` (waiting for them, and what they mean).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator, Sequence
+from typing import overload
+
+from ..config import Settings, validate_action, validate_channel, validate_node_id
+from ..errors import SchemaError, UsageError
+from ..models import AckReport, Message, SchemaState, utcnow
+from ..stores.protocols import LogStore
+from ..stores.steps import INTRACOM_STEP
+from .acks import wait_for_acks
+from .listen import GAP_GRACE_S, LIVE_WINDOW_S, Handler, deliveries, handle_all
+from .messages import DEFAULT_CHANNEL, message_id, parse_payload
+
+Prepare = Callable[[], SchemaState | None]  # the store's prepare_writes: refuses a newer store, returns its schema
+
+
+class Intracom:
+    """Broadcasts of one node on one store."""
+
+    def __init__(self, store: LogStore, settings: Settings, prepare_writes: Prepare) -> None:
+        self.store = store
+        self.settings = settings
+        self._prepare_writes = prepare_writes
+        self._ready = False
+
+    def broadcast(self, action: str, payload: str = "{}", *, channel: str = DEFAULT_CHANNEL,
+                  to: Sequence[str] = ()) -> Message:
+        """Append a message to the channel's log for every other listening node (or just ``to``).
+
+        The nodes expected to answer are fixed now: ``to``, else the channel's live listeners minus
+        this node. ``payload`` is JSON text of at most 1 MiB.
+        """
+        validate_action(action)
+        validate_channel(channel)
+        recipients = tuple(validate_node_id(node, what="--to node") for node in to)
+        text = parse_payload(payload)
+        self._check_schema()
+        node = self.settings.node_id
+        # The registry is read before the number is taken: see cursor.Cursor.start.
+        expected = recipients or tuple(n for n in self.store.live_nodes(channel, LIVE_WINDOW_S) if n != node)
+        seq = self.store.next_seq(channel)
+        message = Message(message_id(channel, seq), channel, seq, action, text, node, recipients, expected, utcnow())
+        self.store.append_message(message)
+        return message
+
+    def ack_report(self, message_id: str) -> AckReport:
+        """Who acked ``message_id``, who failed and who is silent so far."""
+        self._check_schema()
+        message = self.store.get_message(message_id)
+        if message is None:
+            raise UsageError(f"no message {message_id!r} in the log",
+                             hint="use the id broadcast printed, e.g. default:12")
+        return AckReport(message, tuple(self.store.acks(message.id)))
+
+    def wait_acks(self, message: Message, *, wait_s: float,
+                  on_progress: Callable[[AckReport], None] | None = None) -> AckReport:
+        """Poll the acks until every expected node answered or ``wait_s`` ends; returns the last report."""
+        return wait_for_acks(self.store, message, wait_s=wait_s, poll_interval_s=self.settings.poll_interval_s,
+                             on_progress=on_progress)
+
+    @overload
+    def listen(self, *, channel: str = ..., handler: Handler, include_self: bool = ..., from_start: bool = ...,
+               once: bool = ..., stop: threading.Event | None = ..., gap_grace_s: float = ...) -> int: ...
+
+    @overload
+    def listen(self, *, channel: str = ..., handler: None = ..., include_self: bool = ..., from_start: bool = ...,
+               once: bool = ..., stop: threading.Event | None = ...,
+               gap_grace_s: float = ...) -> Generator[Message, int | None, None]: ...
+
+    def listen(self, *, channel: str = DEFAULT_CHANNEL, handler: Handler | None = None, include_self: bool = False,
+               from_start: bool = False, once: bool = False, stop: threading.Event | None = None,
+               gap_grace_s: float = GAP_GRACE_S) -> int | Generator[Message, int | None, None]:
+        """Receive the channel's messages: each one meant for this node is handled, then acked.
+
+        With ``handler`` (message -> exit status; an exception counts as 1) it runs until ``stop``
+        is set (or, with ``once``, until the log is drained) and returns how many it handled.
+        Without, it returns an iterator of messages; each is acked with status 0 when the next is
+        asked for. A message acked by this node is never handled again, also across restarts.
+        """
+        validate_channel(channel)
+        self._check_schema()
+        messages = deliveries(self.store, self.settings.node_id, channel, include_self=include_self,
+                              from_start=from_start, once=once, stop=stop or threading.Event(),
+                              poll_interval_s=self.settings.poll_interval_s, gap_grace_s=gap_grace_s)
+        return messages if handler is None else handle_all(messages, handler)
+
+    def _check_schema(self) -> None:
+        """Broadcast needs its tables (INTRACOM_STEP); checked once, with the newer-store refusal."""
+        if self._ready:
+            return
+        state = self._prepare_writes()
+        version = state.version if state is not None else None
+        if version is None or version < INTRACOM_STEP:
+            raise SchemaError(f"broadcast needs the store's schema (version {INTRACOM_STEP} or newer); it is "
+                              + ("not initialized" if version is None else f"at version {version}"),
+                              hint="run mutexctl init-schema")
+        self._ready = True
+
+
+__all__ = ["DEFAULT_CHANNEL", "Intracom"]

@@ -1,0 +1,82 @@
+"""The listen loop: read the log, hand each message meant for this node to a handler, ack it, and
+save the position reached; a heartbeat keeps the node in the live-node registry."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Generator
+
+from ..config import host_name
+from ..models import Ack, Message, utcnow
+from ..stores.protocols import LogStore
+from .cursor import Cursor
+from .messages import is_for
+from ..logs import logger
+
+log = logger(__name__)
+
+# Listeners re-register (heartbeat) this often; a sender counts a node live this long after.
+HEARTBEAT_S = 10.0
+LIVE_WINDOW_S = 30.0
+GAP_GRACE_S = 60.0
+LOG_BATCH = 100
+
+Handler = Callable[[Message], int]
+
+
+def deliveries(store: LogStore, node: str, channel: str, *, include_self: bool, from_start: bool, once: bool,
+               stop: threading.Event, poll_interval_s: float,
+               gap_grace_s: float = GAP_GRACE_S) -> Generator[Message, int | None, None]:
+    """Yield each message for this node; the status sent back is its ack (a message this node acked
+    is never yielded again, also across restarts)."""
+    host, pid = host_name(), os.getpid()
+    saved = store.register_node(node, channel, host, pid)
+    cursor = Cursor.start(saved, store.latest_seq(channel), from_start=from_start, gap_grace_s=gap_grace_s)
+    beat = time.monotonic()
+    while True:
+        batch = store.messages_after(channel, cursor.position, limit=LOG_BATCH)
+        mine = [m for m in batch if cursor.wanted(m, node) and is_for(m, node, include_self=include_self)]
+        answered = store.acked(node, [m.id for m in mine])
+        stopped = False
+        for message in mine:
+            if message.id not in answered:
+                if stop.is_set():
+                    stopped = True  # the position stays before this message: the next run handles it
+                    break
+                started = time.monotonic()
+                status = yield message
+                store.record_ack(Ack(message.id, node, utcnow(), status or 0,
+                                     round((time.monotonic() - started) * 1000)))
+                log.debug("acked %s with %s", message.id, status or 0)
+            cursor.mark(message.seq)
+        if not stopped:  # the rest of the batch was not for this node
+            for other in batch:
+                cursor.mark(other.seq)
+        if cursor.advance(time.monotonic()):
+            store.save_cursor(node, channel, cursor.position)
+        if once or stop.is_set():
+            return
+        if time.monotonic() - beat >= HEARTBEAT_S:
+            store.register_node(node, channel, host, pid)
+            beat = time.monotonic()
+        if len(batch) < LOG_BATCH:  # caught up: idle until the next poll
+            stop.wait(poll_interval_s)
+
+
+def handle_all(messages: Generator[Message, int | None, None], handler: Handler) -> int:
+    """Run ``handler`` on every delivered message (an exception counts as status 1); how many ran."""
+    handled = 0
+    try:
+        message = next(messages)
+        while True:
+            try:
+                status = handler(message)
+            except Exception:  # noqa: BLE001 - the failure is reported to the sender in the ack
+                log.exception("handler failed on %s", message.id)
+                status = 1
+            handled += 1
+            message = messages.send(status)
+    except StopIteration:
+        return handled

@@ -1,0 +1,187 @@
+"""Keeping a lease while work runs: the renewal thread, and ``hold`` (the library's ``lock()``).
+
+The keeper renews every timeout/3 (at most 5 s apart) and declares the lease lost at its conservative
+local deadline — the time the acquire/renew was *sent* plus the timeout, on the lease clock — less a
+reserve against clock drift and the time the caller needs to stop its work. Renewals run in
+short-lived worker threads, so a renewal stuck on an unreachable store cannot delay that decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+
+from .clock import lease_clock
+from .errors import LeaseLostError, NotOwnerError, StoreError
+from .leases import Duration, Leases
+from .models import Lease
+from .logs import logger
+
+log = logger(__name__)
+
+# Fraction of the timeout kept in reserve against the local clock running slower than the store's.
+CLOCK_SAFETY = 0.1
+MAX_STOP_GRACE_S = 5.0
+# Renewals also detect a forced release; a cap keeps that detection prompt for long leases.
+MAX_RENEW_INTERVAL_S = 5.0
+# The keeper reads the lease clock at least this often: after a system suspend that outlasted the
+# lease, the work is stopped within this long of the resume.
+KEEPER_TICK_S = 0.25
+# After a failed renewal (store unreachable), the next try comes this soon.
+RETRY_S = 0.25
+
+
+def stop_grace_s(timeout_ms: int) -> float:
+    """How long a stopped command gets between SIGTERM and SIGKILL: a sixth of the lease, at most 5 s."""
+    return min(MAX_STOP_GRACE_S, timeout_ms / 6000)
+
+
+def renew_interval_s(timeout_ms: int) -> float:
+    """Renew every timeout/3, and at least every 5 s so a forced release is noticed within seconds."""
+    return min(MAX_RENEW_INTERVAL_S, timeout_ms / 3000)
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews a lease every timeout/3 (at most 5 s apart) and calls ``on_lost(reason)`` once if it cannot.
+
+    The deadline is on ``lease_clock()``, checked every KEEPER_TICK_S, so a machine suspend that
+    outlasted the lease is caught right after the resume.
+    """
+
+    def __init__(self, leases: Leases, lease: Lease, *, on_lost: Callable[[str], None],
+                 stop_margin_s: float) -> None:
+        super().__init__(name=f"mutexctl-keeper-{lease.mutex_id}", daemon=True)
+        self.leases = leases
+        self.lease = lease
+        self.lost_reason: str | None = None
+        self._on_lost = on_lost
+        self._margin = stop_margin_s + CLOCK_SAFETY * lease.timeout_ms / 1000
+        self._interval = renew_interval_s(lease.timeout_ms)
+        self._wake = threading.Event()
+        self._stopping = False
+        self._result: Lease | BaseException | None = None
+        self._last_error: BaseException | None = None
+        self._losing = threading.Lock()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()
+
+    def run(self) -> None:
+        next_renewal = lease_clock() + self._interval
+        in_flight = False
+        while not self._stopping:
+            now, lose_at = lease_clock(), self._lose_at()
+            if now >= lose_at:
+                cause = (f"store unreachable: {self._last_error}" if self._last_error
+                         else "no answer from the store, or this machine was suspended")
+                self._lose(f"could not renew the lease in time ({cause})")
+                return
+            if not in_flight and now >= next_renewal:
+                in_flight = True
+                threading.Thread(target=self._renew_once, args=(self.lease,), daemon=True).start()
+            until = lose_at if in_flight else min(lose_at, next_renewal)
+            # Event.wait runs on the monotonic clock, which stands still in a suspend: wake often.
+            self._wake.wait(max(0.0, min(KEEPER_TICK_S, until - now)))
+            self._wake.clear()
+            result, self._result = self._result, None
+            if result is None:
+                continue
+            in_flight = False
+            if isinstance(result, Lease):
+                self.lease, self._last_error = result, None
+                next_renewal = lease_clock() + self._interval
+            elif isinstance(result, NotOwnerError):
+                self._lose(f"renewal refused: {result}")
+                return
+            else:
+                log.debug("renewal of %s failed, retrying: %s", self.lease.mutex_id, result)
+                self._last_error = result
+                next_renewal = lease_clock() + min(self._interval, RETRY_S)
+
+    def holds(self) -> bool:
+        """Whether the lease is still surely ours; called after the process was suspended (Ctrl-Z).
+
+        While mutexctl is stopped nothing renews, so the lease may have run out: then it is declared
+        lost here, before the command may run again.
+        """
+        if self.lost_reason is None and lease_clock() >= self._lose_at():
+            self._lose("the command was suspended until its lease could have expired; it was killed, not resumed")
+        return self.lost_reason is None
+
+    def _lose_at(self) -> float:
+        """The lease-clock instant from which the lease counts as lost: its deadline less the margin."""
+        return self.lease.local_deadline - self._margin
+
+    def _renew_once(self, lease: Lease) -> None:
+        try:
+            self._result = self.leases.renew(lease)
+        except (NotOwnerError, StoreError) as exc:
+            self._result = exc
+        except Exception as exc:  # noqa: BLE001 - an unexpected failure counts as "could not renew"
+            self._result = StoreError(f"renewal failed: {exc!r}")
+        self._wake.set()
+
+    def _lose(self, reason: str) -> None:
+        with self._losing:  # once, whichever thread notices first
+            if self._stopping or self.lost_reason is not None:
+                return
+            self.lost_reason = reason
+        log.warning("lease on %s (fence %s) lost: %s", self.lease.mutex_id, self.lease.fence, reason)
+        self._on_lost(reason)
+
+
+class HeldLease:
+    """What ``with svc.lock(...) as held`` yields: the current lease, its fence, and loss."""
+
+    def __init__(self, lease: Lease) -> None:
+        self._first = lease
+        self._keeper: LeaseKeeper | None = None
+        self._lost = threading.Event()
+        self.lost_reason: str | None = None
+
+    @property
+    def lease(self) -> Lease:
+        return self._keeper.lease if self._keeper is not None else self._first
+
+    @property
+    def fence(self) -> int:
+        return self._first.fence
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    def wait_lost(self, timeout: float | None = None) -> bool:
+        return self._lost.wait(timeout)
+
+    def _mark_lost(self, reason: str) -> None:
+        self.lost_reason = reason
+        self._lost.set()
+
+
+@contextlib.contextmanager
+def hold(leases: Leases, mutex_id: str, *, timeout: Duration | None = None,
+         wait: Duration | None = None) -> Iterator[HeldLease]:
+    """Hold the mutex for the block, renewing it every timeout/3 in a background thread.
+
+    If renewal is refused or the store stays unreachable until the lease could expire,
+    ``held.lost`` turns true; leaving the block then raises LeaseLostError.
+    """
+    lease = leases.acquire(mutex_id, timeout=timeout, wait=wait)
+    held = HeldLease(lease)
+    keeper = LeaseKeeper(leases, lease, on_lost=held._mark_lost, stop_margin_s=0.0)
+    held._keeper = keeper
+    keeper.start()
+    try:
+        yield held
+    finally:
+        keeper.stop()
+        if not held.lost:
+            with contextlib.suppress(NotOwnerError):
+                leases.release(mutex_id, token=keeper.lease.fence)
+    if held.lost:
+        raise LeaseLostError(f"lease on '{mutex_id}' was lost while the block ran: {held.lost_reason}")

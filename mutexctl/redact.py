@@ -1,0 +1,12 @@
+"""Credentials never leave the process: every text that is shown, logged, stored or raised passes here."""
+
+from __future__ import annotations
+
+import re
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^@/?#]*@)", re.IGNORECASE)
+
+
+def mask_url(text: str) -> str:
+    """Hide ``user:password@`` in a URL (and in any URL inside a longer text)."""
+    return _CREDENTIALS.sub(lambda m: m.group("scheme") + "***@", text)

@@ -1,0 +1,159 @@
+"""The façade services and the CLI use: ``connect()`` and ``Service``, which delegates to the features
+(``leases``, ``keeper``, ``exec``, ``intracom``, ``schema``). It holds no logic of its own beyond the
+seed's P/V bookkeeping."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from collections.abc import Callable, Generator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from .config import Settings, load_settings
+from .errors import LockHeldError, NotOwnerError, UsageError
+from .exec import run_under_lease
+from .intracom import DEFAULT_CHANNEL, Intracom
+from .keeper import HeldLease, hold
+from .leases import Duration, Leases, WaitCallback, wait_seconds
+from .models import AckReport, ForcedRelease, InitResult, Lease, Message, MutexState, Overview, RunResult, SchemaState
+from .schema import check_version
+from .schema.initialize import StepCallback, initialize
+from .stores import open_store
+from .stores.protocols import Store
+
+
+def connect(config: str | None = None, *, store: str | None = None, node_id: str | None = None) -> Service:
+    """Open the store the way the CLI would: flags here > ``MUTEXCTL_*`` > the YAML file > defaults."""
+    return Service(load_settings(config=config, store=store, node_id=node_id))
+
+
+class Service:
+    """Mutexes and broadcasts on one store for one node. Thread-safe for one lease per thread."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store: Store = store if store is not None else open_store(settings)
+        self.leases = Leases(self.store, settings)
+        self.intracom = Intracom(self.store, settings, self.store.prepare_writes)
+        self._taken: dict[str, tuple[str, int]] = {}  # what P() took, so V() releases exactly that lease
+
+    @property
+    def node_id(self) -> str:
+        return self.settings.node_id
+
+    # -- the seed's interface -------------------------------------------------------------------
+
+    def P(self, mutex_id: str, node_id: str, timeout_ms: int) -> bool:  # noqa: N802 - the seed's names
+        """Try once to take ``mutex_id`` for ``node_id`` for ``timeout_ms``; True if taken."""
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 1:
+            raise UsageError(f"timeout_ms must be a positive integer, not {timeout_ms!r}")
+        try:
+            lease = self.leases.try_acquire(mutex_id, timeout=timedelta(milliseconds=timeout_ms), node_id=node_id,
+                                            explain=False)
+        except LockHeldError:
+            return False
+        self._taken[mutex_id] = (node_id, lease.fence)
+        return True
+
+    def V(self, mutex_id: str) -> bool:  # noqa: N802 - the seed's names
+        """Release what P() took; False if the lease was no longer ours (expired and taken over).
+
+        Without an earlier P() on this object, it releases a lease held by this service's node id.
+        """
+        node_id, fence = self._taken.pop(mutex_id, (self.node_id, None))
+        try:
+            self.leases.release(mutex_id, token=fence, node_id=node_id)
+        except NotOwnerError:
+            return False
+        return True
+
+    # -- leases (see leases.Leases) ---------------------------------------------------------------
+
+    def try_acquire(self, mutex_id: str, *, timeout: Duration | None = None, node_id: str | None = None,
+                    command: str | None = None, explain: bool = True) -> Lease:
+        return self.leases.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command, explain=explain)
+
+    def acquire(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
+                node_id: str | None = None, command: str | None = None,
+                on_wait: WaitCallback | None = None) -> Lease:
+        return self.leases.acquire(mutex_id, timeout=timeout, wait=wait, node_id=node_id, command=command,
+                                   on_wait=on_wait)
+
+    def renew(self, lease: Lease) -> Lease:
+        return self.leases.renew(lease)
+
+    def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
+        self.leases.release(mutex_id, token=token, node_id=node_id)
+
+    def force_release(self, mutex_id: str, *, reason: str) -> MutexState | None:
+        return self.leases.force_release(mutex_id, reason=reason)
+
+    def status(self, mutex_id: str | None = None) -> list[MutexState]:
+        """Every mutex (or the one named, if it was ever taken), as the store sees it now."""
+        return list(self.leases.overview(mutex_id, forced_limit=0).states)
+
+    def overview(self, mutex_id: str | None = None, *, forced_limit: int = 5) -> Overview:
+        """What on-call needs, in one read: the mutexes, recent forced releases, the schema, the store's now."""
+        return self.leases.overview(mutex_id, forced_limit=forced_limit)
+
+    def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
+        return self.leases.forced_releases(mutex_id, limit)
+
+    def lock(self, mutex_id: str, *, timeout: Duration | None = None,
+             wait: Duration | None = None) -> AbstractContextManager[HeldLease]:
+        """``with svc.lock(name) as held:`` hold the mutex for the block, renewed in the background
+        (see keeper.hold); ``held.lost`` turns true if the lease is lost."""
+        return hold(self.leases, mutex_id, timeout=timeout, wait=wait)
+
+    def run(self, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
+            wait: Duration | None = None, on_wait: WaitCallback | None = None) -> RunResult:
+        """Run ``argv`` while holding the mutex (see exec.run_under_lease)."""
+        return run_under_lease(self.leases, mutex_id, argv, timeout=timeout, wait=wait, on_wait=on_wait)
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def schema(self) -> SchemaState | None:
+        """The store's schema record; None if it was never initialized (lock commands work anyway)."""
+        return self.store.schema_state()
+
+    def check_schema(self) -> SchemaState:
+        """SchemaError unless the store is at this tool's version with nothing missing."""
+        state = self.store.schema_state()
+        check_version(state, self.store.schema_problems())
+        assert state is not None  # check_version raised otherwise
+        return state
+
+    def init_schema(self, *, wait: Duration | None = None, timeout: Duration | None = None,
+                    dry_run: bool = False, on_step: StepCallback | None = None) -> InitResult:
+        """Bring the store to this tool's schema version (see schema.initialize)."""
+        return initialize(self.store, self.leases, wait=wait, timeout=timeout, dry_run=dry_run, on_step=on_step)
+
+    # -- intracom (see intracom.Intracom) -------------------------------------------------------------
+
+    def broadcast(self, action: str, payload: str = "{}", *, channel: str = DEFAULT_CHANNEL,
+                  to: Sequence[str] = ()) -> Message:
+        return self.intracom.broadcast(action, payload, channel=channel, to=to)
+
+    def ack_report(self, message_id: str) -> AckReport:
+        return self.intracom.ack_report(message_id)
+
+    def wait_acks(self, message: Message, *, wait: Duration,
+                  on_progress: Callable[[AckReport], None] | None = None) -> AckReport:
+        return self.intracom.wait_acks(message, wait_s=wait_seconds(wait, "--wait"), on_progress=on_progress)
+
+    def listen(self, *, channel: str = DEFAULT_CHANNEL, handler: Callable[[Message], int] | None = None,
+               include_self: bool = False, from_start: bool = False, once: bool = False,
+               stop: threading.Event | None = None, **options: Any) -> int | Generator[Message, int | None, None]:
+        return self.intracom.listen(channel=channel, handler=handler, include_self=include_self,  # type: ignore[call-overload]
+                                    from_start=from_start, once=once, stop=stop, **options)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

@@ -1,0 +1,39 @@
+"""What both stores say the same way: why a guarded release/renew matched nothing, a late release,
+a store newer than this tool."""
+
+from __future__ import annotations
+
+from ..errors import LeaseExpiredError, NotOwnerError, SchemaError
+from ..models import MutexState
+from .steps import SCHEMA_VERSION
+
+
+def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state: MutexState | None) -> NotOwnerError:
+    """Why a guarded release/renew matched nothing, from the mutex's state read after it."""
+    ours = state is not None and state.taken and state.taken_by == node_id and fence in (None, state.fence) \
+        and not state.foreign
+    if ours and state is not None and state.state == "expired":
+        return LeaseExpiredError(mutex_id, f"cannot {verb} '{mutex_id}': the lease (fence {state.fence}) has expired",
+                                 state, hint="acquire it again")
+    if state is None or not state.taken:
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is not held", state)
+    if state.foreign:
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} in a lease "
+                             "another service wrote", state, hint="--force --reason breaks it, on the record")
+    mine = node_id + (f" with fence {fence}" if fence is not None else "")
+    return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} (fence {state.fence}), "
+                         f"not by {mine}", state,
+                         hint="pass the --token that acquire printed, or --force --reason to break it")
+
+
+def released_late_error(mutex_id: str, fence: object) -> LeaseExpiredError:
+    """A release that freed our lease but found it past its expiry: the section may have overlapped."""
+    return LeaseExpiredError(mutex_id, f"released '{mutex_id}', but its lease (fence {fence}) had already expired: "
+                             "another node could have held it meanwhile",
+                             hint="use a longer --timeout, or renew while you work")
+
+
+def newer_store_error(version: int) -> SchemaError:
+    """Older tools must not write to a store a newer one set up."""
+    return SchemaError(f"the store's schema is at version {version}, newer than this tool's {SCHEMA_VERSION}",
+                       hint="upgrade mutexctl on this host; older tools must not write to a newer store")

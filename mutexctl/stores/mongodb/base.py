@@ -1,0 +1,100 @@
+"""The client, the collections, and the translation of driver errors (credentials scrubbed)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pymongo
+from pymongo.collection import Collection
+from pymongo.errors import (ConfigurationError, ConnectionFailure, DuplicateKeyError, InvalidURI, OperationFailure,
+                            PyMongoError, ServerSelectionTimeoutError)
+
+from ...errors import ConfigError, StoreError, StoreUnavailableError
+from ...logs import logger
+from ...models import SchemaState
+from ...redact import mask_url
+from ..steps import LOG_RETENTION_S
+
+log = logger("mutexctl.stores.mongodb")
+
+
+class MongoBase:
+    """What every part of the MongoDB store shares: one client, its collections, its error handling."""
+
+    clock = "server"  # leases are judged on the server's clock ($$NOW)
+    expires_by_ttl = True  # the server deletes old log entries itself (TTL indexes)
+
+    def __init__(self, url: str, *, database: str | None, collection: str, connect_timeout_ms: int,
+                 log_retention_s: float = LOG_RETENTION_S) -> None:
+        self.log_retention_s = log_retention_s
+        self.url = mask_url(url)
+        self._secrets = _secrets(url)
+        try:
+            self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+                url, serverSelectionTimeoutMS=connect_timeout_ms, connectTimeoutMS=connect_timeout_ms,
+                socketTimeoutMS=max(2 * connect_timeout_ms, 10_000), w="majority", tz_aware=True,
+                appname="mutexctl")
+            db = self.client.get_default_database(default=database or "mutexctl") if not database \
+                else self.client[database]
+        except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
+            raise ConfigError(f"bad MongoDB URL {self.url}: {self._scrub(str(exc))}",
+                              hint="see the URL forms in README.md, section MongoDB") from None
+        self.database = db.name
+        self._db = db
+        self._mutexes = db[collection]
+        self._forced = db["forced_releases"]
+        self._meta = db["meta"]
+        self._counters, self._messages, self._acks, self._nodes = (db["counters"], db["messages"], db["acks"],
+                                                                    db["nodes"])
+        self._unique_ids = False  # the unique index on mutexId is known to exist (see prepare_writes)
+        self._prepared: tuple[SchemaState | None] | None = None  # prepare_writes's answer, once known
+
+    def collection(self, table: str) -> Collection[dict[str, Any]]:
+        """A collection by its schema name (``mutexes`` is configurable)."""
+        return self._mutexes if table == "mutexes" else self._db[table]
+
+    def close(self) -> None:
+        self.client.close()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Driver errors become StoreUnavailableError/StoreError/ConfigError, credentials scrubbed.
+        DuplicateKeyError passes: callers decide what it means ("held", "acked already")."""
+        try:
+            yield
+        except DuplicateKeyError:
+            raise
+        except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
+            reason = self._scrub(str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0])
+            log.debug("store %s unreachable: %s", self.url, reason)
+            raise StoreUnavailableError(f"store {self.url} is unreachable: {reason}",
+                                        hint="check the host and port, that the server runs, and the network; "
+                                             "connect_timeout sets how long to look for it") from exc
+        except OperationFailure as exc:
+            message = self._scrub(str((exc.details or {}).get("errmsg") or exc))
+            if "auth" in message.lower():
+                raise ConfigError(f"store {self.url} refused the credentials: {message}",
+                                  hint="check the user, password and authSource in the URL") from None
+            raise StoreError(f"store {self.url} failed: {message}") from exc
+        except PyMongoError as exc:
+            raise StoreError(f"store {self.url} failed: {self._scrub(str(exc))}") from exc
+
+    def _scrub(self, text: str) -> str:
+        text = mask_url(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _secrets(url: str) -> list[str]:
+    """The user name and password of a URL, raw and decoded, longest first, to scrub from messages."""
+    try:
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rpartition("@")[0]
+    except ValueError:
+        return []
+    found = {piece for raw in userinfo.split(":", 1) if raw for piece in (raw, unquote(raw))}
+    return sorted(found, key=len, reverse=True)

@@ -1,0 +1,172 @@
+"""MongoDB documents <-> records: the acquire pipeline, and readers that never raise on what another
+service wrote (a wrong type gives "unknown", never an exception)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ...models import AppliedStep, ForcedRelease, Holder, Message, MutexState, SchemaState
+from ..seed_document import HOLDER_CURRENT, ISO_NOW, holder_is_current, taken_at_time, timeout_ms, unreadable
+from ..seed_document import expiry as doc_expiry
+
+MAX_OUTBOX = 5  # forced-release records a mutex document keeps until they are copied to the history
+
+
+def literal(value: Any) -> dict[str, Any]:
+    """User text inside a pipeline: without $literal, a node id like "$x" would be read as a field path."""
+    return {"$literal": value}
+
+
+def take_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> list[dict[str, Any]]:
+    """The update of a successful acquire: the seed's fields, the next fence, and holder details
+    stamped with the takenAt and takenBy they belong to. Fields of older versions are dropped."""
+    fence = {"$cond": [{"$and": [{"$in": [{"$type": "$fence"}, ["int", "long", "double"]]},
+                                 {"$gte": ["$fence", 0]}, {"$lt": ["$fence", 2**53]}]},
+                       {"$toLong": "$fence"}, {"$toLong": 0}]}
+    details = {"host": holder.host, "pid": holder.pid, "user": holder.user, "command": holder.command}
+    return [{"$set": {
+        "_id": {"$ifNull": ["$_id", literal(mutex_id)]},  # a new document is named after its mutex
+        "mutexId": literal(mutex_id), "taken": True, "takenAt": ISO_NOW, "takenBy": literal(node_id),
+        "timeout": timeout_ms, "fence": {"$add": [fence, 1]},
+        "holder": {"$mergeObjects": [literal(details),
+                                     {"takenAt": ISO_NOW, "takenBy": literal(node_id), "since": "$$NOW"}]}}},
+        {"$unset": ["expiresAt", "releasedLate"]}]
+
+
+def force_pipeline(record_id: str, by_node: str, by: Holder, reason: str) -> list[dict[str, Any]]:
+    """Free the mutex whoever holds it and, in the same write, keep the record of it in the document
+    (``forced``, the newest few), so that the release and its record cannot diverge."""
+    record = {"id": literal(record_id), "at": "$$NOW", "byNode": literal(by_node), "byUser": literal(by.user),
+              "byHost": literal(by.host), "reason": literal(reason), "previousHolder": "$takenBy",
+              "previousFence": {"$cond": [HOLDER_CURRENT, "$fence", None]}}
+    kept = {"$cond": [{"$isArray": "$forced"}, "$forced", []]}
+    return [{"$set": {"taken": False,
+                      "forced": {"$slice": [{"$concatArrays": [kept, [record]]}, -MAX_OUTBOX]}}}]
+
+
+def listing(match: dict[str, Any], extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """The matching documents in name order, each with ``extra`` fields computed on the server."""
+    return [{"$match": match}, {"$sort": {"mutexId": 1, "_id": 1}}, {"$addFields": extra}]
+
+
+def by_name(docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Documents sorted by mutexId, grouped: one group per mutex (more than one: copies)."""
+    groups: list[list[dict[str, Any]]] = []
+    for doc in docs:
+        if groups and groups[-1][0].get("mutexId") == doc.get("mutexId"):
+            groups[-1].append(doc)
+        else:
+            groups.append([doc])
+    return groups
+
+
+def mutex_state(copies: list[dict[str, Any]], now: datetime | None, *, listed: bool = True) -> MutexState:
+    """A mutex from its document(s): from a listing (the server read takenAt, timeout and expiry:
+    ``_takenAt``, ``_timeout``, ``_expires``), or raw (force_release's report: read here by the same
+    rule, on this host's clock). Whatever another service wrote, this never raises."""
+    doc = next((d for d in copies if d.get("taken") is True), copies[0])
+    taken = doc.get("taken") is True
+    expires = doc.get("_expires") if listed else doc_expiry(doc)
+    taken_at = doc.get("_takenAt") if listed else taken_at_time(doc.get("takenAt"))
+    timeout = doc.get("_timeout") if listed else timeout_ms(doc.get("timeout"))
+    now = utc(now) if now is not None else datetime.now(timezone.utc)
+    remaining = None
+    if taken and isinstance(expires, datetime):
+        remaining = max(0, math.ceil((utc(expires) - now) / timedelta(milliseconds=1)))
+    current = holder_is_current(doc)
+    problem = None
+    if len(copies) > 1:
+        problem = duplicate_problem(str(doc.get("mutexId")), [d.get("_id") for d in copies])
+    elif taken and remaining is None:
+        problem = unreadable(doc) or "its expiry cannot be read"
+    return MutexState(
+        str(doc.get("mutexId")), taken, _text(doc.get("takenBy")),
+        utc(taken_at) if isinstance(taken_at, datetime) else None,
+        utc(expires) if isinstance(expires, datetime) else None,
+        round(timeout) if isinstance(timeout, (int, float)) else None, _fence(doc.get("fence")),
+        _holder(doc.get("holder")) if current else None, now, remaining,
+        foreign=taken and not current, problem=problem, copies=len(copies),
+        since=_since(doc.get("holder")) if current else None)
+
+
+def duplicate_problem(mutex_id: str, ids: list[Any]) -> str:
+    shown = ", ".join(repr(i) for i in ids[:4]) + (", …" if len(ids) > 4 else "")
+    return (f"{len(ids)} documents share mutexId {mutex_id!r} (_id {shown}): mutexctl will not take it "
+            f"until one is left; delete the others, then run mutexctl init-schema (it adds the unique index)")
+
+
+def forced_release(d: dict[str, Any], mutex_id: str | None = None) -> ForcedRelease:
+    """A record from the history collection, or from a mutex document's ``forced`` (then ``mutex_id``)."""
+    fence = d.get("previousFence")
+    return ForcedRelease(mutex_id or d["mutexId"], utc(d["at"]), d["byNode"], d["byUser"], d["byHost"], d["reason"],
+                         _text(d.get("previousHolder")), _fence(fence) if fence is not None else None)
+
+
+def outbox(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(mutexId, record) for the forced-release records kept in mutex documents."""
+    found = []
+    for doc in docs:
+        records = doc.get("forced")
+        if isinstance(records, list):
+            found += [(str(doc.get("mutexId")), r) for r in records if isinstance(r, dict) and "id" in r]
+    return found
+
+
+def history_entry(mutex_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A record as the history collection keeps it (``_id`` is the record's id: copies are idempotent)."""
+    return {"_id": record["id"], "mutexId": mutex_id, **{k: v for k, v in record.items() if k != "id"}}
+
+
+def merge_forced(history: list[dict[str, Any]], kept: list[tuple[str, dict[str, Any]]],
+                 limit: int) -> tuple[ForcedRelease, ...]:
+    """The history collection and the records still waiting in mutex documents, newest first."""
+    seen = {str(d.get("_id")) for d in history}
+    entries = list(history) + [history_entry(m, r) for m, r in kept if str(r["id"]) not in seen]
+    entries.sort(key=lambda d: utc(d["at"]), reverse=True)
+    return tuple(forced_release(d) for d in entries[:limit])
+
+
+def schema_state(doc: dict[str, Any]) -> SchemaState:
+    steps = tuple(AppliedStep(int(s["step"]), utc(s["appliedAt"]), str(s["appliedBy"])) for s in doc.get("steps", []))
+    return SchemaState(int(doc["version"]), utc(doc["appliedAt"]), str(doc["appliedBy"]), str(doc["toolVersion"]),
+                       steps)
+
+
+def message(doc: dict[str, Any]) -> Message:
+    return Message(doc["_id"], doc["channel"], int(doc["seq"]), doc["action"], doc["payload"], doc["sender"],
+                   tuple(doc.get("to") or ()), tuple(doc.get("expected") or ()), utc(doc["at"]))
+
+
+def has_unique_ids(indexes: Mapping[str, Any]) -> bool:
+    return any(spec.get("unique") and [tuple(k) for k in spec.get("key", ())] == [("mutexId", 1)]
+               for spec in indexes.values())
+
+
+def utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _holder(value: Any) -> Holder | None:
+    if not isinstance(value, dict):
+        return None
+    pid = value.get("pid")
+    return Holder(_text(value.get("host")) or "", pid if isinstance(pid, int) and not isinstance(pid, bool) else 0,
+                  _text(value.get("user")) or "", _text(value.get("command")) or "")
+
+
+def _since(holder: Any) -> datetime | None:
+    since = holder.get("since") if isinstance(holder, dict) else None
+    return utc(since) if isinstance(since, datetime) else None
+
+
+def _fence(value: Any) -> int:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return int(value)
+    return 0
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else repr(value)

@@ -1,0 +1,189 @@
+"""Leases on MongoDB: each operation one command, expiry on the server's clock (see seed_document)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from ...errors import DuplicateMutexError, LockHeldError, NotOwnerError
+from ...models import ForcedRelease, Holder, Lease, MutexState, Overview, SchemaState, parse_iso
+from ..common import loss_error, newer_store_error, released_late_error
+from ..seed_document import EXPIRED, EXPIRED_OWN, EXPIRY, HOLDER_CURRENT, ISO_NOW, LIVE, TAKEN_AT, TIMEOUT
+from ..steps import SCHEMA_VERSION, UNIQUE_IDS_STEP
+from .base import MongoBase, log
+from .documents import (by_name, force_pipeline, has_unique_ids, history_entry, listing, merge_forced, mutex_state,
+                        outbox, schema_state, take_pipeline, utc)
+
+UNIQUE_INDEX = "mutexId_unique"
+_READ = {"_now": "$$NOW", "_takenAt": TAKEN_AT, "_timeout": TIMEOUT, "_expires": EXPIRY}
+
+
+class MongoLeases(MongoBase):
+    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
+        upsert = True
+        if not self._unique_ids:
+            # Without the unique index an upsert beside another service's document (ObjectId _id)
+            # would make a second copy of the mutex: look first, and never upsert beside one.
+            with self._errors():
+                copies = self._mutexes.count_documents({"mutexId": mutex_id}, limit=2)
+            if copies > 1:
+                raise DuplicateMutexError(mutex_id, self.get(mutex_id))
+            upsert = copies == 0
+        free_or_expired = {"mutexId": mutex_id, "$or": [{"taken": {"$ne": True}}, {"$expr": EXPIRED}]}
+        with self._errors():
+            try:
+                doc = self._mutexes.find_one_and_update(
+                    free_or_expired, take_pipeline(mutex_id, node_id, timeout_ms, holder), upsert=upsert,
+                    return_document=ReturnDocument.AFTER, projection={"fence": 1, "takenAt": 1})
+            except DuplicateKeyError:
+                raise LockHeldError(mutex_id) from None
+        if doc is None:  # no upsert (see above), and held
+            raise LockHeldError(mutex_id)
+        taken_at = parse_iso(doc["takenAt"])
+        log.debug("acquired %s as %s (fence %s, %d ms)", mutex_id, node_id, doc["fence"], timeout_ms)
+        return Lease(mutex_id, node_id, int(doc["fence"]), timeout_ms, taken_at,
+                     taken_at + timedelta(milliseconds=timeout_ms))
+
+    def renew(self, lease: Lease) -> Lease:
+        """Rewrite ``takenAt`` (and the holder's stamp) to the server's now: every reader of the seed's
+        fields then sees the lease extended by its timeout."""
+        ours_and_live = self._ours(lease.mutex_id, lease.node_id, lease.fence, LIVE)
+        extend = [{"$set": {"takenAt": ISO_NOW, "timeout": lease.timeout_ms, "holder.takenAt": ISO_NOW}}]
+        with self._errors():
+            doc = self._mutexes.find_one_and_update(ours_and_live, extend, return_document=ReturnDocument.AFTER,
+                                                    projection={"takenAt": 1})
+        if doc is None:
+            raise self._loss(lease.mutex_id, lease.node_id, lease.fence, "renew")
+        expires = parse_iso(doc["takenAt"]) + timedelta(milliseconds=lease.timeout_ms)
+        return Lease(lease.mutex_id, lease.node_id, lease.fence, lease.timeout_ms, lease.taken_at, expires,
+                     lease.local_deadline)
+
+    def release(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+        # One write: free it, and tell in the same operation whether it had already expired (kept in
+        # releasedLate until the next acquire). With a fence the guard proves the lease is the one we
+        # wrote, whose takenAt is in the seed's form: the smaller test suffices.
+        free = [{"$set": {"taken": False, "releasedLate": EXPIRED if fence is None else EXPIRED_OWN}}]
+        with self._errors():
+            doc = self._mutexes.find_one_and_update(self._ours(mutex_id, node_id, fence), free,
+                                                    return_document=ReturnDocument.AFTER,
+                                                    projection={"releasedLate": 1, "fence": 1})
+        if doc is None:
+            raise self._loss(mutex_id, node_id, fence, "release")
+        if doc.get("releasedLate"):
+            raise released_late_error(mutex_id, doc.get("fence"))
+
+    def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
+        """One write frees the mutex and keeps the record in its document; the copy into the history
+        collection follows, idempotent: if this process dies in between, readers still find the
+        record in the document (see merge_forced) and the next forced release copies it."""
+        if not self._unique_ids:
+            with self._errors():
+                if self._mutexes.count_documents({"mutexId": mutex_id}, limit=2) > 1:
+                    raise DuplicateMutexError(mutex_id, self.get(mutex_id), verb="release")
+        with self._errors():
+            after = self._mutexes.find_one_and_update({"mutexId": mutex_id, "taken": True},
+                                                      force_pipeline(uuid.uuid4().hex, by_node, by, reason),
+                                                      return_document=ReturnDocument.AFTER)
+        if after is None:
+            return None
+        self._copy_forced([after])
+        return mutex_state([{**after, "taken": True}], None, listed=False)
+
+    def get(self, mutex_id: str) -> MutexState | None:
+        """One aggregate: the mutex's documents (one, unless another service made copies), the
+        server's now and the lease's expiry on that clock."""
+        with self._errors():
+            docs = list(self._mutexes.aggregate(listing({"mutexId": mutex_id}, _READ)))
+        return mutex_state(docs, docs[0]["_now"]) if docs else None
+
+    def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
+        """One aggregate: $facet always yields one document (even from an empty collection), to which
+        the server's now, the forced-release history and the schema record are joined."""
+        match: dict[str, Any] = {"mutexId": {"$type": "string"}} if mutex_id is None else {"mutexId": mutex_id}
+        pipeline: list[dict[str, Any]] = [
+            {"$facet": {"mutexes": listing(match, _READ)}},
+            {"$addFields": {"now": "$$NOW"}},
+            {"$lookup": {"from": self._meta.name, "as": "meta", "pipeline": [{"$match": {"_id": "schema"}}]}},
+        ]
+        if forced_limit > 0:  # $limit must be positive
+            pipeline.append({"$lookup": {"from": self._forced.name, "as": "forced", "pipeline": [
+                {"$match": {} if mutex_id is None else {"mutexId": mutex_id}},
+                {"$sort": {"at": -1}}, {"$limit": forced_limit}]}})
+        with self._errors():
+            [doc] = self._mutexes.aggregate(pipeline)
+        now = utc(doc["now"])
+        forced = merge_forced(doc.get("forced", []), outbox(doc["mutexes"]), forced_limit) if forced_limit else ()
+        return Overview(tuple(mutex_state(copies, now) for copies in by_name(doc["mutexes"])), forced,
+                        schema_state(doc["meta"][0]) if doc["meta"] else None, now)
+
+    def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
+        query = {} if mutex_id is None else {"mutexId": mutex_id}
+        with self._errors():
+            history = list(self._forced.find(query).sort("at", -1).limit(limit))
+            kept = outbox(list(self._mutexes.find({**query, "forced": {"$type": "array"}}, {"mutexId": 1, "forced": 1})))
+        return list(merge_forced(history, kept, limit))
+
+    def prepare_writes(self) -> SchemaState | None:
+        """Before the first write: refuse a store newer than this tool, and make sure ``mutexId`` is
+        unique, which makes acquire atomic (once per store object; later calls answer from memory).
+
+        A store that init-schema brought to UNIQUE_IDS_STEP has the index. On an older one it is
+        created here (as SQLite creates its tables on first use); where it cannot be (documents
+        already share a name, or the user may not create indexes) acquire looks before it writes.
+        """
+        if self._prepared is not None:
+            return self._prepared[0]
+        with self._errors():
+            doc = self._meta.find_one({"_id": "schema"})
+        state = None if doc is None else schema_state(doc)
+        if state is not None and state.version > SCHEMA_VERSION:
+            raise newer_store_error(state.version)
+        if state is not None and state.version >= UNIQUE_IDS_STEP:
+            self._unique_ids = True
+        else:
+            with self._errors():
+                try:
+                    self._unique_ids = self._ensure_unique_ids()
+                except (DuplicateKeyError, OperationFailure) as exc:  # copies exist, or not allowed to
+                    log.debug("no unique index on mutexId: %s", self._scrub(str(exc)))
+                    self._unique_ids = False
+        self._prepared = (state,)
+        return state
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _ours(self, mutex_id: str, node_id: str, fence: int | None, *also: dict[str, Any]) -> dict[str, Any]:
+        """Our lease: taken by ``node_id`` and, given a fence, that very lease — its holder stamp
+        still current, so another service's take-over under the same node id is not ours."""
+        guard: dict[str, Any] = {"mutexId": mutex_id, "taken": True, "takenBy": node_id}
+        checks = list(also)
+        if fence is not None:
+            guard["fence"] = fence
+            checks.append(HOLDER_CURRENT)
+        if checks:
+            guard["$expr"] = {"$and": checks}
+        return guard
+
+    def _ensure_unique_ids(self) -> bool:
+        """Create the unique index on ``mutexId`` unless an equivalent one exists; raises
+        DuplicateKeyError when documents already share a name."""
+        if has_unique_ids(self._mutexes.index_information()):
+            return True
+        self._mutexes.create_index("mutexId", unique=True, name=UNIQUE_INDEX)
+        return True
+
+    def _copy_forced(self, docs: list[dict[str, Any]]) -> None:
+        for mutex_id, record in outbox(docs):
+            with self._errors():
+                try:
+                    self._forced.insert_one(history_entry(mutex_id, record))
+                except DuplicateKeyError:
+                    pass  # copied before
+
+    def _loss(self, mutex_id: str, node_id: str, fence: int | None, verb: str) -> NotOwnerError:
+        return loss_error(mutex_id, node_id, fence, verb, self.get(mutex_id))  # a read on the failure path only
+

@@ -1,0 +1,131 @@
+"""Schema on MongoDB: the items of each step (collections, indexes, TTL indexes), the meta record,
+the broadcast log's retention, and the server checks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from ...errors import SchemaError, StoreUnavailableError
+from ...models import SchemaState
+from ..steps import LOG_RETENTION, STEPS, UNIQUE_IDS_STEP, Expiry, Index, Table
+from .documents import has_unique_ids, schema_state
+from .leases import MongoLeases
+
+MIN_SERVER_VERSION = (4, 2)  # $$NOW and update pipelines
+
+
+class MongoSchema(MongoLeases):
+    def schema_state(self) -> SchemaState | None:
+        with self._errors():
+            doc = self._meta.find_one({"_id": "schema"})
+        return None if doc is None else schema_state(doc)
+
+    def apply_schema_step(self, step: int) -> None:
+        """Apply the items of step ``step``; creating what exists already is a no-op.
+
+        The collection check before creating one is not a race: steps run only under mutexctl.schema.
+        """
+        [items] = [s.items for s in STEPS if s.number == step]
+        with self._errors():
+            for item in items:
+                if isinstance(item, Table):
+                    name = self.collection(item.name).name
+                    if name not in self._db.list_collection_names(filter={"name": name}):
+                        self._db.create_collection(name)
+                elif isinstance(item, Index):
+                    self._create_index(item)
+                else:
+                    _ensure_ttl(self.collection(item.table), item.field, self._seconds(item))
+
+    def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
+        """Set the version to ``step`` and log it, in one write."""
+        now = datetime.now(timezone.utc)
+        with self._errors():
+            self._meta.update_one({"_id": "schema"}, {
+                "$set": {"version": step, "appliedAt": now, "appliedBy": applied_by, "toolVersion": tool_version},
+                "$push": {"steps": {"step": step, "appliedAt": now, "appliedBy": applied_by}}}, upsert=True)
+        self._prepared = None  # prepare_writes reads the new version next time
+
+    def schema_problems(self) -> list[tuple[int, str]]:
+        with self._errors():
+            if has_unique_ids(self._mutexes.index_information()):
+                return []
+        return [(UNIQUE_IDS_STEP, f"the unique index on mutexId in collection {self._mutexes.name} is missing")]
+
+    def retention_drift(self) -> tuple[int, int] | None:
+        """(seconds the TTL index keeps the broadcast log, seconds configured) when they differ."""
+        with self._errors():
+            index = self._messages.index_information().get("at_ttl", {})
+        kept, wanted = index.get("expireAfterSeconds"), int(self.log_retention_s)
+        return None if kept is None or int(kept) == wanted else (int(kept), wanted)
+
+    def apply_retention(self) -> None:
+        with self._errors():
+            _ensure_ttl(self._messages, "at", int(self.log_retention_s))
+
+    def server_report(self) -> dict[str, str]:
+        """The server's version (refused below 4.2), topology and the write concern in effect."""
+        with self._errors():
+            build = self._db.command("buildInfo")  # not server_info(): some servers reject its "buildinfo"
+            hello = self._db.command("hello")
+        version = check_server_version(build)
+        if hello.get("setName"):
+            topology = f"replica set {hello['setName']}"
+        elif hello.get("msg") == "isdbgrid":
+            topology = "sharded cluster (mongos)"
+        else:
+            topology = "standalone"
+        concern = self._mutexes.write_concern.document or {"w": 1}
+        return {"engine": f"MongoDB {version}", "topology": topology, "database": self.database,
+                "write_concern": ", ".join(f"{k}={v}" for k, v in concern.items()), "clock": "the server's ($$NOW)"}
+
+    def _create_index(self, index: Index) -> None:
+        if index.fields != ("mutexId",):
+            self.collection(index.table).create_index([(f, 1) for f in index.fields], name=index.name,
+                                                      unique=index.unique)
+            return
+        try:
+            self._unique_ids = self._ensure_unique_ids()
+        except DuplicateKeyError:
+            found = self._duplicates()
+            names = ", ".join(f"{name!r} ({len(ids)} documents)" for name, ids in found[:5])
+            raise SchemaError(f"cannot add the unique index on mutexId: several documents share a name: {names}"
+                              + (f" and {len(found) - 5} more" if len(found) > 5 else ""),
+                              hint="keep one document per mutexId (the held one), delete the others, then run "
+                                   "init-schema again; see README.md, 'Sharing mutexes with other services'") from None
+
+    def _duplicates(self) -> list[tuple[str, list[Any]]]:
+        """(mutexId, the _ids of its documents) for every name held by more than one document."""
+        groups = self._mutexes.aggregate([{"$group": {"_id": "$mutexId", "n": {"$sum": 1}, "ids": {"$push": "$_id"}}},
+                                          {"$match": {"n": {"$gt": 1}}}, {"$sort": {"_id": 1}}])
+        return [(str(g["_id"]), g["ids"]) for g in groups]
+
+    def _seconds(self, item: Expiry) -> int:
+        return int(self.log_retention_s) if item.seconds == LOG_RETENTION else int(item.seconds)
+
+
+def _ensure_ttl(collection: Collection[dict[str, Any]], field: str, seconds: int) -> None:
+    """A TTL index ``<field>_ttl`` expiring after ``seconds``; one with another expiry is replaced.
+
+    Drop and create rather than collMod, which not every wire-compatible server offers; between
+    the two, documents just live a moment longer. Only init-schema calls this, under mutexctl.schema.
+    """
+    name = f"{field}_ttl"
+    kept = collection.index_information().get(name, {}).get("expireAfterSeconds")
+    if kept is not None and int(kept) != seconds:
+        collection.drop_index(name)
+    collection.create_index(field, name=name, expireAfterSeconds=seconds)
+
+
+def check_server_version(build_info: dict[str, Any]) -> str:
+    """The server's version string; StoreUnavailableError below 4.2, which lacks $$NOW."""
+    version = str(build_info.get("version", "?"))
+    parts = build_info.get("versionArray") or [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    if tuple(int(p) for p in parts[:2]) < MIN_SERVER_VERSION:
+        raise StoreUnavailableError(f"MongoDB {version} is too old: mutexctl needs 4.2 or newer ($$NOW in updates)",
+                                    hint="upgrade the server, or use another one")
+    return version

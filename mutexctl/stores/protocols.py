@@ -1,0 +1,111 @@
+"""What the features need from a store, one small protocol per concern.
+
+Every method is one atomic operation on the store (one round trip on a server). Stores never sleep,
+loop or retry: waiting, deadlines and renewal belong to the features above them. Driver errors
+become StoreUnavailableError/StoreError, the driver's error kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, Overview, SchemaState
+
+
+class StoreInfo(Protocol):
+    url: str  # masked, safe to show
+    clock: str  # whose clock judges expiry: "host" (this machine's) or "server" (the store's)
+    expires_by_ttl: bool  # the store deletes old log entries itself (TTL indexes), with a retention to keep
+
+    def close(self) -> None: ...
+
+
+class LeaseStore(StoreInfo, Protocol):
+    def prepare_writes(self) -> SchemaState | None:
+        """Before the first write: refuse (SchemaError) a store newer than this tool, and make sure
+        mutexId is unique. Returns the schema record; answered from memory after the first call."""
+
+    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
+        """Take the mutex iff it is free or its lease expired; else raise LockHeldError."""
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend our unexpired lease by its timeout; else raise LeaseExpiredError/NotOwnerError."""
+
+    def release(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+        """Free the mutex iff ``node_id`` (and ``fence``, when given) hold it; else NotOwnerError.
+
+        Raises LeaseExpiredError (after freeing it) if our lease had already expired.
+        """
+
+    def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
+        """Free the mutex whoever holds it and record why, so that the two cannot diverge; returns
+        the state it had, None if it was free."""
+
+    def get(self, mutex_id: str) -> MutexState | None: ...
+
+    def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
+        """Every mutex (or the one named), its latest forced releases, the schema record and the
+        store's now, in one read (one round trip on a server)."""
+
+    def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]: ...
+
+
+class SchemaStore(StoreInfo, Protocol):
+    def schema_state(self) -> SchemaState | None:
+        """The ``meta`` record, or None on a store never initialized."""
+
+    def apply_schema_step(self, step: int) -> None:
+        """Apply the items of step ``step`` (stores.steps); idempotent."""
+
+    def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
+        """Set the schema version to ``step`` and log it, in one atomic write."""
+
+    def schema_problems(self) -> list[tuple[int, str]]:
+        """(step, what is missing) for parts of applied steps that are gone (e.g. a dropped index)."""
+
+    def server_report(self) -> dict[str, str]:
+        """Facts about the store for init-schema's output; raises if the server is unsupported."""
+
+
+@runtime_checkable
+class RetentionStore(SchemaStore, Protocol):
+    """A store that deletes old log entries itself (``expires_by_ttl``): its retention is fixed when
+    the TTL index is made, so a changed ``log_retention`` must be applied to it."""
+
+    def retention_drift(self) -> tuple[int, int] | None:
+        """(seconds the store keeps the broadcast log now, seconds configured) when they differ."""
+
+    def apply_retention(self) -> None: ...
+
+
+class LogStore(StoreInfo, Protocol):
+    """The broadcast log: a counter per channel, messages, acks and the live-node registry."""
+
+    def next_seq(self, channel: str) -> int:
+        """Take the channel's next sequence number (one atomic increment)."""
+
+    def latest_seq(self, channel: str) -> int: ...
+
+    def append_message(self, message: Message) -> None: ...
+
+    def messages_after(self, channel: str, seq: int, limit: int = 100) -> list[Message]: ...
+
+    def get_message(self, message_id: str) -> Message | None: ...
+
+    def record_ack(self, ack: Ack) -> bool:
+        """Store the ack; False if this node had already acked this message."""
+
+    def acks(self, message_id: str) -> list[Ack]: ...
+
+    def acked(self, node: str, message_ids: list[str]) -> set[str]: ...
+
+    def register_node(self, node: str, channel: str, host: str, pid: int) -> int | None:
+        """Mark the listener alive now (the heartbeat too); returns its saved cursor, if any."""
+
+    def save_cursor(self, node: str, channel: str, cursor: int) -> None: ...
+
+    def live_nodes(self, channel: str, within_s: float) -> list[str]: ...
+
+
+class Store(LeaseStore, SchemaStore, LogStore, Protocol):
+    """Everything: what ``open_store`` returns."""

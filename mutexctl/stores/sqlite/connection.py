@@ -1,0 +1,220 @@
+"""The SQLite file: opening it (WAL, first-time tables), one transaction per store method, the clock
+leases are judged on, and the translation of driver errors."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ...errors import ConfigError, StoreError, StoreUnavailableError
+from ...models import AppliedStep, SchemaState, parse_iso
+from ...redact import mask_url
+from ..steps import LOG_RETENTION_S
+
+BUSY_TIMEOUT_S = 10.0
+
+# Tables by schema name. mutexes and forced_releases exist from the first use (lock commands work
+# on a store init-schema never saw); the others come with their schema step.
+TABLES = {
+    "mutexes": """CREATE TABLE IF NOT EXISTS mutexes (
+        mutexId   TEXT PRIMARY KEY,
+        taken     INTEGER NOT NULL,
+        takenAt   TEXT,               -- the seed's ISO-8601 string
+        takenBy   TEXT,
+        timeout   INTEGER,            -- milliseconds
+        expiresAt TEXT,               -- for people (expiry is decided on bootId + expiresNs)
+        fence     INTEGER NOT NULL,
+        bootId    TEXT,
+        expiresNs INTEGER,            -- CLOCK_BOOTTIME nanoseconds
+        host TEXT, pid INTEGER, user TEXT, command TEXT)""",
+    "forced_releases": """CREATE TABLE IF NOT EXISTS forced_releases (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mutexId TEXT NOT NULL, at TEXT NOT NULL, byNode TEXT NOT NULL, byUser TEXT NOT NULL,
+        byHost TEXT NOT NULL, reason TEXT NOT NULL, previousHolder TEXT, previousFence INTEGER)""",
+    "counters": "CREATE TABLE IF NOT EXISTS counters (channel TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    "messages": """CREATE TABLE IF NOT EXISTS messages (
+        id TEXT PRIMARY KEY, channel TEXT NOT NULL, seq INTEGER NOT NULL, action TEXT NOT NULL,
+        payload TEXT NOT NULL, sender TEXT NOT NULL, recipients TEXT NOT NULL, expected TEXT NOT NULL,
+        at TEXT NOT NULL, UNIQUE (channel, seq))""",
+    "acks": """CREATE TABLE IF NOT EXISTS acks (
+        messageId TEXT NOT NULL, node TEXT NOT NULL, at TEXT NOT NULL, status INTEGER NOT NULL,
+        durationMs INTEGER NOT NULL, PRIMARY KEY (messageId, node))""",
+    "nodes": """CREATE TABLE IF NOT EXISTS nodes (
+        node TEXT NOT NULL, channel TEXT NOT NULL, lastSeen TEXT NOT NULL, host TEXT, pid INTEGER,
+        cursor INTEGER, PRIMARY KEY (node, channel))""",
+    "meta": """CREATE TABLE IF NOT EXISTS meta (
+        id TEXT PRIMARY KEY, version INTEGER NOT NULL, appliedAt TEXT NOT NULL, appliedBy TEXT NOT NULL,
+        toolVersion TEXT NOT NULL)""",
+    "schema_steps": "CREATE TABLE IF NOT EXISTS schema_steps (step INTEGER NOT NULL, appliedAt TEXT NOT NULL, "
+                    "appliedBy TEXT NOT NULL)",
+}
+FIRST_USE = ("mutexes", "forced_releases")
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:  # not Linux: fall back to the wall clock, which a reboot does not reset
+        return "wall-clock"
+
+
+def boot_clock_ns(boot: str) -> Callable[[], int]:
+    """The clock leases are judged on: CLOCK_BOOTTIME (never jumps with NTP or ``date -s``, counts
+    a suspend), tagged with the boot id; the wall clock where there is no boot id."""
+    if boot != "wall-clock" and hasattr(time, "CLOCK_BOOTTIME"):
+        return lambda: time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    return time.time_ns
+
+
+class SQLiteBase:
+    """What every part of the SQLite store shares: one connection, its lock, the lease clock.
+
+    ``clock_ns`` replaces the boot clock in tests, which then move time instead of sleeping.
+    """
+
+    clock = "host"  # leases are judged on this host's boot clock
+    expires_by_ttl = False  # old log entries are pruned by the writers themselves
+
+    def __init__(self, path: Path, url: str, *, log_retention_s: float = LOG_RETENTION_S,
+                 clock_ns: Callable[[], int] | None = None) -> None:
+        self.log_retention_s = log_retention_s
+        self.path = path
+        self.url = mask_url(url)
+        self._boot = boot_id()
+        self._now_ns = clock_ns or boot_clock_ns(self._boot)
+        self._db = _open(path, self.url)
+        self._lock = threading.Lock()  # one connection, shared by the caller and a renewal thread
+        self._prepared: tuple[SchemaState | None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, log_retention_s: float = LOG_RETENTION_S) -> Any:
+        rest = url.split(":", 1)[1]
+        if rest.startswith("//"):
+            authority, _, rest = rest[2:].partition("/")
+            if authority not in ("", "localhost"):
+                raise ConfigError(f"store URL {mask_url(url)!r} names a host; SQLite files are local",
+                                  hint="use sqlite:///absolute/path.db")
+            rest = "/" + rest.lstrip("/")
+        path = rest.split("?", 1)[0]
+        if path in ("", "/"):
+            raise ConfigError(f"store URL {mask_url(url)!r} has no file path", hint="use sqlite:///absolute/path.db")
+        return cls(Path(path), url, log_retention_s=log_retention_s)
+
+    def close(self) -> None:
+        # A renewal thread may still be inside a statement (blocked on a busy database); closing the
+        # connection under it would crash it, and the process is about to exit anyway.
+        if self._lock.acquire(timeout=1.0):
+            try:
+                self._db.close()
+            finally:
+                self._lock.release()
+
+    def _transaction(self, write: bool = True) -> Transaction:
+        return Transaction(self._db, self._lock, self.url, write)
+
+
+class Transaction:
+    """``BEGIN IMMEDIATE`` (write lock up front, so a read-then-write can never be overtaken) or a
+    deferred read transaction; commit on success, roll back on error, driver errors translated."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, url: str, write: bool) -> None:
+        self.db, self.lock, self.url, self.write = db, lock, url, write
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+        except sqlite3.Error as exc:
+            self.lock.release()
+            raise translate(exc, self.url) from exc
+        return self.db
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            self._finish(exc_type, exc)
+        finally:
+            self.lock.release()
+
+    def _finish(self, exc_type: Any, exc: BaseException | None) -> None:
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error as error:
+                self.db.execute("ROLLBACK")
+                raise translate(error, self.url) from error
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise translate(exc, self.url) from exc
+
+
+def translate(exc: sqlite3.Error, url: str) -> Exception:
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailableError(f"store {url} is unavailable: {exc}",
+                                     hint="check that the file's directory exists and is writable")
+    return StoreError(f"store {url} failed: {exc}")
+
+
+def read_schema(db: sqlite3.Connection) -> SchemaState | None:
+    """The meta record and the step log, or None on a store never initialized."""
+    if not has_tables(db, "meta", "schema_steps"):
+        return None
+    row = db.execute("SELECT version, appliedAt, appliedBy, toolVersion FROM meta WHERE id = 'schema'").fetchone()
+    if row is None:
+        return None
+    steps = db.execute("SELECT step, appliedAt, appliedBy FROM schema_steps ORDER BY rowid").fetchall()
+    return SchemaState(row[0], parse_iso(row[1]), row[2], row[3],
+                       tuple(AppliedStep(n, parse_iso(at), by) for n, at, by in steps))
+
+
+def has_tables(db: sqlite3.Connection, *names: str) -> bool:
+    marks = ", ".join("?" for _ in names)
+    found = db.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({marks})", names)
+    return bool(found.fetchone()[0] == len(names))
+
+
+def _open(path: Path, url: str) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StoreUnavailableError(f"cannot open store {url}: {reason}",
+                                    hint="choose a writable path with --store sqlite:///path/to/file.db") from exc
+    try:
+        _use_wal(db)
+        # NORMAL sync is enough in WAL mode because a power loss also changes the boot id, which
+        # expires every lease the lost transactions could have held.
+        db.execute("PRAGMA synchronous = NORMAL")
+        if not has_tables(db, *FIRST_USE):
+            # BEGIN IMMEDIATE waits (busy timeout) for the write lock; a plain script would read the
+            # schema first and could not upgrade to writing while a first-time peer creates it too.
+            db.execute("BEGIN IMMEDIATE")
+            for table in FIRST_USE:
+                db.execute(TABLES[table])
+            db.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StoreUnavailableError(f"cannot open store {url}: {exc}",
+                                        hint="choose a writable path with --store sqlite:///path/to/file.db") from exc
+        raise StoreError(f"store {url} is not a mutexctl SQLite database: {exc}",
+                         hint="point --store at another file") from exc
+    return db
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """WAL lets readers (status) run beside a writer. Processes opening a new file at once race to
+    switch it; the loser's switch can fail as busy, which is fine when the winner's took effect."""
+    if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError:
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            raise

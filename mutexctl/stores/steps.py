@@ -1,0 +1,67 @@
+"""The numbered schema steps, declared once: what each step adds to a store. Each store applies
+the items in its own way (``apply_schema_step``); ``mutexctl.schema`` runs them in order.
+
+Steps are idempotent: applying one twice does no harm, because a run killed between applying a step
+and recording it leaves that step to the next run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# How long what the TTL indexes (or, on SQLite, pruning on write) keep.
+HISTORY_RETENTION_S = 90 * 24 * 3600
+LOG_RETENTION_S = 7 * 24 * 3600
+NODE_RETENTION_S = 24 * 3600
+LOG_RETENTION = "log_retention"  # a TTL whose length is the log_retention setting
+
+
+@dataclass(frozen=True)
+class Table:
+    """A collection (MongoDB) or table (SQLite); its columns are the store's business."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Index:
+    table: str
+    fields: tuple[str, ...]
+    name: str
+    unique: bool = False
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """Rows of ``table`` go ``seconds`` after ``field`` (or after the log_retention setting):
+    a TTL index on MongoDB; an index that makes pruning cheap on SQLite."""
+
+    table: str
+    field: str
+    seconds: int | str
+
+
+@dataclass(frozen=True)
+class Step:
+    number: int
+    title: str
+    items: tuple[Table | Index | Expiry, ...]
+
+
+STEPS: tuple[Step, ...] = (
+    Step(1, "mutexes: the collection (table) and an index on holders",
+         (Table("mutexes"), Index("mutexes", ("takenBy",), "takenBy"))),
+    Step(2, "lease history: forced releases, kept 90 days (TTL index)",
+         (Table("forced_releases"), Expiry("forced_releases", "at", HISTORY_RETENTION_S))),
+    Step(3, "broadcast: the message log (kept 7 days, TTL), per-node acks and the live-node registry",
+         (Table("counters"), Table("messages"), Index("messages", ("channel", "seq"), "channel_seq", unique=True),
+          Expiry("messages", "at", LOG_RETENTION), Table("acks"),
+          Index("acks", ("messageId", "node"), "message_node", unique=True), Table("nodes"),
+          Index("nodes", ("node", "channel"), "node_channel", unique=True),
+          Expiry("nodes", "lastSeen", NODE_RETENTION_S))),
+    Step(4, "mutexes: a unique index on mutexId (documents other services create are found by it)",
+         (Index("mutexes", ("mutexId",), "mutexId_unique", unique=True),)),
+)
+SCHEMA_VERSION = STEPS[-1].number
+UNIQUE_IDS_STEP = 4  # from this step on, mutexId is unique in every store
+INTRACOM_STEP = 3  # broadcast needs the store at this step or later
