@@ -19,12 +19,38 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .config import Settings, load_settings
-    from .errors import (BroadcastError, CommandStartError, ConfigError, DuplicateMutexError, HandlerFailedError,
-                         LeaseExpiredError, LeaseLostError, LockHeldError, MutexctlError, NodesSilentError,
-                         NotOwnerError, SchemaError, StoreError, StoreUnavailableError, UsageError, WaitTimeoutError)
+    from .errors import (
+        BroadcastError,
+        CommandStartError,
+        ConfigError,
+        DuplicateMutexError,
+        HandlerFailedError,
+        LeaseExpiredError,
+        LeaseLostError,
+        LockHeldError,
+        MutexctlError,
+        NodesSilentError,
+        NotOwnerError,
+        SchemaError,
+        StoreError,
+        StoreUnavailableError,
+        UsageError,
+        WaitTimeoutError,
+    )
     from .keeper import HeldLease, LeaseKeeper
-    from .models import (Ack, AckReport, ForcedRelease, Holder, InitResult, Lease, Message, MutexState, Overview,
-                         RunResult, SchemaState)
+    from .models import (
+        Ack,
+        AckReport,
+        ForcedRelease,
+        Holder,
+        InitResult,
+        Lease,
+        Message,
+        MutexState,
+        Overview,
+        RunResult,
+        SchemaState,
+    )
     from .service import Service, connect
     from .stores.steps import SCHEMA_VERSION
 

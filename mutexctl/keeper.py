@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from .clock import lease_clock
 from .errors import LeaseLostError, NotOwnerError, StoreError
 from .leases import Duration, Leases
-from .models import Lease
 from .logs import logger
+from .models import Lease
 
 log = logger(__name__)
 

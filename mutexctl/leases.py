@@ -18,10 +18,10 @@ from datetime import timedelta
 from .clock import lease_clock
 from .config import Settings, host_name, parse_timeout_ms, parse_wait_s, validate_mutex_id
 from .errors import DuplicateMutexError, LockHeldError, UsageError, WaitTimeoutError
+from .logs import logger
 from .models import ForcedRelease, Holder, Lease, MutexState, Overview
 from .redact import mask_url
 from .stores.protocols import LeaseStore
-from .logs import logger
 
 log = logger(__name__)
 

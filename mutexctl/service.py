@@ -5,9 +5,9 @@ seed's P/V bookkeeping."""
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from typing import Any
 
 from .config import Settings, load_settings
@@ -145,7 +145,7 @@ class Service:
     def listen(self, *, channel: str = DEFAULT_CHANNEL, handler: Callable[[Message], int] | None = None,
                include_self: bool = False, from_start: bool = False, once: bool = False,
                stop: threading.Event | None = None, **options: Any) -> int | Generator[Message, int | None, None]:
-        return self.intracom.listen(channel=channel, handler=handler, include_self=include_self,  # type: ignore[call-overload]
+        return self.intracom.listen(channel=channel, handler=handler, include_self=include_self,
                                     from_start=from_start, once=once, stop=stop, **options)
 
     def close(self) -> None:

@@ -25,10 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mongo_server import MongoServer, with_database  # noqa: E402
+from mutexctl import Service, Settings
+from mutexctl.config import parse_duration
 
-from mutexctl import Service, Settings  # noqa: E402
-from mutexctl.config import parse_duration  # noqa: E402
+from mongo_server import MongoServer, with_database
 
 
 def fan_out(store: str, messages: int, poll: str) -> list[float]:

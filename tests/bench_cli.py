@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mutexctl import Service, Settings  # noqa: E402
+from mutexctl import Service, Settings
 
 
 def _once(argv: list[str], env: dict[str, str]) -> float:
@@ -79,7 +79,6 @@ def library_pair(store: str) -> Callable[[], None]:
 def raw_pair(uri: str) -> Callable[[], None]:
     """The same two commands the store sends (same filters and update pipelines), straight through pymongo."""
     import pymongo
-
     from mutexctl.models import Holder
     from mutexctl.stores.mongodb.documents import take_pipeline
     from mutexctl.stores.seed_document import EXPIRED, EXPIRED_OWN, HOLDER_CURRENT

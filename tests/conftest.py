@@ -11,13 +11,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from mutexctl import Service, Settings
+from mutexctl.stores import open_store
+from mutexctl.stores.protocols import Store
+from mutexctl.stores.sqlite import SQLiteStore
 
-from .mongo_server import MongoServer, ServerUnavailable, with_database
+from .mongo_server import MongoServer, ServerUnavailableError, with_database
 
 STORES = ["sqlite", "mongodb"]
 HELPERS = Path(__file__).parent / "helpers"
@@ -68,7 +71,7 @@ def mongo_base_uri() -> Iterator[str]:
     server = MongoServer()
     try:
         server.start()
-    except ServerUnavailable as exc:
+    except ServerUnavailableError as exc:
         if mongodb_required():
             pytest.fail(f"MongoDB tests could not run: {exc}", pytrace=False)
         pytest.skip(f"MongoDB tests need a server: {exc}")
@@ -95,21 +98,57 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             client.drop_database(database)
 
 
+class StoreClock:
+    """The clock a store judges leases on, as a test moves it.
+
+    SQLite's is injected (the boot clock plus an offset that ``advance`` raises), so an expiry test
+    moves time instead of sleeping. MongoDB's is the server's ``$$NOW``, which no client can move:
+    ``advance`` waits (polling, with a deadline) until the server's clock has passed the target.
+    """
+
+    def __init__(self, store_url: str) -> None:
+        self.store_url = store_url
+        self.injected = store_url.startswith("sqlite")
+        self._offset_ns = 0
+
+    def now_ns(self) -> int:
+        return time.clock_gettime_ns(time.CLOCK_BOOTTIME) + self._offset_ns
+
+    def open(self, settings: Settings) -> Store:
+        """The store of ``settings`` on this clock."""
+        if self.injected:
+            return SQLiteStore(Path(settings.store.removeprefix("sqlite://")), settings.store, clock_ns=self.now_ns)
+        return open_store(settings)
+
+    def advance(self, milliseconds: float, store: Store) -> None:
+        if self.injected:
+            self._offset_ns += int(milliseconds * 1_000_000)
+            return
+        target = store.overview(None, 0).store_now + timedelta(milliseconds=milliseconds)
+        wait_until(lambda: store.overview(None, 0).store_now >= target, timeout=milliseconds / 1000 + 10)
+
+
+@pytest.fixture
+def clock(store_url: str) -> StoreClock:
+    return StoreClock(store_url)
+
+
 @pytest.fixture
 def settings(store_url: str) -> Settings:
     return Settings(node_id="node-a", store=store_url)
 
 
 @pytest.fixture
-def service(settings: Settings) -> Iterator[Service]:
-    with Service(settings) as svc:
+def service(settings: Settings, clock: StoreClock) -> Iterator[Service]:
+    with Service(settings, store=clock.open(settings)) as svc:
         yield svc
 
 
 @pytest.fixture
-def other(settings: Settings) -> Iterator[Service]:
-    """A second node on the same store."""
-    with Service(Settings(node_id="node-b", store=settings.store)) as svc:
+def other(settings: Settings, clock: StoreClock) -> Iterator[Service]:
+    """A second node on the same store (and clock)."""
+    second = Settings(node_id="node-b", store=settings.store)
+    with Service(second, store=clock.open(second)) as svc:
         yield svc
 
 

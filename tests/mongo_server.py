@@ -23,7 +23,7 @@ VENV = ROOT / ".cache" / "mongoeco-venv"
 LAUNCHER = Path(__file__).parent / "helpers" / "mongoeco_server.py"
 
 
-class ServerUnavailable(RuntimeError):
+class ServerUnavailableError(RuntimeError):
     """The wire server could not be built or started; the message says why."""
 
 
@@ -47,7 +47,7 @@ def find_python313() -> str:
     for python in filter(None, candidates):
         if _is_313_or_newer(python):
             return python
-    raise ServerUnavailable("no Python >= 3.13 found for the mongoeco test server "
+    raise ServerUnavailableError("no Python >= 3.13 found for the mongoeco test server "
                             "(install one under pyenv, or set MUTEXCTL_TEST_PYTHON)")
 
 
@@ -67,7 +67,7 @@ def ensure_venv() -> Path:
         for step in steps:
             done = subprocess.run(step, capture_output=True, text=True, timeout=900)
             if done.returncode != 0:
-                raise ServerUnavailable(f"building the mongoeco venv failed at {' '.join(step[:4])}: "
+                raise ServerUnavailableError(f"building the mongoeco venv failed at {' '.join(step[:4])}: "
                                         f"{(done.stderr or done.stdout).strip()[-800:]}")
         marker.write_text(MONGOECO)
     return python
@@ -95,7 +95,7 @@ class MongoServer:
         if not line.startswith("mongodb://"):
             self.kill()
             err = self.process.stderr.read() if self.process.stderr else ""
-            raise ServerUnavailable(f"the mongoeco server did not start: {err.strip()[-800:] or 'no output'}")
+            raise ServerUnavailableError(f"the mongoeco server did not start: {err.strip()[-800:] or 'no output'}")
         self.uri = line
         self.port = int(line.split(":")[2].split("/")[0])
         return line

@@ -17,7 +17,7 @@ SOURCE = Path(__file__).parent / "interop"
 PREFIX = ROOT / ".cache" / "node-interop"
 
 
-class NodeUnavailable(RuntimeError):
+class NodeUnavailableError(RuntimeError):
     """Node.js or its driver could not be found or installed; the message says why."""
 
 
@@ -25,7 +25,7 @@ def ensure_driver() -> Path:
     """The node_modules folder holding the pinned driver (installed on first use)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        raise NodeUnavailable("node and npm are needed for the interop suite (install Node.js 18 or newer)")
+        raise NodeUnavailableError("node and npm are needed for the interop suite (install Node.js 18 or newer)")
     manifest = (SOURCE / "package.json").read_text()
     modules = PREFIX / "node_modules"
     PREFIX.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,8 @@ def ensure_driver() -> Path:
                                "--loglevel=error"], cwd=PREFIX, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "npm_config_update_notifier": "false"})
         if done.returncode != 0 or not (modules / "mongodb").is_dir():
-            raise NodeUnavailable(f"npm could not install the mongodb driver: {(done.stderr or done.stdout)[-800:]}")
+            output = (done.stderr or done.stdout)[-800:]
+            raise NodeUnavailableError(f"npm could not install the mongodb driver: {output}")
         marker.write_text(manifest)
     return modules
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from mutexctl import Service
 
 from .conftest import Cli, store_rows

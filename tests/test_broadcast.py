@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mutexctl import Service, Settings
 from mutexctl.models import Message, utcnow
 
@@ -317,3 +316,16 @@ def test_a_new_listener_backfills_only_messages_that_expected_it() -> None:
     assert [cursor.wanted(m, "me") for m in (old, expecting, new)] == [False, True, True]
     assert Cursor.start(7, 500, from_start=False, gap_grace_s=60).position == 7
     assert Cursor.start(7, 500, from_start=True, gap_grace_s=60).position == 0
+
+
+def test_an_action_named_status_is_sent_with_broadcast_send(ready: Cli) -> None:
+    sent = ready("broadcast", "send", "status", "--json")
+    assert sent.returncode == 0, sent.stderr
+    message = json.loads(sent.stdout)["message"]
+    assert (message["action"], message["id"]) == ("status", "default:1")
+    assert ready("broadcast", "reload").stdout.strip() == "default:2"  # the short form still sends
+    report = ready("broadcast", "status", "default:1", "--json")
+    assert report.returncode == 0 and json.loads(report.stdout)["message"]["action"] == "status"
+    listened = ready("listen", "--from-start", "--once", "--include-self")
+    assert [json.loads(line)["action"] for line in listened.stdout.splitlines()] == ["status", "reload"]
+    assert "send" in ready("broadcast", "--help").stdout and "status" in ready("broadcast", "--help").stdout

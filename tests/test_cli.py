@@ -184,3 +184,23 @@ def test_a_free_mutex_shows_its_last_holder_as_such_never_as_current(cli: Cli) -
     assert state["remaining_ms"] is None and state["expires_at"] is None
     text = cli("status").stdout
     assert text.splitlines()[1].split()[:3] == ["job", "free", "-"]
+
+
+def test_verbose_shows_the_library_s_log_lines_masked_and_quiet_runs_show_none(cli: Cli) -> None:
+    quiet = cli("acquire", "job", "--timeout", "1h")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    loud = cli("-vv", "release", "job", "--force", "--reason", "see mongodb://admin:s3cret@db/x")
+    assert loud.returncode == 0, loud.stderr
+    assert "mutexctl: INFO mutexctl.leases: force-released job" in loud.stderr
+    assert "s3cret" not in loud.stderr and "mongodb://***@db/x" in loud.stderr
+    debug = cli("-vv", "acquire", "job2")
+    assert "DEBUG mutexctl.stores." in debug.stderr and "acquired job2 as cli-node" in debug.stderr
+    assert "DEBUG" not in cli("-v", "acquire", "job3").stderr
+
+
+def test_the_library_prints_nothing_of_its_own(tmp_path: Path) -> None:
+    code = ("import mutexctl; svc = mutexctl.connect(store='sqlite:///{}/x.db', node_id='n');"
+            "lock = svc.lock('m', timeout='300ms'); held = lock.__enter__();"
+            "svc.force_release('m', reason='test'); held.wait_lost(5)").format(tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == ""

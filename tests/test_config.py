@@ -6,7 +6,6 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from mutexctl import ConfigError, load_settings
 from mutexctl.config import parse_duration
 

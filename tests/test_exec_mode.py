@@ -7,12 +7,12 @@ import os
 import select
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from mutexctl import Service, Settings
 
 from .conftest import Cli, mutexctl_argv, pid_alive, start_job, wait_until
@@ -273,3 +273,20 @@ def test_a_job_suspended_past_its_lease_is_killed_not_resumed(terminal: Terminal
     terminal.expect("rc=75")
     assert "42-resumed" not in head + terminal.output.decode(errors="replace")
     assert [s.taken_by for s in Service(Settings(node_id="t", store=cli.store_url)).status("job")] == ["cli-node"]
+
+
+def test_a_failure_while_waiting_on_the_command_stops_the_keeper_and_the_command(
+        service: Service, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from mutexctl.exec.group import CommandGroup
+
+    pidfile = tmp_path / "pid"
+
+    def failing_wait(self: CommandGroup, may_resume: object = None) -> int:
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=20)
+        raise RuntimeError("waitpid failed")
+
+    monkeypatch.setattr(CommandGroup, "wait", failing_wait)
+    with pytest.raises(RuntimeError, match="waitpid failed"):
+        service.run("job", ["sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"], timeout="3s")
+    assert [t.name for t in threading.enumerate() if t.name.startswith("mutexctl-keeper")] == []
+    wait_until(lambda: not pid_alive(int(pidfile.read_text())), timeout=10)  # its group went with it

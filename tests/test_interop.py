@@ -20,11 +20,10 @@ from pathlib import Path
 import pymongo
 import pytest
 from bson import ObjectId
-
 from mutexctl import LeaseLostError, Service, Settings
 
 from .conftest import HELPERS, Cli, mongodb_required, wait_until
-from .node_client import NodeUnavailable, ensure_driver, service_argv
+from .node_client import NodeUnavailableError, ensure_driver, service_argv
 
 on_mongodb = pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)
 
@@ -36,7 +35,7 @@ NAIVE_STYLES = ("naive-date", "naive-epoch", "naive-epoch-string", "naive-double
 def node_modules() -> Path:
     try:
         return ensure_driver()
-    except NodeUnavailable as exc:
+    except NodeUnavailableError as exc:
         if mongodb_required():
             pytest.fail(f"the interop suite could not run: {exc}", pytrace=False)
         pytest.skip(f"the interop suite needs Node.js: {exc}")
@@ -175,8 +174,8 @@ def test_a_naive_V_by_mutexId_of_an_exec_mode_lease_stops_the_command_at_the_nex
 @on_mongodb
 def test_a_naive_V_by_mutexId_of_a_library_lock_marks_it_lost(store_url: str, node_modules: Path,
                                                              tmp_path: Path) -> None:
-    with Service(Settings(node_id="node-a", store=store_url)) as svc:
-        with pytest.raises(LeaseLostError, match="not held"), svc.lock("job", timeout="900ms") as held:
+    with Service(Settings(node_id="node-a", store=store_url)) as svc, \
+            pytest.raises(LeaseLostError, match="not held"), svc.lock("job", timeout="900ms") as held:
             done = subprocess.run(service_argv(store_url, "job", "js", tmp_path / "log", release_only=True),
                                   env={**os.environ, "NODE_PATH": str(node_modules)}, capture_output=True,
                                   text=True, timeout=60)

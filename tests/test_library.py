@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from mutexctl import LeaseLostError, LockHeldError, Service, WaitTimeoutError
 
 from .conftest import wait_until
@@ -23,11 +22,10 @@ def test_lock_renews_in_the_background_for_three_times_the_timeout(service: Serv
 
 
 def test_lock_reports_loss_and_raises_when_the_block_ends(service: Service, other: Service) -> None:
-    with pytest.raises(LeaseLostError):
-        with service.lock("job", timeout="600ms") as held:
-            other.force_release("job", reason="test")
-            assert held.wait_lost(timeout=5)
-            assert "renewal refused" in (held.lost_reason or "")
+    with pytest.raises(LeaseLostError), service.lock("job", timeout="600ms") as held:
+        other.force_release("job", reason="test")
+        assert held.wait_lost(timeout=5)
+        assert "renewal refused" in (held.lost_reason or "")
 
 
 def test_a_system_suspend_longer_than_the_lease_is_noticed_within_a_keeper_tick(
@@ -36,14 +34,13 @@ def test_a_system_suspend_longer_than_the_lease_is_noticed_within_a_keeper_tick(
     from mutexctl import clock, keeper
 
     assert clock.lease_clock() - time.clock_gettime(time.CLOCK_BOOTTIME) < 0.1
-    with pytest.raises(LeaseLostError):
-        with service.lock("job", timeout="1m") as held:
-            resumed = time.monotonic()
-            # The machine slept 61 s: the boot-time clock jumped, the monotonic one did not.
-            monkeypatch.setattr(keeper, "lease_clock", lambda real=clock.lease_clock: real() + 61)
-            assert held.wait_lost(timeout=5)
-            assert time.monotonic() - resumed < 3  # not at the next renewal, 5 s later
-            assert "suspended" in (held.lost_reason or "")
+    with pytest.raises(LeaseLostError), service.lock("job", timeout="1m") as held:
+        resumed = time.monotonic()
+        # The machine slept 61 s: the boot-time clock jumped, the monotonic one did not.
+        monkeypatch.setattr(keeper, "lease_clock", lambda real=clock.lease_clock: real() + 61)
+        assert held.wait_lost(timeout=5)
+        assert time.monotonic() - resumed < 3  # not at the next renewal, 5 s later
+        assert "suspended" in (held.lost_reason or "")
 
 
 def test_acquire_waits_with_a_deadline(service: Service, other: Service) -> None:

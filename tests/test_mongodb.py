@@ -6,18 +6,16 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pymongo
 import pytest
+from mutexctl import SCHEMA_VERSION, LockHeldError, Service, Settings
 from pymongo import monitoring
 
-from mutexctl import LockHeldError, Service, Settings
-from mutexctl import SCHEMA_VERSION
-
 from .conftest import Cli, pid_alive, start_job, wait_until
-from .mongo_server import MongoServer, ServerUnavailable, with_database
+from .mongo_server import MongoServer, ServerUnavailableError, with_database
 
 pytestmark = pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)
 
@@ -73,7 +71,7 @@ def test_the_document_keeps_the_seed_s_shape(service: Service, collection: pymon
 
 def test_a_seed_shaped_document_from_another_service_is_understood(
         service: Service, collection: pymongo.collection.Collection, cli: Cli) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     iso = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
     collection.insert_one({"_id": "legacy", "mutexId": "legacy", "taken": True, "takenAt": iso,
                            "takenBy": "java-service-3", "timeout": 1200})
@@ -159,7 +157,7 @@ def durable_server(tmp_path: Path) -> Iterator[MongoServer]:
     server = MongoServer(sqlite_path=tmp_path / "server.db")
     try:
         server.start()
-    except ServerUnavailable as exc:
+    except ServerUnavailableError as exc:
         pytest.fail(str(exc))
     yield server
     server.kill()
@@ -193,7 +191,7 @@ def test_credentials_work_and_wrong_ones_give_one_line_without_the_secret(cli: C
     server = MongoServer(user="ops:c0rrect-horse")
     try:
         server.start()
-    except ServerUnavailable as exc:
+    except ServerUnavailableError as exc:
         pytest.fail(str(exc))
     try:
         host = server.uri.split("//", 1)[1].split("/", 1)[0]

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mutexctl import LockHeldError, Service
 
 from .conftest import HELPERS, wait_until

@@ -9,15 +9,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import mutexctl
+import pytest
 from mutexctl import SCHEMA_VERSION, Service
 from mutexctl.schema import STEPS
 
-STEP_NUMBERS = [step.number for step in STEPS]
-
 from .conftest import HELPERS, Cli, store_rows
+
+STEP_NUMBERS = [step.number for step in STEPS]
 
 
 def test_init_applies_every_step_once_and_records_the_meta_record(cli: Cli, service: Service) -> None:
@@ -165,5 +164,5 @@ def test_servers_older_than_4_2_are_refused() -> None:
 
     assert check_server_version({"version": "4.2.0", "versionArray": [4, 2, 0, 0]}) == "4.2.0"
     assert check_server_version({"version": "7.0.14"}) == "7.0.14"
-    with pytest.raises(StoreUnavailableError, match="MongoDB 4.0.3 is too old"):
+    with pytest.raises(StoreUnavailableError, match=r"MongoDB 4\.0\.3 is too old"):
         check_server_version({"version": "4.0.3", "versionArray": [4, 0, 3, 0]})

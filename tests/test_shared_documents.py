@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pymongo
 import pytest
 from bson import Int64, ObjectId
-
 from mutexctl import DuplicateMutexError, LockHeldError, Service, Settings
 from mutexctl.stores import seed_document
 
@@ -29,7 +28,7 @@ def collection(store_url: str) -> Iterator[pymongo.collection.Collection]:
 
 
 def iso(moment: datetime, digits: int = 3, zone: str = "Z") -> str:
-    text = moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if digits:
         text += "." + f"{moment.microsecond:06d}".ljust(digits, "0")[:digits]
     return text + zone
@@ -41,7 +40,7 @@ def epoch_ms(moment: datetime) -> int:
 
 # takenAt in every form a service writes, for a given moment (all read as that moment, to the ms).
 TAKEN_AT_FORMS: dict[str, Any] = {
-    "iso-ms-Z": lambda t: iso(t),
+    "iso-ms-Z": iso,
     "iso-no-fraction": lambda t: iso(t.replace(microsecond=0), 0),
     "iso-micro-offset": lambda t: (t.astimezone(timezone(timedelta(hours=5, minutes=30)))
                                    .isoformat(timespec="microseconds")),
@@ -54,8 +53,7 @@ TAKEN_AT_FORMS: dict[str, Any] = {
     "epoch-double": lambda t: float(epoch_ms(t)),
     "epoch-digit-string": lambda t: str(epoch_ms(t)),
 }
-TIMEOUT_FORMS: dict[str, Any] = {"int": lambda ms: int(ms), "long": lambda ms: Int64(ms),
-                                 "double": lambda ms: float(ms), "digit-string": lambda ms: str(ms)}
+TIMEOUT_FORMS: dict[str, Any] = {"int": int, "long": Int64, "double": float, "digit-string": str}
 UNREADABLE: dict[str, dict[str, Any]] = {
     "js-date-toString": {"takenAt": "Fri Nov 27 2026 12:03:06 GMT+0000 (Coordinated Universal Time)",
                          "timeout": 1000},
@@ -86,7 +84,7 @@ def _try(svc: Service, name: str) -> object:
 @pytest.mark.parametrize("form", sorted(TAKEN_AT_FORMS))
 def test_a_live_foreign_lease_in_any_takenAt_form_is_held_with_its_real_time_left(
         form: str, service: Service, collection: pymongo.collection.Collection, cli: Cli) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     collection.insert_one(foreign_doc("shared", TAKEN_AT_FORMS[form](now), LIVE_MS))
     with pytest.raises(LockHeldError) as caught:
         service.try_acquire("shared", timeout="5s")
@@ -100,7 +98,7 @@ def test_a_live_foreign_lease_in_any_takenAt_form_is_held_with_its_real_time_lef
 @pytest.mark.parametrize("form", sorted(TAKEN_AT_FORMS))
 def test_an_expired_foreign_lease_in_any_takenAt_form_is_taken_over_in_the_same_document(
         form: str, service: Service, collection: pymongo.collection.Collection) -> None:
-    long_ago = datetime.now(timezone.utc) - timedelta(seconds=90)
+    long_ago = datetime.now(UTC) - timedelta(seconds=90)
     inserted = collection.insert_one(foreign_doc("shared", TAKEN_AT_FORMS[form](long_ago), LIVE_MS)).inserted_id
     lease = service.try_acquire("shared", timeout="5s")
     [doc] = collection.find({"mutexId": "shared"})
@@ -111,7 +109,7 @@ def test_an_expired_foreign_lease_in_any_takenAt_form_is_taken_over_in_the_same_
 @pytest.mark.parametrize("form", sorted(TIMEOUT_FORMS))
 def test_every_timeout_form_counts_on_both_sides_of_the_expiry(
         form: str, service: Service, collection: pymongo.collection.Collection) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     collection.insert_one(foreign_doc("live", iso(now - timedelta(seconds=30)), TIMEOUT_FORMS[form](LIVE_MS)))
     collection.insert_one(foreign_doc("gone", iso(now - timedelta(seconds=90)), TIMEOUT_FORMS[form](LIVE_MS)))
     with pytest.raises(LockHeldError):
@@ -122,7 +120,7 @@ def test_every_timeout_form_counts_on_both_sides_of_the_expiry(
 
 def test_a_foreign_lease_ends_exactly_at_takenAt_plus_timeout_on_the_server_clock(
         service: Service, collection: pymongo.collection.Collection) -> None:
-    collection.insert_one(foreign_doc("short", datetime.now(timezone.utc), 800))
+    collection.insert_one(foreign_doc("short", datetime.now(UTC), 800))
     assert _try(service, "short") is None  # inside the lease
     state = service.status("short")[0]
     assert state.expires_at == state.taken_at + timedelta(milliseconds=800)
@@ -196,7 +194,7 @@ def test_mutexctl_fields_left_by_an_earlier_lease_do_not_describe_a_foreign_one(
     lease = service.try_acquire("mixed", timeout="1h", command="./old-job --secret-free")
     service.release("mixed", token=lease.fence)
     # another service's P: only the seed's fields change; fence and holder stay behind
-    collection.update_one({"mutexId": "mixed"}, {"$set": {"taken": True, "takenAt": iso(datetime.now(timezone.utc)),
+    collection.update_one({"mutexId": "mixed"}, {"$set": {"taken": True, "takenAt": iso(datetime.now(UTC)),
                                                            "takenBy": "node-js-1", "timeout": LIVE_MS},
                                                   "$unset": {"expiresAt": ""}})
     with pytest.raises(LockHeldError):
@@ -214,8 +212,8 @@ def test_mutexctl_fields_left_by_an_earlier_lease_do_not_describe_a_foreign_one(
 
 def test_a_stale_expiresAt_of_an_older_mutexctl_never_decides_a_foreign_lease(
         service: Service, collection: pymongo.collection.Collection) -> None:
-    past = datetime.now(timezone.utc) - timedelta(hours=1)
-    doc = foreign_doc("legacy", iso(datetime.now(timezone.utc)), LIVE_MS, by="node-js-2")
+    past = datetime.now(UTC) - timedelta(hours=1)
+    doc = foreign_doc("legacy", iso(datetime.now(UTC)), LIVE_MS, by="node-js-2")
     collection.insert_one({**doc, "expiresAt": past, "fence": 7,
                            "holder": {"host": "old-vm", "pid": 1, "user": "u", "command": "old"}})
     with pytest.raises(LockHeldError):
@@ -227,7 +225,7 @@ def test_a_foreign_takeover_under_our_own_node_id_is_not_ours_to_renew_or_releas
         service: Service, collection: pymongo.collection.Collection) -> None:
     lease = service.try_acquire("same-id", timeout="300ms")
     wait_until(lambda: service.status("same-id")[0].state == "expired", timeout=5)
-    collection.update_one({"mutexId": "same-id"}, {"$set": {"takenAt": iso(datetime.now(timezone.utc)),
+    collection.update_one({"mutexId": "same-id"}, {"$set": {"takenAt": iso(datetime.now(UTC)),
                                                              "timeout": LIVE_MS, "takenBy": "node-a"}})
     with pytest.raises(Exception, match="cannot renew"):
         service.renew(lease)
@@ -242,13 +240,13 @@ def test_renewal_moves_takenAt_so_a_reader_of_the_seed_fields_sees_the_lease_liv
             svc.lock("renewed", timeout="600ms") as held:
         first = collection.find_one({"mutexId": "renewed"})["takenAt"]
         for _ in range(6):  # 1.8 s: three times the timeout
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             doc = collection.find_one({"mutexId": "renewed"})
             seed_view_ends = datetime.fromisoformat(doc["takenAt"].replace("Z", "+00:00")) + \
                 timedelta(milliseconds=doc["timeout"])
             assert seed_view_ends > now, "a reader of the five seed fields would take it now"
             assert doc["holder"]["takenAt"] == doc["takenAt"]
-            wait_until(lambda: held.lost or datetime.now(timezone.utc) - now > timedelta(milliseconds=300))
+            wait_until(lambda since=now: held.lost or datetime.now(UTC) - since > timedelta(milliseconds=300))
         assert not held.lost and doc["takenAt"] != first
         assert doc["holder"]["since"] < datetime.fromisoformat(doc["takenAt"].replace("Z", "+00:00"))
 
@@ -281,7 +279,7 @@ def test_the_first_write_makes_mutexId_unique_so_a_naive_foreign_upsert_cannot_c
     service.try_acquire("guarded", timeout="1h")
     with pytest.raises(pymongo.errors.DuplicateKeyError):  # what a naive P's upsert meets while it is held
         collection.update_one({"mutexId": "guarded", "taken": False},
-                              {"$set": {"taken": True, "takenBy": "js", "takenAt": datetime.now(timezone.utc)}},
+                              {"$set": {"taken": True, "takenBy": "js", "takenAt": datetime.now(UTC)}},
                               upsert=True)
     assert collection.count_documents({"mutexId": "guarded"}) == 1
 
@@ -300,7 +298,7 @@ def test_check_reports_a_missing_unique_index_and_init_schema_repairs_it(
 
 
 @pytest.mark.parametrize("value", [
-    *(f(datetime(2026, 11, 27, 12, 3, 6, 908123, tzinfo=timezone.utc)) for f in TAKEN_AT_FORMS.values()),
+    *(f(datetime(2026, 11, 27, 12, 3, 6, 908123, tzinfo=UTC)) for f in TAKEN_AT_FORMS.values()),
     "2026-02-30T00:00:00Z", "2026-11-27T12:03", "2026-11-27t12:03:06,5+05", "0", "9999999999999", "99999999999999",
     "100000000000000", -1, 1e300, float("nan"), "", " 2026-11-27T12:03:06Z", "2026-11-27", "2026-13-01T00:00:00Z",
     None, True, [1], {"a": 1}])
@@ -320,3 +318,26 @@ def test_the_server_and_python_read_a_timeout_alike(value: Any, collection: pymo
     [doc] = collection.aggregate([{"$match": {"_id": "probe"}}, {"$project": {"raw": "$timeout",
                                                                                "t": seed_document.TIMEOUT}}])
     assert doc["t"] == seed_document.timeout_ms(doc.get("raw"))
+
+
+def test_a_forced_release_killed_after_its_one_write_keeps_its_record(
+        service: Service, store_url: str, collection: pymongo.collection.Collection) -> None:
+    import subprocess
+    import sys
+
+    from .conftest import HELPERS
+
+    lease = service.try_acquire("stuck", timeout="1h")
+    done = subprocess.run([sys.executable, str(HELPERS / "force_then_die.py"), store_url, "stuck", "INC-1: vm gone"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr  # killed between the release and the copy into the history
+    history = collection.database["forced_releases"]
+    assert history.count_documents({}) == 0
+    [state] = service.status("stuck")
+    [record] = service.forced_releases("stuck")
+    assert state.state == "free" and (record.reason, record.previous_fence) == ("INC-1: vm gone", lease.fence)
+    assert [f.reason for f in service.overview("stuck").forced] == ["INC-1: vm gone"]
+    service.try_acquire("stuck", timeout="1h")
+    service.force_release("stuck", reason="INC-2")  # copies what the dead one left, too
+    assert sorted(d["reason"] for d in history.find()) == ["INC-1: vm gone", "INC-2"]
+    assert [f.reason for f in service.forced_releases("stuck")] == ["INC-2", "INC-1: vm gone"]

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from mutexctl import LeaseExpiredError, LockHeldError, NotOwnerError, Service, UsageError
 from mutexctl.models import Holder
 
-from .conftest import wait_until
+from .conftest import StoreClock, wait_until
 
 
 def test_acquiring_a_free_mutex_returns_a_lease_with_the_first_fence(service: Service) -> None:
@@ -32,27 +31,25 @@ def test_a_held_mutex_refuses_the_same_node_too(service: Service) -> None:
         service.try_acquire("deploy", timeout="5s")
 
 
-def test_an_expired_lease_is_taken_over_after_its_timeout_and_not_before(service: Service, other: Service) -> None:
+def test_an_expired_lease_is_taken_over_after_its_timeout_and_not_before(service: Service, other: Service,
+                                                                         clock: StoreClock) -> None:
     started = time.monotonic()
     first = service.try_acquire("job", timeout="1s")
+    clock.advance(500, service.store)
     with pytest.raises(LockHeldError):
         other.try_acquire("job", timeout="5s")
-    assert time.monotonic() - started < 1.0, "the refusal above must have happened inside the lease"
-
-    def take() -> object:
-        try:
-            return other.try_acquire("job", timeout="5s")
-        except LockHeldError:
-            return None
-
-    second = wait_until(take, timeout=5)
-    assert time.monotonic() - started >= 1.0
+    # (on a server's clock, time really passed: the refusal must have come inside the lease)
+    assert clock.injected or time.monotonic() - started < 1.0
+    clock.advance(500, service.store)
+    second = wait_until(lambda: _try(other, "job"), timeout=5)
     assert second.fence == first.fence + 1 and second.node_id == "node-b"
 
 
-def test_a_late_release_from_a_former_holder_does_not_free_the_next_holder(service: Service, other: Service) -> None:
+def test_a_late_release_from_a_former_holder_does_not_free_the_next_holder(service: Service, other: Service,
+                                                                           clock: StoreClock) -> None:
     old = service.try_acquire("job", timeout="200ms")
-    new = wait_until(lambda: _try(other, "job"), timeout=5)
+    clock.advance(200, service.store)
+    new = other.try_acquire("job", timeout="5s")
     with pytest.raises(NotOwnerError):
         service.release("job", token=old.fence)
     with pytest.raises(NotOwnerError):
@@ -61,9 +58,11 @@ def test_a_late_release_from_a_former_holder_does_not_free_the_next_holder(servi
     assert (state.state, state.taken_by, state.fence) == ("held", "node-b", new.fence)
 
 
-def test_a_late_renew_from_a_former_holder_changes_nothing(service: Service, other: Service) -> None:
+def test_a_late_renew_from_a_former_holder_changes_nothing(service: Service, other: Service,
+                                                           clock: StoreClock) -> None:
     old = service.try_acquire("job", timeout="200ms")
-    new = wait_until(lambda: _try(other, "job"), timeout=5)
+    clock.advance(200, service.store)
+    new = other.try_acquire("job", timeout="5s")
     before = other.status("job")[0]
     with pytest.raises(NotOwnerError):
         service.renew(old)
@@ -71,9 +70,10 @@ def test_a_late_renew_from_a_former_holder_changes_nothing(service: Service, oth
     assert (after.taken_by, after.fence, after.expires_at) == ("node-b", new.fence, before.expires_at)
 
 
-def test_renewing_our_own_expired_lease_reports_it_expired(service: Service) -> None:
+def test_renewing_our_own_expired_lease_reports_it_expired(service: Service, clock: StoreClock) -> None:
     lease = service.try_acquire("job", timeout="150ms")
-    wait_until(lambda: service.status("job")[0].state == "expired", timeout=5)
+    clock.advance(150, service.store)
+    assert service.status("job")[0].state == "expired"
     with pytest.raises(LeaseExpiredError):
         service.renew(lease)
 
@@ -88,9 +88,11 @@ def test_renew_extends_our_live_lease(service: Service, other: Service) -> None:
     assert service.status("job")[0].taken_by == "node-a"
 
 
-def test_releasing_our_own_expired_lease_frees_it_but_says_it_had_expired(service: Service) -> None:
+def test_releasing_our_own_expired_lease_frees_it_but_says_it_had_expired(service: Service,
+                                                                          clock: StoreClock) -> None:
     lease = service.try_acquire("job", timeout="100ms")
-    wait_until(lambda: service.status("job")[0].state == "expired", timeout=5)
+    clock.advance(100, service.store)
+    assert service.status("job")[0].state == "expired"
     with pytest.raises(LeaseExpiredError):
         service.release("job", token=lease.fence)
     assert service.status("job")[0].state == "free"
@@ -148,11 +150,12 @@ def test_a_forced_release_of_a_free_mutex_changes_nothing(service: Service) -> N
     assert service.forced_releases() == []
 
 
-def test_status_tells_held_expired_and_free_apart_with_time_left_on_the_store_clock(service: Service) -> None:
+def test_status_tells_held_expired_and_free_apart_with_time_left_on_the_store_clock(service: Service,
+                                                                                   clock: StoreClock) -> None:
     service.try_acquire("held", timeout="1h")
     service.try_acquire("expired", timeout="50ms")
     service.release("free", token=service.try_acquire("free").fence)
-    wait_until(lambda: service.status("expired")[0].state == "expired", timeout=5)
+    clock.advance(50, service.store)
     states = {s.mutex_id: s for s in service.status()}
     assert {k: s.state for k, s in states.items()} == {"held": "held", "expired": "expired", "free": "free"}
     assert 3_590_000 < states["held"].remaining_ms <= 3_600_000

@@ -72,7 +72,7 @@ def _scan_flags(argv: list[str]) -> tuple[bool, bool]:
 def run(argv: list[str]) -> int:
     """Parse and run one command line; every outcome becomes an exit status here."""
     if "_MUTEXCTL_COMPLETE" in os.environ:  # a shell asking for completions: register typer's shells
-        from typer.completion import completion_init
+        from typer.completion import completion_init  # type: ignore[attr-defined]
 
         completion_init()
     as_json, debug = _scan_flags(argv)

@@ -19,8 +19,19 @@ from ..intracom.handler import command_handler
 from ..intracom.messages import DEFAULT_CHANNEL, message_doc
 from ..models import AckReport, Message, human_ms, iso_ms
 from . import exit_codes
-from .common import (APP_SETTINGS, ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt,
-                     duration_option, invocation, wait_option)
+from .common import (
+    APP_SETTINGS,
+    ConfigOpt,
+    DebugOpt,
+    Invocation,
+    JsonOpt,
+    NodeOpt,
+    StoreOpt,
+    VerboseOpt,
+    duration_option,
+    invocation,
+    wait_option,
+)
 from .output import ack_doc
 
 ChannelOpt = Annotated[str, typer.Option("--channel", "-c", metavar="NAME", help="The channel (default: default).",
@@ -34,7 +45,7 @@ class BroadcastGroup(TyperGroup):
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["send", *args]
-        return super().parse_args(ctx, args)  # type: ignore[arg-type]
+        return super().parse_args(ctx, args)
 
 
 app = typer.Typer(**APP_SETTINGS)

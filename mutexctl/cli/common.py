@@ -15,11 +15,11 @@ from . import exit_codes
 from .output import Output
 
 # Rich help only on a terminal; every command module makes its Typer app with these.
-APP_SETTINGS: dict[str, Any] = dict(
-    add_completion=False, pretty_exceptions_enable=False, pretty_exceptions_show_locals=False,
-    rich_markup_mode="rich" if sys.stdout.isatty() else None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+APP_SETTINGS: dict[str, Any] = {
+    "add_completion": False, "pretty_exceptions_enable": False, "pretty_exceptions_show_locals": False,
+    "rich_markup_mode": "rich" if sys.stdout.isatty() else None,
+    "context_settings": {"help_option_names": ["-h", "--help"]},
+}
 
 
 @dataclass
@@ -69,7 +69,7 @@ def wait_option(value: str | None, what: str = "--wait") -> float | None:
     return None if value is None else parse_wait_s(value, what=what)
 
 
-def duration_option(*names: str, help: str) -> Any:  # noqa: A002 - typer's own parameter name
+def duration_option(*names: str, help: str) -> Any:
     """A ``DURATION`` option (500ms, 30s, 2m, 1h; a bare number is seconds; inf where it makes sense)."""
     return typer.Option(*names, metavar="DURATION", help=help, show_default=False)
 

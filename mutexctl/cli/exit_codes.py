@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from ..errors import (CommandStartError, ConfigError, HandlerFailedError, LeaseLostError, LockHeldError,
-                      MutexctlError, NodesSilentError, NotOwnerError, SchemaError, StoreError, StoreUnavailableError,
-                      UsageError)
+from ..errors import (
+    CommandStartError,
+    ConfigError,
+    HandlerFailedError,
+    LeaseLostError,
+    LockHeldError,
+    MutexctlError,
+    NodesSilentError,
+    NotOwnerError,
+    SchemaError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+)
 
 SUCCESS = 0
 CONFLICT = 1

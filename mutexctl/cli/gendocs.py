@@ -124,7 +124,7 @@ def _arguments(command: Any) -> str:
 
 def man_page() -> str:
     root = typer.main.get_command(app)
-    ctx = typer.Context(root, info_name="mutexctl")  # type: ignore[arg-type]
+    ctx = typer.Context(root, info_name="mutexctl")
     commands = root.list_commands(ctx)  # type: ignore[attr-defined]
     global_names = frozenset(p.name for p in root.params if p.name)
     lines = [f'.TH MUTEXCTL 1 "" "mutexctl {__version__}" "User Commands"', ".SH NAME",

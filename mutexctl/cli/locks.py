@@ -3,7 +3,7 @@
 # (no "from __future__ import annotations": typer reads these signatures at every start, and string
 # annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Optional
 
 import typer
@@ -14,8 +14,19 @@ from ..errors import LeaseLostError, LockHeldError, UsageError
 from ..models import MutexState, human_ms
 from ..schema import SCHEMA_VERSION, describe
 from . import exit_codes
-from .common import (APP_SETTINGS, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, duration_option,
-                     invocation, timeout_option, wait_option)
+from .common import (
+    APP_SETTINGS,
+    ConfigOpt,
+    DebugOpt,
+    JsonOpt,
+    NodeOpt,
+    StoreOpt,
+    VerboseOpt,
+    duration_option,
+    invocation,
+    timeout_option,
+    wait_option,
+)
 from .output import Output, forced_doc, lease_doc, render_status, state_doc
 
 app = typer.Typer(**APP_SETTINGS)
@@ -149,9 +160,9 @@ def status(
     if name is not None:
         validate_mutex_id(name)
     with inv.service() as svc:
-        sent = datetime.now(timezone.utc)
+        sent = datetime.now(UTC)
         view = svc.overview(name, forced_limit=5)
-        received = datetime.now(timezone.utc)
+        received = datetime.now(UTC)
         store_url, clock = svc.store.url, svc.store.clock
     # The store's clock judges leases; how far it is from ours matters when reading times.
     skew_ms = clock_skew_ms(view.store_now, sent, received) if clock == "server" else None

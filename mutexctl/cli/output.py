@@ -152,7 +152,8 @@ def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease])
             print(f"# {state.mutex_id}: {why(state, this_host)}")
     for record in forced:
         print(f"# forced release of {record.mutex_id} at {iso_ms(record.at)} by {record.by_user}@{record.by_host} "
-              f"({record.by_node}): {record.reason} [was {record.previous_holder}, fence {_fence(record.previous_fence)}]")
+              f"({record.by_node}): {record.reason} "
+              f"[was {record.previous_holder}, fence {_fence(record.previous_fence)}]")
 
 
 def _render_rich(states: Sequence[MutexState], rows: list[tuple[str, ...]],
@@ -180,7 +181,9 @@ def _render_rich(states: Sequence[MutexState], rows: list[tuple[str, ...]],
 def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: bool) -> None:
     """init-schema's report: the server's facts, then what was (or would be) applied."""
     if out.as_json:
-        retention = None if result.retention is None else dict(zip(("before_s", "after_s"), result.retention))
+        retention = None
+        if result.retention is not None:
+            retention = dict(zip(("before_s", "after_s"), result.retention, strict=True))
         out.doc({"ok": True, "store": store_url, "server": result.server, "version_before": result.version_before,
                  "version": result.version, "tool_version": SCHEMA_VERSION, "applied": list(result.applied),
                  "pending": list(result.pending), "log_retention_change": retention, "dry_run": dry_run})

@@ -10,8 +10,20 @@ from ..errors import UsageError
 from ..models import SchemaState
 from ..schema import SCHEMA_VERSION, describe
 from . import exit_codes
-from .common import (APP_SETTINGS, ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt,
-                     duration_option, invocation, timeout_option, wait_option)
+from .common import (
+    APP_SETTINGS,
+    ConfigOpt,
+    DebugOpt,
+    Invocation,
+    JsonOpt,
+    NodeOpt,
+    StoreOpt,
+    VerboseOpt,
+    duration_option,
+    invocation,
+    timeout_option,
+    wait_option,
+)
 from .output import render_init
 
 app = typer.Typer(**APP_SETTINGS)

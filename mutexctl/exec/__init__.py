@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from ..errors import NotOwnerError, StoreError
 from ..keeper import LeaseKeeper, stop_grace_s
 from ..leases import Duration, Leases, WaitCallback
+from ..logs import logger
 from ..models import RunResult
 from .group import CommandGroup
-from ..logs import logger
 
 log = logger(__name__)
 

@@ -48,13 +48,13 @@ class CommandGroup:
         # On a terminal we are in front of, the command takes the terminal itself before its exec,
         # as a shell's child does: otherwise it could read (and be stopped by SIGTTIN) before we
         # hand it over, and a Ctrl-Z in that moment would be lost.
-        in_front = tty is not None and foreground(tty) == os.getpgrp()
-        extra: dict[str, Any] = {"preexec_fn": functools.partial(take_terminal, tty)} if in_front else {}
+        front_tty = tty if tty is not None and foreground(tty) == os.getpgrp() else None
+        extra: dict[str, Any] = {} if front_tty is None else {"preexec_fn": functools.partial(take_terminal, front_tty)}
         try:
             self.process = subprocess.Popen(self.argv, env=self.env, process_group=0, **extra)
         except OSError as exc:
-            if tty is not None and in_front:  # the child took the terminal, then failed to exec
-                take_terminal(tty)
+            if front_tty is not None:  # the child took the terminal, then failed to exec
+                take_terminal(front_tty)
             raise _start_error(self.argv[0], exc) from None
         if tty is not None:
             self._pass_foreground(os.getpgrp(), self.pgid)  # if the command could not take it

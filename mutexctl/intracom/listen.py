@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable, Generator
 
 from ..config import host_name
+from ..logs import logger
 from ..models import Ack, Message, utcnow
 from ..stores.protocols import LogStore
 from .cursor import Cursor
 from .messages import is_for
-from ..logs import logger
 
 log = logger(__name__)
 
@@ -73,7 +73,7 @@ def handle_all(messages: Generator[Message, int | None, None], handler: Handler)
         while True:
             try:
                 status = handler(message)
-            except Exception:  # noqa: BLE001 - the failure is reported to the sender in the ack
+            except Exception:
                 log.exception("handler failed on %s", message.id)
                 status = 1
             handled += 1

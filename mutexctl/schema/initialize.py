@@ -9,10 +9,10 @@ from .._version import __version__
 from ..config import SCHEMA_MUTEX
 from ..keeper import hold
 from ..leases import Duration, Leases
+from ..logs import logger
 from ..models import InitResult
 from ..stores.protocols import RetentionStore, SchemaStore
 from . import pending_steps
-from ..logs import logger
 
 log = logger(__name__)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Group 1-8: year, month, day, hour, minute, second, fraction, zone.
@@ -112,7 +112,7 @@ HOLDER_CURRENT: dict[str, Any] = {"$and": [{"$eq": [{"$type": "$holder.takenAt"}
 def taken_at_time(value: object) -> datetime | None:
     """``takenAt`` as an aware UTC datetime, or None when it is in no form we read."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if _is_number(value) and 0 <= value < MAX_EPOCH_MS:  # type: ignore[operator]
         return _from_epoch_ms(int(value))  # type: ignore[call-overload]
     if not isinstance(value, str):
@@ -125,7 +125,7 @@ def taken_at_time(value: object) -> datetime | None:
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     # A day past the month's end (February 30th) rolls over into the next month, as on the server.
     moment = datetime(int(year), int(month), 1, int(hour), int(minute), int(second or 0),
-                      int((fraction or "")[:3].ljust(3, "0")) * 1000, tzinfo=timezone.utc)
+                      int((fraction or "")[:3].ljust(3, "0")) * 1000, tzinfo=UTC)
     return moment + timedelta(days=int(day) - 1) - _offset(zone)
 
 
@@ -168,7 +168,7 @@ def _is_number(value: object) -> bool:
 
 
 def _from_epoch_ms(milliseconds: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=milliseconds)
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=milliseconds)
 
 
 def _offset(zone: str | None) -> timedelta:

@@ -9,8 +9,15 @@ from urllib.parse import unquote, urlsplit
 
 import pymongo
 from pymongo.collection import Collection
-from pymongo.errors import (ConfigurationError, ConnectionFailure, DuplicateKeyError, InvalidURI, OperationFailure,
-                            PyMongoError, ServerSelectionTimeoutError)
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    InvalidURI,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 
 from ...errors import ConfigError, StoreError, StoreUnavailableError
 from ...logs import logger

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...models import AppliedStep, ForcedRelease, Holder, Message, MutexState, SchemaState
@@ -72,7 +72,7 @@ def mutex_state(copies: list[dict[str, Any]], now: datetime | None, *, listed: b
     expires = doc.get("_expires") if listed else doc_expiry(doc)
     taken_at = doc.get("_takenAt") if listed else taken_at_time(doc.get("takenAt"))
     timeout = doc.get("_timeout") if listed else timeout_ms(doc.get("timeout"))
-    now = utc(now) if now is not None else datetime.now(timezone.utc)
+    now = utc(now) if now is not None else datetime.now(UTC)
     remaining = None
     if taken and isinstance(expires, datetime):
         remaining = max(0, math.ceil((utc(expires) - now) / timedelta(milliseconds=1)))
@@ -146,7 +146,7 @@ def has_unique_ids(indexes: Mapping[str, Any]) -> bool:
 
 
 def utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _holder(value: Any) -> Holder | None:

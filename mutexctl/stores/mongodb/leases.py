@@ -15,8 +15,19 @@ from ..common import loss_error, newer_store_error, released_late_error
 from ..seed_document import EXPIRED, EXPIRED_OWN, EXPIRY, HOLDER_CURRENT, ISO_NOW, LIVE, TAKEN_AT, TIMEOUT
 from ..steps import SCHEMA_VERSION, UNIQUE_IDS_STEP
 from .base import MongoBase, log
-from .documents import (by_name, force_pipeline, has_unique_ids, history_entry, listing, merge_forced, mutex_state,
-                        outbox, schema_state, take_pipeline, utc)
+from .documents import (
+    by_name,
+    force_pipeline,
+    has_unique_ids,
+    history_entry,
+    listing,
+    merge_forced,
+    mutex_state,
+    outbox,
+    schema_state,
+    take_pipeline,
+    utc,
+)
 
 UNIQUE_INDEX = "mutexId_unique"
 _READ = {"_now": "$$NOW", "_takenAt": TAKEN_AT, "_timeout": TIMEOUT, "_expires": EXPIRY}
@@ -124,7 +135,8 @@ class MongoLeases(MongoBase):
         query = {} if mutex_id is None else {"mutexId": mutex_id}
         with self._errors():
             history = list(self._forced.find(query).sort("at", -1).limit(limit))
-            kept = outbox(list(self._mutexes.find({**query, "forced": {"$type": "array"}}, {"mutexId": 1, "forced": 1})))
+            kept = outbox(list(self._mutexes.find({**query, "forced": {"$type": "array"}},
+                                                  {"mutexId": 1, "forced": 1})))
         return list(merge_forced(history, kept, limit))
 
     def prepare_writes(self) -> SchemaState | None:

@@ -3,7 +3,7 @@ the broadcast log's retention, and the server checks."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.collection import Collection
@@ -43,7 +43,7 @@ class MongoSchema(MongoLeases):
 
     def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
         """Set the version to ``step`` and log it, in one write."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self._errors():
             self._meta.update_one({"_id": "schema"}, {
                 "$set": {"version": step, "appliedAt": now, "appliedBy": applied_by, "toolVersion": tool_version},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...errors import LockHeldError, NotOwnerError
@@ -37,7 +37,7 @@ _FORCED = "mutexId, at, byNode, byUser, byHost, reason, previousHolder, previous
 class SQLiteLeases(SQLiteBase):
     def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
         with self._transaction() as db:
-            now_ns, now = self._now_ns(), datetime.now(timezone.utc)
+            now_ns, now = self._now_ns(), datetime.now(UTC)
             expires = now + timedelta(milliseconds=timeout_ms)
             row = db.execute(_ACQUIRE, {
                 "id": mutex_id, "at": iso_ms(now), "node": node_id, "timeout": timeout_ms,
@@ -51,7 +51,7 @@ class SQLiteLeases(SQLiteBase):
 
     def renew(self, lease: Lease) -> Lease:
         with self._transaction() as db:
-            now_ns, now = self._now_ns(), datetime.now(timezone.utc)
+            now_ns, now = self._now_ns(), datetime.now(UTC)
             expires = now + timedelta(milliseconds=lease.timeout_ms)
             params = self._params(lease.mutex_id, lease.node_id, lease.fence, now_ns)
             params.update(expires_ns=now_ns + lease.timeout_ms * 1_000_000, expires_at=iso_ms(expires))
@@ -79,7 +79,7 @@ class SQLiteLeases(SQLiteBase):
             if before is None or not before.taken:
                 return None
             db.execute("UPDATE mutexes SET taken = 0 WHERE mutexId = ?", (mutex_id,))
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             db.execute(f"INSERT INTO forced_releases ({_FORCED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (mutex_id, iso_ms(now), by_node, by.user, by.host, reason, before.taken_by, before.fence))
             # SQLite has no TTL index: the history is pruned here, when it grows.
@@ -95,7 +95,7 @@ class SQLiteLeases(SQLiteBase):
         with self._transaction(write=False) as db:  # one snapshot of all three
             rows = db.execute(f"SELECT {COLUMNS} FROM mutexes WHERE (:id IS NULL OR mutexId = :id) ORDER BY mutexId",
                               {"id": mutex_id}).fetchall()
-            now_ns, now = self._now_ns(), datetime.now(timezone.utc)
+            now_ns, now = self._now_ns(), datetime.now(UTC)
             return Overview(tuple(self._from_row(row, now_ns, now) for row in rows),
                             _forced(db, mutex_id, forced_limit), read_schema(db), now)
 
@@ -125,7 +125,7 @@ class SQLiteLeases(SQLiteBase):
 
     def _state(self, db: sqlite3.Connection, mutex_id: str) -> MutexState | None:
         row = db.execute(f"SELECT {COLUMNS} FROM mutexes WHERE mutexId = ?", (mutex_id,)).fetchone()
-        return None if row is None else self._from_row(row, self._now_ns(), datetime.now(timezone.utc))
+        return None if row is None else self._from_row(row, self._now_ns(), datetime.now(UTC))
 
     def _from_row(self, row: tuple[Any, ...], now_ns: int, now: datetime) -> MutexState:
         (mutex_id, taken, taken_at, taken_by, timeout, expires_at, fence, boot, expires_ns,

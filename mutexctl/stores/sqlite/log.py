@@ -4,7 +4,7 @@ no TTL index), acks and the live-node registry."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...models import Ack, Message, iso_ms, parse_iso
@@ -71,7 +71,7 @@ class SQLiteLog(SQLiteSchema):
             row = db.execute("INSERT INTO nodes (node, channel, lastSeen, host, pid) VALUES (?, ?, ?, ?, ?) "
                              "ON CONFLICT (node, channel) DO UPDATE SET lastSeen = excluded.lastSeen, "
                              "host = excluded.host, pid = excluded.pid RETURNING cursor",
-                             (node, channel, iso_ms(datetime.now(timezone.utc)), host, pid)).fetchone()
+                             (node, channel, iso_ms(datetime.now(UTC)), host, pid)).fetchone()
         return None if row[0] is None else int(row[0])
 
     def save_cursor(self, node: str, channel: str, cursor: int) -> None:
@@ -79,7 +79,7 @@ class SQLiteLog(SQLiteSchema):
             db.execute("UPDATE nodes SET cursor = ? WHERE node = ? AND channel = ?", (cursor, node, channel))
 
     def live_nodes(self, channel: str, within_s: float) -> list[str]:
-        since = iso_ms(datetime.now(timezone.utc) - timedelta(seconds=within_s))
+        since = iso_ms(datetime.now(UTC) - timedelta(seconds=within_s))
         with self._transaction(write=False) as db:
             rows = db.execute("SELECT node FROM nodes WHERE channel = ? AND lastSeen >= ? ORDER BY node",
                               (channel, since)).fetchall()

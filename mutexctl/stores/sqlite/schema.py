@@ -4,7 +4,7 @@ pruning cheap, since the writers prune), the meta record, and the file's facts."
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ...models import SchemaState, iso_ms
 from ..steps import STEPS, Expiry, Index, Table
@@ -33,7 +33,7 @@ class SQLiteSchema(SQLiteLeases):
 
     def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
         """Set the version to ``step`` and log it, in one transaction."""
-        now = iso_ms(datetime.now(timezone.utc))
+        now = iso_ms(datetime.now(UTC))
         with self._transaction() as db:
             db.execute(TABLES["meta"])
             db.execute(TABLES["schema_steps"])
