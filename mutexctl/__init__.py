@@ -13,11 +13,12 @@ uses the CLI or a MongoDB store.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ._version import __version__
 
+TYPE_CHECKING = False  # not typing's: importing typing would cost more than the rest of this module
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config import Settings, load_settings
     from .errors import (
         BroadcastError,

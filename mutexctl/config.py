@@ -10,9 +10,9 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from .errors import ConfigError, UsageError
 
@@ -107,14 +107,14 @@ def validate_action(action: object) -> str:
         raise UsageError(exc.message.replace("mutex name", "action"), hint=exc.hint) from None
 
 
-@dataclass(frozen=True)
-class MutexOverride:
+class MutexOverride(NamedTuple):
     timeout_ms: int | None = None
     wait_s: float | None = None
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
+    """Everything a command or a service needs to know, resolved (see load_settings)."""
+
     node_id: str
     store: str
     database: str | None = None  # None: the database named in a MongoDB URL's path, else "mutexctl"
@@ -124,7 +124,7 @@ class Settings:
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
     log_retention_s: float = 7 * 24 * 3600.0  # the broadcast log's TTL
     poll_interval_s: float = 1.0  # how often an idle listener reads the log
-    mutexes: Mapping[str, MutexOverride] = field(default_factory=dict)
+    mutexes: Mapping[str, MutexOverride] = MappingProxyType({})
     config_file: Path | None = None
 
     def timeout_for(self, mutex_id: str) -> int:

@@ -6,14 +6,12 @@ jittered exponential backoff (5 ms doubling to 1 s) and never sleeps past the ho
 
 from __future__ import annotations
 
-import getpass
 import os
-import random
-import shlex
 import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from .clock import lease_clock
 from .config import Settings, host_name, parse_timeout_ms, parse_wait_s, validate_mutex_id
@@ -21,7 +19,9 @@ from .errors import DuplicateMutexError, LockHeldError, UsageError, WaitTimeoutE
 from .logs import logger
 from .models import ForcedRelease, Holder, Lease, MutexState, Overview
 from .redact import mask_url
-from .stores.protocols import LeaseStore
+
+if TYPE_CHECKING:
+    from .stores.protocols import LeaseStore
 
 log = logger(__name__)
 
@@ -50,6 +50,19 @@ def wait_seconds(value: Duration, what: str = "wait") -> float:
     if value < timedelta(0):
         raise UsageError(f"{what} {value} is negative")
     return value.total_seconds()
+
+
+def user_name() -> str:
+    """Who runs this process, as getpass.getuser() says it (without importing getpass's terminal code)."""
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a container without a passwd entry for our uid
+        return str(os.getuid())
 
 
 class Leases:
@@ -110,6 +123,8 @@ class Leases:
                     raise self._timed_out(mutex_id, held, wait_s) from None
                 if on_wait is not None:
                     on_wait(seen, now - started)
+                import random  # only a waiter needs it
+
                 pause = delay * random.uniform(0.5, 1.0)
                 if holder_ends > now:
                     pause = min(pause, holder_ends - now + 0.001)
@@ -143,17 +158,19 @@ class Leases:
         return self.store.forced_releases(mutex_id, limit)
 
     def holder(self, command: str | None) -> Holder:
-        """Who this process is, for on-call: host, pid, user and (masked) command line."""
+        """Who this process is, for on-call: host, pid, user and (masked) command line — ``command``,
+        else this process's own."""
         cached = self._default_holder
         if command is None and cached is not None and cached.pid == os.getpid():  # not a forked worker
             return cached
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):  # a container without a passwd entry for our uid
-            user = str(os.getuid())
-        text = command if command is not None else shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
+        if command is None:
+            import shlex
+
+            text = shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
+        else:
+            text = command
         # The command line is stored for on-call and shown by status: a --store URL in it keeps no password.
-        holder = Holder(host_name(), os.getpid(), user, mask_url(text)[:MAX_COMMAND_CHARS])
+        holder = Holder(host_name(), os.getpid(), user_name(), mask_url(text)[:MAX_COMMAND_CHARS])
         if command is None:
             self._default_holder = holder
         return holder

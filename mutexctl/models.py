@@ -1,15 +1,17 @@
 """Frozen records passed between the stores, the features and the CLI: pure data, no behaviour
-beyond what the data itself tells (a mutex's state, an ack report's silent nodes)."""
+beyond what the data itself tells (a mutex's state, an ack report's silent nodes).
+
+They are NamedTuples rather than frozen dataclasses for start-up time: making a dataclass costs
+about 0.9 ms at import, a NamedTuple 0.15 ms, and every CLI run imports all of these.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Holder:
+class Holder(NamedTuple):
     """Who runs the critical section, for on-call: not used to decide ownership (``node_id`` is)."""
 
     host: str
@@ -18,8 +20,7 @@ class Holder:
     command: str
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     """One holding of a mutex. ``fence`` identifies it; resources can refuse older fences.
 
     ``local_deadline`` is a ``clock.lease_clock()`` instant before which the store cannot yet consider
@@ -36,11 +37,10 @@ class Lease:
     local_deadline: float = 0.0
 
     def with_deadline(self, local_deadline: float) -> Lease:
-        return dataclasses.replace(self, local_deadline=local_deadline)
+        return self._replace(local_deadline=local_deadline)
 
 
-@dataclass(frozen=True)
-class MutexState:
+class MutexState(NamedTuple):
     """A mutex as the store sees it at ``store_now`` (the store's clock)."""
 
     mutex_id: str
@@ -74,8 +74,7 @@ class MutexState:
         return "expired"
 
 
-@dataclass(frozen=True)
-class ForcedRelease:
+class ForcedRelease(NamedTuple):
     """The record an operator's ``release --force`` leaves behind."""
 
     mutex_id: str
@@ -88,15 +87,13 @@ class ForcedRelease:
     previous_fence: int | None  # None when the lease broken was another service's (it has no fence)
 
 
-@dataclass(frozen=True)
-class AppliedStep:
+class AppliedStep(NamedTuple):
     step: int
     applied_at: datetime
     applied_by: str
 
 
-@dataclass(frozen=True)
-class SchemaState:
+class SchemaState(NamedTuple):
     """The store's ``meta`` record: ``{version, appliedAt, appliedBy, toolVersion}`` and the step log."""
 
     version: int
@@ -106,8 +103,7 @@ class SchemaState:
     steps: tuple[AppliedStep, ...] = ()
 
 
-@dataclass(frozen=True)
-class Overview:
+class Overview(NamedTuple):
     """What ``status`` shows, read at once: the mutexes, recent forced releases, the schema record,
     and the store's clock at the time of reading (the one leases are judged on)."""
 
@@ -117,8 +113,7 @@ class Overview:
     store_now: datetime
 
 
-@dataclass(frozen=True)
-class InitResult:
+class InitResult(NamedTuple):
     """What init-schema found and did; ``pending`` is what a dry run would apply."""
 
     version_before: int
@@ -131,8 +126,7 @@ class InitResult:
     retention: tuple[int, int] | None = None
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(NamedTuple):
     """How a command run under a lease ended: its status, and why the lease was lost, if it was."""
 
     status: int
@@ -142,8 +136,7 @@ class RunResult:
     release_error: str | None = None  # the command ended, but its lease could not be released (why)
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """One broadcast: ``payload`` is JSON text; ``expected`` are the nodes the sender waits for."""
 
     id: str
@@ -157,8 +150,7 @@ class Message:
     at: datetime
 
 
-@dataclass(frozen=True)
-class Ack:
+class Ack(NamedTuple):
     """A node's answer to a message: its handler's exit status and how long it ran."""
 
     message_id: str
@@ -168,8 +160,7 @@ class Ack:
     duration_ms: int
 
 
-@dataclass(frozen=True)
-class AckReport:
+class AckReport(NamedTuple):
     """Who acknowledged a message, who failed, and who stayed silent (expected, no ack)."""
 
     message: Message

@@ -1,6 +1,7 @@
 """The façade services and the CLI use: ``connect()`` and ``Service``, which delegates to the features
 (``leases``, ``keeper``, ``exec``, ``intracom``, ``schema``). It holds no logic of its own beyond the
-seed's P/V bookkeeping."""
+seed's P/V bookkeeping. A feature's module is imported when it is first used: a CLI run or a service
+pays only for what it calls."""
 
 from __future__ import annotations
 
@@ -8,19 +9,21 @@ import threading
 from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings
 from .errors import LockHeldError, NotOwnerError, UsageError
-from .exec import run_under_lease
-from .intracom import DEFAULT_CHANNEL, Intracom
-from .keeper import HeldLease, hold
 from .leases import Duration, Leases, WaitCallback, wait_seconds
 from .models import AckReport, ForcedRelease, InitResult, Lease, Message, MutexState, Overview, RunResult, SchemaState
-from .schema import check_version
-from .schema.initialize import StepCallback, initialize
 from .stores import open_store
-from .stores.protocols import Store
+
+if TYPE_CHECKING:
+    from .intracom import Intracom
+    from .keeper import HeldLease
+    from .schema.initialize import StepCallback
+    from .stores.protocols import Store
+
+DEFAULT_CHANNEL = "default"  # intracom.messages.DEFAULT_CHANNEL, without importing intracom
 
 
 def connect(config: str | None = None, *, store: str | None = None, node_id: str | None = None) -> Service:
@@ -35,12 +38,20 @@ class Service:
         self.settings = settings
         self.store: Store = store if store is not None else open_store(settings)
         self.leases = Leases(self.store, settings)
-        self.intracom = Intracom(self.store, settings, self.store.prepare_writes)
+        self._intracom: Intracom | None = None
         self._taken: dict[str, tuple[str, int]] = {}  # what P() took, so V() releases exactly that lease
 
     @property
     def node_id(self) -> str:
         return self.settings.node_id
+
+    @property
+    def intracom(self) -> Intracom:
+        if self._intracom is None:
+            from .intracom import Intracom
+
+            self._intracom = Intracom(self.store, self.settings, self.store.prepare_writes)
+        return self._intracom
 
     # -- the seed's interface -------------------------------------------------------------------
 
@@ -104,11 +115,15 @@ class Service:
              wait: Duration | None = None) -> AbstractContextManager[HeldLease]:
         """``with svc.lock(name) as held:`` hold the mutex for the block, renewed in the background
         (see keeper.hold); ``held.lost`` turns true if the lease is lost."""
+        from .keeper import hold
+
         return hold(self.leases, mutex_id, timeout=timeout, wait=wait)
 
     def run(self, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
             wait: Duration | None = None, on_wait: WaitCallback | None = None) -> RunResult:
         """Run ``argv`` while holding the mutex (see exec.run_under_lease)."""
+        from .exec import run_under_lease
+
         return run_under_lease(self.leases, mutex_id, argv, timeout=timeout, wait=wait, on_wait=on_wait)
 
     # -- schema -------------------------------------------------------------------------------
@@ -119,6 +134,8 @@ class Service:
 
     def check_schema(self) -> SchemaState:
         """SchemaError unless the store is at this tool's version with nothing missing."""
+        from .schema import check_version
+
         state = self.store.schema_state()
         check_version(state, self.store.schema_problems())
         assert state is not None  # check_version raised otherwise
@@ -127,6 +144,8 @@ class Service:
     def init_schema(self, *, wait: Duration | None = None, timeout: Duration | None = None,
                     dry_run: bool = False, on_step: StepCallback | None = None) -> InitResult:
         """Bring the store to this tool's schema version (see schema.initialize)."""
+        from .schema.initialize import initialize
+
         return initialize(self.store, self.leases, wait=wait, timeout=timeout, dry_run=dry_run, on_step=on_step)
 
     # -- intracom (see intracom.Intracom) -------------------------------------------------------------

@@ -9,9 +9,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 import mutexctl
+import pytest
 from mutexctl import errors
 from mutexctl.models import MutexState
 
@@ -65,3 +64,10 @@ def test_every_error_pickles_with_its_details(error: errors.MutexctlError) -> No
 def test_every_error_class_has_a_pickle_sample() -> None:
     classes = {cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.MutexctlError)}
     assert {type(e) for e in _error_samples()} == classes
+
+
+def test_the_facade_s_default_channel_is_intracom_s() -> None:
+    from mutexctl import service
+    from mutexctl.intracom.messages import DEFAULT_CHANNEL
+
+    assert service.DEFAULT_CHANNEL == DEFAULT_CHANNEL

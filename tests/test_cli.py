@@ -199,8 +199,8 @@ def test_verbose_shows_the_library_s_log_lines_masked_and_quiet_runs_show_none(c
 
 
 def test_the_library_prints_nothing_of_its_own(tmp_path: Path) -> None:
-    code = ("import mutexctl; svc = mutexctl.connect(store='sqlite:///{}/x.db', node_id='n');"
+    code = (f"import mutexctl; svc = mutexctl.connect(store='sqlite:///{tmp_path}/x.db', node_id='n');"
             "lock = svc.lock('m', timeout='300ms'); held = lock.__enter__();"
-            "svc.force_release('m', reason='test'); held.wait_lost(5)").format(tmp_path)
+            "svc.force_release('m', reason='test'); held.wait_lost(5)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "" and done.stdout == ""

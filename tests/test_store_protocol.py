@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-
 from mutexctl import LeaseExpiredError, LockHeldError, NotOwnerError, SchemaError, Settings
 from mutexctl.models import Ack, Holder, Message
 from mutexctl.stores.protocols import Store

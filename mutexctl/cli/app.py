@@ -6,7 +6,6 @@ when one of its commands runs), and ``run``, where every outcome becomes an exit
 
 import importlib
 import os
-import traceback
 from typing import Annotated, Any, Optional
 
 import typer
@@ -25,9 +24,10 @@ The store is an embedded SQLite file by default (one host); give --store mongodb
 EPILOG = "Exit status: 0 ok, 1 held or wait timed out, 2 usage, 3 not the owner, 4 schema, 5 a broadcast " \
          "handler failed, 69 store unavailable, 75 lease lost, 78 configuration. See man mutexctl."
 
-# Command name -> the module (under mutexctl.cli) whose Typer ``app`` defines it, in help order.
-COMMANDS = {"acquire": "locks", "release": "locks", "status": "locks", "init-schema": "schema",
-            "broadcast": "broadcast", "listen": "broadcast"}
+# Command name -> (module under mutexctl.cli, its Typer app for that one command), in help order.
+COMMANDS = {"acquire": ("locks", "ACQUIRE"), "release": ("locks", "RELEASE"), "status": ("locks", "STATUS"),
+            "init-schema": ("schema", "INIT_SCHEMA"), "broadcast": ("broadcast", "BROADCAST"),
+            "listen": ("broadcast", "LISTEN")}
 
 
 class LazyGroup(TyperGroup):
@@ -37,13 +37,11 @@ class LazyGroup(TyperGroup):
         return list(COMMANDS)
 
     def get_command(self, ctx: typer.Context, cmd_name: str) -> Optional[TyperCommand]:  # type: ignore[override]
-        module = COMMANDS.get(cmd_name)
-        if module is None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
             return None
-        built = typer.main.get_command(importlib.import_module(f"{__package__}.{module}").app)
-        if isinstance(built, TyperGroup):
-            return built.get_command(ctx, cmd_name)  # type: ignore[return-value]
-        return built  # type: ignore[return-value]
+        module, name = where
+        return typer.main.get_command(getattr(importlib.import_module(f"{__package__}.{module}"), name))  # type: ignore[return-value]
 
 
 def _version(value: bool) -> None:
@@ -98,6 +96,8 @@ def run(argv: list[str]) -> int:
         return exit_codes.SUCCESS
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no locals, no URL
         if inv.debug:
+            import traceback
+
             traceback.print_exc()
         inv.out.fail(MutexctlError(f"internal error: {exc.__class__.__name__}: {exc}",
                                    hint="rerun with --debug for the traceback, and report it"),

@@ -48,14 +48,13 @@ class BroadcastGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-app = typer.Typer(**APP_SETTINGS)
-broadcast = typer.Typer(name="broadcast", cls=BroadcastGroup, no_args_is_help=True, **APP_SETTINGS,
+BROADCAST = typer.Typer(name="broadcast", cls=BroadcastGroup, no_args_is_help=True, **APP_SETTINGS,
                         help="Ask every other instance listening on a channel to run an action; see its acks.\n\n"
                              "'mutexctl broadcast ACTION' is short for 'mutexctl broadcast send ACTION'.")
-app.add_typer(broadcast)
+LISTEN = typer.Typer(**APP_SETTINGS)
 
 
-@broadcast.command(context_settings={"ignore_unknown_options": False})
+@BROADCAST.command(context_settings={"ignore_unknown_options": False})
 def send(
     ctx: typer.Context,
     action: Annotated[str, typer.Argument(metavar="ACTION", help="What the listeners should do, e.g. reload-cache.",
@@ -99,7 +98,7 @@ def send(
     return _report(inv, report, waited=True)
 
 
-@broadcast.command("status")
+@BROADCAST.command("status")
 def status(
     ctx: typer.Context,
     message_id: Annotated[str, typer.Argument(metavar="ID", help="The message id broadcast printed, e.g. default:12.",
@@ -162,7 +161,7 @@ def _report(inv: Invocation, report: AckReport, *, waited: bool) -> int:
     return exit_codes.SUCCESS
 
 
-@app.command(context_settings={"ignore_unknown_options": False})
+@LISTEN.command(context_settings={"ignore_unknown_options": False})
 def listen(
     ctx: typer.Context,
     command: Annotated[Optional[list[str]], typer.Argument(

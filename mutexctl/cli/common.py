@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Optional
 
@@ -22,18 +23,18 @@ APP_SETTINGS: dict[str, Any] = {
 }
 
 
-@dataclass
 class Invocation:
     """What the global options and the running command agreed on; ``run`` reads it to exit."""
 
-    config: str | None = None
-    store: str | None = None
-    node_id: str | None = None
-    as_json: bool = False
-    verbose: int = 0
-    debug: bool = False
-    conflict_code: int = exit_codes.CONFLICT
-    out: Output = field(default_factory=Output)
+    def __init__(self, *, as_json: bool = False, debug: bool = False, out: Output | None = None) -> None:
+        self.config: str | None = None
+        self.store: str | None = None
+        self.node_id: str | None = None
+        self.as_json = as_json
+        self.verbose = 0
+        self.debug = debug
+        self.conflict_code = exit_codes.CONFLICT
+        self.out = out or Output(as_json=as_json)
 
     def merge(self, config: str | None, store: str | None, node_id: str | None, as_json: bool, verbose: int,
               debug: bool) -> Invocation:
@@ -50,8 +51,12 @@ class Invocation:
             show_logs(self.verbose)
         return self
 
-    def service(self) -> Service:
-        return Service(load_settings(config=self.config, store=self.store, node_id=self.node_id))
+    @contextlib.contextmanager
+    def service(self) -> Iterator[Service]:
+        """The command's Service. It is not closed: a CLI run ends with it, and the process's exit
+        drops its connections. (Closing a MongoDB client first sends endSessions, one more round
+        trip for nothing: the server forgets idle sessions by itself.)"""
+        yield Service(load_settings(config=self.config, store=self.store, node_id=self.node_id))
 
 
 def invocation(ctx: typer.Context, config: str | None, store: str | None, node_id: str | None, as_json: bool,

@@ -9,10 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import host_name, validate_mutex_id
-from ..diagnose import clock_skew_ms, noticed_within
 from ..errors import LeaseLostError, LockHeldError, UsageError
 from ..models import MutexState, human_ms
-from ..schema import SCHEMA_VERSION, describe
 from . import exit_codes
 from .common import (
     APP_SETTINGS,
@@ -27,12 +25,13 @@ from .common import (
     timeout_option,
     wait_option,
 )
-from .output import Output, forced_doc, lease_doc, render_status, state_doc
+from .output import Output, lease_doc
 
-app = typer.Typer(**APP_SETTINGS)
+# One Typer app per command: the root builds only the command that runs (see app.LazyGroup).
+ACQUIRE, RELEASE, STATUS = (typer.Typer(**APP_SETTINGS) for _ in range(3))
 
 
-@app.command(context_settings={"ignore_unknown_options": False})
+@ACQUIRE.command(context_settings={"ignore_unknown_options": False})
 def acquire(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
@@ -96,7 +95,7 @@ def acquire(
     return exit_codes.SUCCESS
 
 
-@app.command()
+@RELEASE.command()
 def release(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
@@ -141,6 +140,8 @@ def _report_forced(name: str, before: Optional[MutexState], as_json: bool, out: 
         out.note(f"force-released '{name}' from {before.taken_by} (another service's lease, {before.state}); "
                  f"recorded. That service is not told.")
     elif before is not None:
+        from ..diagnose import noticed_within
+
         out.note(f"force-released '{name}' from {before.taken_by} (fence {before.fence}, {before.state}); "
                  f"recorded. A mutexctl still running it stops its command at its next renewal "
                  f"(within {noticed_within(before)}).")
@@ -148,7 +149,7 @@ def _report_forced(name: str, before: Optional[MutexState], as_json: bool, out: 
         out.note(f"'{name}' was not held; nothing to release")
 
 
-@app.command()
+@STATUS.command()
 def status(
     ctx: typer.Context,
     name: Annotated[Optional[str], typer.Argument(help="Show only this mutex.", show_default=False)] = None,
@@ -164,8 +165,13 @@ def status(
         view = svc.overview(name, forced_limit=5)
         received = datetime.now(UTC)
         store_url, clock = svc.store.url, svc.store.clock
+    from ..diagnose import clock_skew_ms  # status only
+    from ..schema import SCHEMA_VERSION, describe
+    from .views import forced_doc, render_status, state_doc
+
     # The store's clock judges leases; how far it is from ours matters when reading times.
     skew_ms = clock_skew_ms(view.store_now, sent, received) if clock == "server" else None
+
     if inv.as_json:
         host = host_name()
         inv.out.doc({"ok": True, "store": store_url, "store_clock_skew_ms": skew_ms,

@@ -24,12 +24,12 @@ from .common import (
     timeout_option,
     wait_option,
 )
-from .output import render_init
+from .views import render_init
 
-app = typer.Typer(**APP_SETTINGS)
+INIT_SCHEMA = typer.Typer(**APP_SETTINGS)
 
 
-@app.command("init-schema")
+@INIT_SCHEMA.command("init-schema")
 def init_schema(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the steps it would apply; change nothing.")] = False,

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Sequence
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from ..config import Settings, validate_action, validate_channel, validate_node_id
 from ..errors import SchemaError, UsageError
 from ..models import AckReport, Message, SchemaState, utcnow
-from ..stores.protocols import LogStore
 from ..stores.steps import INTRACOM_STEP
 from .acks import wait_for_acks
 from .listen import GAP_GRACE_S, LIVE_WINDOW_S, Handler, deliveries, handle_all
 from .messages import DEFAULT_CHANNEL, message_id, parse_payload
+
+if TYPE_CHECKING:
+    from ..stores.protocols import LogStore
 
 Prepare = Callable[[], SchemaState | None]  # the store's prepare_writes: refuses a newer store, returns its schema
 

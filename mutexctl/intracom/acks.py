@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import HandlerFailedError, NodesSilentError
 from ..models import AckReport, Message
-from ..stores.protocols import LogStore
+
+if TYPE_CHECKING:
+    from ..stores.protocols import LogStore
 
 
 def wait_for_acks(store: LogStore, message: Message, *, wait_s: float, poll_interval_s: float,

@@ -7,13 +7,16 @@ import os
 import threading
 import time
 from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING
 
 from ..config import host_name
 from ..logs import logger
 from ..models import Ack, Message, utcnow
-from ..stores.protocols import LogStore
 from .cursor import Cursor
 from .messages import is_for
+
+if TYPE_CHECKING:
+    from ..stores.protocols import LogStore
 
 log = logger(__name__)
 

@@ -7,7 +7,7 @@ and recording it leaves that step to the next run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # How long what the TTL indexes (or, on SQLite, pruning on write) keep.
 HISTORY_RETENTION_S = 90 * 24 * 3600
@@ -16,23 +16,20 @@ NODE_RETENTION_S = 24 * 3600
 LOG_RETENTION = "log_retention"  # a TTL whose length is the log_retention setting
 
 
-@dataclass(frozen=True)
-class Table:
+class Table(NamedTuple):
     """A collection (MongoDB) or table (SQLite); its columns are the store's business."""
 
     name: str
 
 
-@dataclass(frozen=True)
-class Index:
+class Index(NamedTuple):
     table: str
     fields: tuple[str, ...]
     name: str
     unique: bool = False
 
 
-@dataclass(frozen=True)
-class Expiry:
+class Expiry(NamedTuple):
     """Rows of ``table`` go ``seconds`` after ``field`` (or after the log_retention setting):
     a TTL index on MongoDB; an index that makes pruning cheap on SQLite."""
 
@@ -41,8 +38,7 @@ class Expiry:
     seconds: int | str
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     number: int
     title: str
     items: tuple[Table | Index | Expiry, ...]

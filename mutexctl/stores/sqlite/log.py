@@ -3,7 +3,6 @@ no TTL index), acks and the live-node registry."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +24,8 @@ class SQLiteLog(SQLiteSchema):
         return int(row[0]) if row else 0
 
     def append_message(self, message: Message) -> None:
+        import json  # the broadcast log's only (lock commands do without it)
+
         with self._transaction() as db:
             db.execute(f"INSERT INTO messages ({_MESSAGE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (message.id, message.channel, message.seq, message.action, message.payload, message.sender,
@@ -87,5 +88,7 @@ class SQLiteLog(SQLiteSchema):
 
 
 def _message(row: tuple[Any, ...]) -> Message:
+    import json
+
     return Message(row[0], row[1], int(row[2]), row[3], row[4], row[5], tuple(json.loads(row[6])),
                    tuple(json.loads(row[7])), parse_iso(row[8]))
