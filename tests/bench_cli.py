@@ -31,10 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mutexctl import Service, Settings
 
+# Commands run from a directory of their own: ``python -c`` puts the working directory first on
+# sys.path, and from the checkout that would import its mutexctl, not the measured venv's.
+NEUTRAL_DIR = tempfile.mkdtemp(prefix="mutexctl-bench-cwd-")
+
 
 def _once(argv: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, cwd=NEUTRAL_DIR)
     return time.perf_counter() - started
 
 
@@ -154,7 +158,8 @@ def bench_sqlite(work: Path, exe: Path, runs: int) -> None:
     table(rows, bare, "bare python")
     library = rows[2][1] / bare
     cycle = rows[3][1] / typer_floor
-    print(f"import mutexctl / bare interpreter: {library:.2f}x (target <= 2.5x): {'OK' if library <= 2.5 else 'MISSED'}")
+    verdict = "OK" if library <= 2.5 else "MISSED"
+    print(f"import mutexctl / bare interpreter: {library:.2f}x (target <= 2.5x): {verdict}")
     print(f"CLI cycle / import typer: {cycle:.2f}x (target <= 1.3x): {'OK' if cycle <= 1.3 else 'MISSED'}")
     print(f"library acquire+release pairs/s: {rates([library_pair(store)], rounds=1, seconds=2)[0]:.0f}\n")
 
@@ -177,8 +182,10 @@ print(code, " ".join(Listener.names))
 
 
 def command_counts(exe: Path, env: dict[str, str], argv: list[str]) -> str:
-    done = subprocess.run([str(exe), "-c", _COUNT, *argv], env=env, capture_output=True, text=True, check=False)
-    return done.stdout.strip().split(" ", 1)[-1] if done.returncode == 0 else f"(failed: {done.stderr[-200:]})"
+    done = subprocess.run([str(exe), "-c", _COUNT, *argv], env=env, capture_output=True, text=True, check=False,
+                          cwd=NEUTRAL_DIR)
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    return last.split(" ", 1)[-1] if done.returncode == 0 else f"(failed: {done.stderr[-200:]})"
 
 
 def bench_mongodb(uri: str, work: Path, exe: Path, runs: int) -> None:
@@ -198,7 +205,7 @@ def bench_mongodb(uri: str, work: Path, exe: Path, runs: int) -> None:
     print(f"CLI cycle / import pymongo: {cycle:.2f}x (target <= 1.3x): {'OK' if cycle <= 1.3 else 'MISSED'}")
     for label, argv in (("acquire x -- true", ["acquire", "x", "--", "true"]), ("status", ["status"])):
         print(f"commands sent by one 'mutexctl {label}' (store not initialized): {command_counts(exe, env, argv)}")
-    subprocess.run([script, "init-schema"], env=env, capture_output=True, check=True)
+    subprocess.run([script, "init-schema"], env=env, capture_output=True, check=True, cwd=NEUTRAL_DIR)
     print(f"... after init-schema: {command_counts(exe, env, ['acquire', 'x', '--', 'true'])}")
     ours, raw, minimal = rates([library_pair(store), raw_pair(store), minimal_pair(store)], rounds=9)
     ratio = raw / ours
