@@ -1,110 +1,42 @@
 """The YAML parameter file, ``MUTEXCTL_*`` environment variables and flags, resolved into Settings.
 
-Precedence is flags > environment > file > defaults. PyYAML is imported only when a file is read,
-and only ``yaml.safe_load`` is used.
+Precedence is flags > environment > file > defaults; ``resolve`` also tells where each value came
+from (``mutexctl config show``). PyYAML is imported only when a file is read, and the file is read
+with a safe loader that refuses duplicate keys and bounds the file's size and its aliases.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from .errors import ConfigError, UsageError
+from .inputs import (
+    MAX_NAME_LENGTH,
+    parse_duration,
+    parse_timeout_ms,
+    parse_wait_s,
+    shown,
+    validate_action,
+    validate_channel,
+    validate_mutex_id,
+    validate_node_id,
+)
 
-MAX_DURATION_S = 365 * 24 * 3600.0
-MAX_NAME_LENGTH = 255
-CHANNEL_FORM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+__all__ = ["MAX_NAME_LENGTH", "MutexOverride", "Settings", "load_settings", "parse_duration", "parse_timeout_ms",
+           "parse_wait_s", "resolve", "validate_action", "validate_channel", "validate_mutex_id", "validate_node_id"]
+
 # The mutex init-schema runs under, and its lease unless the file's `mutexes:` block says otherwise.
 SCHEMA_MUTEX = "mutexctl.schema"
 _BUILT_IN = {SCHEMA_MUTEX: (120_000, 300.0)}  # timeout 2m, wait 5m: steps run while many runners wait
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_CONNECT_TIMEOUT_MS = 5_000
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h)?$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-DURATION_FORM = "a number with a unit ms, s, m or h (e.g. 500ms, 30s, 2m); a bare number is seconds"
-
-
-def parse_duration(value: object, *, what: str = "duration", allow_inf: bool = False,
-                   allow_zero: bool = True) -> float:
-    """Parse ``500ms``/``30s``/``2m``/``1h``/``12`` (seconds) into seconds; ``inf`` if allowed."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise UsageError(f"{what} must be a duration, not {type(value).__name__}", hint=f"use {DURATION_FORM}")
-    text = str(value).strip().lower()
-    if allow_inf and text in ("inf", "infinity", "forever"):
-        return math.inf
-    match = _DURATION.match(text)
-    if not match:
-        problem = "is negative" if text.startswith("-") else "is not a duration"
-        extra = ", or inf" if allow_inf else ""
-        raise UsageError(f"{what} {str(value)!r} {problem}", hint=f"use {DURATION_FORM}{extra}")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
-        raise UsageError(f"{what} {str(value)!r} is too large; the limit is 365 days",
-                         hint="use inf to wait for ever" if allow_inf else f"use {DURATION_FORM}")
-    if seconds == 0 and not allow_zero:
-        raise UsageError(f"{what} must be greater than zero", hint=f"use {DURATION_FORM}")
-    return seconds
-
-
-def parse_timeout_ms(value: object, *, what: str = "timeout") -> int:
-    """A lease timeout in whole milliseconds, at least 1 ms."""
-    milliseconds = round(parse_duration(value, what=what, allow_zero=False) * 1000)
-    if milliseconds < 1:
-        raise UsageError(f"{what} {value!r} is shorter than 1ms", hint=f"use {DURATION_FORM}")
-    return milliseconds
-
-
-def parse_wait_s(value: object, *, what: str = "wait") -> float:
-    return parse_duration(value, what=what, allow_inf=True)
-
-
-def validate_node_id(node_id: object, *, what: str = "node id") -> str:
-    if not isinstance(node_id, str) or not node_id or len(node_id) > 255 \
-            or not node_id.isprintable() or node_id != node_id.strip():
-        raise UsageError(f"{what} {node_id!r} is not valid", hint="use 1-255 printable characters, e.g. api-1")
-    return node_id
-
-
-def validate_mutex_id(name: object) -> str:
-    """Check a mutex name: 1-255 printable characters, not starting with ``$``.
-
-    ``$`` is refused because MongoDB reads such strings as field paths inside update pipelines.
-    """
-    if not isinstance(name, str):
-        raise UsageError(f"mutex name must be a string, not {type(name).__name__}")
-    hint = "use 1-255 printable characters, e.g. 'billing-nightly-export'"
-    if not name:
-        raise UsageError("mutex name is empty", hint=hint)
-    if len(name) > MAX_NAME_LENGTH:
-        raise UsageError(f"mutex name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}", hint=hint)
-    bad = next((ch for ch in name if not ch.isprintable()), None)
-    if bad is not None:
-        raise UsageError(f"mutex name contains the control character {bad!r}", hint=hint)
-    if name.startswith("$"):
-        raise UsageError(f"mutex name {name!r} starts with '$'", hint=hint)
-    if name != name.strip():
-        raise UsageError(f"mutex name {name!r} starts or ends with a space", hint=hint)
-    return name
-
-
-def validate_channel(channel: object) -> str:
-    if not isinstance(channel, str) or not CHANNEL_FORM.match(channel):
-        raise UsageError(f"channel name {channel!r} is not valid",
-                         hint="use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
-    return channel
-
-
-def validate_action(action: object) -> str:
-    """An action name follows the rules of a mutex name."""
-    try:
-        return validate_mutex_id(action)
-    except UsageError as exc:
-        raise UsageError(exc.message.replace("mutex name", "action"), hint=exc.hint) from None
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_ALIASES = 100  # YAML anchors used (*name): enough for shared blocks, too few for an alias bomb
 
 
 class MutexOverride(NamedTuple):
@@ -154,12 +86,16 @@ def default_store_url(env: Mapping[str, str]) -> str:
 
 def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
     """The first parameter file in DESIGN.md's lookup order; an explicitly named one must exist."""
-    named = explicit or env.get("MUTEXCTL_CONFIG")
-    if named:
+    named, source = (explicit, "--config") if explicit is not None else (env.get("MUTEXCTL_CONFIG"), "MUTEXCTL_CONFIG")
+    if named is not None and (explicit is not None or named):
+        if not named.strip():
+            raise ConfigError(f"{source} is empty", hint="name a YAML file, or drop it to use the default lookup")
         path = Path(named).absolute()
+        if path.is_dir():
+            raise ConfigError(f"config file {shown(named, 200)} (from {source}) is a directory",
+                              hint="name the YAML file in it, e.g. config.yaml")
         if not path.is_file():
-            source = "--config" if explicit else "MUTEXCTL_CONFIG"
-            raise ConfigError(f"config file {named} (from {source}) does not exist",
+            raise ConfigError(f"config file {shown(named, 200)} (from {source}) does not exist",
                               hint="fix the path, or drop it to use the default lookup")
         return path
     config_home = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -170,26 +106,50 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
     return None
 
 
+_ENV = (("node_id", "MUTEXCTL_NODE_ID"), ("store", "MUTEXCTL_STORE"), ("database", "MUTEXCTL_DATABASE"),
+        ("collection", "MUTEXCTL_COLLECTION"), ("timeout", "MUTEXCTL_TIMEOUT"), ("wait", "MUTEXCTL_WAIT"),
+        ("connect_timeout", "MUTEXCTL_CONNECT_TIMEOUT"), ("log_retention", "MUTEXCTL_LOG_RETENTION"),
+        ("poll_interval", "MUTEXCTL_POLL_INTERVAL"))
+
+
+def resolve(*, config: str | None = None, store: str | None = None, node_id: str | None = None,
+            env: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, str]]:
+    """Settings the way the CLI resolves them, and where each field came from ("--store",
+    "MUTEXCTL_STORE", "<file> (key store)", "default"). Raises ConfigError for a bad file or environment."""
+    env = os.environ if env is None else env
+    path = find_config_file(config, env)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if path:
+        for field, (value, key) in _read_file(path).items():
+            values[field], sources[field] = value, f"{path} (key {key})"
+    for key, var in _ENV:
+        if env.get(var):
+            field = _FIELD.get(key, key)
+            values[field], sources[field] = _from_env(var, key, env[var]), var
+    if node_id is not None:
+        values["node_id"], sources["node_id"] = validate_node_id(node_id, what="--node-id"), "--node-id"
+    if store is not None:
+        values["store"], sources["store"] = store, "--store"
+    if "node_id" not in values:
+        values["node_id"], sources["node_id"] = host_name(), "default (the host name)"
+    if "store" not in values:
+        values["store"], sources["store"] = default_store_url(env), "default ($XDG_STATE_HOME)"
+    settings = Settings(config_file=path, **values)
+    return settings, {field: sources.get(field, "default") for field in Settings._fields if field != "config_file"}
+
+
 def load_settings(*, config: str | None = None, store: str | None = None, node_id: str | None = None,
                   env: Mapping[str, str] | None = None) -> Settings:
     """Resolve Settings the way the CLI does. Raises ConfigError for a bad file or environment."""
-    env = os.environ if env is None else env
-    path = find_config_file(config, env)
-    values: dict[str, Any] = _read_file(path) if path else {}
-    for key, var in (("node_id", "MUTEXCTL_NODE_ID"), ("store", "MUTEXCTL_STORE"),
-                     ("database", "MUTEXCTL_DATABASE"), ("collection", "MUTEXCTL_COLLECTION"),
-                     ("timeout", "MUTEXCTL_TIMEOUT"),
-                     ("wait", "MUTEXCTL_WAIT"), ("connect_timeout", "MUTEXCTL_CONNECT_TIMEOUT"),
-                     ("log_retention", "MUTEXCTL_LOG_RETENTION"), ("poll_interval", "MUTEXCTL_POLL_INTERVAL")):
-        if env.get(var):
-            values[_FIELD.get(key, key)] = _checked(var, lambda v=env[var], k=key, w=var: _convert(k, v, w))
-    if node_id is not None:
-        values["node_id"] = validate_node_id(node_id, what="--node-id")
-    if store is not None:
-        values["store"] = store
-    values.setdefault("node_id", host_name())
-    values.setdefault("store", default_store_url(env))
-    return Settings(config_file=path, **values)
+    return resolve(config=config, store=store, node_id=node_id, env=env)[0]
+
+
+def _from_env(var: str, key: str, value: str) -> Any:
+    try:
+        return _convert(key, value, var)
+    except UsageError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
 
 
 def _checked(source: str, convert: Any) -> Any:
@@ -211,14 +171,14 @@ def _convert(key: str, value: object, what: str) -> Any:
     if key == "node_id":
         return validate_node_id(value, what=what)
     if not isinstance(value, str) or not value:
-        raise UsageError(f"{what} must be a non-empty string, not {value!r}")
+        raise UsageError(f"{what} must be a non-empty string, not {shown(value)}")
     return value
 
 
 def _validate_db_name(value: object, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 63 or value.startswith("$") \
             or any(ch in value for ch in '/\\. "$\x00') or not value.isprintable():
-        raise UsageError(f"{what} {value!r} is not a valid database or collection name",
+        raise UsageError(f"{what} {shown(value)} is not a valid database or collection name",
                          hint="use letters, digits, '-' and '_', e.g. mutexctl")
     return value
 
@@ -231,11 +191,17 @@ _TOP_KEYS = ("node_id", "store", "database", "collection", "connect_timeout", "l
 _LEASE_KEYS = ("timeout", "wait")
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def _read_file(path: Path) -> dict[str, tuple[Any, str]]:
+    """The file's settings: field -> (value, the key it came from)."""
     import yaml  # only when a file is actually read: it costs start-up time
 
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: the file is larger than {MAX_CONFIG_BYTES // 1024} KiB",
+                              hint="a parameter file holds a few settings; is this the right file?")
+        document = yaml.load(data.decode("utf-8"), Loader=_loader())  # a SafeLoader, see _loader
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -252,30 +218,65 @@ def _read_file(path: Path) -> dict[str, Any]:
     return _settings_from_document(path, document)
 
 
-def _settings_from_document(path: Path, document: dict[Any, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+@functools.cache
+def _loader() -> Any:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader, plus: duplicate keys are errors, and at most MAX_ALIASES aliases."""
+
+        aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                    raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name) at line {mark.line + 1}; "
+                                         "a parameter file needs few")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {shown(key)}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Loader
+
+
+def _settings_from_document(path: Path, document: dict[Any, Any]) -> dict[str, tuple[Any, str]]:
+    values: dict[str, tuple[Any, str]] = {}
     for key, value in document.items():
         if key not in _TOP_KEYS:
-            raise ConfigError(f"{path}: unknown key '{key}'", hint=f"known keys: {', '.join(_TOP_KEYS)}")
+            raise ConfigError(f"{path}: unknown key {shown(key)}", hint=f"known keys: {', '.join(_TOP_KEYS)}")
         if key == "defaults":
-            values.update(_lease_block(path, "defaults", value))
+            values.update({field: (v, f"defaults.{k}") for field, (v, k) in _lease_block(path, "defaults",
+                                                                                          value).items()})
         elif key == "mutexes":
-            values["mutexes"] = _mutexes_block(path, value)
+            values["mutexes"] = (_mutexes_block(path, value), "mutexes")
         else:
-            values[_FIELD.get(key, key)] = _checked(f"{path}: key '{key}'",
-                                                    lambda k=key, v=value: _convert(k, v, "the value"))
+            values[_FIELD.get(key, key)] = (_checked(f"{path}: key '{key}'",
+                                                     lambda k=key, v=value: _convert(k, v, "the value")), key)
     return values
 
 
-def _lease_block(path: Path, dotted: str, block: object) -> dict[str, Any]:
+def _lease_block(path: Path, dotted: str, block: object) -> dict[str, tuple[Any, str]]:
     if not isinstance(block, dict):
-        raise ConfigError(f"{path}: key '{dotted}' must be a mapping like {{timeout: 30s, wait: 0}}, not {block!r}")
-    out: dict[str, Any] = {}
+        raise ConfigError(f"{path}: key '{dotted}' must be a mapping like {{timeout: 30s, wait: 0}}, "
+                          f"not {shown(block)}")
+    out: dict[str, tuple[Any, str]] = {}
     for key, value in block.items():
         if key not in _LEASE_KEYS:
-            raise ConfigError(f"{path}: unknown key '{dotted}.{key}'", hint="known keys: timeout, wait")
+            raise ConfigError(f"{path}: unknown key '{dotted}.{shown(key)}'", hint="known keys: timeout, wait")
         converted = _checked(f"{path}: key '{dotted}.{key}'", lambda k=key, v=value: _convert(k, v, "the value"))
-        out[_FIELD[key]] = converted
+        out[_FIELD[key]] = (converted, key)
     return out
 
 
@@ -285,5 +286,6 @@ def _mutexes_block(path: Path, block: object) -> dict[str, MutexOverride]:
     overrides = {}
     for name, lease in block.items():
         _checked(f"{path}: key 'mutexes'", lambda n=name: validate_mutex_id(n))
-        overrides[name] = MutexOverride(**_lease_block(path, f"mutexes.{name}", lease))
+        overrides[name] = MutexOverride(**{field: v for field, (v, _) in
+                                           _lease_block(path, f"mutexes.{name}", lease).items()})
     return overrides

@@ -24,7 +24,7 @@ USAGE = [
     ("negative timeout", ["acquire", "job", "--timeout", "-5s"]),
     ("zero timeout", ["acquire", "job", "--timeout", "0"]),
     ("garbage timeout", ["acquire", "job", "--timeout", "soon"]),
-    ("unknown unit", ["acquire", "job", "--timeout", "5d"]),
+    ("unknown unit", ["acquire", "job", "--timeout", "5w"]),
     ("overflowing timeout", ["acquire", "job", "--timeout", "99999999999999999999h"]),
     ("exponent timeout", ["acquire", "job", "--timeout", "1e999"]),
     ("negative wait", ["acquire", "job", "--wait", "-1"]),

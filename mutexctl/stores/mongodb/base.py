@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pymongo
 from pymongo.collection import Collection
@@ -22,7 +21,7 @@ from pymongo.errors import (
 from ...errors import ConfigError, StoreError, StoreUnavailableError
 from ...logs import logger
 from ...models import SchemaState
-from ...redact import mask_url
+from ...redact import mask_url, secrets_of
 from ..steps import LOG_RETENTION_S
 
 log = logger("mutexctl.stores.mongodb")
@@ -38,7 +37,7 @@ class MongoBase:
                  log_retention_s: float = LOG_RETENTION_S) -> None:
         self.log_retention_s = log_retention_s
         self.url = mask_url(url)
-        self._secrets = _secrets(url)
+        self._secrets = secrets_of(url)
         try:
             self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
                 url, serverSelectionTimeoutMS=connect_timeout_ms, connectTimeoutMS=connect_timeout_ms,
@@ -94,14 +93,3 @@ class MongoBase:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
-
-
-def _secrets(url: str) -> list[str]:
-    """The user name and password of a URL, raw and decoded, longest first, to scrub from messages."""
-    try:
-        parts = urlsplit(url)
-        userinfo = parts.netloc.rpartition("@")[0]
-    except ValueError:
-        return []
-    found = {piece for raw in userinfo.split(":", 1) if raw for piece in (raw, unquote(raw))}
-    return sorted(found, key=len, reverse=True)
