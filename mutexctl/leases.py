@@ -14,8 +14,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .clock import lease_clock
-from .config import Settings, host_name, parse_timeout_ms, parse_wait_s, validate_mutex_id
+from .config import Settings, host_name
 from .errors import DuplicateMutexError, LockHeldError, UsageError, WaitTimeoutError
+from .inputs import parse_timeout_ms, parse_wait_s, validate_mutex_id, validate_reason, validate_token
 from .logs import logger
 from .models import ForcedRelease, Holder, Lease, MutexState, Overview
 from .redact import mask_url
@@ -78,8 +79,9 @@ class Leases:
         return self.settings.node_id
 
     def try_acquire(self, mutex_id: str, *, timeout: Duration | None = None, node_id: str | None = None,
-                    command: str | None = None, explain: bool = True) -> Lease:
-        """Take the mutex now or raise LockHeldError.
+                    command: str | None = None, explain: bool = True, exec_mode: bool = False) -> Lease:
+        """Take the mutex now or raise LockHeldError. ``exec_mode``: this process supervises a command
+        under the lease (a release without its token then refuses to end it).
 
         A store that answers "held" without the holder (MongoDB's refused upsert) costs one more read
         to name the holder in the error, unless ``explain`` is false.
@@ -89,7 +91,8 @@ class Leases:
         self.store.prepare_writes()
         sent = lease_clock()
         try:
-            lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms, self.holder(command))
+            lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms,
+                                           self.holder(command)._replace(exec_mode=exec_mode))
         except LockHeldError as held:
             if held.state is not None or not explain:
                 raise
@@ -98,7 +101,7 @@ class Leases:
 
     def acquire(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
                 node_id: str | None = None, command: str | None = None,
-                on_wait: WaitCallback | None = None) -> Lease:
+                on_wait: WaitCallback | None = None, exec_mode: bool = False) -> Lease:
         """Take the mutex, waiting up to ``wait`` (``inf`` for ever; default from settings, 0 = one try).
 
         While it is held, polls with jittered exponential backoff and never sleeps past the holder's
@@ -112,7 +115,7 @@ class Leases:
             try:
                 # Polls after the first skip the extra read that names the holder: one round trip each.
                 return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command,
-                                        explain=seen is None)
+                                        explain=seen is None, exec_mode=exec_mode)
             except LockHeldError as held:
                 now = time.monotonic()
                 if seen is None or held.state is not None:
@@ -138,17 +141,18 @@ class Leases:
 
     def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
         """Free the mutex if this node (and ``token``, the fence, when given) holds it; else NotOwnerError."""
+        if token is not None:
+            validate_token(token)
         self.store.prepare_writes()
         self.store.release(validate_mutex_id(mutex_id), node_id or self.node_id, token)
         log.debug("released %s (fence %s)", mutex_id, token)
 
     def force_release(self, mutex_id: str, *, reason: str) -> MutexState | None:
         """Break whatever lease holds the mutex, on the record. Returns the state it had (None: was free)."""
-        if not reason or not reason.strip():
-            raise UsageError("a forced release needs a reason", hint='add --reason "why it is stuck"')
+        text = validate_reason(reason)
         self.store.prepare_writes()
-        before = self.store.force_release(validate_mutex_id(mutex_id), self.node_id, self.holder(None), reason.strip())
-        log.info("force-released %s (was %s): %s", mutex_id, before.taken_by if before else "free", reason.strip())
+        before = self.store.force_release(validate_mutex_id(mutex_id), self.node_id, self.holder(None), mask_url(text))
+        log.info("force-released %s (was %s): %s", mutex_id, before.taken_by if before else "free", text)
         return before
 
     def overview(self, mutex_id: str | None = None, *, forced_limit: int = 5) -> Overview:

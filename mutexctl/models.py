@@ -12,12 +12,18 @@ from typing import NamedTuple
 
 
 class Holder(NamedTuple):
-    """Who runs the critical section, for on-call: not used to decide ownership (``node_id`` is)."""
+    """Who runs the critical section, for on-call: not used to decide ownership (``node_id`` is).
+
+    ``exec_mode``: a running ``mutexctl acquire NAME -- CMD`` holds the lease for its command, so a
+    release without the lease's token must not end it (that would let another node in while the
+    command runs).
+    """
 
     host: str
     pid: int
     user: str
     command: str
+    exec_mode: bool = False
 
 
 class Lease(NamedTuple):

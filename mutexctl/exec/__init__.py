@@ -26,7 +26,8 @@ log = logger(__name__)
 def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
                     wait: Duration | None = None, on_wait: WaitCallback | None = None) -> RunResult:
     """Run ``argv`` while holding the mutex; stop its process group before the lease could pass on."""
-    lease = leases.acquire(mutex_id, timeout=timeout, wait=wait, command=shlex.join(argv), on_wait=on_wait)
+    lease = leases.acquire(mutex_id, timeout=timeout, wait=wait, command=shlex.join(argv), on_wait=on_wait,
+                           exec_mode=True)
     env = dict(os.environ, MUTEXCTL_MUTEX_ID=mutex_id, MUTEXCTL_NODE_ID=lease.node_id,
                MUTEXCTL_FENCE=str(lease.fence), MUTEXCTL_LOCK_HELD="1")
     group = CommandGroup(argv, env)

@@ -20,6 +20,13 @@ def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state:
     if state.foreign:
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} in a lease "
                              "another service wrote", state, hint="--force --reason breaks it, on the record")
+    holder = state.holder
+    if fence is None and state.taken_by == node_id and holder is not None and holder.exec_mode:
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': a running 'mutexctl acquire … -- CMD' holds "
+                             f"it (pid {holder.pid} on {holder.host}, fence {state.fence}); releasing it would let "
+                             "another node in while the command runs", state,
+                             hint="stop the command (mutexctl then releases it), or break it on the record with "
+                                  "--force --reason (the command is stopped at its next renewal)")
     mine = node_id + (f" with fence {fence}" if fence is not None else "")
     return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} (fence {state.fence}), "
                          f"not by {mine}", state,

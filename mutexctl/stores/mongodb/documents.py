@@ -26,7 +26,8 @@ def take_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) 
     fence = {"$cond": [{"$and": [{"$in": [{"$type": "$fence"}, ["int", "long", "double"]]},
                                  {"$gte": ["$fence", 0]}, {"$lt": ["$fence", 2**53]}]},
                        {"$toLong": "$fence"}, {"$toLong": 0}]}
-    details = {"host": holder.host, "pid": holder.pid, "user": holder.user, "command": holder.command}
+    details = {"host": holder.host, "pid": holder.pid, "user": holder.user, "command": holder.command,
+               "exec": holder.exec_mode}
     return [{"$set": {
         "_id": {"$ifNull": ["$_id", literal(mutex_id)]},  # a new document is named after its mutex
         "mutexId": literal(mutex_id), "taken": True, "takenAt": ISO_NOW, "takenBy": literal(node_id),
@@ -154,7 +155,7 @@ def _holder(value: Any) -> Holder | None:
         return None
     pid = value.get("pid")
     return Holder(_text(value.get("host")) or "", pid if isinstance(pid, int) and not isinstance(pid, bool) else 0,
-                  _text(value.get("user")) or "", _text(value.get("command")) or "")
+                  _text(value.get("user")) or "", _text(value.get("command")) or "", value.get("exec") is True)
 
 
 def _since(holder: Any) -> datetime | None:

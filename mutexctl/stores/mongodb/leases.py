@@ -170,12 +170,15 @@ class MongoLeases(MongoBase):
 
     def _ours(self, mutex_id: str, node_id: str, fence: int | None, *also: dict[str, Any]) -> dict[str, Any]:
         """Our lease: taken by ``node_id`` and, given a fence, that very lease — its holder stamp
-        still current, so another service's take-over under the same node id is not ours."""
+        still current, so another service's take-over under the same node id is not ours. Without a
+        fence (a plain release, the seed's V), only a lease no running ``acquire -- CMD`` supervises."""
         guard: dict[str, Any] = {"mutexId": mutex_id, "taken": True, "takenBy": node_id}
         checks = list(also)
         if fence is not None:
             guard["fence"] = fence
             checks.append(HOLDER_CURRENT)
+        else:
+            guard["holder.exec"] = {"$ne": True}
         if checks:
             guard["$expr"] = {"$and": checks}
         return guard

@@ -3,12 +3,14 @@ leases are judged on, and the translation of driver errors."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ...errors import ConfigError, StoreError, StoreUnavailableError
 from ...models import AppliedStep, SchemaState, parse_iso
@@ -30,7 +32,8 @@ TABLES = {
         fence     INTEGER NOT NULL,
         bootId    TEXT,
         expiresNs INTEGER,            -- CLOCK_BOOTTIME nanoseconds
-        host TEXT, pid INTEGER, user TEXT, command TEXT)""",
+        host TEXT, pid INTEGER, user TEXT, command TEXT,
+        execMode INTEGER)             -- 1: a running mutexctl supervises a command under this lease""",
     "forced_releases": """CREATE TABLE IF NOT EXISTS forced_releases (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         mutexId TEXT NOT NULL, at TEXT NOT NULL, byNode TEXT NOT NULL, byUser TEXT NOT NULL,
@@ -86,7 +89,9 @@ class SQLiteBase:
         self.url = mask_url(url)
         self._boot = boot_id()
         self._now_ns = clock_ns or boot_clock_ns(self._boot)
-        self._db = _open(path, self.url)
+        self._db, self.read_only = _open(path, self.url)
+        # Files made before the execMode column existed get it on their first writable open.
+        self._exec_column = "execMode" if _has_column(self._db, "mutexes", "execMode") else "0 AS execMode"
         self._lock = threading.Lock()  # one connection, shared by the caller and a renewal thread
         self._prepared: tuple[SchemaState | None] | None = None
 
@@ -145,18 +150,27 @@ class Transaction:
                 self.db.execute("COMMIT")
                 return
             except sqlite3.Error as error:
-                self.db.execute("ROLLBACK")
+                self._roll_back()  # (a full disk has rolled it back already: the COMMIT's error is the one)
                 raise translate(error, self.url) from error
-        if self.db.in_transaction:
-            self.db.execute("ROLLBACK")
+        self._roll_back()
         if isinstance(exc, sqlite3.Error):
             raise translate(exc, self.url) from exc
 
+    def _roll_back(self) -> None:
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+
 
 def translate(exc: sqlite3.Error, url: str) -> Exception:
+    if _read_only_error(exc):
+        return StoreUnavailableError(f"store {url} is read-only for this user: {exc}",
+                                     hint="reading commands (status) work; to change leases, use a user who may "
+                                          "write the file and its directory")
     if isinstance(exc, sqlite3.OperationalError):
         return StoreUnavailableError(f"store {url} is unavailable: {exc}",
-                                     hint="check that the file's directory exists and is writable")
+                                     hint="check that the file's directory exists and is writable, and the disk "
+                                          "has room")
     return StoreError(f"store {url} failed: {exc}")
 
 
@@ -178,34 +192,79 @@ def has_tables(db: sqlite3.Connection, *names: str) -> bool:
     return bool(found.fetchone()[0] == len(names))
 
 
-def _open(path: Path, url: str) -> sqlite3.Connection:
+def _open(path: Path, url: str) -> tuple[sqlite3.Connection, bool]:
+    """The connection, and whether it is read-only (the file or its directory is not ours to write:
+    reading commands still work)."""
+    if path.is_dir():
+        raise ConfigError(f"store {url} is a directory", hint="name a file in it, e.g. sqlite:///path/to/mutexctl.db")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
+        if path.is_file():  # a file we may read but not write, in a directory we may not write
+            return _open_read_only(path, url), True
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StoreUnavailableError(f"cannot open store {url}: {reason}",
                                     hint="choose a writable path with --store sqlite:///path/to/file.db") from exc
     try:
-        _use_wal(db)
-        # NORMAL sync is enough in WAL mode because a power loss also changes the boot id, which
-        # expires every lease the lost transactions could have held.
-        db.execute("PRAGMA synchronous = NORMAL")
-        if not has_tables(db, *FIRST_USE):
-            # BEGIN IMMEDIATE waits (busy timeout) for the write lock; a plain script would read the
-            # schema first and could not upgrade to writing while a first-time peer creates it too.
-            db.execute("BEGIN IMMEDIATE")
-            for table in FIRST_USE:
-                db.execute(TABLES[table])
-            db.execute("COMMIT")
+        _prepare(db)
     except sqlite3.DatabaseError as exc:
         db.close()
-        if isinstance(exc, sqlite3.OperationalError):
-            raise StoreUnavailableError(f"cannot open store {url}: {exc}",
-                                        hint="choose a writable path with --store sqlite:///path/to/file.db") from exc
-        raise StoreError(f"store {url} is not a mutexctl SQLite database: {exc}",
-                         hint="point --store at another file") from exc
-    return db
+        if _read_only_error(exc) and path.is_file():
+            return _open_read_only(path, url), True
+        raise _open_error(exc, url) from exc
+    return db, False
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    _use_wal(db)
+    # NORMAL sync is enough in WAL mode because a power loss also changes the boot id, which
+    # expires every lease the lost transactions could have held.
+    db.execute("PRAGMA synchronous = NORMAL")
+    if not has_tables(db, *FIRST_USE) or not _has_column(db, "mutexes", "execMode"):
+        # BEGIN IMMEDIATE waits (busy timeout) for the write lock; a plain script would read the
+        # schema first and could not upgrade to writing while a first-time peer creates it too.
+        db.execute("BEGIN IMMEDIATE")
+        for table in FIRST_USE:
+            db.execute(TABLES[table])
+        if not _has_column(db, "mutexes", "execMode"):  # a file from before the column existed
+            db.execute("ALTER TABLE mutexes ADD COLUMN execMode INTEGER")
+        db.execute("COMMIT")
+
+
+def _open_read_only(path: Path, url: str) -> sqlite3.Connection:
+    """Read-only, for a user who may read the store but not write it. Without the WAL's index file
+    (-shm) and a directory to create it in, SQLite can read only an immutable snapshot: then
+    the main file holds everything committed (no -wal file means it was checkpointed)."""
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            db = sqlite3.connect(f"file:{quote(str(path))}?{query}", uri=True, timeout=BUSY_TIMEOUT_S,
+                                 isolation_level=None, check_same_thread=False)
+            if not has_tables(db, *FIRST_USE):
+                raise StoreError(f"store {url} is not a mutexctl SQLite database (it has no mutexes table)",
+                                 hint="point --store at another file")
+            return db
+        except sqlite3.DatabaseError as exc:
+            if not _read_only_error(exc):
+                raise _open_error(exc, url) from exc
+    raise StoreUnavailableError(f"cannot read store {url}: this user may neither write it nor read it alone",
+                                hint="ask for read access to the file, its -wal and -shm files and its directory")
+
+
+def _read_only_error(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _open_error(exc: sqlite3.DatabaseError, url: str) -> Exception:
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailableError(f"cannot open store {url}: {exc}",
+                                     hint="choose a writable path with --store sqlite:///path/to/file.db")
+    return ConfigError(f"store {url} is not a mutexctl SQLite database: {exc}", hint="point --store at another file")
+
+
+def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
 
 
 def _use_wal(db: sqlite3.Connection) -> None:

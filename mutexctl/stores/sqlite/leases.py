@@ -15,21 +15,25 @@ from .connection import SQLiteBase, read_schema
 
 log = logger("mutexctl.stores.sqlite")
 
-COLUMNS = "mutexId, taken, takenAt, takenBy, timeout, expiresAt, fence, bootId, expiresNs, host, pid, user, command"
+COLUMNS = ("mutexId, taken, takenAt, takenBy, timeout, expiresAt, fence, bootId, expiresNs, host, pid, user, command, "
+           "execMode")
 
 # One statement: insert a new mutex, or take an existing one only if it is free or expired.
 # The WHERE of DO UPDATE is the compare; when it fails, RETURNING yields no row.
 _ACQUIRE = f"""
 INSERT INTO mutexes ({COLUMNS}) VALUES (:id, 1, :at, :node, :timeout, :expires_at, 1, :boot, :expires_ns,
-                                        :host, :pid, :user, :command)
+                                        :host, :pid, :user, :command, :exec)
 ON CONFLICT (mutexId) DO UPDATE SET
     taken = 1, takenAt = :at, takenBy = :node, timeout = :timeout, expiresAt = :expires_at,
     fence = mutexes.fence + 1, bootId = :boot, expiresNs = :expires_ns,
-    host = :host, pid = :pid, user = :user, command = :command
+    host = :host, pid = :pid, user = :user, command = :command, execMode = :exec
 WHERE mutexes.taken = 0 OR mutexes.bootId IS NOT :boot OR mutexes.expiresNs <= :now_ns
 RETURNING fence
 """
-_OURS = "mutexId = :id AND taken = 1 AND takenBy = :node AND (:fence IS NULL OR fence = :fence)"
+# Our lease: with its fence, that very lease; without one (a plain release, the seed's V), only a
+# lease no running `mutexctl acquire -- CMD` supervises.
+_OURS = ("mutexId = :id AND taken = 1 AND takenBy = :node "
+         "AND (fence = :fence OR (:fence IS NULL AND COALESCE(execMode, 0) = 0))")
 _LIVE = "bootId = :boot AND expiresNs > :now_ns"
 _FORCED = "mutexId, at, byNode, byUser, byHost, reason, previousHolder, previousFence"
 
@@ -43,7 +47,7 @@ class SQLiteLeases(SQLiteBase):
                 "id": mutex_id, "at": iso_ms(now), "node": node_id, "timeout": timeout_ms,
                 "expires_at": iso_ms(expires), "boot": self._boot, "now_ns": now_ns,
                 "expires_ns": now_ns + timeout_ms * 1_000_000, "host": holder.host, "pid": holder.pid,
-                "user": holder.user, "command": holder.command}).fetchone()
+                "user": holder.user, "command": holder.command, "exec": int(holder.exec_mode)}).fetchone()
             if row is None:
                 raise LockHeldError(mutex_id, self._state(db, mutex_id))
         log.debug("acquired %s as %s (fence %s, %d ms)", mutex_id, node_id, row[0], timeout_ms)
@@ -93,8 +97,8 @@ class SQLiteLeases(SQLiteBase):
 
     def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
         with self._transaction(write=False) as db:  # one snapshot of all three
-            rows = db.execute(f"SELECT {COLUMNS} FROM mutexes WHERE (:id IS NULL OR mutexId = :id) ORDER BY mutexId",
-                              {"id": mutex_id}).fetchall()
+            rows = db.execute(f"SELECT {self._select} FROM mutexes WHERE (:id IS NULL OR mutexId = :id) "
+                              "ORDER BY mutexId", {"id": mutex_id}).fetchall()
             now_ns, now = self._now_ns(), datetime.now(UTC)
             return Overview(tuple(self._from_row(row, now_ns, now) for row in rows),
                             _forced(db, mutex_id, forced_limit), read_schema(db), now)
@@ -116,6 +120,11 @@ class SQLiteLeases(SQLiteBase):
 
     # -- helpers --------------------------------------------------------------------------------
 
+    @property
+    def _select(self) -> str:
+        """The columns to read (a read-only file from before execMode existed reads it as 0)."""
+        return COLUMNS.replace("execMode", self._exec_column)
+
     def _params(self, mutex_id: str, node_id: str, fence: int | None, now_ns: int) -> dict[str, Any]:
         return {"id": mutex_id, "node": node_id, "fence": fence, "boot": self._boot, "now_ns": now_ns}
 
@@ -124,17 +133,17 @@ class SQLiteLeases(SQLiteBase):
         return loss_error(mutex_id, node_id, fence, verb, self._state(db, mutex_id))  # read in the same transaction
 
     def _state(self, db: sqlite3.Connection, mutex_id: str) -> MutexState | None:
-        row = db.execute(f"SELECT {COLUMNS} FROM mutexes WHERE mutexId = ?", (mutex_id,)).fetchone()
+        row = db.execute(f"SELECT {self._select} FROM mutexes WHERE mutexId = ?", (mutex_id,)).fetchone()
         return None if row is None else self._from_row(row, self._now_ns(), datetime.now(UTC))
 
     def _from_row(self, row: tuple[Any, ...], now_ns: int, now: datetime) -> MutexState:
         (mutex_id, taken, taken_at, taken_by, timeout, expires_at, fence, boot, expires_ns,
-         host, pid, user, command) = row
+         host, pid, user, command, exec_mode) = row
         remaining = None
         if taken:
             # Rounded up, so that a lease with any time left never reads as 0 ms (expired).
             remaining = max(0, -((now_ns - expires_ns) // 1_000_000)) if boot == self._boot else 0
-        holder = Holder(host, pid, user, command) if host is not None else None
+        holder = Holder(host, pid, user, command, bool(exec_mode)) if host is not None else None
         taken_at = parse_iso(taken_at) if taken_at else None
         return MutexState(mutex_id, bool(taken), taken_by, taken_at, parse_iso(expires_at) if expires_at else None,
                           timeout, fence, holder, now, remaining, since=taken_at)
