@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .clock import lease_clock
 from .config import Settings, host_name
-from .errors import DuplicateMutexError, LockHeldError, UsageError, WaitTimeoutError
+from .errors import DuplicateMutexError, LockHeldError, StoreUnavailableError, UsageError, WaitTimeoutError
 from .inputs import parse_timeout_ms, parse_wait_s, validate_mutex_id, validate_reason, validate_token
 from .logs import logger
 from .models import ForcedRelease, Holder, Lease, MutexState, Overview
@@ -32,7 +32,8 @@ MAX_COMMAND_CHARS = 500  # of a holder's command line kept for on-call
 
 # A duration: "30s"-style text, a number of seconds, or a timedelta.
 Duration = str | float | int | timedelta
-WaitCallback = Callable[[LockHeldError, float], None]
+# Told, while a waiter waits, why (the holder, or the store's outage) and how long it has waited.
+WaitCallback = Callable[[LockHeldError | StoreUnavailableError, float], None]
 
 
 def duration_ms(value: Duration, what: str) -> int:
@@ -105,7 +106,9 @@ class Leases:
         """Take the mutex, waiting up to ``wait`` (``inf`` for ever; default from settings, 0 = one try).
 
         While it is held, polls with jittered exponential backoff and never sleeps past the holder's
-        expiry. Raises WaitTimeoutError when the wait ends.
+        expiry. While the store is unreachable (a restart, a replica-set election) it keeps trying
+        within the same wait, telling ``on_wait``. Raises WaitTimeoutError (or, if the store was
+        unreachable to the end, StoreUnavailableError) when the wait ends.
         """
         wait_s = self.settings.wait_for(mutex_id) if wait is None else wait_seconds(wait)
         started = time.monotonic()
@@ -126,13 +129,20 @@ class Leases:
                     raise self._timed_out(mutex_id, held, wait_s) from None
                 if on_wait is not None:
                     on_wait(seen, now - started)
-                import random  # only a waiter needs it
+            except StoreUnavailableError as outage:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise
+                log.info("store unreachable while waiting for %s, retrying: %s", mutex_id, outage.message)
+                if on_wait is not None:
+                    on_wait(outage, now - started)
+            import random  # only a waiter needs it
 
-                pause = delay * random.uniform(0.5, 1.0)
-                if holder_ends > now:
-                    pause = min(pause, holder_ends - now + 0.001)
-                time.sleep(min(pause, deadline - now))
-                delay = min(BACKOFF_CAP_S, delay * 2)
+            pause = delay * random.uniform(0.5, 1.0)
+            if holder_ends > now:
+                pause = min(pause, holder_ends - now + 0.001)
+            time.sleep(min(pause, deadline - now))
+            delay = min(BACKOFF_CAP_S, delay * 2)
 
     def renew(self, lease: Lease) -> Lease:
         """Extend our lease by its timeout; raises LeaseExpiredError/NotOwnerError if it is gone."""

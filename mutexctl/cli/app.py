@@ -6,6 +6,7 @@ when one of its commands runs), and ``run``, where every outcome becomes an exit
 
 import importlib
 import os
+import warnings
 from typing import Annotated, Any, Optional
 
 import typer
@@ -73,6 +74,9 @@ def run(argv: list[str]) -> int:
         from typer.completion import completion_init  # type: ignore[attr-defined]
 
         completion_init()
+    # Drivers' warnings never reach the terminal raw: what matters (a URL option pymongo would ignore)
+    # is checked and reported as an error of our own; the rest is noise for a one-shot command.
+    warnings.simplefilter("ignore")
     as_json, debug = _scan_flags(argv)
     inv = Invocation(as_json=as_json, debug=debug, out=Output(as_json=as_json))
     try:

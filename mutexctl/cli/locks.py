@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import host_name, validate_mutex_id
-from ..errors import LeaseLostError, LockHeldError, UsageError
+from ..errors import LeaseLostError, LockHeldError, StoreUnavailableError, UsageError
 from ..models import MutexState, human_ms
 from . import exit_codes
 from .common import (
@@ -67,8 +67,13 @@ def acquire(
     wait_s = 0.0 if nonblock else wait_option(wait)
     out = inv.out
 
-    def waiting(held: LockHeldError, elapsed: float) -> None:
-        out.progress(f"waiting: {held.message} [waited {human_ms(elapsed * 1000)}]")
+    def waiting(reason: LockHeldError | StoreUnavailableError, elapsed: float) -> None:
+        waited = human_ms(elapsed * 1000)
+        if isinstance(reason, StoreUnavailableError):
+            out.progress(f"waiting: {reason.message}; trying again until the wait ends [waited {waited}]",
+                         kind="outage")
+        else:
+            out.progress(f"waiting: {reason.message} [waited {waited}]", kind="held")
 
     with inv.service() as svc:
         if command:

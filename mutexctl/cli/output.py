@@ -16,6 +16,7 @@ class Output:
         self.verbose = verbose
         self.stderr_tty = sys.stderr.isatty()
         self._progress_shown = False
+        self._progress_kind = ""
 
     def data(self, text: str) -> None:
         print(text, flush=True)
@@ -48,17 +49,19 @@ class Output:
             print(f"hint: {mask_url(hint)}", file=sys.stderr)
         sys.stderr.flush()
 
-    def progress(self, text: str) -> None:
-        """While waiting: a live line on a terminal, one line otherwise."""
+    def progress(self, text: str, *, kind: str = "") -> None:
+        """While waiting: a live line on a terminal; otherwise one line per kind of news (the holder,
+        an outage), not one per poll."""
         if self.as_json and not self.stderr_tty:
             return
         if self.stderr_tty:
             sys.stderr.write(f"\r\x1b[K{text}")
             sys.stderr.flush()
             self._progress_shown = True
-        elif not self._progress_shown:
+        elif self._progress_kind != kind or not self._progress_shown:
             print(text, file=sys.stderr, flush=True)
             self._progress_shown = True
+        self._progress_kind = kind
 
     def end_progress(self) -> None:
         if self._progress_shown and self.stderr_tty:

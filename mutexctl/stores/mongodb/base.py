@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import pymongo
 from pymongo.collection import Collection
 from pymongo.errors import (
     ConfigurationError,
@@ -23,6 +22,7 @@ from ...logs import logger
 from ...models import SchemaState
 from ...redact import mask_url, secrets_of
 from ..steps import LOG_RETENTION_S
+from .client import URL_HINT, open_client, refused
 
 log = logger("mutexctl.stores.mongodb")
 
@@ -38,16 +38,14 @@ class MongoBase:
         self.log_retention_s = log_retention_s
         self.url = mask_url(url)
         self._secrets = secrets_of(url)
+        self.client = open_client(url, connect_timeout_ms=connect_timeout_ms, scrub=self._scrub)
+        # Until something is seen listening, each operation first checks for refused connections.
+        self._probe_ms: int | None = connect_timeout_ms if url.lower().startswith("mongodb://") else None
         try:
-            self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-                url, serverSelectionTimeoutMS=connect_timeout_ms, connectTimeoutMS=connect_timeout_ms,
-                socketTimeoutMS=max(2 * connect_timeout_ms, 10_000), w="majority", tz_aware=True,
-                appname="mutexctl")
             db = self.client.get_default_database(default=database or "mutexctl") if not database \
                 else self.client[database]
         except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
-            raise ConfigError(f"bad MongoDB URL {self.url}: {self._scrub(str(exc))}",
-                              hint="see the URL forms in README.md, section MongoDB") from None
+            raise ConfigError(f"bad MongoDB URL {self.url}: {self._scrub(str(exc))}", hint=URL_HINT) from None
         self.database = db.name
         self._db = db
         self._mutexes = db[collection]
@@ -69,6 +67,13 @@ class MongoBase:
     def _errors(self) -> Iterator[None]:
         """Driver errors become StoreUnavailableError/StoreError/ConfigError, credentials scrubbed.
         DuplicateKeyError passes: callers decide what it means ("held", "acked already")."""
+        if self._probe_ms is not None:
+            hosts = refused(self.client, self._probe_ms)
+            if hosts:
+                raise StoreUnavailableError(f"store {self.url} is unreachable: connection refused by "
+                                            f"{', '.join(hosts)}", hint="check that the server runs and listens "
+                                                                        "on that port")
+            self._probe_ms = None
         try:
             yield
         except DuplicateKeyError:
@@ -76,6 +81,9 @@ class MongoBase:
         except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
             reason = self._scrub(str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0])
             log.debug("store %s unreachable: %s", self.url, reason)
+            if "Got response id" in reason or "but expected" in reason:
+                raise StoreUnavailableError(f"store {self.url} answered, but it is not a MongoDB server",
+                                            hint="check the port: another service listens there") from exc
             raise StoreUnavailableError(f"store {self.url} is unreachable: {reason}",
                                         hint="check the host and port, that the server runs, and the network; "
                                              "connect_timeout sets how long to look for it") from exc

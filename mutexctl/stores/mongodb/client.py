@@ -1,0 +1,75 @@
+"""Making the client from a URL: every option checked (a misspelled ``tsl=true`` must not connect in
+plain text), no driver warning on the user's terminal, and a refused port told at once."""
+
+from __future__ import annotations
+
+import socket
+import warnings
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pymongo
+from pymongo.common import validate as validate_option
+from pymongo.errors import ConfigurationError, InvalidURI
+
+from ...errors import ConfigError, StoreUnavailableError
+from ...redact import mask_url
+
+URL_HINT = "see the URL forms in README.md, section MongoDB"
+
+
+def open_client(url: str, *, connect_timeout_ms: int, scrub: Any) -> pymongo.MongoClient[dict[str, Any]]:
+    """The client for ``url``; ConfigError names a bad option, StoreUnavailableError a name that does
+    not resolve or a port that refuses connections. ``scrub`` hides the URL's credentials."""
+    shown = mask_url(url)
+    _check_options(url, shown)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+                url, serverSelectionTimeoutMS=connect_timeout_ms, connectTimeoutMS=connect_timeout_ms,
+                socketTimeoutMS=max(2 * connect_timeout_ms, 10_000), w="majority", tz_aware=True,
+                appname="mutexctl")
+    except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
+        reason = scrub(str(exc))
+        if "DNS" in reason or "nameserver" in reason.lower():  # an SRV or TXT lookup failed: the network's
+            raise StoreUnavailableError(f"store {shown}: its name does not resolve: {reason}",
+                                        hint="check the host name and this machine's DNS") from None
+        raise ConfigError(f"bad MongoDB URL {shown}: {reason}", hint=URL_HINT) from None
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):  # what pymongo does with an option it ignores
+            client.close()
+            raise ConfigError(f"bad MongoDB URL {shown}: {scrub(str(warning.message))}", hint=URL_HINT)
+    return client
+
+
+def _check_options(url: str, shown: str) -> None:
+    """Each option of the URL's query, checked by the driver's own validators, named when wrong.
+
+    (The driver itself only warns about an unknown option — without naming it — and ignores it.)
+    """
+    at = url.rfind("@")
+    query = url[url.find("?", at + 1) + 1:] if "?" in url[at + 1:] else ""
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        try:
+            validate_option(key, value)
+        except (ConfigurationError, ValueError, TypeError) as exc:
+            problem = (str(exc).replace(value, "…") if value else str(exc)).replace(" Refer to docstring.", "")
+            raise ConfigError(f"bad MongoDB URL {shown}: option {mask_url(key)!r}: {problem}", hint=URL_HINT) from None
+
+
+def refused(client: pymongo.MongoClient[dict[str, Any]], connect_timeout_ms: int) -> list[str] | None:
+    """The seed hosts, when every one of them refuses the TCP connection (then the driver would only
+    tell after its whole server-selection timeout); None when something listens, or when the answer
+    is not that plain (unreachable, unresolvable, slow: the driver's timeout decides). A replica set
+    in an election still gets the whole timeout: its hosts accept connections."""
+    found = []
+    for host, port in client.topology_description.server_descriptions():
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, connect_timeout_ms / 1000)):
+                return None
+        except ConnectionRefusedError:
+            found.append(f"{host}:{port}")
+        except OSError:
+            return None
+    return found or None
