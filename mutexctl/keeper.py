@@ -50,12 +50,13 @@ class LeaseKeeper(threading.Thread):
     """
 
     def __init__(self, leases: Leases, lease: Lease, *, on_lost: Callable[[str], None],
-                 stop_margin_s: float) -> None:
+                 stop_margin_s: float, on_renewed: Callable[[float], None] | None = None) -> None:
         super().__init__(name=f"mutexctl-keeper-{lease.mutex_id}", daemon=True)
         self.leases = leases
         self.lease = lease
         self.lost_reason: str | None = None
         self._on_lost = on_lost
+        self._on_renewed = on_renewed  # told the seconds left until the loss instant, after each renewal
         self._margin = stop_margin_s + CLOCK_SAFETY * lease.timeout_ms / 1000
         self._interval = renew_interval_s(lease.timeout_ms)
         self._wake = threading.Event()
@@ -94,6 +95,8 @@ class LeaseKeeper(threading.Thread):
             if isinstance(result, Lease):
                 self.lease, self._last_error = result, None
                 next_renewal = lease_clock() + self._interval
+                if self._on_renewed is not None:
+                    self._on_renewed(self.time_left())
             elif isinstance(result, NotOwnerError):
                 self._lose(f"renewal refused: {result}")
                 return
@@ -111,6 +114,16 @@ class LeaseKeeper(threading.Thread):
         if self.lost_reason is None and lease_clock() >= self._lose_at():
             self._lose("the command was suspended until its lease could have expired; it was killed, not resumed")
         return self.lost_reason is None
+
+    @property
+    def margin_s(self) -> float:
+        """How long before its local deadline the lease counts as lost: the stop margin and the
+        clock-drift reserve."""
+        return self._margin
+
+    def time_left(self) -> float:
+        """Seconds until the lease counts as lost (negative: past it)."""
+        return self._lose_at() - lease_clock()
 
     def _lose_at(self) -> float:
         """The lease-clock instant from which the lease counts as lost: its deadline less the margin."""

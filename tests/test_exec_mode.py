@@ -7,6 +7,7 @@ import os
 import select
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from mutexctl import Service, Settings
 
-from .conftest import Cli, mutexctl_argv, pid_alive, start_job, wait_until
+from .conftest import HELPERS, Cli, mutexctl_argv, pid_alive, start_job, wait_until
 
 
 def test_the_command_s_exact_exit_status_is_returned(cli: Cli) -> None:
@@ -290,3 +291,72 @@ def test_a_failure_while_waiting_on_the_command_stops_the_keeper_and_the_command
         service.run("job", ["sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"], timeout="3s")
     assert [t.name for t in threading.enumerate() if t.name.startswith("mutexctl-keeper")] == []
     wait_until(lambda: not pid_alive(int(pidfile.read_text())), timeout=10)  # its group went with it
+
+
+def _section_argv(log: Path, who: str, hold_ms: int) -> list[str]:
+    return [sys.executable, str(HELPERS / "interop_side.py"), "section", who, str(log), str(hold_ms)]
+
+
+def _sections(log: Path) -> dict[str, list[int]]:
+    times: dict[str, list[int]] = {}
+    for line in log.read_text().splitlines():
+        what, who, ns = line.split()
+        times.setdefault(f"{what} {who}", []).append(int(ns))
+    return times
+
+
+def test_a_frozen_mutexctl_cannot_let_its_command_outlive_the_lease(cli: Cli, other: Service, tmp_path: Path) -> None:
+    log = tmp_path / "sections"
+    proc = cli.popen("acquire", "job", "--timeout", "1s", "--", *_section_argv(log, "frozen", 20_000))
+    wait_until(lambda: log.exists() and "enter frozen" in log.read_text(), timeout=20)
+    os.kill(proc.pid, signal.SIGSTOP)  # a debugger, a throttled container: mutexctl cannot run
+    try:
+        other.acquire("job", timeout="5s", wait="15s")
+        taken = time.monotonic_ns()
+        times = _sections(log)
+        assert "exit frozen" in times, "the command still ran when the lease passed on"
+        assert times["exit frozen"][0] < taken
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 75
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and every process below it (by parent pid), as pkill would find them."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def test_pkill_9_f_mutexctl_takes_the_command_with_it(cli: Cli, tmp_path: Path) -> None:
+    """What an operator types. (Limited to this job's processes, as the test runner may match too.)"""
+    proc, grandchild = start_job(cli, tmp_path, "--timeout", "1m")
+    wait_until(lambda: len(_tree(proc.pid)) >= 4, timeout=20)  # mutexctl, the watcher, sh, sleep
+    matching = [pid for pid in _tree(proc.pid)
+                if "mutexctl" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+    assert proc.pid in matching
+    for pid in matching:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=20)
+    wait_until(lambda: not pid_alive(grandchild), timeout=10)
+
+
+def test_a_lease_too_short_to_run_a_command_under_is_refused_before_it_runs(cli: Cli, service: Service,
+                                                                            tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    done = cli("acquire", "job", "--timeout", "1ms", "--", "touch", str(marker))
+    assert done.returncode == 2 and "ends before a command could run under it" in done.stderr
+    assert "--timeout 1s or more" in done.stderr and not marker.exists()
+    assert [s.state for s in service.status("job")] == ["free"]
+    assert cli("acquire", "job", "--timeout", "300ms", "--", "touch", str(marker)).returncode == 0
+    assert marker.exists()

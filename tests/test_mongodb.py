@@ -218,7 +218,7 @@ def _try(svc: Service, name: str) -> object:
 def test_a_misspelled_or_invalid_url_option_is_a_configuration_error_naming_it(option: str, store_url: str,
                                                                                cli: Cli) -> None:
     url = f"{store_url}&{option}"
-    key = option.split("=")[0]
+    key = option.split("=", maxsplit=1)[0]
     for args in ((), ("--json",)):
         done = cli(*args, "--store", url, "acquire", "job")
         assert done.returncode == 78, done.stdout + done.stderr

@@ -3,7 +3,8 @@
 The supervision, as consul's ``lock`` and util-linux's ``flock`` do it, in one function: wait for the
 first of {the command exited, the lease was lost, a signal came}, then act. The command's group is
 stopped before its lease could pass to another node; signals are forwarded; a SIGKILLed mutexctl
-takes the group with it (``reaper``); on a terminal the command is a job (``group``, ``terminal``).
+takes the group with it, and so does a frozen one at the lease's deadline (``watcher``); on a
+terminal the command is a job (``group``, ``terminal``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import os
 import shlex
 from collections.abc import Sequence
 
-from ..errors import NotOwnerError, StoreError
+from ..errors import NotOwnerError, StoreError, UsageError
 from ..keeper import LeaseKeeper, stop_grace_s
 from ..leases import Duration, Leases, WaitCallback
 from ..logs import logger
-from ..models import RunResult
+from ..models import RunResult, human_ms
 from .group import CommandGroup
 
 log = logger(__name__)
+
+# The least time a command may have before mutexctl would have to stop it again.
+MIN_RUN_S = 0.05
 
 
 def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
@@ -32,10 +36,18 @@ def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeo
                MUTEXCTL_FENCE=str(lease.fence), MUTEXCTL_LOCK_HELD="1")
     group = CommandGroup(argv, env)
     grace = stop_grace_s(lease.timeout_ms)
-    keeper = LeaseKeeper(leases, lease, on_lost=lambda _reason: group.stop(grace), stop_margin_s=grace)
+    keeper = LeaseKeeper(leases, lease, on_lost=lambda _reason: group.stop(grace), stop_margin_s=grace,
+                         on_renewed=group.extend)
+    if keeper.time_left() < MIN_RUN_S:
+        with contextlib.suppress(StoreError, NotOwnerError):
+            leases.release(mutex_id, token=lease.fence)
+        raise UsageError(f"a lease of {human_ms(lease.timeout_ms)} ends before a command could run under it: "
+                         f"mutexctl stops a command {human_ms(keeper.margin_s * 1000)} before its lease ends "
+                         "(a sixth of the lease to stop it, a tenth against clock drift)",
+                         hint="use --timeout 1s or more")
     with group.forwarding_signals():
         try:
-            group.start()
+            group.start(grace_s=grace, left_s=keeper.time_left())
         except BaseException:
             with contextlib.suppress(StoreError, NotOwnerError):
                 leases.release(mutex_id, token=lease.fence)

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import CommandStartError
-from .reaper import Reaper
 from .terminal import controlling_tty, foreground, set_foreground, take_terminal
+from .watcher import Watcher
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _JOB_STOPS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)  # the stops a terminal causes
@@ -30,7 +30,7 @@ class CommandGroup:
         self.argv = list(argv)
         self.env = dict(env)
         self.process: subprocess.Popen[bytes] | None = None
-        self._reaper: Reaper | None = None
+        self._watcher: Watcher | None = None
         self._kill_timer: threading.Timer | None = None
         self._pending: list[int] = []  # signals that arrived before the command existed
         self._tty: int | None = None  # our controlling terminal (an fd of 0-2), if any
@@ -42,8 +42,9 @@ class CommandGroup:
         assert self.process is not None
         return self.process.pid
 
-    def start(self) -> None:
-        """Start the command (exit statuses 126/127 as a shell gives them) and its reaper."""
+    def start(self, *, grace_s: float, left_s: float) -> None:
+        """Start the command (exit statuses 126/127 as a shell gives them) and its watcher, which
+        stops the group ``left_s`` seconds from now unless ``extend`` moves that deadline."""
         tty = self._tty = controlling_tty()
         # On a terminal we are in front of, the command takes the terminal itself before its exec,
         # as a shell's child does: otherwise it could read (and be stopped by SIGTTIN) before we
@@ -59,7 +60,7 @@ class CommandGroup:
         if tty is not None:
             self._pass_foreground(os.getpgrp(), self.pgid)  # if the command could not take it
         try:
-            self._reaper = Reaper(self.pgid)
+            self._watcher = Watcher(self.pgid, grace_s=grace_s, left_s=left_s)
         except OSError as exc:  # without a watcher the command must not run at all
             self.signal(signal.SIGKILL)
             self.process.wait()
@@ -137,15 +138,20 @@ class CommandGroup:
             self._suspend(signum, may_resume)
 
     def finish(self, *, kill_rest: bool) -> None:
-        """Take the terminal back and dismiss the reaper; with ``kill_rest`` it SIGKILLs what is left."""
+        """Take the terminal back and dismiss the watcher; with ``kill_rest`` it SIGKILLs what is left."""
         if self._tty is not None:
             self._pass_foreground(self.pgid, os.getpgrp())
             self._tty = None
         if self._kill_timer is not None:
             self._kill_timer.cancel()
-        if self._reaper is not None:
-            self._reaper.dismiss(kill_group=kill_rest)
-            self._reaper = None
+        if self._watcher is not None:
+            self._watcher.dismiss(kill_group=kill_rest)
+            self._watcher = None
+
+    def extend(self, left_s: float) -> None:
+        """Move the watcher's deadline to ``left_s`` seconds from now; safe from any thread."""
+        if self._watcher is not None:
+            self._watcher.extend(left_s)
 
     def _suspend(self, signum: int, may_resume: Callable[[], bool]) -> None:
         self._suspended = True
