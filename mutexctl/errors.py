@@ -130,6 +130,18 @@ class CommandStartError(MutexctlError):
         self.status = status
 
 
+class NotHeldError(MutexctlError):
+    """``status --held``: no mutex the command asked about is held (as ``grep`` finding nothing)."""
+
+    kind = "not_held"
+
+
+class MessageNotFoundError(MutexctlError, LookupError):
+    """No message with that id in the broadcast log (never sent, or past its retention)."""
+
+    kind = "not_found"
+
+
 class BroadcastError(MutexctlError):
     """A broadcast's expected nodes did not all answer with status 0 (see the subclasses)."""
 

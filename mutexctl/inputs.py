@@ -117,6 +117,27 @@ def validate_action(action: object) -> str:
         raise UsageError(exc.message.replace("mutex name", "action"), hint=exc.hint) from None
 
 
+MAX_RECIPIENTS = 1000  # broadcast --to nodes
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[1-9][0-9]{0,18}")
+
+
+def validate_message_id(message_id: object) -> str:
+    """A message id as broadcast printed it: ``channel:number``."""
+    if not isinstance(message_id, str) or not _MESSAGE_ID.fullmatch(message_id):
+        raise UsageError(f"{shown(message_id)} is not a message id",
+                         hint="use the id broadcast printed, e.g. default:12")
+    return message_id
+
+
+def validate_recipients(nodes: object) -> tuple[str, ...]:
+    """``--to`` nodes: at most MAX_RECIPIENTS node ids."""
+    items = tuple(nodes) if isinstance(nodes, (list, tuple)) else ()
+    if len(items) > MAX_RECIPIENTS:
+        raise UsageError(f"{len(items)} --to nodes; the limit is {MAX_RECIPIENTS}",
+                         hint="leave --to out to reach every listening node")
+    return tuple(validate_node_id(node, what="--to node") for node in items)
+
+
 def validate_token(token: object, *, what: str = "--token") -> int:
     """A fence, as acquire printed it: 1 to 2^63-1."""
     if isinstance(token, bool) or not isinstance(token, int) or not 1 <= token <= MAX_TOKEN:

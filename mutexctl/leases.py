@@ -6,10 +6,11 @@ jittered exponential backoff (5 ms doubling to 1 s) and never sleeps past the ho
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -165,8 +166,20 @@ class Leases:
         log.info("force-released %s (was %s): %s", mutex_id, before.taken_by if before else "free", text)
         return before
 
-    def overview(self, mutex_id: str | None = None, *, forced_limit: int = 5) -> Overview:
-        return self.store.overview(None if mutex_id is None else validate_mutex_id(mutex_id), forced_limit)
+    def overview(self, mutex_id: str | None = None, *, patterns: Sequence[str] = (), held_only: bool = False,
+                 forced_limit: int = 5) -> Overview:
+        """Every mutex (or the one named, or those whose names match any of the glob ``patterns``),
+        in one read; ``held_only`` keeps the held ones."""
+        if mutex_id is None and len(patterns) == 1 and not any(ch in patterns[0] for ch in "*?["):
+            mutex_id, patterns = patterns[0], ()  # one plain name: read just that one
+        view = self.store.overview(None if mutex_id is None else validate_mutex_id(mutex_id), forced_limit)
+        if patterns:
+            chosen = {s.mutex_id for s in view.states if any(fnmatch.fnmatchcase(s.mutex_id, p) for p in patterns)}
+            view = view._replace(states=tuple(s for s in view.states if s.mutex_id in chosen),
+                                 forced=tuple(f for f in view.forced if f.mutex_id in chosen))
+        if held_only:
+            view = view._replace(states=tuple(s for s in view.states if s.state == "held"))
+        return view
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         return self.store.forced_releases(mutex_id, limit)

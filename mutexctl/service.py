@@ -104,9 +104,11 @@ class Service:
         """Every mutex (or the one named, if it was ever taken), as the store sees it now."""
         return list(self.leases.overview(mutex_id, forced_limit=0).states)
 
-    def overview(self, mutex_id: str | None = None, *, forced_limit: int = 5) -> Overview:
-        """What on-call needs, in one read: the mutexes, recent forced releases, the schema, the store's now."""
-        return self.leases.overview(mutex_id, forced_limit=forced_limit)
+    def overview(self, mutex_id: str | None = None, *, patterns: Sequence[str] = (), held_only: bool = False,
+                 forced_limit: int = 5) -> Overview:
+        """What on-call needs, in one read: the mutexes (all, the one named, or those matching glob
+        ``patterns``), recent forced releases, the schema, the store's now."""
+        return self.leases.overview(mutex_id, patterns=patterns, held_only=held_only, forced_limit=forced_limit)
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         return self.leases.forced_releases(mutex_id, limit)

@@ -8,8 +8,10 @@ from ..errors import (
     HandlerFailedError,
     LeaseLostError,
     LockHeldError,
+    MessageNotFoundError,
     MutexctlError,
     NodesSilentError,
+    NotHeldError,
     NotOwnerError,
     SchemaError,
     StoreError,
@@ -32,7 +34,7 @@ CONFIG = 78
 EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
     ("0", "success"),
     ("1", "lock held by another node, or the wait timed out (-E/--conflict-exit-code N changes it); "
-          "broadcast: nodes stayed silent"),
+          "status --held: none is held; broadcast: nodes stayed silent, or the message is not in the log"),
     ("2", "usage error"),
     ("3", "not the owner, or the lease already expired (release/renew)"),
     ("4", "schema missing or at another version"),
@@ -50,6 +52,8 @@ _BY_ERROR: tuple[tuple[type[MutexctlError], int], ...] = (
     (LockHeldError, CONFLICT),
     (HandlerFailedError, HANDLER_FAILED),
     (NodesSilentError, SILENT),
+    (MessageNotFoundError, SILENT),
+    (NotHeldError, SILENT),
     (UsageError, USAGE),
     (NotOwnerError, NOT_OWNER),
     (SchemaError, SCHEMA),

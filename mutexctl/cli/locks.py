@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import host_name, validate_mutex_id
-from ..errors import LeaseLostError, LockHeldError, StoreUnavailableError, UsageError
+from ..errors import LeaseLostError, LockHeldError, NotHeldError, StoreUnavailableError, UsageError
 from ..models import MutexState, human_ms
 from . import exit_codes
 from .common import (
@@ -157,17 +157,24 @@ def _report_forced(name: str, before: Optional[MutexState], as_json: bool, out: 
 @STATUS.command()
 def status(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Argument(help="Show only this mutex.", show_default=False)] = None,
+    patterns: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[PATTERN]...", help="Only these mutexes: names, or globs such as 'deploy-*'.",
+        show_default=False)] = None,
+    held: Annotated[bool, typer.Option("--held", help="Only held mutexes; exit 1 when none is.")] = False,
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:
-    """Show every mutex: held, expired or free; who holds it, since when, time left, and why it is stuck."""
+    """Show every mutex: held, expired or free; who holds it, since when, time left, and why it is stuck.
+
+    PATTERNs (globs) pick mutexes by name; with --held the exit status tells a script whether any of
+    them is held (0) or none (1), like grep.
+    """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
-    if name is not None:
-        validate_mutex_id(name)
+    for pattern in patterns or ():
+        validate_mutex_id(pattern)
     with inv.service() as svc:
         sent = datetime.now(UTC)
-        view = svc.overview(name, forced_limit=5)
+        view = svc.overview(patterns=patterns or (), held_only=held, forced_limit=5)
         received = datetime.now(UTC)
         store_url, clock = svc.store.url, svc.store.clock
     from ..diagnose import clock_skew_ms  # status only
@@ -177,19 +184,32 @@ def status(
     # The store's clock judges leases; how far it is from ours matters when reading times.
     skew_ms = clock_skew_ms(view.store_now, sent, received) if clock == "server" else None
 
+    none_held = held and not view.states
     if inv.as_json:
         host = host_name()
-        inv.out.doc({"ok": True, "store": store_url, "store_clock_skew_ms": skew_ms,
-                     "schema": {"version": view.schema.version if view.schema else None,
-                                "tool_version": SCHEMA_VERSION},
-                     "mutexes": [state_doc(s, host) for s in view.states],
-                     "forced_releases": [forced_doc(f) for f in view.forced]})
+        document = {"store": store_url, "store_clock_skew_ms": skew_ms,
+                    "schema": {"version": view.schema.version if view.schema else None,
+                               "tool_version": SCHEMA_VERSION},
+                    "mutexes": [state_doc(s, host) for s in view.states],
+                    "forced_releases": [forced_doc(f) for f in view.forced]}
+        if none_held:
+            inv.out.fail(_none_held(patterns), exit_codes.SILENT, **document)
+            return exit_codes.SILENT
+        inv.out.doc({"ok": True, **document})
         return exit_codes.SUCCESS
-    if not view.states and name is not None:
-        inv.out.note(f"'{name}' has never been taken: free")
+    if none_held:
+        raise _none_held(patterns)
+    if not view.states and patterns:
+        inv.out.note(f"no mutex matching {' '.join(patterns)} has been taken: free")
         return exit_codes.SUCCESS
     render_status(view.states, view.forced)
+    inv.out.data(f"# store: {store_url}")
     inv.out.data(f"# schema: {describe(view.schema)}")
     if skew_ms is not None:
-        inv.out.data(f"# store clock: {skew_ms:+.0f}ms from this host's (lease times are on the store's clock)")
+        inv.out.data(f"# store clock: {round(skew_ms):+d}ms from this host's (lease times are on the store's clock)")
     return exit_codes.SUCCESS
+
+
+def _none_held(patterns: Optional[list[str]]) -> NotHeldError:
+    which = f"matching {' '.join(patterns)} " if patterns else ""
+    return NotHeldError(f"no mutex {which}is held")

@@ -1,17 +1,16 @@
-"""Views of the store for people and scripts: the status table (rich only on a terminal), its JSON
-documents, and init-schema's report."""
+"""Views of the store for people and scripts: status (the table is ``table``), its JSON documents, and
+init-schema's report."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from ..config import host_name
 from ..diagnose import why
 from ..models import ForcedRelease, InitResult, MutexState, human_ms, iso_ms
+from ..redact import printable
 from ..schema import SCHEMA_VERSION, title
 from .output import Output
 
@@ -42,64 +41,20 @@ def forced_doc(record: ForcedRelease) -> dict[str, Any]:
             "previous_fence": record.previous_fence}
 
 
-_COLUMNS = ("MUTEX", "STATE", "NODE", "HOST", "PID", "COMMAND", "TAKEN AT", "LEFT", "TIMEOUT", "FENCE")
-
-
-def status_rows(states: Sequence[MutexState]) -> list[tuple[str, ...]]:
-    rows: list[tuple[str, ...]] = []
-    for s in states:
-        held = s.taken
-        h = s.holder if held else None
-        command = _clip(h.command, 40) if h else ("(another service)" if s.foreign else "-")
-        left = "-"
-        if s.state == "held":
-            left = human_ms(s.remaining_ms) if s.remaining_ms is not None else "unknown"
-        rows.append((s.mutex_id, s.state, (s.taken_by or "-") if held else "-", h.host if h else "-",
-                     str(h.pid) if h else "-", command, _when(s.since or s.taken_at) if held else "-", left,
-                     human_ms(s.timeout_ms) if s.timeout_ms is not None else "-",
-                     "-" if s.foreign else str(s.fence)))
-    return rows
-
-
 def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease]) -> None:
+    """The table, then why each mutex that is not free is as it is, then the recent forced releases.
+    Text users wrote (names, reasons, command lines) is shown with control characters escaped."""
+    from .table import render
+
     this_host = host_name()
-    rows = status_rows(states)
-    if sys.stdout.isatty():
-        _render_rich(states, rows, forced, this_host)
-        return
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(_COLUMNS)]
-    print("  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)).rstrip())
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-    for state in states:
-        if state.state != "free":
-            print(f"# {state.mutex_id}: {why(state, this_host)}")
-    for record in forced:
-        print(f"# forced release of {record.mutex_id} at {iso_ms(record.at)} by {record.by_user}@{record.by_host} "
-              f"({record.by_node}): {record.reason} "
-              f"[was {record.previous_holder}, fence {_fence(record.previous_fence)}]")
-
-
-def _render_rich(states: Sequence[MutexState], rows: list[tuple[str, ...]],
-                 forced: Sequence[ForcedRelease], this_host: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console(no_color="NO_COLOR" in os.environ)
-    table = Table(*_COLUMNS, box=None, header_style="bold")
-    style = {"held": "yellow", "expired": "red", "free": "green"}
-    for state, row in zip(states, rows, strict=True):
-        table.add_row(*(escape(cell) for cell in row), style=style.get(state.state))
-    console.print(table)
-    for state in states:
-        if state.state != "free":
-            console.print(f"[bold]{escape(state.mutex_id)}[/]: {escape(why(state, this_host))}", highlight=False)
-    for record in forced:
-        console.print(f"forced release of [bold]{escape(record.mutex_id)}[/] at {iso_ms(record.at)} by "
-                      f"{escape(record.by_user)}@{escape(record.by_host)} ({escape(record.by_node)}): "
-                      f"{escape(record.reason)} [dim](was {escape(record.previous_holder or '-')}, "
-                      f"fence {_fence(record.previous_fence)})[/]", highlight=False)
+    lines = render(states)
+    lines += [f"# {printable(state.mutex_id)}: {printable(why(state, this_host))}"
+              for state in states if state.state != "free"]
+    lines += [printable(f"# forced release of {record.mutex_id} at {iso_ms(record.at)} by {record.by_user}@"
+                        f"{record.by_host} ({record.by_node}): {record.reason} "
+                        f"[was {record.previous_holder}, fence {_fence(record.previous_fence)}]") for record in forced]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
 
 
 def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: bool) -> None:
@@ -139,13 +94,3 @@ def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: boo
 
 def _fence(fence: int | None) -> str:
     return "-" if fence is None else str(fence)
-
-
-def _clip(text: str | None, width: int) -> str:
-    if not text:
-        return "-"
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _when(moment: datetime | None) -> str:
-    return iso_ms(moment) if moment else "-"

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, overload
 
-from ..config import Settings, validate_action, validate_channel, validate_node_id
-from ..errors import SchemaError, UsageError
+from ..config import Settings
+from ..errors import MessageNotFoundError, SchemaError
+from ..inputs import validate_action, validate_channel, validate_message_id, validate_recipients
 from ..models import AckReport, Message, SchemaState, utcnow
 from ..stores.steps import INTRACOM_STEP
 from .acks import wait_for_acks
@@ -44,7 +45,7 @@ class Intracom:
         """
         validate_action(action)
         validate_channel(channel)
-        recipients = tuple(validate_node_id(node, what="--to node") for node in to)
+        recipients = validate_recipients(list(to))
         text = parse_payload(payload)
         self._check_schema()
         node = self.settings.node_id
@@ -57,11 +58,12 @@ class Intracom:
 
     def ack_report(self, message_id: str) -> AckReport:
         """Who acked ``message_id``, who failed and who is silent so far."""
+        validate_message_id(message_id)
         self._check_schema()
         message = self.store.get_message(message_id)
         if message is None:
-            raise UsageError(f"no message {message_id!r} in the log",
-                             hint="use the id broadcast printed, e.g. default:12")
+            raise MessageNotFoundError(f"no message {message_id!r} in the log (never sent, or older than the "
+                                       "log's retention)", hint="use the id broadcast printed, e.g. default:12")
         return AckReport(message, tuple(self.store.acks(message.id)))
 
     def wait_acks(self, message: Message, *, wait_s: float,
