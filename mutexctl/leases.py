@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .clock import lease_clock
@@ -66,6 +66,18 @@ def user_name() -> str:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:  # a container without a passwd entry for our uid
         return str(os.getuid())
+
+
+_WAITS = ((5, "5s"), (10, "10s"), (30, "30s"), (60, "1m"), (120, "2m"), (300, "5m"), (600, "10m"), (900, "15m"),
+          (1800, "30m"), (3600, "1h"), (7200, "2h"), (21600, "6h"), (86400, "1d"))
+
+
+def suggested_wait(state: MutexState | None) -> str:
+    """A --wait that outlasts the holder's lease (rounded up to a plain duration), if its end is known."""
+    if state is None or state.remaining_ms is None:
+        return "inf" if state is not None and state.taken else "30s"
+    needed = state.remaining_ms / 1000 * 1.1 + 1  # the lease, a little more for the poll
+    return next((text for seconds, text in _WAITS if seconds >= needed), "inf")
 
 
 class Leases:
@@ -150,6 +162,22 @@ class Leases:
         sent = lease_clock()
         return self.store.renew(lease).with_deadline(sent + lease.timeout_ms / 1000)
 
+    def renew_token(self, mutex_id: str, token: int, *, timeout: Duration | None = None,
+                    node_id: str | None = None) -> Lease:
+        """Renew a token-mode lease by its fence (``mutexctl renew``, etcd's keep-alive): for another
+        ``timeout`` from now, or for its own timeout. LeaseExpiredError/NotOwnerError if it is gone."""
+        validate_mutex_id(mutex_id)
+        validate_token(token)
+        if timeout is not None:
+            timeout_ms = duration_ms(timeout, "--timeout")
+        else:  # keep the lease's own length
+            state = self.store.get(mutex_id)
+            timeout_ms = state.timeout_ms if state is not None and state.timeout_ms else \
+                self.settings.timeout_for(mutex_id)
+        self.store.prepare_writes()
+        now = datetime.now(UTC)
+        return self.renew(Lease(mutex_id, node_id or self.node_id, token, timeout_ms, now, now))
+
     def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
         """Free the mutex if this node (and ``token``, the fence, when given) holds it; else NotOwnerError."""
         if token is not None:
@@ -207,7 +235,8 @@ class Leases:
             return held  # its message says what to fix; waiting longer does not help
         state = held.state if held.state is not None else self.store.get(mutex_id)
         if wait_s <= 0:
-            return LockHeldError(mutex_id, state, hint="wait for it with --wait 30s, or see 'mutexctl status'")
+            return LockHeldError(mutex_id, state, hint=f"wait for it with --wait {suggested_wait(state)}, or see "
+                                                       "'mutexctl status'")
         error = WaitTimeoutError(mutex_id, state, hint="wait longer, or see 'mutexctl status' for the holder")
         error.message = error.args[0] + f" (gave up after {wait_s:g}s)"
         error.args = (error.message,)

@@ -94,6 +94,9 @@ class Service:
     def renew(self, lease: Lease) -> Lease:
         return self.leases.renew(lease)
 
+    def renew_token(self, mutex_id: str, token: int, *, timeout: Duration | None = None) -> Lease:
+        return self.leases.renew_token(mutex_id, token, timeout=timeout)
+
     def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
         self.leases.release(mutex_id, token=token, node_id=node_id)
 

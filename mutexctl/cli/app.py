@@ -26,9 +26,10 @@ EPILOG = "Exit status: 0 ok, 1 held or wait timed out, 2 usage, 3 not the owner,
          "handler failed, 69 store unavailable, 75 lease lost, 78 configuration. See man mutexctl."
 
 # Command name -> (module under mutexctl.cli, its Typer app for that one command), in help order.
-COMMANDS = {"acquire": ("locks", "ACQUIRE"), "release": ("locks", "RELEASE"), "status": ("locks", "STATUS"),
+COMMANDS = {"acquire": ("locks", "ACQUIRE"), "renew": ("locks", "RENEW"), "release": ("locks", "RELEASE"),
+            "status": ("locks", "STATUS"),
             "init-schema": ("schema", "INIT_SCHEMA"), "broadcast": ("broadcast", "BROADCAST"),
-            "listen": ("broadcast", "LISTEN")}
+            "listen": ("broadcast", "LISTEN"), "config": ("settings", "CONFIG")}
 
 
 class LazyGroup(TyperGroup):

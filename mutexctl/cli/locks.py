@@ -28,7 +28,7 @@ from .common import (
 from .output import Output, lease_doc
 
 # One Typer app per command: the root builds only the command that runs (see app.LazyGroup).
-ACQUIRE, RELEASE, STATUS = (typer.Typer(**APP_SETTINGS) for _ in range(3))
+ACQUIRE, RENEW, RELEASE, STATUS = (typer.Typer(**APP_SETTINGS) for _ in range(4))
 
 
 @ACQUIRE.command(context_settings={"ignore_unknown_options": False})
@@ -97,6 +97,33 @@ def acquire(
         out.data(str(lease.fence))
         out.detail(f"acquired '{name}' as {lease.node_id} for {human_ms(lease.timeout_ms)} (fence {lease.fence}); "
                    f"release with: mutexctl release {name} --token {lease.fence}")
+    return exit_codes.SUCCESS
+
+
+@RENEW.command()
+def renew(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
+    token: Annotated[int, typer.Option(
+        "--token", metavar="FENCE", help="The lease to renew (the fence acquire printed).", show_default=False)],
+    timeout: Annotated[Optional[str], duration_option(
+        "-t", "--timeout", help="Renew for this long from now (default: the lease's own timeout).")] = None,
+    config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0, debug: DebugOpt = False,
+) -> int:
+    """Keep a token-mode lease alive (etcd's keep-alive), for scripts that hold one across steps.
+
+    Exit 3 when the lease already ended (it may have passed on: acquire again).
+    """
+    inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    validate_mutex_id(name)
+    lease_length = timeout_option(timeout)
+    with inv.service() as svc:
+        lease = svc.renew_token(name, token, timeout=lease_length)
+    if inv.as_json:
+        inv.out.doc({"ok": True, **lease_doc(lease)})
+    else:
+        inv.out.detail(f"renewed '{name}' (fence {lease.fence}) for {human_ms(lease.timeout_ms)}")
     return exit_codes.SUCCESS
 
 

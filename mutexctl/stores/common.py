@@ -27,6 +27,11 @@ def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state:
                              "another node in while the command runs", state,
                              hint="stop the command (mutexctl then releases it), or break it on the record with "
                                   "--force --reason (the command is stopped at its next renewal)")
+    if fence is not None and state.fence > fence:
+        # The token was right: the lease ran out and passed on. Breaking the new one would be wrong.
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': its lease (fence {fence}) ended and it passed "
+                             f"to {state.taken_by} (fence {state.fence})", state,
+                             hint="that is someone else's valid lease: leave it; acquire again to take a new turn")
     mine = node_id + (f" with fence {fence}" if fence is not None else "")
     return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} (fence {state.fence}), "
                          f"not by {mine}", state,
@@ -37,7 +42,8 @@ def released_late_error(mutex_id: str, fence: object) -> LeaseExpiredError:
     """A release that freed our lease but found it past its expiry: the section may have overlapped."""
     return LeaseExpiredError(mutex_id, f"released '{mutex_id}', but its lease (fence {fence}) had already expired: "
                              "another node could have held it meanwhile",
-                             hint="use a longer --timeout, or renew while you work")
+                             hint="use a longer --timeout, renew it while you work (mutexctl renew NAME --token "
+                                  "FENCE), or run the work under 'mutexctl acquire NAME -- CMD'")
 
 
 def newer_store_error(version: int) -> SchemaError:
