@@ -143,7 +143,9 @@ def test_an_unknown_message_id_and_an_uninitialized_store_are_refused(cli: Cli) 
     assert cli("broadcast", "reload").returncode == 4  # no schema yet
     cli("init-schema")
     done = cli("broadcast", "status", "default:99")
-    assert done.returncode == 2 and "no message 'default:99'" in done.stderr
+    assert done.returncode == 1 and "no message 'default:99' in the log" in done.stderr
+    malformed = cli("broadcast", "status", "x" * 100_000)
+    assert malformed.returncode == 2 and "is not a message id" in malformed.stderr and len(malformed.stderr) < 300
 
 
 def test_a_message_committed_after_a_later_one_is_not_skipped(ready: Cli, settings: Settings) -> None:

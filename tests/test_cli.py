@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -123,9 +124,33 @@ def test_acquire_json(cli: Cli) -> None:
     assert document["ok"] is True and document["fence"] == 1 and document["node"] == "cli-node"
 
 
-def test_exec_mode_json_reports_the_status(cli: Cli) -> None:
-    done = cli("--json", "acquire", "deploy", "--", "sh", "-c", "exit 4")
-    assert done.returncode == 4 and json.loads(done.stdout.splitlines()[-1])["status"] == 4
+def test_exec_mode_json_goes_to_stderr_and_stdout_is_the_command_s(cli: Cli) -> None:
+    done = cli("--json", "acquire", "deploy", "--", "sh", "-c", "echo hello; exit 4")
+    assert done.returncode == 4 and done.stdout == "hello\n"  # as with flock: the command's output alone
+    [line] = done.stderr.splitlines()
+    assert json.loads(line) == {"ok": True, "mutex": "deploy", "fence": 1, "status": 4}
+    refused = cli("--json", "acquire", "deploy", "--timeout", "1ms", "--", "true")
+    assert refused.stdout == "" and json.loads(refused.stderr)["error"]["exit_code"] == 2
+
+
+def test_version_is_json_with_json_and_nothing_after_the_separator_is_an_error(cli: Cli) -> None:
+    import mutexctl
+
+    assert json.loads(cli("--json", "--version").stdout) == {"ok": True, "version": mutexctl.__version__}
+    done = cli("acquire", "job", "--")
+    assert done.returncode == 2 and "nothing after '--'" in done.stderr
+    assert json.loads(cli("status", "--json").stdout)["mutexes"] == []  # no token-mode lease was taken
+
+
+def test_ctrl_c_under_json_still_gives_the_error_document(cli: Cli, service: Service) -> None:
+    service.try_acquire("busy", timeout="1h")
+    proc = cli.popen("--json", "acquire", "busy", "--wait", "1m")
+    wait_until(lambda: proc.poll() is not None or len(service.status("busy")) == 1, timeout=10)
+    time.sleep(0.5)  # it is waiting now
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert json.loads(out)["error"] == {"kind": "interrupted", "message": "interrupted (Ctrl-C)", "exit_code": 130}
 
 
 def test_global_options_work_before_and_after_the_command(cli: Cli) -> None:

@@ -6,6 +6,7 @@ when one of its commands runs), and ``run``, where every outcome becomes an exit
 
 import importlib
 import os
+import signal
 import warnings
 from typing import Annotated, Any, Optional
 
@@ -46,10 +47,22 @@ class LazyGroup(TyperGroup):
         return typer.main.get_command(getattr(importlib.import_module(f"{__package__}.{module}"), name))  # type: ignore[return-value]
 
 
-def _version(value: bool) -> None:
+def _version(ctx: typer.Context, value: bool) -> None:
     if value:
-        print(f"mutexctl {__version__}")
+        inv = ctx.find_object(Invocation)
+        if inv is not None and inv.as_json:
+            inv.out.doc({"ok": True, "version": __version__})
+        else:
+            print(f"mutexctl {__version__}")
         raise typer.Exit(0)
+
+
+class CancelledByUserError(MutexctlError):
+    kind = "interrupted"
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise CancelledByUserError("interrupted (Ctrl-C)")
 
 
 app = typer.Typer(name="mutexctl", help=HELP, epilog=EPILOG, no_args_is_help=True, cls=LazyGroup, **APP_SETTINGS)
@@ -80,7 +93,12 @@ def run(argv: list[str]) -> int:
     warnings.simplefilter("ignore")
     as_json, debug = _scan_flags(argv)
     inv = Invocation(as_json=as_json, debug=debug, out=Output(as_json=as_json))
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        # Ctrl-C as an error of our own: the framework would turn a KeyboardInterrupt into a bare 130.
+        signal.signal(signal.SIGINT, _interrupted)
     try:
+        if argv and argv[-1] == "--" and argv.count("--") == 1:
+            raise UsageError("nothing after '--'", hint="name the command to run after it, or leave '--' out")
         command = typer.main.get_command(app)
         result: Any = command.main(args=argv, prog_name="mutexctl", standalone_mode=False, obj=inv)
         return result if isinstance(result, int) else exit_codes.SUCCESS
@@ -89,14 +107,14 @@ def run(argv: list[str]) -> int:
         error = UsageError(exc.format_message().strip(), hint=f"see '{where} --help'")
         inv.out.fail(error, exc.exit_code)
         return exc.exit_code
-    except typer.Abort:
-        return 130
+    except (typer.Abort, KeyboardInterrupt, CancelledByUserError):  # Ctrl-C
+        if inv.as_json:
+            inv.out.fail(CancelledByUserError("interrupted (Ctrl-C)"), exit_codes.INTERRUPTED)
+        return exit_codes.INTERRUPTED
     except MutexctlError as exc:
         code = exit_codes.exit_code_for(exc, conflict_code=inv.conflict_code)
         inv.out.fail(exc, code)
         return code
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         return exit_codes.SUCCESS
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no locals, no URL

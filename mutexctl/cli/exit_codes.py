@@ -30,6 +30,7 @@ UNAVAILABLE = 69
 INTERNAL = 70
 LEASE_LOST = 75
 CONFIG = 78
+INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
     ("0", "success"),
@@ -44,6 +45,7 @@ EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
     ("75", "lease lost while the command ran; the command was stopped"),
     ("78", "configuration error"),
     ("126, 127", "exec mode: the command could not be run (not executable, not found)"),
+    ("130", "interrupted (Ctrl-C)"),
     ("child's / 128+N", "exec mode: the command's own status, or 128+N if signal N killed it"),
 )
 

@@ -56,6 +56,8 @@ def acquire(
     fg/bg resume it only if its lease cannot have expired meanwhile (else it is killed: exit 75).
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    if command:
+        inv.out.json_to_stderr = True  # stdout is the command's
     if conflict_exit_code is not None:
         if not 0 <= conflict_exit_code <= 255:
             raise UsageError(f"--conflict-exit-code {conflict_exit_code} is not an exit status", hint="use 0-255")

@@ -13,6 +13,8 @@ from ..redact import mask_url
 class Output:
     def __init__(self, *, as_json: bool = False, verbose: int = 0) -> None:
         self.as_json = as_json
+        # In exec mode stdout is the command's (as with flock): mutexctl's JSON goes to stderr, one line.
+        self.json_to_stderr = False
         self.verbose = verbose
         self.stderr_tty = sys.stderr.isatty()
         self._progress_shown = False
@@ -24,7 +26,8 @@ class Output:
     def doc(self, document: dict[str, Any]) -> None:
         import json
 
-        print(json.dumps(document, indent=None, sort_keys=False, default=str), flush=True)
+        print(json.dumps(document, indent=None, sort_keys=False, default=str), flush=True,
+              file=sys.stderr if self.json_to_stderr else sys.stdout)
 
     def note(self, text: str) -> None:
         """A line for people, on stderr (never in --json mode's stdout)."""
