@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from mutexctl import Service
 
-from .conftest import Cli, wait_until
+from .conftest import Cli, mutexctl_argv, wait_until
 
 
 def test_acquire_prints_only_the_fence_on_stdout(cli: Cli) -> None:
@@ -229,3 +230,48 @@ def test_the_library_prints_nothing_of_its_own(tmp_path: Path) -> None:
             "svc.force_release('m', reason='test'); held.wait_lost(5)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "" and done.stdout == ""
+
+
+def _on_a_terminal(argv: list[str], env: dict[str, str]) -> str:
+    """What ``argv`` prints on a terminal (a pty) 100 columns wide."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its stdin, stdout and stderr are the pty
+        os.execve(argv[0], argv, {"COLUMNS": "100", "TERM": "xterm", **env})
+    out = b""
+    while select.select([fd], [], [], 20)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the pty
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    return out.decode(errors="replace")
+
+
+def test_help_on_a_terminal_keeps_the_env_hints_and_plain_flags(cli: Cli) -> None:
+    text = _on_a_terminal([*mutexctl_argv(), "--help"], cli.env)
+    assert "[env: MUTEXCTL_CONFIG]" in text and "[env: MUTEXCTL_STORE]" in text
+    assert "-v, --verbose" in text and "<int>" not in text and "INTEGER" not in text
+
+
+def test_status_on_an_80_column_terminal_keeps_each_mutex_on_one_line(cli: Cli, service: Service) -> None:
+    import re
+
+    service.try_acquire("a-rather-long-mutex-name-for-the-nightly-export", timeout="1h",
+                        command="./export.sh --all --to s3://bucket/with/a/long/path --verbose --retries 5")
+    service.try_acquire("short", timeout="5m", command="\x1b[2Jclear-the-screen")
+    service.force_release("short", reason="INC-9 \x1b]0;owned\x07 title change")
+    env = {**cli.env, "COLUMNS": "80"}
+    text = _on_a_terminal([*mutexctl_argv(), "status"], env).replace("\r\n", "\n")
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)  # our colours; everything else must be escaped
+    table = [line for line in plain.splitlines() if line and not line.startswith("#")]
+    assert len(table) == 3 and table[0].startswith("MUTEX")  # the header, two mutexes
+    assert all(len(line) <= 80 for line in table), table
+    assert "…" in plain and "\x1b]" not in text and "\\x1b]0;owned\\x07" in plain
+    piped = cli("status").stdout
+    assert "s3://bucket/with/a/long/path" in piped  # piped: every value whole, for scripts

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Optional
@@ -15,10 +14,11 @@ from ..service import Service
 from . import exit_codes
 from .output import Output
 
-# Rich help only on a terminal; every command module makes its Typer app with these.
+# Every command module makes its Typer app with these. Help is plain text, on a terminal too: rich
+# markup would read "[env: MUTEXCTL_STORE]" as a tag and drop it, and show -v as "<int>".
 APP_SETTINGS: dict[str, Any] = {
     "add_completion": False, "pretty_exceptions_enable": False, "pretty_exceptions_show_locals": False,
-    "rich_markup_mode": "rich" if sys.stdout.isatty() else None,
+    "rich_markup_mode": None,
     "context_settings": {"help_option_names": ["-h", "--help"]},
 }
 

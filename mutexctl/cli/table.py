@@ -23,7 +23,7 @@ class Column(NamedTuple):
 
 
 COLUMNS = (Column("MUTEX", 10, 0), Column("STATE", 7, 0), Column("NODE", 6, 0), Column("HOST", 6, 3),
-           Column("PID", 5, 2), Column("COMMAND", 7, 4), Column("TAKEN AT", 8, 0), Column("LEFT", 6, 0),
+           Column("PID", 5, 2), Column("COMMAND", 7, 4), Column("TAKEN AT", 9, 0), Column("LEFT", 6, 0),
            Column("TIMEOUT", 7, 1), Column("FENCE", 5, 0))
 SHRINK_FIRST = ("COMMAND", "HOST", "NODE", "MUTEX", "TAKEN AT")
 GAP = "  "
