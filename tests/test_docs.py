@@ -60,3 +60,26 @@ def test_the_readme_and_the_man_page_give_the_same_document_contract() -> None:
     assert ".SH SHARING MUTEXES WITH OTHER SERVICES" in man
     for words in ("takenAt + timeout", "never judged expired", "unique index"):
         assert words in section and words in man.replace("\\-", "-")
+
+
+def test_pip_install_puts_the_man_page_and_the_completions_where_man_and_the_shells_look(tmp_path: Path) -> None:
+    import shutil
+    import zipfile
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+                            "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = (tmp_path / "dist").glob("mutexctl-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for installed in ("share/man/man1/mutexctl.1", "share/bash-completion/completions/mutexctl",
+                      "share/zsh/site-functions/_mutexctl", "share/fish/vendor_completions.d/mutexctl.fish"):
+        assert any(name.endswith(".data/data/" + installed) for name in names), installed
+    prefix = tmp_path / "prefix"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--prefix", str(prefix),
+                           str(wheel)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (prefix / "share" / "man" / "man1" / "mutexctl.1").read_text() == (ROOT / "man" / "mutexctl.1").read_text()
+    if shutil.which("man"):
+        page = subprocess.run(["man", "-M", str(prefix / "share" / "man"), "mutexctl"], capture_output=True,
+                              text=True, timeout=60, env={"MANPAGER": "cat", "PATH": "/usr/bin:/bin"})
+        assert page.returncode == 0 and "named leases" in page.stdout

@@ -19,7 +19,8 @@ from .app import app
 from .exit_codes import EXIT_STATUS_TABLE
 
 ROOT = Path(__file__).resolve().parents[2]
-SHELLS = {"bash": "mutexctl.bash", "zsh": "_mutexctl", "fish": "mutexctl.fish"}
+# Where each shell looks for a completion (the paths pyproject.toml installs them under share/).
+SHELLS = {"bash": "bash/mutexctl", "zsh": "zsh/_mutexctl", "fish": "fish/mutexctl.fish"}
 
 ENVIRONMENT = (
     ("MUTEXCTL_CONFIG", "Path of the YAML parameter file (like --config)."),
