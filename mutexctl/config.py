@@ -36,7 +36,7 @@ _BUILT_IN = {SCHEMA_MUTEX: (120_000, 300.0)}  # timeout 2m, wait 5m: steps run w
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_CONNECT_TIMEOUT_MS = 5_000
 MAX_CONFIG_BYTES = 64 * 1024
-MAX_ALIASES = 100  # YAML anchors used (*name): enough for shared blocks, too few for an alias bomb
+MAX_ALIASES = 50  # YAML anchors used (*name): enough for shared blocks, too few for an alias bomb
 
 
 class MutexOverride(NamedTuple):
@@ -232,8 +232,8 @@ def _loader() -> Any:
                 self.aliases += 1
                 if self.aliases > MAX_ALIASES:
                     mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                    raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name) at line {mark.line + 1}; "
-                                         "a parameter file needs few")
+                    raise yaml.composer.ComposerError(None, None, f"more than {MAX_ALIASES} aliases (*name); "
+                                                      "a parameter file needs few", mark)
             return super().compose_node(parent, index)
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 
 from .errors import UsageError
 
@@ -26,8 +27,15 @@ DURATION_FORM = ("a number with a unit ms, s, m, h or d, or several (e.g. 500ms,
 
 
 def shown(value: object, limit: int = 40) -> str:
-    """A value as an error message quotes it: its repr, cut at ``limit`` characters."""
-    text = repr(value) if not isinstance(value, str) or len(value) <= limit else repr(value[:limit])[:-1] + "…'"
+    """A value as an error message quotes it, cut at about ``limit`` characters. Never the whole of a
+    nested value: a YAML alias bomb's lists share themselves a billion times over."""
+    if isinstance(value, str):
+        text = repr(value) if len(value) <= limit else repr(value[:limit])[:-1] + "…'"
+    else:
+        short = reprlib.Repr()
+        short.maxlevel, short.maxlist, short.maxdict, short.maxtuple, short.maxset = 2, 4, 4, 4, 4
+        short.maxstring = short.maxother = 40
+        text = short.repr(value)
     return text if len(text) <= limit + 8 else text[: limit + 4] + "…"
 
 

@@ -275,3 +275,36 @@ def test_status_on_an_80_column_terminal_keeps_each_mutex_on_one_line(cli: Cli, 
     assert "…" in plain and "\x1b]" not in text and "\\x1b]0;owned\\x07" in plain
     piped = cli("status").stdout
     assert "s3://bucket/with/a/long/path" in piped  # piped: every value whole, for scripts
+
+
+def test_status_takes_globs_and_held_gives_scripts_an_exit_status(cli: Cli, service: Service) -> None:
+    for name in ("deploy-eu", "deploy-us", "nightly"):
+        service.try_acquire(name, timeout="1h")
+    service.release("deploy-us", token=service.status("deploy-us")[0].fence)
+    names = [s["mutex"] for s in json.loads(cli("status", "deploy-*", "--json").stdout)["mutexes"]]
+    assert names == ["deploy-eu", "deploy-us"]
+    assert [s["mutex"] for s in json.loads(cli("status", "deploy-*", "--held", "--json").stdout)["mutexes"]] == \
+           ["deploy-eu"]
+    assert cli("status", "deploy-eu", "--held").returncode == 0
+    free = cli("status", "deploy-us", "--held")
+    assert free.returncode == 1 and free.stderr.strip() == "mutexctl: no mutex matching deploy-us is held"
+    document = json.loads(cli("status", "deploy-us", "--held", "--json").stdout)
+    assert document["ok"] is False and document["error"]["exit_code"] == 1 and document["mutexes"] == []
+    text = cli("status", "nightly", "deploy-eu").stdout
+    assert "nightly" in text and "deploy-eu" in text and "deploy-us" not in text
+    assert f"# store: {cli.store_url.split('?')[0]}" in text.replace("?directConnection=true", "")
+
+
+def test_config_show_tells_each_setting_s_source_with_credentials_masked(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("node_id: from-file\ndefaults: {timeout: 1m30s}\n")
+    done = cli("--config", str(path), "config", "show", "--json",
+               env={"MUTEXCTL_STORE": "mongodb://admin:s3cret@db1/ops", "MUTEXCTL_WAIT": "5m", "MUTEXCTL_NODE_ID": ""})
+    document = json.loads(done.stdout)
+    assert document["settings"]["store"] == "mongodb://***@db1/ops" and "s3cret" not in done.stdout
+    assert document["sources"] == {**document["sources"], "node_id": f"{path} (key node_id)",
+                                   "timeout_ms": f"{path} (key defaults.timeout)", "wait_s": "MUTEXCTL_WAIT",
+                                   "store": "MUTEXCTL_STORE", "collection": "default"}
+    assert document["settings"]["timeout_ms"] == 90_000 and document["settings"]["wait_s"] == 300
+    text = cli("--config", str(path), "--node-id", "from-flag", "config", "show").stdout
+    assert "from-flag  [--node-id]" in text

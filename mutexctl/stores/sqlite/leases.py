@@ -58,9 +58,10 @@ class SQLiteLeases(SQLiteBase):
             now_ns, now = self._now_ns(), datetime.now(UTC)
             expires = now + timedelta(milliseconds=lease.timeout_ms)
             params = self._params(lease.mutex_id, lease.node_id, lease.fence, now_ns)
-            params.update(expires_ns=now_ns + lease.timeout_ms * 1_000_000, expires_at=iso_ms(expires))
-            changed = db.execute(f"UPDATE mutexes SET expiresNs = :expires_ns, expiresAt = :expires_at "
-                                 f"WHERE {_OURS} AND {_LIVE}", params).rowcount
+            params.update(expires_ns=now_ns + lease.timeout_ms * 1_000_000, expires_at=iso_ms(expires),
+                          timeout=lease.timeout_ms)
+            changed = db.execute(f"UPDATE mutexes SET expiresNs = :expires_ns, expiresAt = :expires_at, "
+                                 f"timeout = :timeout WHERE {_OURS} AND {_LIVE}", params).rowcount
             if changed != 1:
                 raise self._loss(db, lease.mutex_id, lease.node_id, lease.fence, "renew")
         return Lease(lease.mutex_id, lease.node_id, lease.fence, lease.timeout_ms, lease.taken_at, expires,
