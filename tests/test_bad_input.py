@@ -124,8 +124,8 @@ def test_an_unwritable_store_path_exits_69(cli: Cli, tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_database_is_refused_and_left_alone(cli: Cli, tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("precious data\n" * 100)
-    done = cli("--store", f"sqlite://{notes}", "acquire", "job")
-    assert done.returncode in (69, 70) and "Traceback" not in done.stderr
+    line = assert_one_line_error(cli("--store", f"sqlite://{notes}", "acquire", "job"), 78)
+    assert "is not a mutexctl SQLite database" in line
     assert notes.read_text() == "precious data\n" * 100
 
 
