@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from mutexctl import NotOwnerError, Service, Settings, StoreUnavailableError
+from mutexctl.stores.steps import SCHEMA_VERSION
 
 from .conftest import Cli, store_rows, wait_until
 
@@ -101,6 +102,7 @@ def test_status_works_for_a_user_who_may_only_read_the_store(tmp_path: Path, che
     folder = tmp_path / "store"
     url = f"sqlite://{folder / 'm.db'}"
     with Service(Settings(node_id="writer", store=url)) as svc:
+        svc.init_schema()
         svc.try_acquire("deploy", timeout="1h", command="./deploy.sh")
     if checkpointed:
         with sqlite3.connect(folder / "m.db") as db:
@@ -110,14 +112,16 @@ def test_status_works_for_a_user_who_may_only_read_the_store(tmp_path: Path, che
     before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
     code = (f"from mutexctl import Service, Settings, StoreUnavailableError\n"
             f"svc = Service(Settings(node_id='reader', store={url!r}))\n"
-            "print([(s.mutex_id, s.state, s.taken_by) for s in svc.status()])\n"
+            "print([(s.mutex_id, s.state, s.taken_by) for s in svc.status('deploy')])\n"
+            "print('schema', svc.check_schema().version)\n"
             "try:\n    svc.try_acquire('other')\n"
             "except StoreUnavailableError as e:\n    print('refused:', e.message)\n")
     done = _as_nobody(code, tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "[('deploy', 'held', 'writer')]"
-    assert lines[1].startswith("refused: store sqlite://") and "read-only for this user" in lines[1]
+    assert lines[1] == f"schema {SCHEMA_VERSION}"  # init-schema --check reads too
+    assert lines[2].startswith("refused: store sqlite://") and "read-only for this user" in lines[2]
     assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before  # nothing written
 
 

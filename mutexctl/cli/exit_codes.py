@@ -36,14 +36,17 @@ EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
     ("0", "success"),
     ("1", "lock held by another node, or the wait timed out (-E/--conflict-exit-code N changes it); "
           "status --held: none is held; broadcast: nodes stayed silent, or the message is not in the log"),
-    ("2", "usage error"),
-    ("3", "not the owner, or the lease already expired (release/renew)"),
+    ("2", "usage error (a malformed or oversized flag, name, duration, token, payload; a lease too short to run "
+          "a command)"),
+    ("3", "release/renew: not the owner, the lease already ended, or a plain release of a lease that a running "
+          "command holds (exec mode)"),
     ("4", "schema missing or at another version"),
     ("5", "broadcast: a handler failed on some node (--wait-acks, broadcast status)"),
-    ("69", "store unavailable"),
+    ("69", "store unavailable (unreachable, read-only for a write, disk full)"),
     ("70", "internal error (traceback only with --debug)"),
     ("75", "lease lost while the command ran; the command was stopped"),
-    ("78", "configuration error"),
+    ("78", "configuration error (parameter file, environment, store URL and its options, a store file that is "
+          "not a database, refused credentials)"),
     ("126, 127", "exec mode: the command could not be run (not executable, not found)"),
     ("130", "interrupted (Ctrl-C)"),
     ("child's / 128+N", "exec mode: the command's own status, or 128+N if signal N killed it"),

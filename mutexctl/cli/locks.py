@@ -38,7 +38,7 @@ def acquire(
     command: Annotated[Optional[list[str]], typer.Argument(
         metavar="[-- COMMAND [ARGS]...]", help="Run this command while holding the lease.", show_default=False)] = None,
     timeout: Annotated[Optional[str], duration_option(
-        "-t", "--timeout", help="Lease length (e.g. 500ms, 30s, 2m); default 30s.")] = None,
+        "-t", "--timeout", help="Lease length (e.g. 500ms, 30s, 2m, 1h30m); default 30s.")] = None,
     wait: Annotated[Optional[str], duration_option(
         "-w", "--wait", help="Wait up to this long for a busy mutex; inf for ever.")] = None,
     nonblock: Annotated[bool, typer.Option("-n", "--nonblock", help="Try once; do not wait (the default).")] = False,
@@ -53,7 +53,9 @@ def acquire(
     In exec mode the lease is renewed every timeout/3 (at most 5 s apart); if it cannot be, the command's process group
     gets SIGTERM, then SIGKILL, before the lease could pass to another node (exit 75). INT, TERM, HUP, QUIT, USR1
     and USR2 are forwarded to the group. On a terminal the command is a job: Ctrl-Z suspends it with mutexctl, and
-    fg/bg resume it only if its lease cannot have expired meanwhile (else it is killed: exit 75).
+    fg/bg resume it only if its lease cannot have expired meanwhile (else it is killed: exit 75). A watcher
+    (lease-watch) kills the group if mutexctl dies or stays frozen past the lease. A plain release cannot end
+    this lease (exit 3); --json writes its record on stderr, since stdout is the command's.
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
     if command:

@@ -42,8 +42,8 @@ def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeo
         with contextlib.suppress(StoreError, NotOwnerError):
             leases.release(mutex_id, token=lease.fence)
         raise UsageError(f"a lease of {human_ms(lease.timeout_ms)} ends before a command could run under it: "
-                         f"mutexctl stops a command {human_ms(keeper.margin_s * 1000)} before its lease ends "
-                         "(a sixth of the lease to stop it, a tenth against clock drift)",
+                         "mutexctl stops a command before its lease ends (a sixth of the lease to stop it, "
+                         f"a tenth against clock drift), so it would have less than {human_ms(MIN_RUN_S * 1000)}",
                          hint="use --timeout 1s or more")
     with group.forwarding_signals():
         try:
