@@ -160,6 +160,12 @@ class NodesSilentError(BroadcastError):
     kind = "silent"
 
 
+class NoListenersError(BroadcastError):
+    """A broadcast that should be answered found no node to answer it (nothing was sent)."""
+
+    kind = "no_listeners"
+
+
 def _held_message(mutex_id: str, state: MutexState | None) -> str:
     if state is None or not state.taken_by:
         return f"mutex '{mutex_id}' is held by another node"

@@ -166,6 +166,27 @@ class Ack(NamedTuple):
     duration_ms: int
 
 
+class Registration(NamedTuple):
+    """A listener's standing on a channel: ``since``, the channel's last number when the node first
+    registered (every later message is for it); ``cursor``, the position it saved (None: none yet)."""
+
+    cursor: int | None
+    since: int | None
+
+
+class NodeInfo(NamedTuple):
+    """A node registered on a channel, as ``mutexctl nodes`` shows it; times on the store's clock."""
+
+    node: str
+    channel: str
+    last_seen: datetime
+    host: str | None
+    pid: int | None
+    cursor: int | None
+    since: int | None
+    latest: int  # the channel's last number
+
+
 class AckReport(NamedTuple):
     """Who acknowledged a message, who failed, and who stayed silent (expected, no ack)."""
 

@@ -8,13 +8,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings
 from .errors import LockHeldError, NotOwnerError, UsageError
 from .leases import Duration, Leases, WaitCallback, wait_seconds
-from .models import AckReport, ForcedRelease, InitResult, Lease, Message, MutexState, Overview, RunResult, SchemaState
+from .models import (
+    AckReport,
+    ForcedRelease,
+    InitResult,
+    Lease,
+    Message,
+    MutexState,
+    NodeInfo,
+    Overview,
+    RunResult,
+    SchemaState,
+)
 from .stores import open_store
 
 if TYPE_CHECKING:
@@ -156,8 +167,11 @@ class Service:
     # -- intracom (see intracom.Intracom) -------------------------------------------------------------
 
     def broadcast(self, action: str, payload: str = "{}", *, channel: str = DEFAULT_CHANNEL,
-                  to: Sequence[str] = ()) -> Message:
-        return self.intracom.broadcast(action, payload, channel=channel, to=to)
+                  to: Sequence[str] = (), require_listeners: bool = False) -> Message:
+        return self.intracom.broadcast(action, payload, channel=channel, to=to, require_listeners=require_listeners)
+
+    def nodes(self, channel: str | None = None) -> tuple[datetime, list[NodeInfo]]:
+        return self.intracom.nodes(channel)
 
     def ack_report(self, message_id: str) -> AckReport:
         return self.intracom.ack_report(message_id)

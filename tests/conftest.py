@@ -197,8 +197,9 @@ def store_rows(store_url: str) -> list[object]:
         if not path.exists():
             return []
         with sqlite3.connect(path) as db:
-            return [("mutexes", *r) for r in db.execute("SELECT * FROM mutexes ORDER BY mutexId")] + \
-                   [("forced", *r) for r in db.execute("SELECT * FROM forced_releases ORDER BY id")]
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                               "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+            return [(table, *r) for table in tables for r in db.execute(f"SELECT * FROM {table} ORDER BY rowid")]
     import pymongo
 
     with pymongo.MongoClient(store_url, serverSelectionTimeoutMS=5000) as client:

@@ -128,6 +128,13 @@ def test_payload_from_a_file_and_from_stdin(ready: Cli, tmp_path: Path) -> None:
     ("channel with a colon", ["--channel", "a:b"], None),
     ("empty channel", ["--channel", ""], None),
     ("bad --to node", ["--to", ""], None),
+    ("NaN", ["--payload", '{"a": NaN}'], None),
+    ("Infinity", ["--payload", "[-Infinity]"], None),
+    ("a number out of a double's range", ["--payload", '{"a": 1e400}'], None),
+    ("a 5000-digit integer", ["--payload", "1" * 5000], None),
+    ("100k-deep arrays", ["--payload", "-"], "[" * 100_000 + "]" * 100_000),
+    ("101-deep objects", ["--payload", "-"], '{"a":' * 101 + "1" + "}" * 101),
+    ("a lone surrogate escape", ["--payload", '{"a": "\\ud800"}'], None),
 ])
 def test_bad_broadcast_input_gives_one_line_exit_2_and_writes_nothing(ready: Cli, store_url: str, label: str,
                                                                      args: list[str], stdin: str | None) -> None:
@@ -307,17 +314,20 @@ def test_the_cursor_waits_at_a_gap_and_gives_up_on_it_only_after_the_grace() -> 
     assert cursor.advance(now=160.5) and cursor.position == 8
 
 
-def test_a_new_listener_backfills_only_messages_that_expected_it() -> None:
-    from mutexctl.intracom.cursor import BACKFILL, Cursor
+def test_a_listener_starts_at_its_saved_place_else_at_its_first_registration_else_now() -> None:
+    from mutexctl.intracom.cursor import Cursor
+    from mutexctl.models import Registration
 
-    cursor = Cursor.start(None, 500, from_start=False, gap_grace_s=60)
-    assert cursor.position == 500 - BACKFILL
-    old = Message("default:499", "default", 499, "a", "{}", "s", (), ("other",), utcnow())
-    expecting = Message("default:498", "default", 498, "a", "{}", "s", (), ("me",), utcnow())
-    new = Message("default:501", "default", 501, "a", "{}", "s", (), (), utcnow())
-    assert [cursor.wanted(m, "me") for m in (old, expecting, new)] == [False, True, True]
-    assert Cursor.start(7, 500, from_start=False, gap_grace_s=60).position == 7
-    assert Cursor.start(7, 500, from_start=True, gap_grace_s=60).position == 0
+    def start(cursor: int | None, since: int | None, *, from_start: bool = False) -> int:
+        return Cursor.start(Registration(cursor, since), 500, from_start=from_start, gap_grace_s=60).position
+
+    assert start(7, 3) == 7  # resumes where it saved
+    assert start(None, 3) == 3  # never saved: from where it first registered, however long ago
+    assert start(None, None) == 500  # (a store that cannot tell: from now)
+    assert start(7, 3, from_start=True) == 0
+    cursor = Cursor.start(Registration(None, 3), 500, from_start=False, gap_grace_s=60)
+    assert [cursor.wanted(Message(f"default:{n}", "default", n, "a", "{}", "s", (), (), utcnow())) for n in (3, 4)] \
+        == [False, True]
 
 
 def test_an_action_named_status_is_sent_with_broadcast_send(ready: Cli) -> None:

@@ -134,7 +134,7 @@ def test_the_ttl_indexes_exist_on_mongodb(cli: Cli, store_url: str) -> None:
                for name in ("forced_releases", "messages", "nodes")}
     assert ttl["forced_releases"]["at_ttl"] == 90 * 24 * 3600
     assert ttl["messages"]["at_ttl"] == 7 * 24 * 3600
-    assert ttl["nodes"]["lastSeen_ttl"] == 24 * 3600
+    assert ttl["nodes"]["lastSeen_ttl"] == 7 * 24 * 3600  # a registration lives as long as the log
 
 
 @pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)

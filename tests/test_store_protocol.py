@@ -5,11 +5,11 @@ on top of these. SQLite's clock is injected (expiry tests move time); MongoDB's 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from mutexctl import LeaseExpiredError, LockHeldError, NotOwnerError, SchemaError, Settings
-from mutexctl.models import Ack, Holder, Message
+from mutexctl import LeaseExpiredError, LockHeldError, NotOwnerError, SchemaError, Settings, StoreError
+from mutexctl.models import Holder, Message, Registration
 from mutexctl.stores.protocols import Store
 from mutexctl.stores.steps import SCHEMA_VERSION, STEPS
 
@@ -149,22 +149,30 @@ def test_the_log_numbers_messages_keeps_their_order_and_takes_each_ack_once(raw_
     for step in STEPS:
         raw_store.apply_schema_step(step.number)
     assert [raw_store.next_seq("c") for _ in range(3)] == [1, 2, 3] and raw_store.latest_seq("c") == 3
-    now = datetime.now(UTC)
-    for seq in (2, 1, 3):  # inserted out of order, as racing senders do
-        raw_store.append_message(Message(f"c:{seq}", "c", seq, "act", "{}", "s", (), ("n",), now))
+    long_ago = datetime.now(UTC) - timedelta(days=30)  # a sender's clock: the store stamps its own
+    stored = [raw_store.append_message(Message(f"c:{seq}", "c", seq, "act", "{}", "s", (), ("n",), long_ago))
+              for seq in (2, 1, 3)]  # inserted out of order, as racing senders do
+    store_now, _ = raw_store.nodes(None)
+    assert all(abs(m.at - store_now) < timedelta(minutes=1) for m in stored)
     assert [m.seq for m in raw_store.messages_after("c", 0)] == [1, 2, 3]
     assert [m.seq for m in raw_store.messages_after("c", 1, limit=1)] == [2]
-    assert raw_store.record_ack(Ack("c:1", "n", now, 0, 5)) is True
-    assert raw_store.record_ack(Ack("c:1", "n", now, 3, 5)) is False  # the first ack stands
-    assert [a.status for a in raw_store.acks("c:1")] == [0]
+    with pytest.raises(StoreError):  # a number is never taken twice
+        raw_store.append_message(Message("c:1", "c", 1, "again", "{}", "s", (), (), long_ago))
+    assert raw_store.record_ack("c:1", "n", 0, 5) is True
+    assert raw_store.record_ack("c:1", "n", 3, 5) is False  # the first ack stands
+    [ack] = raw_store.acks("c:1")
+    assert ack.status == 0 and abs(ack.at - store_now) < timedelta(minutes=1)
     assert raw_store.acked("n", ["c:1", "c:2"]) == {"c:1"}
 
 
 def test_the_node_registry_keeps_a_cursor_and_tells_live_nodes(raw_store: Store) -> None:
     for step in STEPS:
         raw_store.apply_schema_step(step.number)
-    assert raw_store.register_node("n1", "c", "h", 1) is None
+    assert raw_store.register_node("n1", "c", "h", 1, since=4) == Registration(None, 4)
     raw_store.save_cursor("n1", "c", 7)
-    assert raw_store.register_node("n1", "c", "h", 1) == 7
-    raw_store.register_node("n2", "c", "h", 2)
+    assert raw_store.register_node("n1", "c", "h", 1, since=9) == Registration(7, 4)  # since: the first one
+    raw_store.register_node("n2", "c", "h", 2, since=9)
     assert raw_store.live_nodes("c", 30) == ["n1", "n2"] and raw_store.live_nodes("other", 30) == []
+    now, nodes = raw_store.nodes("c")
+    assert [(n.node, n.cursor, n.since, n.pid) for n in nodes] == [("n1", 7, 4, 1), ("n2", None, 9, 2)]
+    assert all(abs(n.last_seen - now) < timedelta(minutes=1) for n in nodes)

@@ -30,7 +30,7 @@ EPILOG = "Exit status: 0 ok, 1 held or wait timed out, 2 usage, 3 not the owner,
 COMMANDS = {"acquire": ("locks", "ACQUIRE"), "renew": ("locks", "RENEW"), "release": ("locks", "RELEASE"),
             "status": ("locks", "STATUS"),
             "init-schema": ("schema", "INIT_SCHEMA"), "broadcast": ("broadcast", "BROADCAST"),
-            "listen": ("broadcast", "LISTEN"), "config": ("settings", "CONFIG")}
+            "listen": ("broadcast", "LISTEN"), "nodes": ("nodes", "NODES"), "config": ("settings", "CONFIG")}
 
 
 class LazyGroup(TyperGroup):

@@ -7,6 +7,8 @@ import json
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,10 +16,12 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import BroadcastError, UsageError
+from ..inputs import parse_wait_s
 from ..intracom.acks import check
-from ..intracom.handler import command_handler
-from ..intracom.messages import DEFAULT_CHANNEL, message_doc
+from ..intracom.handler import DEFAULT_HANDLER_TIMEOUT_S, CommandHandler
+from ..intracom.messages import DEFAULT_CHANNEL, MAX_PAYLOAD_BYTES, message_doc
 from ..models import AckReport, Message, human_ms, iso_ms
+from ..redact import printable
 from . import exit_codes
 from .common import (
     APP_SETTINGS,
@@ -69,6 +73,8 @@ def send(
     wait_acks: Annotated[bool, typer.Option("--wait-acks", help="Wait for every expected node's ack.")] = False,
     wait: Annotated[Optional[str], duration_option("-w", "--wait", help="How long --wait-acks waits (default 30s).")
                     ] = None,
+    allow_none: Annotated[bool, typer.Option(
+        "--allow-none", help="With --wait-acks: send even when no node listens (and exit 0).")] = False,
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:
@@ -76,13 +82,14 @@ def send(
 
     The nodes expected to answer are --to, else the channel's live listeners (minus this node) at send
     time. With --wait-acks: exit 0 when all acked with status 0, 5 when a handler failed, 1 when
-    some stayed silent.
+    some stayed silent, and 1 without sending when no node listens (unless --allow-none).
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
     wait_s = wait_option(wait)
     text = _read_payload(payload)
     with inv.service() as svc:
-        message = svc.broadcast(action, text, channel=channel, to=to or ())
+        message = svc.broadcast(action, text, channel=channel, to=to or (),
+                                require_listeners=wait_acks and not allow_none)
         if not wait_acks:
             if inv.as_json:
                 inv.out.doc({"ok": True, "message": message_doc(message)})
@@ -117,19 +124,30 @@ def _read_payload(payload: Optional[str]) -> str:
     if payload is None:
         return "{}"
     if payload == "-":
-        return sys.stdin.read()
+        return _utf8(sys.stdin.buffer.read(_READ_AT_MOST), "--payload - (stdin)")
     if payload.startswith("@"):
         path = Path(payload[1:])
         try:
             with path.open("rb") as handle:
-                data = handle.read(2 * 1024 * 1024)  # enough to tell "over 1 MiB" without reading it all
+                data = handle.read(_READ_AT_MOST)
         except OSError as exc:
             raise UsageError(f"cannot read --payload file {path}: {exc.strerror}") from None
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UsageError(f"--payload file {path} is not UTF-8 text") from None
+        return _utf8(data, f"--payload file {path}")
     return payload
+
+
+_READ_AT_MOST = 2 * 1024 * 1024  # enough to tell "over 1 MiB" without reading it all
+
+
+def _utf8(data: bytes, source: str) -> str:
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise UsageError(f"{source} is more than 1 MiB ({MAX_PAYLOAD_BYTES} bytes)",
+                         hint="send a reference (a URL, a key) instead of the data")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source} is not UTF-8 text (byte {exc.start} is not)",
+                         hint="send JSON text; encode binary data (base64) inside a JSON string") from None
 
 
 def _progress(report: AckReport) -> str:
@@ -171,27 +189,66 @@ def listen(
     include_self: Annotated[bool, typer.Option("--include-self", help="Also handle this node's own messages.")] = False,
     from_start: Annotated[bool, typer.Option(
         "--from-start", help="Read from the oldest retained message (acked ones are not run again); "
-                             "else resume, or a new listener starts at now.")] = False,
+                             "else resume where this node stopped, or (a new node) at now.")] = False,
     once: Annotated[bool, typer.Option("--once", help="Handle what is waiting now, then exit.")] = False,
+    handler_timeout: Annotated[Optional[str], duration_option(
+        "--handler-timeout", help="Stop a handler running longer (TERM, then KILL) and ack it as failed with "
+                                  "status 124; default 10m, inf for no limit.")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Log only failed handlers on stderr.")] = False,
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:
     """Listen on a channel: run COMMAND (or print a JSON line) for each message, then ack it.
 
     COMMAND gets MUTEXCTL_MESSAGE_ID, MUTEXCTL_ACTION, MUTEXCTL_SENDER and MUTEXCTL_CHANNEL; its exit
-    status is the ack. A restarted listener resumes where it stopped. SIGTERM or SIGINT lets the
-    running handler finish, then exits 0.
+    status is the ack. Each handled message is one line on stderr (JSON lines with --json). A restarted
+    listener resumes where it stopped. SIGTERM or SIGINT lets the running handler finish (within
+    --handler-timeout), then exits 0; if the listener is killed, its handler is killed with it.
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    limit = parse_wait_s(handler_timeout, what="--handler-timeout") if handler_timeout is not None \
+        else DEFAULT_HANDLER_TIMEOUT_S
+    if limit == 0:
+        raise UsageError("--handler-timeout 0 would stop every handler at once", hint="use e.g. 30s, 10m or inf")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stop.set())
-    handler = command_handler(command) if command else _print
+    if command:
+        runner = CommandHandler(command, limit_s=None if limit == float("inf") else limit)
+        handler: Callable[[Message], int] = _logged(runner, inv, quiet=quiet)
+    else:
+        handler = _print
     with inv.service() as svc:
         handled = svc.intracom.listen(channel=channel, handler=handler, include_self=include_self,
                                       from_start=from_start, once=once, stop=stop)
     inv.out.detail(f"handled {handled} message(s) on {channel}")
     return exit_codes.SUCCESS
+
+
+def _logged(runner: CommandHandler, inv: Invocation, *, quiet: bool) -> Callable[[Message], int]:
+    """``runner``, logging each message it handled as one line on stderr (a JSON line with --json)."""
+    def handle(message: Message) -> int:
+        started = time.monotonic()
+        status = runner(message)
+        took_ms = round((time.monotonic() - started) * 1000)
+        timed_out = runner.last is not None and runner.last.timed_out
+        if quiet and status == 0:
+            return status
+        if inv.as_json:
+            print(json.dumps({"id": message.id, "action": message.action, "sender": message.sender,
+                              "status": status, "duration_ms": took_ms, "timed_out": timed_out}, ensure_ascii=False),
+                  file=sys.stderr, flush=True)
+            return status
+        head = f"{message.id} {printable(message.action)} from {printable(message.sender)}"
+        if timed_out:
+            inv.out.note(f"{head}: TIMED OUT after {human_ms(took_ms)}; stopped (status {status})")
+        elif status:
+            inv.out.note(f"{head}: FAILED with status {status} in {human_ms(took_ms)}")
+        else:
+            inv.out.note(f"{head}: status 0 in {human_ms(took_ms)}")
+        return status
+
+    return handle
 
 
 def _print(message: Message) -> int:

@@ -11,6 +11,7 @@ from ..errors import (
     MessageNotFoundError,
     MutexctlError,
     NodesSilentError,
+    NoListenersError,
     NotHeldError,
     NotOwnerError,
     SchemaError,
@@ -35,7 +36,8 @@ INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
     ("0", "success"),
     ("1", "lock held by another node, or the wait timed out (-E/--conflict-exit-code N changes it); "
-          "status --held: none is held; broadcast: nodes stayed silent, or the message is not in the log"),
+          "status --held: none is held; broadcast: nodes stayed silent, no node listens (--wait-acks; nothing "
+          "sent), or the message is not in the log"),
     ("2", "usage error (a malformed or oversized flag, name, duration, token, payload; a lease too short to run "
           "a command)"),
     ("3", "release/renew: not the owner, the lease already ended, or a plain release of a lease that a running "
@@ -57,6 +59,7 @@ _BY_ERROR: tuple[tuple[type[MutexctlError], int], ...] = (
     (LockHeldError, CONFLICT),
     (HandlerFailedError, HANDLER_FAILED),
     (NodesSilentError, SILENT),
+    (NoListenersError, SILENT),
     (MessageNotFoundError, SILENT),
     (NotHeldError, SILENT),
     (UsageError, USAGE),

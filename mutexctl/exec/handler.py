@@ -1,21 +1,80 @@
-"""A short-lived command (a broadcast handler) run to its end in a process group of its own."""
+"""A short-lived command (a broadcast handler) run to its end in a process group of its own, within
+a time limit, and never outliving the process that runs it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from .watcher import Watcher
+
+TIMED_OUT = 124  # the status of a handler stopped at its time limit, as timeout(1) gives it
+_FOREVER_S = 10 * 365 * 24 * 3600.0  # the watcher's deadline when there is no time limit
 
 
-def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> int:
-    """Run ``argv`` with ``stdin``; its status as a shell gives it (126/127 if it cannot start).
+class HandlerRun(NamedTuple):
+    status: int  # as a shell gives it: 126/127 if it could not start, 128+N if signal N ended it
+    timed_out: bool  # stopped at the time limit (status TIMED_OUT)
+
+
+def stop_grace_s(limit_s: float | None) -> float:
+    """How long a handler stopped at its limit gets between SIGTERM and SIGKILL."""
+    return 5.0 if limit_s is None else min(5.0, max(0.5, limit_s / 6))
+
+
+def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], *,
+                limit_s: float | None = None) -> HandlerRun:
+    """Run ``argv`` with ``stdin`` for at most ``limit_s`` seconds (None: no limit).
 
     It gets a process group of its own, so a Ctrl-C or SIGTERM meant for the listener lets the
-    running handler finish (the listener then stops) instead of killing it midway.
+    running handler finish (the listener then stops) instead of killing it midway. Past the limit
+    the group gets SIGTERM, then SIGKILL after a grace. A watcher (see exec.watcher) kills the group
+    if the listener dies, even by SIGKILL, or stays frozen past the limit.
     """
+    grace = stop_grace_s(limit_s)
     try:
-        done = subprocess.run(list(argv), input=stdin, env=dict(env), process_group=0, check=False)
+        process = subprocess.Popen(list(argv), stdin=subprocess.PIPE, env=dict(env), process_group=0)
     except FileNotFoundError:
-        return 127
+        return HandlerRun(127, False)
     except OSError:
-        return 126
-    return 128 - done.returncode if done.returncode < 0 else done.returncode
+        return HandlerRun(126, False)
+    watcher = None
+    try:
+        with contextlib.suppress(OSError):  # without a watcher the handler still runs, only less guarded
+            watcher = Watcher(process.pid, grace_s=grace, left_s=(limit_s + grace) if limit_s else _FOREVER_S)
+        try:
+            process.communicate(stdin, timeout=limit_s)
+        except subprocess.TimeoutExpired:
+            _stop_group(process, grace)
+            return HandlerRun(TIMED_OUT, True)
+    except BaseException:
+        _kill_group(process.pid)
+        process.wait()
+        raise
+    finally:
+        if watcher is not None:
+            watcher.dismiss(kill_group=process.returncode is None)
+    code = process.returncode
+    return HandlerRun(128 - code if code < 0 else code, False)
+
+
+def _stop_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM the handler's group (and SIGCONT, should it be stopped), SIGKILL it after the grace."""
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(process.pid)  # what the command left running in its group goes too
+    process.wait()
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

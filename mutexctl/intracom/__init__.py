@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, overload
 
 from ..config import Settings
-from ..errors import MessageNotFoundError, SchemaError
+from ..errors import MessageNotFoundError, NoListenersError, SchemaError
 from ..inputs import validate_action, validate_channel, validate_message_id, validate_recipients
-from ..models import AckReport, Message, SchemaState, utcnow
+from ..models import AckReport, Message, NodeInfo, SchemaState
 from ..stores.steps import INTRACOM_STEP
 from .acks import wait_for_acks
 from .listen import GAP_GRACE_S, LIVE_WINDOW_S, Handler, deliveries, handle_all
@@ -24,6 +25,7 @@ from .messages import DEFAULT_CHANNEL, message_id, parse_payload
 if TYPE_CHECKING:
     from ..stores.protocols import LogStore
 
+_UNSENT = datetime.fromtimestamp(0, UTC)  # a draft's time: the store stamps the message with its own clock
 Prepare = Callable[[], SchemaState | None]  # the store's prepare_writes: refuses a newer store, returns its schema
 
 
@@ -37,11 +39,13 @@ class Intracom:
         self._ready = False
 
     def broadcast(self, action: str, payload: str = "{}", *, channel: str = DEFAULT_CHANNEL,
-                  to: Sequence[str] = ()) -> Message:
+                  to: Sequence[str] = (), require_listeners: bool = False) -> Message:
         """Append a message to the channel's log for every other listening node (or just ``to``).
 
         The nodes expected to answer are fixed now: ``to``, else the channel's live listeners minus
-        this node. ``payload`` is JSON text of at most 1 MiB.
+        this node. ``payload`` is strict JSON text of at most 1 MiB. Everything is checked before the
+        first write, so a refused broadcast leaves no trace (not even a sequence number). With
+        ``require_listeners``, no expected node is NoListenersError, and nothing is sent.
         """
         validate_action(action)
         validate_channel(channel)
@@ -51,10 +55,22 @@ class Intracom:
         node = self.settings.node_id
         # The registry is read before the number is taken: see cursor.Cursor.start.
         expected = recipients or tuple(n for n in self.store.live_nodes(channel, LIVE_WINDOW_S) if n != node)
+        if require_listeners and not expected:
+            raise NoListenersError(f"no node listens on channel {channel!r} (none sent a heartbeat in the last "
+                                   f"{LIVE_WINDOW_S:.0f}s besides this one): nobody would answer; nothing was sent",
+                                   hint="start 'mutexctl listen' on the nodes, see 'mutexctl nodes', or pass "
+                                        "--allow-none to send it anyway")
         seq = self.store.next_seq(channel)
-        message = Message(message_id(channel, seq), channel, seq, action, text, node, recipients, expected, utcnow())
-        self.store.append_message(message)
-        return message
+        draft = Message(message_id(channel, seq), channel, seq, action, text, node, recipients, expected, _UNSENT)
+        return self.store.append_message(draft)
+
+    def nodes(self, channel: str | None = None) -> tuple[datetime, list[NodeInfo]]:
+        """The store's now and the registered nodes (of ``channel``, or all), with each one's last
+        heartbeat on the store's clock and its place in the log."""
+        if channel is not None:
+            validate_channel(channel)
+        self._check_schema()
+        return self.store.nodes(channel)
 
     def ack_report(self, message_id: str) -> AckReport:
         """Who acked ``message_id``, who failed and who is silent so far."""

@@ -11,44 +11,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..models import Message
-
-# A new listener also looks this far back for messages whose sender counted on it (see Cursor.start).
-BACKFILL = 100
+from ..models import Message, Registration
 
 
 @dataclass
 class Cursor:
     """``position``: every number up to it is handled (or skipped as a lost gap); it is what is saved.
     ``done_above``: numbers above a gap already handled in this run.
-    ``backfill_to``: at or below it, only messages that name this node as expected are for us.
     """
 
     position: int
     gap_grace_s: float
-    backfill_to: int = 0
     done_above: set[int] = field(default_factory=set)
     gap_seen_at: dict[int, float] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, saved: int | None, latest: int, *, from_start: bool, gap_grace_s: float) -> Cursor:
+    def start(cls, registration: Registration, latest: int, *, from_start: bool, gap_grace_s: float) -> Cursor:
         """From the log's start if asked (what this node acked is still not run again), else resume at
-        ``saved``, else (a new listener) from ``latest``.
+        the saved position, else at the node's first registration (``since``), else at ``latest``.
 
-        A new listener registers before reading ``latest``, and a sender reads the registry before
-        taking its number, so a message that expects this listener can carry a number just below
-        ``latest``: the last BACKFILL numbers are read too, for messages naming this node.
+        ``since`` is the channel's last number read *before* the node first registered, and a sender
+        reads the registry before it takes a number: so a message that counts on this node has a
+        higher number, and a node that never saved a position (it stopped before its first message)
+        still gets every message sent after it first listened, however long it was away.
         """
         if from_start:
             return cls(0, gap_grace_s)
-        if saved is not None:
-            return cls(saved, gap_grace_s)
-        return cls(max(0, latest - BACKFILL), gap_grace_s, backfill_to=latest)
+        for known in (registration.cursor, registration.since):
+            if known is not None:
+                return cls(known, gap_grace_s)
+        return cls(latest, gap_grace_s)
 
-    def wanted(self, message: Message, node: str) -> bool:
-        if message.seq <= self.position or message.seq in self.done_above:
-            return False
-        return message.seq > self.backfill_to or node in message.expected
+    def wanted(self, message: Message) -> bool:
+        return message.seq > self.position and message.seq not in self.done_above
 
     def mark(self, seq: int) -> None:
         if seq > self.position:

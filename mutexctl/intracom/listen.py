@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..config import host_name
 from ..logs import logger
-from ..models import Ack, Message, utcnow
+from ..models import Message
 from .cursor import Cursor
 from .messages import is_for
 
@@ -35,12 +35,13 @@ def deliveries(store: LogStore, node: str, channel: str, *, include_self: bool, 
     """Yield each message for this node; the status sent back is its ack (a message this node acked
     is never yielded again, also across restarts)."""
     host, pid = host_name(), os.getpid()
-    saved = store.register_node(node, channel, host, pid)
-    cursor = Cursor.start(saved, store.latest_seq(channel), from_start=from_start, gap_grace_s=gap_grace_s)
+    latest = store.latest_seq(channel)  # before registering: see Cursor.start
+    registration = store.register_node(node, channel, host, pid, since=latest)
+    cursor = Cursor.start(registration, latest, from_start=from_start, gap_grace_s=gap_grace_s)
     beat = time.monotonic()
     while True:
         batch = store.messages_after(channel, cursor.position, limit=LOG_BATCH)
-        mine = [m for m in batch if cursor.wanted(m, node) and is_for(m, node, include_self=include_self)]
+        mine = [m for m in batch if cursor.wanted(m) and is_for(m, node, include_self=include_self)]
         answered = store.acked(node, [m.id for m in mine])
         stopped = False
         for message in mine:
@@ -50,8 +51,7 @@ def deliveries(store: LogStore, node: str, channel: str, *, include_self: bool, 
                     break
                 started = time.monotonic()
                 status = yield message
-                store.record_ack(Ack(message.id, node, utcnow(), status or 0,
-                                     round((time.monotonic() - started) * 1000)))
+                store.record_ack(message.id, node, status or 0, round((time.monotonic() - started) * 1000))
                 log.debug("acked %s with %s", message.id, status or 0)
             cursor.mark(message.seq)
         if not stopped:  # the rest of the batch was not for this node
@@ -59,12 +59,13 @@ def deliveries(store: LogStore, node: str, channel: str, *, include_self: bool, 
                 cursor.mark(other.seq)
         if cursor.advance(time.monotonic()):
             store.save_cursor(node, channel, cursor.position)
-        if once or stop.is_set():
+        caught_up = len(batch) < LOG_BATCH
+        if stop.is_set() or (once and caught_up):  # --once drains the log, batch after batch
             return
         if time.monotonic() - beat >= HEARTBEAT_S:
-            store.register_node(node, channel, host, pid)
+            store.register_node(node, channel, host, pid, since=latest)
             beat = time.monotonic()
-        if len(batch) < LOG_BATCH:  # caught up: idle until the next poll
+        if caught_up:  # idle until the next poll
             stop.wait(poll_interval_s)
 
 

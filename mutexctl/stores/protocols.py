@@ -7,9 +7,21 @@ become StoreUnavailableError/StoreError, the driver's error kept as ``__cause__`
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from ..models import Ack, ForcedRelease, Holder, Lease, Message, MutexState, Overview, SchemaState
+from ..models import (
+    Ack,
+    ForcedRelease,
+    Holder,
+    Lease,
+    Message,
+    MutexState,
+    NodeInfo,
+    Overview,
+    Registration,
+    SchemaState,
+)
 
 
 class StoreInfo(Protocol):
@@ -86,25 +98,33 @@ class LogStore(StoreInfo, Protocol):
 
     def latest_seq(self, channel: str) -> int: ...
 
-    def append_message(self, message: Message) -> None: ...
+    def append_message(self, message: Message) -> Message:
+        """Insert ``message`` stamped with the store's clock (``message.at`` is not used); returns it
+        as stored. Retention counts from that stamp, never from a sender's clock."""
 
     def messages_after(self, channel: str, seq: int, limit: int = 100) -> list[Message]: ...
 
     def get_message(self, message_id: str) -> Message | None: ...
 
-    def record_ack(self, ack: Ack) -> bool:
-        """Store the ack; False if this node had already acked this message."""
+    def record_ack(self, message_id: str, node: str, status: int, duration_ms: int) -> bool:
+        """Store the ack, stamped with the store's clock; False if this node had already acked it."""
 
     def acks(self, message_id: str) -> list[Ack]: ...
 
     def acked(self, node: str, message_ids: list[str]) -> set[str]: ...
 
-    def register_node(self, node: str, channel: str, host: str, pid: int) -> int | None:
-        """Mark the listener alive now (the heartbeat too); returns its saved cursor, if any."""
+    def register_node(self, node: str, channel: str, host: str, pid: int, *, since: int) -> Registration:
+        """Mark the listener alive now, on the store's clock (the heartbeat too). ``since`` (the
+        channel's last number, read *before* this call) is kept from the node's first registration
+        on; returns that and the node's saved cursor."""
 
     def save_cursor(self, node: str, channel: str, cursor: int) -> None: ...
 
-    def live_nodes(self, channel: str, within_s: float) -> list[str]: ...
+    def live_nodes(self, channel: str, within_s: float) -> list[str]:
+        """Nodes whose heartbeat is at most ``within_s`` old by the store's clock."""
+
+    def nodes(self, channel: str | None) -> tuple[datetime, list[NodeInfo]]:
+        """The store's now, and every registered node (of ``channel``, or of all), by channel and name."""
 
 
 class Store(LeaseStore, SchemaStore, LogStore, Protocol):

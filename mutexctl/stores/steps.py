@@ -12,7 +12,6 @@ from typing import NamedTuple
 # How long what the TTL indexes (or, on SQLite, pruning on write) keep.
 HISTORY_RETENTION_S = 90 * 24 * 3600
 LOG_RETENTION_S = 7 * 24 * 3600
-NODE_RETENTION_S = 24 * 3600
 LOG_RETENTION = "log_retention"  # a TTL whose length is the log_retention setting
 
 
@@ -54,7 +53,9 @@ STEPS: tuple[Step, ...] = (
           Expiry("messages", "at", LOG_RETENTION), Table("acks"),
           Index("acks", ("messageId", "node"), "message_node", unique=True), Table("nodes"),
           Index("nodes", ("node", "channel"), "node_channel", unique=True),
-          Expiry("nodes", "lastSeen", NODE_RETENTION_S))),
+          # A node's registration (its place in the log) lives as long as the messages it may still
+          # have to handle: init-schema moves a store set up with the former 24 h to the log's retention.
+          Expiry("nodes", "lastSeen", LOG_RETENTION))),
     Step(4, "mutexes: a unique index on mutexId (documents other services create are found by it)",
          (Index("mutexes", ("mutexId",), "mutexId_unique", unique=True),)),
 )

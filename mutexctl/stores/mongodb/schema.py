@@ -57,15 +57,20 @@ class MongoSchema(MongoLeases):
         return [(UNIQUE_IDS_STEP, f"the unique index on mutexId in collection {self._mutexes.name} is missing")]
 
     def retention_drift(self) -> tuple[int, int] | None:
-        """(seconds the TTL index keeps the broadcast log, seconds configured) when they differ."""
+        """(seconds a TTL index keeps the broadcast log or its node registrations, seconds configured)
+        when they differ; the log's own index first."""
+        wanted = int(self.log_retention_s)
         with self._errors():
-            index = self._messages.index_information().get("at_ttl", {})
-        kept, wanted = index.get("expireAfterSeconds"), int(self.log_retention_s)
-        return None if kept is None or int(kept) == wanted else (int(kept), wanted)
+            for collection, field in ((self._messages, "at"), (self._nodes, "lastSeen")):
+                kept = collection.index_information().get(f"{field}_ttl", {}).get("expireAfterSeconds")
+                if kept is not None and int(kept) != wanted:
+                    return int(kept), wanted
+        return None
 
     def apply_retention(self) -> None:
         with self._errors():
             _ensure_ttl(self._messages, "at", int(self.log_retention_s))
+            _ensure_ttl(self._nodes, "lastSeen", int(self.log_retention_s))
 
     def server_report(self) -> dict[str, str]:
         """The server's version (refused below 4.2), topology and the write concern in effect."""

@@ -18,6 +18,14 @@ from ...redact import mask_url
 from ..steps import LOG_RETENTION_S
 
 BUSY_TIMEOUT_S = 10.0
+# The time every writer stamps, read by SQLite itself: one clock for all the processes sharing the
+# file, whatever a caller's own clock says (same form as iso_ms).
+SQL_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+def sql_ago(seconds: float) -> str:
+    """SQL for the store's now minus ``seconds``, in SQL_NOW's form (so it compares as text)."""
+    return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{float(seconds):.3f} seconds')"
 
 # Tables by schema name. mutexes and forced_releases exist from the first use (lock commands work
 # on a store init-schema never saw); the others come with their schema step.
@@ -48,7 +56,7 @@ TABLES = {
         durationMs INTEGER NOT NULL, PRIMARY KEY (messageId, node))""",
     "nodes": """CREATE TABLE IF NOT EXISTS nodes (
         node TEXT NOT NULL, channel TEXT NOT NULL, lastSeen TEXT NOT NULL, host TEXT, pid INTEGER,
-        cursor INTEGER, PRIMARY KEY (node, channel))""",
+        cursor INTEGER, since INTEGER, PRIMARY KEY (node, channel))""",
     "meta": """CREATE TABLE IF NOT EXISTS meta (
         id TEXT PRIMARY KEY, version INTEGER NOT NULL, appliedAt TEXT NOT NULL, appliedBy TEXT NOT NULL,
         toolVersion TEXT NOT NULL)""",
@@ -91,7 +99,7 @@ class SQLiteBase:
         self._now_ns = clock_ns or boot_clock_ns(self._boot)
         self._db, self.read_only = _open(path, self.url)
         # Files made before the execMode column existed get it on their first writable open.
-        self._exec_column = "execMode" if _has_column(self._db, "mutexes", "execMode") else "0 AS execMode"
+        self._exec_column = "execMode" if has_column(self._db, "mutexes", "execMode") else "0 AS execMode"
         self._lock = threading.Lock()  # one connection, shared by the caller and a renewal thread
         self._prepared: tuple[SchemaState | None] | None = None
 
@@ -221,15 +229,24 @@ def _prepare(db: sqlite3.Connection) -> None:
     # NORMAL sync is enough in WAL mode because a power loss also changes the boot id, which
     # expires every lease the lost transactions could have held.
     db.execute("PRAGMA synchronous = NORMAL")
-    if not has_tables(db, *FIRST_USE) or not _has_column(db, "mutexes", "execMode"):
+    if not has_tables(db, *FIRST_USE) or _missing_columns(db):
         # BEGIN IMMEDIATE waits (busy timeout) for the write lock; a plain script would read the
         # schema first and could not upgrade to writing while a first-time peer creates it too.
         db.execute("BEGIN IMMEDIATE")
         for table in FIRST_USE:
             db.execute(TABLES[table])
-        if not _has_column(db, "mutexes", "execMode"):  # a file from before the column existed
-            db.execute("ALTER TABLE mutexes ADD COLUMN execMode INTEGER")
+        for table, column in _missing_columns(db):  # a file from before the column existed
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
         db.execute("COMMIT")
+
+
+# Columns added after their table first shipped: (table, column), all INTEGER and NULL when unknown.
+_ADDED_COLUMNS = (("mutexes", "execMode"), ("nodes", "since"))
+
+
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    return [(table, column) for table, column in _ADDED_COLUMNS
+            if has_tables(db, table) and not has_column(db, table, column)]
 
 
 def _open_read_only(path: Path, url: str) -> sqlite3.Connection:
@@ -263,7 +280,7 @@ def _open_error(exc: sqlite3.DatabaseError, url: str) -> Exception:
     return ConfigError(f"store {url} is not a mutexctl SQLite database: {exc}", hint="point --store at another file")
 
 
-def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
     return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
 
 

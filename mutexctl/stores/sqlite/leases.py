@@ -11,7 +11,7 @@ from ...logs import logger
 from ...models import ForcedRelease, Holder, Lease, MutexState, Overview, SchemaState, iso_ms, parse_iso
 from ..common import loss_error, newer_store_error, released_late_error
 from ..steps import HISTORY_RETENTION_S, SCHEMA_VERSION
-from .connection import SQLiteBase, read_schema
+from .connection import SQL_NOW, SQLiteBase, read_schema, sql_ago
 
 log = logger("mutexctl.stores.sqlite")
 
@@ -84,12 +84,10 @@ class SQLiteLeases(SQLiteBase):
             if before is None or not before.taken:
                 return None
             db.execute("UPDATE mutexes SET taken = 0 WHERE mutexId = ?", (mutex_id,))
-            now = datetime.now(UTC)
-            db.execute(f"INSERT INTO forced_releases ({_FORCED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (mutex_id, iso_ms(now), by_node, by.user, by.host, reason, before.taken_by, before.fence))
-            # SQLite has no TTL index: the history is pruned here, when it grows.
-            db.execute("DELETE FROM forced_releases WHERE at < ?",
-                       (iso_ms(now - timedelta(seconds=HISTORY_RETENTION_S)),))
+            db.execute(f"INSERT INTO forced_releases ({_FORCED}) VALUES (?, {SQL_NOW}, ?, ?, ?, ?, ?, ?)",
+                       (mutex_id, by_node, by.user, by.host, reason, before.taken_by, before.fence))
+            # SQLite has no TTL index: the history is pruned here, when it grows, by the store's clock.
+            db.execute(f"DELETE FROM forced_releases WHERE at < {sql_ago(HISTORY_RETENTION_S)}")
             return before
 
     def get(self, mutex_id: str) -> MutexState | None:
