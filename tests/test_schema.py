@@ -158,6 +158,24 @@ def test_a_changed_log_retention_is_applied_by_the_next_init(cli: Cli, store_url
     assert cli("init-schema", "--check").returncode == 0  # the version gate is about steps only
 
 
+@pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)
+def test_node_registrations_kept_24h_by_an_older_store_are_kept_as_long_as_the_log_after_init(
+        cli: Cli, store_url: str) -> None:
+    import pymongo
+
+    cli("init-schema")
+    with pymongo.MongoClient(store_url) as client:  # as mutexctl before this release set it up
+        nodes = client.get_default_database()["nodes"]
+        nodes.drop_index("lastSeen_ttl")
+        nodes.create_index("lastSeen", name="lastSeen_ttl", expireAfterSeconds=24 * 3600)
+    dry = cli("init-schema", "--dry-run")
+    assert dry.returncode == 0 and "would change broadcast log retention 24h00m -> 7d00h" in dry.stdout
+    assert cli("init-schema").returncode == 0
+    with pymongo.MongoClient(store_url) as client:
+        index = client.get_default_database()["nodes"].index_information()["lastSeen_ttl"]
+    assert index["expireAfterSeconds"] == 7 * 24 * 3600
+
+
 def test_servers_older_than_4_2_are_refused() -> None:
     from mutexctl import StoreUnavailableError
     from mutexctl.stores.mongodb.schema import check_server_version
