@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         HandlerFailedError,
         LeaseExpiredError,
         LeaseLostError,
+        LimitConflictError,
         LockHeldError,
         MutexctlError,
         NodesSilentError,
@@ -50,9 +51,11 @@ if TYPE_CHECKING:
         Message,
         MutexState,
         NodeInfo,
+        OnceMarker,
         Overview,
         RunResult,
         SchemaState,
+        SlotHolder,
     )
     from .service import Service, connect
     from .stores.steps import SCHEMA_VERSION
@@ -63,11 +66,11 @@ _WHERE = {
     "Service": "service", "connect": "service",
     "SCHEMA_VERSION": "stores.steps",
     **dict.fromkeys(("Ack", "AckReport", "ForcedRelease", "Holder", "InitResult", "Lease", "Message", "MutexState",
-                     "NodeInfo", "Overview", "RunResult", "SchemaState"), "models"),
+                     "NodeInfo", "OnceMarker", "Overview", "SlotHolder", "RunResult", "SchemaState"), "models"),
     **dict.fromkeys(("BroadcastError", "CommandStartError", "ConfigError", "DuplicateMutexError",
-                     "HandlerFailedError", "LeaseExpiredError", "LeaseLostError", "LockHeldError", "MutexctlError",
-                     "NoListenersError", "NodesSilentError", "NotOwnerError", "SchemaError", "StoreError",
-                     "StoreUnavailableError", "UsageError", "WaitTimeoutError"), "errors"),
+                     "HandlerFailedError", "LeaseExpiredError", "LeaseLostError", "LimitConflictError",
+                     "LockHeldError", "MutexctlError", "NoListenersError", "NodesSilentError", "NotOwnerError",
+                     "SchemaError", "StoreError", "StoreUnavailableError", "UsageError", "WaitTimeoutError"), "errors"),
 }
 
 __all__ = [
@@ -87,6 +90,7 @@ __all__ = [
     "LeaseExpiredError",
     "LeaseKeeper",
     "LeaseLostError",
+    "LimitConflictError",
     "LockHeldError",
     "Message",
     "MutexState",
@@ -95,12 +99,14 @@ __all__ = [
     "NodeInfo",
     "NodesSilentError",
     "NotOwnerError",
+    "OnceMarker",
     "Overview",
     "RunResult",
     "SchemaError",
     "SchemaState",
     "Service",
     "Settings",
+    "SlotHolder",
     "StoreError",
     "StoreUnavailableError",
     "UsageError",

@@ -89,6 +89,18 @@ class NotOwnerError(MutexctlError, PermissionError):
         super().__init__(message, hint=hint)
 
 
+class LimitConflictError(MutexctlError, ValueError):
+    """The mutex is held in another way than asked: a semaphore of another limit, shared holds
+    asked of a semaphore, a semaphore asked of shared holders, or slots asked of an exclusive
+    lease's name while one of these holds it. Holders of one name must agree."""
+
+    kind = "limit_conflict"
+
+    def __init__(self, message: str, state: object = None, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.state = state
+
+
 class LeaseExpiredError(NotOwnerError):
     """Our lease ran past its timeout; someone else may have held the mutex since."""
 

@@ -41,9 +41,37 @@ class Lease(NamedTuple):
     taken_at: datetime
     expires_at: datetime
     local_deadline: float = 0.0
+    kind: str = "exclusive"  # or "semaphore" (one of ``limit`` slots), "shared" (a reader's hold)
+    limit: int | None = None  # a semaphore's number of slots
 
     def with_deadline(self, local_deadline: float) -> Lease:
         return self._replace(local_deadline=local_deadline)
+
+
+EXCLUSIVE, SEMAPHORE, SHARED = "exclusive", "semaphore", "shared"
+
+
+class SlotHolder(NamedTuple):
+    """One holder of a semaphore's slot, or of a shared hold; its own fence and expiry."""
+
+    node: str
+    fence: int
+    since: datetime | None  # when this holder took it
+    expires_at: datetime | None
+    remaining_ms: int  # time left on the store's clock (> 0: only live holders are listed)
+    timeout_ms: int | None
+    holder: Holder | None
+
+
+class OnceMarker(NamedTuple):
+    """``acquire NAME --once KEY``: who ran the command to exit 0 for (NAME, KEY), and when (store's clock)."""
+
+    mutex_id: str
+    key: str
+    at: datetime
+    by_node: str
+    fence: int | None
+    holder: Holder | None
 
 
 class MutexState(NamedTuple):
@@ -63,21 +91,37 @@ class MutexState(NamedTuple):
     problem: str | None = None  # why its expiry is unknown, or why mutexctl will not take it
     copies: int = 1  # documents that carry this name (more than one: another service made copies)
     since: datetime | None = None  # when this holder first took it (``taken_at`` moves with renewals on MongoDB)
+    kind: str = EXCLUSIVE  # SEMAPHORE or SHARED while slots are held (then ``slots`` lists the live ones)
+    limit: int | None = None  # a semaphore's number of slots
+    slots: tuple[SlotHolder, ...] = ()
+    writer_waiting: str | None = None  # shared: an exclusive waiter that new shared holds wait for
 
     @property
     def state(self) -> str:
         """``held``, ``expired`` (taken but past its timeout: anyone may take it), ``free``, or
         ``duplicate`` (several documents carry the name: mutexctl takes none of them).
 
-        A lease whose expiry cannot be read is ``held``: it is never judged expired.
+        A lease whose expiry cannot be read is ``held``: it is never judged expired. A semaphore or
+        shared lock is ``held`` while any slot is, else ``free``.
         """
         if self.copies > 1:
             return "duplicate"
+        if self.kind != EXCLUSIVE:
+            return "held" if self.slots else "free"
         if not self.taken:
             return "free"
         if self.remaining_ms is None or self.remaining_ms > 0:
             return "held"
         return "expired"
+
+    @property
+    def shown_state(self) -> str:
+        """``state``, counted for slots: ``3/5 held`` (a semaphore), ``2 shared`` (readers)."""
+        if self.kind == SEMAPHORE and self.slots:
+            return f"{len(self.slots)}/{self.limit} held"
+        if self.kind == SHARED and self.slots:
+            return f"{len(self.slots)} shared"
+        return self.state
 
 
 class ForcedRelease(NamedTuple):
@@ -111,12 +155,13 @@ class SchemaState(NamedTuple):
 
 class Overview(NamedTuple):
     """What ``status`` shows, read at once: the mutexes, recent forced releases, the schema record,
-    and the store's clock at the time of reading (the one leases are judged on)."""
+    and the store's clock at the time of reading (the one leases are judged on); run-once markers."""
 
     states: tuple[MutexState, ...]
     forced: tuple[ForcedRelease, ...]
     schema: SchemaState | None
     store_now: datetime
+    markers: tuple[OnceMarker, ...] = ()
 
 
 class InitResult(NamedTuple):

@@ -7,6 +7,7 @@ from ..errors import (
     ConfigError,
     HandlerFailedError,
     LeaseLostError,
+    LimitConflictError,
     LockHeldError,
     MessageNotFoundError,
     MutexctlError,
@@ -27,6 +28,7 @@ USAGE = 2
 NOT_OWNER = 3
 SCHEMA = 4
 HANDLER_FAILED = 5
+LIMIT_CONFLICT = 6
 UNAVAILABLE = 69
 INTERNAL = 70
 LEASE_LOST = 75
@@ -44,6 +46,8 @@ EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
           "command holds (exec mode)"),
     ("4", "schema missing or at another version"),
     ("5", "broadcast: a handler failed on some node (--wait-acks, broadcast status)"),
+    ("6", "the mutex is held in another way than asked: a semaphore of another --limit, --shared against a "
+          "semaphore, or the reverse"),
     ("69", "store unavailable (unreachable, read-only for a write, disk full)"),
     ("70", "internal error (traceback only with --debug)"),
     ("75", "lease lost while the command ran; the command was stopped"),
@@ -57,6 +61,7 @@ EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
 # Most specific class first: the first isinstance match wins.
 _BY_ERROR: tuple[tuple[type[MutexctlError], int], ...] = (
     (LockHeldError, CONFLICT),
+    (LimitConflictError, LIMIT_CONFLICT),
     (HandlerFailedError, HANDLER_FAILED),
     (NodesSilentError, SILENT),
     (NoListenersError, SILENT),

@@ -3,8 +3,8 @@ a store newer than this tool."""
 
 from __future__ import annotations
 
-from ..errors import LeaseExpiredError, NotOwnerError, SchemaError
-from ..models import MutexState
+from ..errors import LeaseExpiredError, LimitConflictError, NotOwnerError, SchemaError
+from ..models import EXCLUSIVE, SEMAPHORE, MutexState
 from .steps import SCHEMA_VERSION
 
 
@@ -50,3 +50,43 @@ def newer_store_error(version: int) -> SchemaError:
     """Older tools must not write to a store a newer one set up."""
     return SchemaError(f"the store's schema is at version {version}, newer than this tool's {SCHEMA_VERSION}",
                        hint="upgrade mutexctl on this host; older tools must not write to a newer store")
+
+
+def slot_owner(kind: str) -> str:
+    """The ``takenBy`` of a mutex whose slots are held: seed-only readers see it held by this name
+    until the last slot ends (``takenAt + timeout`` is the latest slot's expiry)."""
+    return f"mutexctl:{kind}"
+
+
+def asked(kind: str, limit: int | None) -> str:
+    return {EXCLUSIVE: "an exclusive lease", SEMAPHORE: f"a slot of a semaphore of {limit}"}.get(kind, "a shared hold")
+
+
+def held_as(state: MutexState) -> str:
+    if state.kind == SEMAPHORE:
+        return f"a semaphore of {state.limit} ({len(state.slots)} held)"
+    if state.kind != EXCLUSIVE:
+        return f"shared holds ({len(state.slots)})"
+    return "an exclusive lease"
+
+
+def conflict_error(mutex_id: str, kind: str, limit: int | None, state: MutexState) -> LimitConflictError:
+    """A holder asked for a name in another way than its current holders took it."""
+    return LimitConflictError(f"cannot take '{mutex_id}' as {asked(kind, limit)}: it is held as {held_as(state)}",
+                              state, hint="every holder of a name must ask for it the same way (the same --limit, "
+                                          "or --shared); wait until they are gone, or use another name")
+
+
+def slot_loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str,
+                    state: MutexState | None) -> NotOwnerError:
+    """Why a guarded release/renew of a slot matched nothing."""
+    if state is None or state.kind == EXCLUSIVE or not state.slots:
+        return loss_error(mutex_id, node_id, fence, verb, state)
+    if fence is None:
+        mine = [s for s in state.slots if s.node == node_id and not (s.holder and s.holder.exec_mode)]
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': this node holds "
+                             f"{'no slot of it' if not mine else f'{len(mine)} slots of it'} that a release without "
+                             "a token may end", state, hint="pass the --token (fence) that acquire printed")
+    return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': no live slot with fence {fence} held by {node_id} "
+                         f"(it is held as {held_as(state)})", state,
+                         hint="its slot ended and may be someone else's now: acquire again to take a new one")

@@ -18,6 +18,7 @@ from ..models import (
     Message,
     MutexState,
     NodeInfo,
+    OnceMarker,
     Overview,
     Registration,
     SchemaState,
@@ -43,8 +44,17 @@ class LeaseStore(StoreInfo, Protocol):
     def renew(self, lease: Lease) -> Lease:
         """Extend our unexpired lease by its timeout; else raise LeaseExpiredError/NotOwnerError."""
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None) -> None:
-        """Free the mutex iff ``node_id`` (and ``fence``, when given) hold it; else NotOwnerError.
+    def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
+                         kind: str, limit: int | None) -> Lease:
+        """Take a semaphore's slot (kind SEMAPHORE, of ``limit``) or a shared hold (SHARED) iff no
+        exclusive lease holds the mutex, its live holders took it the same way (kind and limit), and
+        there is room (fewer than ``limit`` live slots; for a shared hold, no writer announced); else
+        LockHeldError. One atomic operation; each holder gets its own fence and expiry, and an ended
+        slot is reclaimed by the next taker."""
+
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> None:
+        """Free the mutex (or the slot) iff ``node_id`` (and ``fence``, when given) hold it; else
+        NotOwnerError. ``slot``: whether the lease is a slot (None: not known, the store finds out).
 
         Raises LeaseExpiredError (after freeing it) if our lease had already expired.
         """
@@ -52,6 +62,23 @@ class LeaseStore(StoreInfo, Protocol):
     def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
         """Free the mutex whoever holds it and record why, so that the two cannot diverge; returns
         the state it had, None if it was free."""
+
+    def force_release_slots(self, mutex_id: str, by_node: str, by: Holder, reason: str, *, node: str | None,
+                            fence: int | None) -> MutexState | None:
+        """End the live slots chosen (by holder node, by fence, or all), each on the record, in one
+        atomic operation; returns the state before, None when none matched."""
+
+    def announce_writer(self, mutex_id: str, node_id: str) -> None:
+        """An exclusive acquirer waiting on shared holders: new shared holds wait while it waits
+        (the announcement lasts a few seconds; each failed try renews it)."""
+
+    def once_marker(self, mutex_id: str, key: str) -> OnceMarker | None: ...
+
+    def mark_once(self, mutex_id: str, key: str, node_id: str, fence: int | None, holder: Holder) -> OnceMarker:
+        """Record (mutex, key) done, stamped with the store's clock; the first record stands."""
+
+    def clear_once(self, mutex_id: str, key: str, by_node: str, by: Holder, reason: str) -> OnceMarker | None:
+        """Remove the marker on the record (the forced-release history); None if there was none."""
 
     def get(self, mutex_id: str) -> MutexState | None: ...
 

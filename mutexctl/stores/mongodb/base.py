@@ -50,6 +50,7 @@ class MongoBase:
         self._db = db
         self._mutexes = db[collection]
         self._forced = db["forced_releases"]
+        self._once = db["once"]  # run-once markers
         self._meta = db["meta"]
         self._counters, self._messages, self._acks, self._nodes = (db["counters"], db["messages"], db["acks"],
                                                                     db["nodes"])

@@ -8,7 +8,18 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ...models import AppliedStep, ForcedRelease, Holder, Message, MutexState, SchemaState
+from ...models import (
+    SEMAPHORE,
+    SHARED,
+    AppliedStep,
+    ForcedRelease,
+    Holder,
+    Message,
+    MutexState,
+    OnceMarker,
+    SchemaState,
+    SlotHolder,
+)
 from ..seed_document import HOLDER_CURRENT, ISO_NOW, holder_is_current, taken_at_time, timeout_ms, unreadable
 from ..seed_document import expiry as doc_expiry
 
@@ -20,21 +31,25 @@ def literal(value: Any) -> dict[str, Any]:
     return {"$literal": value}
 
 
+# The document's fence as a long (0 when missing or not a number another service left there).
+FENCE: dict[str, Any] = {"$cond": [{"$and": [{"$in": [{"$type": "$fence"}, ["int", "long", "double"]]},
+                                             {"$gte": ["$fence", 0]}, {"$lt": ["$fence", 2**53]}]},
+                                   {"$toLong": "$fence"}, {"$toLong": 0}]}
+
+
 def take_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> list[dict[str, Any]]:
     """The update of a successful acquire: the seed's fields, the next fence, and holder details
-    stamped with the takenAt and takenBy they belong to. Fields of older versions are dropped."""
-    fence = {"$cond": [{"$and": [{"$in": [{"$type": "$fence"}, ["int", "long", "double"]]},
-                                 {"$gte": ["$fence", 0]}, {"$lt": ["$fence", 2**53]}]},
-                       {"$toLong": "$fence"}, {"$toLong": 0}]}
+    stamped with the takenAt and takenBy they belong to. Fields of older versions, and the slots
+    of a semaphore or shared lock whose holders all left, are dropped."""
     details = {"host": holder.host, "pid": holder.pid, "user": holder.user, "command": holder.command,
                "exec": holder.exec_mode}
     return [{"$set": {
         "_id": {"$ifNull": ["$_id", literal(mutex_id)]},  # a new document is named after its mutex
         "mutexId": literal(mutex_id), "taken": True, "takenAt": ISO_NOW, "takenBy": literal(node_id),
-        "timeout": timeout_ms, "fence": {"$add": [fence, 1]},
+        "timeout": timeout_ms, "fence": {"$add": [FENCE, 1]},
         "holder": {"$mergeObjects": [literal(details),
                                      {"takenAt": ISO_NOW, "takenBy": literal(node_id), "since": "$$NOW"}]}}},
-        {"$unset": ["expiresAt", "releasedLate"]}]
+        {"$unset": ["expiresAt", "releasedLate", "slots"]}]
 
 
 def force_pipeline(record_id: str, by_node: str, by: Holder, reason: str) -> list[dict[str, Any]]:
@@ -83,7 +98,7 @@ def mutex_state(copies: list[dict[str, Any]], now: datetime | None, *, listed: b
         problem = duplicate_problem(str(doc.get("mutexId")), [d.get("_id") for d in copies])
     elif taken and remaining is None:
         problem = unreadable(doc) or "its expiry cannot be read"
-    return MutexState(
+    state = MutexState(
         str(doc.get("mutexId")), taken, _text(doc.get("takenBy")),
         utc(taken_at) if isinstance(taken_at, datetime) else None,
         utc(expires) if isinstance(expires, datetime) else None,
@@ -91,6 +106,39 @@ def mutex_state(copies: list[dict[str, Any]], now: datetime | None, *, listed: b
         _holder(doc.get("holder")) if current else None, now, remaining,
         foreign=taken and not current, problem=problem, copies=len(copies),
         since=_since(doc.get("holder")) if current else None)
+    return _with_slots(state, doc) if slots_current(doc) else state
+
+
+def slots_current(doc: dict[str, Any]) -> bool:
+    """Whether the document's ``slots`` belong to its seed fields (see slot_pipelines.VALID)."""
+    slots = doc.get("slots")
+    return (doc.get("taken") is True and isinstance(slots, dict) and isinstance(slots.get("takenAt"), str)
+            and slots.get("takenAt") == doc.get("takenAt") and slots.get("takenBy") == doc.get("takenBy")
+            and slots.get("kind") in (SEMAPHORE, SHARED))
+
+
+def _with_slots(state: MutexState, doc: dict[str, Any]) -> MutexState:
+    """A semaphore's or shared lock's state: its live holders, judged on ``state.store_now``."""
+    slots, now = doc["slots"], state.store_now
+    holders = []
+    for h in slots.get("holders") if isinstance(slots.get("holders"), list) else []:
+        ends = h.get("expiresAt") if isinstance(h, dict) else None
+        if not isinstance(ends, datetime) or utc(ends) <= now:
+            continue
+        since = h.get("since")
+        timeout = h.get("timeout")
+        holders.append(SlotHolder(str(h.get("node")), _fence(h.get("fence")),
+                                  utc(since) if isinstance(since, datetime) else None, utc(ends),
+                                  math.ceil((utc(ends) - now) / timedelta(milliseconds=1)),
+                                  int(timeout) if isinstance(timeout, (int, float)) else None, _holder(h)))
+    limit = slots.get("limit")
+    waiting = slots.get("writerWaiting")
+    writer = None
+    if isinstance(waiting, dict) and isinstance(waiting.get("until"), datetime) and utc(waiting["until"]) > now:
+        writer = _text(waiting.get("node"))
+    return state._replace(kind=slots["kind"], limit=int(limit) if isinstance(limit, int) else None,
+                          slots=tuple(holders), writer_waiting=writer, foreign=False, problem=None, holder=None,
+                          remaining_ms=max((h.remaining_ms for h in holders), default=0))
 
 
 def duplicate_problem(mutex_id: str, ids: list[Any]) -> str:
@@ -171,3 +219,12 @@ def _fence(value: Any) -> int:
 
 def _text(value: Any) -> str | None:
     return None if value is None else value if isinstance(value, str) else repr(value)
+
+
+def once_marker(doc: dict[str, Any]) -> OnceMarker:
+    pid = doc.get("pid")
+    holder = Holder(_text(doc.get("host")) or "", pid if isinstance(pid, int) else 0, _text(doc.get("user")) or "",
+                    _text(doc.get("command")) or "")
+    fence = doc.get("fence")
+    return OnceMarker(str(doc.get("mutexId")), str(doc.get("key")), utc(doc["at"]), str(doc.get("byNode")),
+                      _fence(fence) if fence is not None else None, holder)

@@ -23,6 +23,7 @@ from .documents import (
     listing,
     merge_forced,
     mutex_state,
+    once_marker,
     outbox,
     schema_state,
     take_pipeline,
@@ -30,6 +31,7 @@ from .documents import (
 )
 
 UNIQUE_INDEX = "mutexId_unique"
+MAX_MARKERS = 50  # run-once markers status shows, newest first
 _READ = {"_now": "$$NOW", "_takenAt": TAKEN_AT, "_timeout": TIMEOUT, "_expires": EXPIRY}
 
 
@@ -124,12 +126,16 @@ class MongoLeases(MongoBase):
             pipeline.append({"$lookup": {"from": self._forced.name, "as": "forced", "pipeline": [
                 {"$match": {} if mutex_id is None else {"mutexId": mutex_id}},
                 {"$sort": {"at": -1}}, {"$limit": forced_limit}]}})
+        pipeline.append({"$lookup": {"from": self._once.name, "as": "once", "pipeline": [
+            {"$match": {} if mutex_id is None else {"mutexId": mutex_id}}, {"$sort": {"at": -1}},
+            {"$limit": MAX_MARKERS}]}})
         with self._errors():
             [doc] = self._mutexes.aggregate(pipeline)
         now = utc(doc["now"])
         forced = merge_forced(doc.get("forced", []), outbox(doc["mutexes"]), forced_limit) if forced_limit else ()
         return Overview(tuple(mutex_state(copies, now) for copies in by_name(doc["mutexes"])), forced,
-                        schema_state(doc["meta"][0]) if doc["meta"] else None, now)
+                        schema_state(doc["meta"][0]) if doc["meta"] else None, now,
+                        tuple(once_marker(d) for d in doc.get("once", [])))
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         query = {} if mutex_id is None else {"mutexId": mutex_id}

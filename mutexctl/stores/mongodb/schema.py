@@ -13,12 +13,12 @@ from ...errors import SchemaError, StoreUnavailableError
 from ...models import SchemaState
 from ..steps import LOG_RETENTION, STEPS, UNIQUE_IDS_STEP, Expiry, Index, Table
 from .documents import has_unique_ids, schema_state
-from .leases import MongoLeases
+from .slots import MongoSlots
 
 MIN_SERVER_VERSION = (4, 2)  # $$NOW and update pipelines
 
 
-class MongoSchema(MongoLeases):
+class MongoSchema(MongoSlots):
     def schema_state(self) -> SchemaState | None:
         with self._errors():
             doc = self._meta.find_one({"_id": "schema"})

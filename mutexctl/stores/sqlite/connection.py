@@ -41,7 +41,17 @@ TABLES = {
         bootId    TEXT,
         expiresNs INTEGER,            -- CLOCK_BOOTTIME nanoseconds
         host TEXT, pid INTEGER, user TEXT, command TEXT,
-        execMode INTEGER)             -- 1: a running mutexctl supervises a command under this lease""",
+        execMode INTEGER,             -- 1: a running mutexctl supervises a command under this lease
+        kind TEXT, slotLimit INTEGER, -- while slots are held: semaphore (of slotLimit) or shared
+        writerWaiting TEXT, writerUntilNs INTEGER,  -- shared: an exclusive waiter new holds wait for
+        slotsAt TEXT)                 -- the takenAt the slots belong to (another writer's take voids them)""",
+    "slots": """CREATE TABLE IF NOT EXISTS slots (
+        mutexId TEXT NOT NULL, fence INTEGER NOT NULL, node TEXT NOT NULL, bootId TEXT NOT NULL,
+        expiresNs INTEGER NOT NULL, expiresAt TEXT NOT NULL, since TEXT NOT NULL, timeout INTEGER NOT NULL,
+        host TEXT, pid INTEGER, user TEXT, command TEXT, execMode INTEGER, PRIMARY KEY (mutexId, fence))""",
+    "once_markers": """CREATE TABLE IF NOT EXISTS once_markers (
+        mutexId TEXT NOT NULL, key TEXT NOT NULL, at TEXT NOT NULL, byNode TEXT NOT NULL, fence INTEGER,
+        host TEXT, pid INTEGER, user TEXT, command TEXT, PRIMARY KEY (mutexId, key))""",
     "forced_releases": """CREATE TABLE IF NOT EXISTS forced_releases (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         mutexId TEXT NOT NULL, at TEXT NOT NULL, byNode TEXT NOT NULL, byUser TEXT NOT NULL,
@@ -63,7 +73,7 @@ TABLES = {
     "schema_steps": "CREATE TABLE IF NOT EXISTS schema_steps (step INTEGER NOT NULL, appliedAt TEXT NOT NULL, "
                     "appliedBy TEXT NOT NULL)",
 }
-FIRST_USE = ("mutexes", "forced_releases")
+FIRST_USE = ("mutexes", "forced_releases", "slots", "once_markers")
 
 
 def boot_id() -> str:
@@ -98,8 +108,11 @@ class SQLiteBase:
         self._boot = boot_id()
         self._now_ns = clock_ns or boot_clock_ns(self._boot)
         self._db, self.read_only = _open(path, self.url)
-        # Files made before the execMode column existed get it on their first writable open.
-        self._exec_column = "execMode" if has_column(self._db, "mutexes", "execMode") else "0 AS execMode"
+        # Files made before a column existed get it on their first writable open; read-only, they
+        # read it as NULL (and miss the tables that came with it).
+        self._columns = {column: column if has_column(self._db, table, column) else f"NULL AS {column}"
+                         for table, column, _ in ADDED_COLUMNS if table == "mutexes"}
+        self._has_slots = has_tables(self._db, "slots", "once_markers")
         self._lock = threading.Lock()  # one connection, shared by the caller and a renewal thread
         self._prepared: tuple[SchemaState | None] | None = None
 
@@ -235,17 +248,19 @@ def _prepare(db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
         for table in FIRST_USE:
             db.execute(TABLES[table])
-        for table, column in _missing_columns(db):  # a file from before the column existed
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
+        for table, column, kind in _missing_columns(db):  # a file from before the column existed
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         db.execute("COMMIT")
 
 
-# Columns added after their table first shipped: (table, column), all INTEGER and NULL when unknown.
-_ADDED_COLUMNS = (("mutexes", "execMode"), ("nodes", "since"))
+# Columns added after their table first shipped: (table, column, type), NULL when unknown.
+ADDED_COLUMNS = (("mutexes", "execMode", "INTEGER"), ("nodes", "since", "INTEGER"), ("mutexes", "kind", "TEXT"),
+                 ("mutexes", "slotLimit", "INTEGER"), ("mutexes", "writerWaiting", "TEXT"),
+                 ("mutexes", "writerUntilNs", "INTEGER"), ("mutexes", "slotsAt", "TEXT"))
 
 
-def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
-    return [(table, column) for table, column in _ADDED_COLUMNS
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    return [(table, column, kind) for table, column, kind in ADDED_COLUMNS
             if has_tables(db, table) and not has_column(db, table, column)]
 
 

@@ -8,8 +8,22 @@ from typing import Any
 
 from ...errors import LockHeldError, NotOwnerError
 from ...logs import logger
-from ...models import ForcedRelease, Holder, Lease, MutexState, Overview, SchemaState, iso_ms, parse_iso
-from ..common import loss_error, newer_store_error, released_late_error
+from ...models import (
+    EXCLUSIVE,
+    SEMAPHORE,
+    SHARED,
+    ForcedRelease,
+    Holder,
+    Lease,
+    MutexState,
+    OnceMarker,
+    Overview,
+    SchemaState,
+    SlotHolder,
+    iso_ms,
+    parse_iso,
+)
+from ..common import loss_error, newer_store_error, released_late_error, slot_owner
 from ..steps import HISTORY_RETENTION_S, SCHEMA_VERSION
 from .connection import SQL_NOW, SQLiteBase, read_schema, sql_ago
 
@@ -17,6 +31,7 @@ log = logger("mutexctl.stores.sqlite")
 
 COLUMNS = ("mutexId, taken, takenAt, takenBy, timeout, expiresAt, fence, bootId, expiresNs, host, pid, user, command, "
            "execMode")
+SLOT_COLUMNS = ("kind", "slotLimit", "writerWaiting", "writerUntilNs", "slotsAt")
 
 # One statement: insert a new mutex, or take an existing one only if it is free or expired.
 # The WHERE of DO UPDATE is the compare; when it fails, RETURNING yields no row.
@@ -26,7 +41,8 @@ INSERT INTO mutexes ({COLUMNS}) VALUES (:id, 1, :at, :node, :timeout, :expires_a
 ON CONFLICT (mutexId) DO UPDATE SET
     taken = 1, takenAt = :at, takenBy = :node, timeout = :timeout, expiresAt = :expires_at,
     fence = mutexes.fence + 1, bootId = :boot, expiresNs = :expires_ns,
-    host = :host, pid = :pid, user = :user, command = :command, execMode = :exec
+    host = :host, pid = :pid, user = :user, command = :command, execMode = :exec,
+    kind = NULL, slotLimit = NULL, writerWaiting = NULL, writerUntilNs = NULL, slotsAt = NULL
 WHERE mutexes.taken = 0 OR mutexes.bootId IS NOT :boot OR mutexes.expiresNs <= :now_ns
 RETURNING fence
 """
@@ -50,6 +66,8 @@ class SQLiteLeases(SQLiteBase):
                 "user": holder.user, "command": holder.command, "exec": int(holder.exec_mode)}).fetchone()
             if row is None:
                 raise LockHeldError(mutex_id, self._state(db, mutex_id))
+            if self._has_slots:  # the slots of a semaphore or shared lock whose holders all left
+                db.execute("DELETE FROM slots WHERE mutexId = ?", (mutex_id,))
         log.debug("acquired %s as %s (fence %s, %d ms)", mutex_id, node_id, row[0], timeout_ms)
         return Lease(mutex_id, node_id, row[0], timeout_ms, now, expires)
 
@@ -99,8 +117,9 @@ class SQLiteLeases(SQLiteBase):
             rows = db.execute(f"SELECT {self._select} FROM mutexes WHERE (:id IS NULL OR mutexId = :id) "
                               "ORDER BY mutexId", {"id": mutex_id}).fetchall()
             now_ns, now = self._now_ns(), datetime.now(UTC)
-            return Overview(tuple(self._from_row(row, now_ns, now) for row in rows),
-                            _forced(db, mutex_id, forced_limit), read_schema(db), now)
+            states = self._with_slots(db, [self._from_row(row, now_ns, now) for row in rows], now_ns)
+            markers = _markers(db, mutex_id) if self._has_slots else ()
+            return Overview(tuple(states), _forced(db, mutex_id, forced_limit), read_schema(db), now, markers)
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         with self._transaction(write=False) as db:
@@ -121,8 +140,9 @@ class SQLiteLeases(SQLiteBase):
 
     @property
     def _select(self) -> str:
-        """The columns to read (a read-only file from before execMode existed reads it as 0)."""
-        return COLUMNS.replace("execMode", self._exec_column)
+        """The columns to read (a read-only file from before a column existed reads it as NULL)."""
+        return ", ".join([COLUMNS.replace("execMode", self._columns["execMode"]),
+                          *(self._columns[c] for c in SLOT_COLUMNS)])
 
     def _params(self, mutex_id: str, node_id: str, fence: int | None, now_ns: int) -> dict[str, Any]:
         return {"id": mutex_id, "node": node_id, "fence": fence, "boot": self._boot, "now_ns": now_ns}
@@ -133,22 +153,63 @@ class SQLiteLeases(SQLiteBase):
 
     def _state(self, db: sqlite3.Connection, mutex_id: str) -> MutexState | None:
         row = db.execute(f"SELECT {self._select} FROM mutexes WHERE mutexId = ?", (mutex_id,)).fetchone()
-        return None if row is None else self._from_row(row, self._now_ns(), datetime.now(UTC))
+        if row is None:
+            return None
+        now_ns = self._now_ns()
+        return self._with_slots(db, [self._from_row(row, now_ns, datetime.now(UTC))], now_ns)[0]
 
     def _from_row(self, row: tuple[Any, ...], now_ns: int, now: datetime) -> MutexState:
         (mutex_id, taken, taken_at, taken_by, timeout, expires_at, fence, boot, expires_ns,
-         host, pid, user, command, exec_mode) = row
+         host, pid, user, command, exec_mode, kind, limit, writer, writer_until_ns, slots_at) = row
         remaining = None
         if taken:
             # Rounded up, so that a lease with any time left never reads as 0 ms (expired).
             remaining = max(0, -((now_ns - expires_ns) // 1_000_000)) if boot == self._boot else 0
         holder = Holder(host, pid, user, command, bool(exec_mode)) if host is not None else None
-        taken_at = parse_iso(taken_at) if taken_at else None
-        return MutexState(mutex_id, bool(taken), taken_by, taken_at, parse_iso(expires_at) if expires_at else None,
-                          timeout, fence, holder, now, remaining, since=taken_at)
+        state = MutexState(mutex_id, bool(taken), taken_by, parse_iso(taken_at) if taken_at else None,
+                           parse_iso(expires_at) if expires_at else None, timeout, fence, holder, now, remaining,
+                           since=parse_iso(taken_at) if taken_at else None)
+        # Slots count while the row is still the one their taker wrote (see SQLiteSlots).
+        if taken and kind in (SEMAPHORE, SHARED) and taken_by == slot_owner(kind) and slots_at == taken_at:
+            waiting = writer if writer_until_ns is not None and boot == self._boot and writer_until_ns > now_ns \
+                else None
+            state = state._replace(kind=kind, limit=limit, holder=None, since=None, writer_waiting=waiting)
+        return state
+
+    def _with_slots(self, db: sqlite3.Connection, states: list[MutexState], now_ns: int) -> list[MutexState]:
+        """The live holders of every semaphore and shared lock among ``states``, in one query."""
+        multi = [s.mutex_id for s in states if s.kind != EXCLUSIVE]
+        if not multi:
+            return states
+        marks = ", ".join("?" for _ in multi)
+        rows = db.execute(f"SELECT mutexId, node, fence, since, expiresAt, expiresNs, timeout, host, pid, user, "
+                          f"command, execMode FROM slots WHERE mutexId IN ({marks}) AND bootId = ? AND expiresNs > ? "
+                          "ORDER BY fence", (*multi, self._boot, now_ns)).fetchall()
+        found: dict[str, list[SlotHolder]] = {}
+        for (mutex_id, node, fence, since, expires_at, expires_ns, timeout, host, pid, user, command,
+             exec_mode) in rows:
+            found.setdefault(mutex_id, []).append(SlotHolder(
+                node, fence, parse_iso(since), parse_iso(expires_at), -((now_ns - expires_ns) // 1_000_000), timeout,
+                Holder(host, pid, user, command, bool(exec_mode)) if host is not None else None))
+        return [s._replace(slots=tuple(found.get(s.mutex_id, ())),
+                           remaining_ms=max((h.remaining_ms for h in found.get(s.mutex_id, ())), default=0))
+                if s.kind != EXCLUSIVE else s for s in states]
 
 
 def _forced(db: sqlite3.Connection, mutex_id: str | None, limit: int) -> tuple[ForcedRelease, ...]:
     rows = db.execute(f"SELECT {_FORCED} FROM forced_releases WHERE (? IS NULL OR mutexId = ?) "
                       "ORDER BY id DESC LIMIT ?", (mutex_id, mutex_id, limit)).fetchall()
     return tuple(ForcedRelease(r[0], parse_iso(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows)
+
+
+MARKER_COLUMNS = "mutexId, key, at, byNode, fence, host, pid, user, command"
+
+
+def marker_of(row: tuple[Any, ...]) -> OnceMarker:
+    return OnceMarker(row[0], row[1], parse_iso(row[2]), row[3], row[4], Holder(row[5], row[6], row[7], row[8]))
+
+
+def _markers(db: sqlite3.Connection, mutex_id: str | None, limit: int = 50) -> tuple[OnceMarker, ...]:
+    rows = db.execute(f"SELECT {MARKER_COLUMNS} FROM once_markers WHERE (? IS NULL OR mutexId = ?) "
+                      "ORDER BY at DESC LIMIT ?", (mutex_id, mutex_id, limit)).fetchall()
+    return tuple(marker_of(r) for r in rows)

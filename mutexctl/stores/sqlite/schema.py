@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from ...models import SchemaState, iso_ms
 from ..steps import STEPS, Expiry, Index, Table
 from .connection import TABLES, read_schema
-from .leases import SQLiteLeases
+from .slots import SQLiteSlots
 
 
-class SQLiteSchema(SQLiteLeases):
+class SQLiteSchema(SQLiteSlots):
     def schema_state(self) -> SchemaState | None:
         with self._transaction(write=False) as db:
             return read_schema(db)

@@ -1,0 +1,183 @@
+"""Semaphores and shared holds on SQLite, and run-once markers; each operation one transaction.
+
+A mutex whose slots are held keeps its ``mutexes`` row taken by ``mutexctl:semaphore`` (or
+``mutexctl:shared``) until the latest slot's end (``expiresNs``), so an exclusive acquire — by this
+version or an older one — waits for the last holder. The holders are rows of ``slots``, each with its
+own fence and end on the boot clock. They count only while the row is the one their taker wrote
+(``slotsAt = takenAt``): an older mutexctl taking the mutex over after the last slot ended voids them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+from ...errors import LockHeldError, NotOwnerError
+from ...models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, Lease, MutexState, OnceMarker, iso_ms
+from ..common import released_late_error, slot_loss_error, slot_owner
+from ..steps import HISTORY_RETENTION_S
+from .connection import SQL_NOW, sql_ago
+from .leases import _FORCED, COLUMNS, MARKER_COLUMNS, SQLiteLeases, marker_of
+
+ANNOUNCE_NS = 3_000_000_000  # a waiting writer's announcement holds off new shared holds this long
+
+_SLOT = "mutexId, fence, node, bootId, expiresNs, expiresAt, since, timeout, host, pid, user, command, execMode"
+_TAKE = f"""
+INSERT INTO mutexes ({COLUMNS}, kind, slotLimit, writerWaiting, writerUntilNs, slotsAt)
+VALUES (:id, 1, :at, :owner, :timeout, :expires_at, :fence, :boot, :expires_ns, NULL, NULL, NULL, NULL, 0,
+        :kind, :limit, NULL, NULL, :at)
+ON CONFLICT (mutexId) DO UPDATE SET
+    taken = 1, takenAt = :at, takenBy = :owner, timeout = :timeout, expiresAt = :expires_at, fence = :fence,
+    bootId = :boot, expiresNs = :expires_ns, host = NULL, pid = NULL, user = NULL, command = NULL, execMode = 0,
+    kind = :kind, slotLimit = :limit, slotsAt = :at,
+    writerWaiting = CASE WHEN :keep_writer THEN writerWaiting END,
+    writerUntilNs = CASE WHEN :keep_writer THEN writerUntilNs END
+"""
+
+
+class SQLiteSlots(SQLiteLeases):
+    def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
+                         kind: str, limit: int | None) -> Lease:
+        with self._transaction() as db:
+            state = self._state(db, mutex_id)
+            if state is not None and _refused(state, kind, limit):
+                raise LockHeldError(mutex_id, state)
+            current = state is not None and state.kind != EXCLUSIVE
+            if current:  # ended slots make room
+                db.execute("DELETE FROM slots WHERE mutexId = ? AND (bootId IS NOT ? OR expiresNs <= ?)",
+                           (mutex_id, self._boot, self._now_ns()))
+            else:  # void slots of an earlier time
+                db.execute("DELETE FROM slots WHERE mutexId = ?", (mutex_id,))
+            fence = (state.fence if state is not None else 0) + 1
+            now_ns, now = self._now_ns(), datetime.now(UTC)
+            ends = now + timedelta(milliseconds=timeout_ms)
+            db.execute(f"INSERT INTO slots ({_SLOT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (mutex_id, fence, node_id, self._boot, now_ns + timeout_ms * 1_000_000, iso_ms(ends),
+                        iso_ms(now), timeout_ms, holder.host, holder.pid, holder.user, holder.command,
+                        int(holder.exec_mode)))
+            self._seed_view(db, mutex_id, fence=fence, kind=kind, limit=limit, keep_writer=current)
+        return Lease(mutex_id, node_id, fence, timeout_ms, now, ends, kind=kind, limit=limit)
+
+    def renew(self, lease: Lease) -> Lease:
+        if lease.kind == EXCLUSIVE:
+            return super().renew(lease)
+        with self._transaction() as db:
+            state = self._state(db, lease.mutex_id)
+            if state is None or not any(s.fence == lease.fence and s.node == lease.node_id for s in state.slots):
+                raise slot_loss_error(lease.mutex_id, lease.node_id, lease.fence, "renew", state)
+            now_ns, now = self._now_ns(), datetime.now(UTC)
+            ends = now + timedelta(milliseconds=lease.timeout_ms)
+            db.execute("UPDATE slots SET expiresNs = ?, expiresAt = ?, timeout = ? WHERE mutexId = ? AND fence = ?",
+                       (now_ns + lease.timeout_ms * 1_000_000, iso_ms(ends), lease.timeout_ms, lease.mutex_id,
+                        lease.fence))
+            self._seed_view(db, lease.mutex_id)
+        return lease._replace(expires_at=ends)
+
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> None:
+        if slot is not True:
+            try:
+                super().release(mutex_id, node_id, fence)
+                return
+            except NotOwnerError as error:  # with the state read after it: slots to try?
+                if slot is False or error.state is None or error.state.kind == EXCLUSIVE:
+                    raise
+        with self._transaction() as db:
+            state = self._state(db, mutex_id)
+            if fence is None and state is not None:  # the seed's V for a slot: this node's one token-mode slot
+                mine = [s for s in state.slots if s.node == node_id and not (s.holder and s.holder.exec_mode)]
+                fence = mine[0].fence if len(mine) == 1 else None
+            row = None
+            if state is not None and state.kind != EXCLUSIVE and fence is not None:
+                row = db.execute("SELECT bootId = ? AND expiresNs > ? FROM slots WHERE mutexId = ? AND fence = ? "
+                                 "AND node = ?", (self._boot, self._now_ns(), mutex_id, fence, node_id)).fetchone()
+            if row is None:
+                raise slot_loss_error(mutex_id, node_id, fence, "release", state)
+            db.execute("DELETE FROM slots WHERE mutexId = ? AND fence = ?", (mutex_id, fence))
+            self._seed_view(db, mutex_id)
+        if not row[0]:
+            raise released_late_error(mutex_id, fence)
+
+    def force_release_slots(self, mutex_id: str, by_node: str, by: Holder, reason: str, *, node: str | None,
+                            fence: int | None) -> MutexState | None:
+        with self._transaction() as db:
+            before = self._state(db, mutex_id)
+            chosen = [s for s in before.slots if node in (None, s.node) and fence in (None, s.fence)] \
+                if before is not None else []
+            if not chosen:
+                return None
+            for gone in chosen:
+                db.execute("DELETE FROM slots WHERE mutexId = ? AND fence = ?", (mutex_id, gone.fence))
+                db.execute(f"INSERT INTO forced_releases ({_FORCED}) VALUES (?, {SQL_NOW}, ?, ?, ?, ?, ?, ?)",
+                           (mutex_id, by_node, by.user, by.host, reason, gone.node, gone.fence))
+            db.execute(f"DELETE FROM forced_releases WHERE at < {sql_ago(HISTORY_RETENTION_S)}")
+            self._seed_view(db, mutex_id)
+            return before
+
+    def announce_writer(self, mutex_id: str, node_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE mutexes SET writerWaiting = ?, writerUntilNs = ? WHERE mutexId = ? AND taken = 1 "
+                       "AND kind = ? AND takenBy = ? AND slotsAt = takenAt",
+                       (node_id, self._now_ns() + ANNOUNCE_NS, mutex_id, SHARED, slot_owner(SHARED)))
+
+    def _seed_view(self, db: sqlite3.Connection, mutex_id: str, *, fence: int | None = None, kind: str | None = None,
+                   limit: int | None = None, keep_writer: bool = True) -> None:
+        """Make the mutex row tell what its live slots hold: taken until the latest one ends (with
+        ``kind``: the row of a new holder, ``fence`` the mutex's new fence); free when none is left."""
+        now_ns, now = self._now_ns(), datetime.now(UTC)
+        last = db.execute("SELECT max(expiresNs) FROM slots WHERE mutexId = ? AND bootId = ? AND expiresNs > ?",
+                          (mutex_id, self._boot, now_ns)).fetchone()[0]
+        if last is None:
+            db.execute("UPDATE mutexes SET taken = 0 WHERE mutexId = ?", (mutex_id,))
+            return
+        left_ms = -((now_ns - last) // 1_000_000)
+        times = {"at": iso_ms(now), "timeout": left_ms, "expires_at": iso_ms(now + timedelta(milliseconds=left_ms)),
+                 "expires_ns": last, "boot": self._boot, "id": mutex_id}
+        if kind is not None:
+            db.execute(_TAKE, {**times, "owner": slot_owner(kind), "fence": fence, "kind": kind, "limit": limit,
+                               "keep_writer": keep_writer})
+        else:
+            db.execute("UPDATE mutexes SET takenAt = :at, slotsAt = :at, timeout = :timeout, expiresAt = :expires_at, "
+                       "expiresNs = :expires_ns WHERE mutexId = :id", times)
+
+    # -- run-once markers ---------------------------------------------------------------------------
+
+    def once_marker(self, mutex_id: str, key: str) -> OnceMarker | None:
+        if not self._has_slots:
+            return None
+        with self._transaction(write=False) as db:
+            row = db.execute(f"SELECT {MARKER_COLUMNS} FROM once_markers WHERE mutexId = ? AND key = ?",
+                             (mutex_id, key)).fetchone()
+        return marker_of(row) if row else None
+
+    def mark_once(self, mutex_id: str, key: str, node_id: str, fence: int | None, holder: Holder) -> OnceMarker:
+        with self._transaction() as db:
+            db.execute(f"INSERT INTO once_markers ({MARKER_COLUMNS}) VALUES (?, ?, {SQL_NOW}, ?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT DO NOTHING",
+                       (mutex_id, key, node_id, fence, holder.host, holder.pid, holder.user, holder.command))
+            row = db.execute(f"SELECT {MARKER_COLUMNS} FROM once_markers WHERE mutexId = ? AND key = ?",
+                             (mutex_id, key)).fetchone()
+        return marker_of(row)
+
+    def clear_once(self, mutex_id: str, key: str, by_node: str, by: Holder, reason: str) -> OnceMarker | None:
+        """Remove the marker and record it, in one transaction."""
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {MARKER_COLUMNS} FROM once_markers WHERE mutexId = ? AND key = ?",
+                             (mutex_id, key)).fetchone()
+            if row is None:
+                return None
+            marker = marker_of(row)
+            db.execute("DELETE FROM once_markers WHERE mutexId = ? AND key = ?", (mutex_id, key))
+            db.execute(f"INSERT INTO forced_releases ({_FORCED}) VALUES (?, {SQL_NOW}, ?, ?, ?, ?, ?, ?)",
+                       (mutex_id, by_node, by.user, by.host, f"[once {key}] {reason}", marker.by_node, marker.fence))
+        return marker
+
+
+def _refused(state: MutexState, kind: str, limit: int | None) -> bool:
+    """Whether a new holder of ``kind`` (and ``limit``) cannot join ``state`` now."""
+    if state.kind == EXCLUSIVE:
+        return state.state == "held"  # a live exclusive lease, or one whose end cannot be read
+    if state.slots and (state.kind != kind or state.limit != limit):
+        return True  # held another way: the caller tells it apart
+    if kind == SEMAPHORE:
+        return limit is not None and len(state.slots) >= limit
+    return state.writer_waiting is not None
