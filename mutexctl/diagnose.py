@@ -8,7 +8,7 @@ from datetime import datetime
 
 from .config import host_name
 from .keeper import renew_interval_s
-from .models import MutexState, human_ms
+from .models import EXCLUSIVE, SEMAPHORE, MutexState, human_ms
 
 
 def holder_alive(state: MutexState, this_host: str | None = None) -> bool | None:
@@ -34,6 +34,8 @@ def why(state: MutexState, this_host: str | None = None) -> str:
         return f"free{last}: the next acquire takes it"
     if state.state == "expired":
         return "lease expired: the next acquire takes it"
+    if state.kind != EXCLUSIVE:
+        return _why_slots(state, this_host)
     if state.remaining_ms is None:
         return (f"held by {state.taken_by}, expiry unknown: {state.problem}; it is never judged expired: "
                 f"free it with release --force --reason once its holder is done")
@@ -50,6 +52,22 @@ def why(state: MutexState, this_host: str | None = None) -> str:
     if alive:
         return f"holder pid {pid} is running; lease ends in {left} unless renewed"
     return f"held by {state.taken_by} on another host; lease ends in {left} unless renewed"
+
+
+def _why_slots(state: MutexState, this_host: str | None) -> str:
+    """A semaphore's or shared lock's holders: how many, the next to end, the dead ones here."""
+    soonest = min(state.slots, key=lambda slot: slot.remaining_ms)
+    counted = (f"{len(state.slots)} of {state.limit} slots held" if state.kind == SEMAPHORE
+               else f"{len(state.slots)} shared holder{'s' if len(state.slots) > 1 else ''}")
+    text = f"{counted}; the next to end is {soonest.node}'s (fence {soonest.fence}) in {human_ms(soonest.remaining_ms)}"
+    dead = [slot for slot in state.slots if slot.holder is not None
+            and holder_alive(state._replace(holder=slot.holder), this_host) is False]
+    if dead:
+        text += (f"; exited on this host without releasing: {', '.join(f'fence {d.fence}' for d in dead)} "
+                 "(release --force --reason --fence F frees one)")
+    if state.writer_waiting:
+        text += f"; {state.writer_waiting} waits to take it exclusively: new shared holds wait for it"
+    return text
 
 
 def clock_skew_ms(store_now: datetime, sent: datetime, received: datetime) -> float:

@@ -91,8 +91,8 @@ class NotOwnerError(MutexctlError, PermissionError):
 
 class LimitConflictError(MutexctlError, ValueError):
     """The mutex is held in another way than asked: a semaphore of another limit, shared holds
-    asked of a semaphore, a semaphore asked of shared holders, or slots asked of an exclusive
-    lease's name while one of these holds it. Holders of one name must agree."""
+    asked of a semaphore, or a semaphore's slot asked of shared holders. Holders of one name must
+    agree (an exclusive lease conflicts with none: it waits for them, they wait for it)."""
 
     kind = "limit_conflict"
 
@@ -179,6 +179,17 @@ class NoListenersError(BroadcastError):
 
 
 def _held_message(mutex_id: str, state: MutexState | None) -> str:
+    if state is not None and state.kind != "exclusive" and state.slots:
+        from .models import human_ms
+
+        soonest = min(state.slots, key=lambda slot: slot.remaining_ms)
+        if state.kind == "semaphore":
+            text = f"all {state.limit} slots of '{mutex_id}' are held"
+        else:
+            text = f"'{mutex_id}' has {len(state.slots)} shared holder{'s' if len(state.slots) > 1 else ''}"
+        if state.writer_waiting:
+            text += f" and {state.writer_waiting} waits to take it exclusively (new shared holds wait for it)"
+        return text + f"; the next slot ends in {human_ms(soonest.remaining_ms)} ({soonest.node}) unless renewed"
     if state is None or not state.taken_by:
         return f"mutex '{mutex_id}' is held by another node"
     text = f"mutex '{mutex_id}' is held by {state.taken_by}"

@@ -162,3 +162,12 @@ def validate_reason(reason: object) -> str:
         raise UsageError(f"the reason is {len(text)} characters long; the limit is {MAX_REASON_CHARS}",
                          hint="say why in a sentence, and point to the incident for the rest")
     return text
+
+
+def validate_once_key(key: object) -> str:
+    """A run-once key (a release version, a date, a constant): 1-255 printable characters."""
+    if not isinstance(key, str) or not key or len(key) > MAX_NAME_LENGTH or not key.isprintable() \
+            or key != key.strip():
+        raise UsageError(f"--once key {shown(key)} is not valid",
+                         hint=f"use 1-{MAX_NAME_LENGTH} printable characters, e.g. a release version (v42) or a date")
+    return key

@@ -177,14 +177,16 @@ class HeldLease:
 
 
 @contextlib.contextmanager
-def hold(leases: Leases, mutex_id: str, *, timeout: Duration | None = None,
-         wait: Duration | None = None) -> Iterator[HeldLease]:
-    """Hold the mutex for the block, renewing it every timeout/3 in a background thread.
+def hold(leases: Leases, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
+         limit: int | None = None, shared: bool = False,
+         give_up: Callable[[], bool] | None = None) -> Iterator[HeldLease]:
+    """Hold the mutex (or one of ``limit`` slots, or a shared hold) for the block, renewing it every
+    timeout/3 in a background thread.
 
     If renewal is refused or the store stays unreachable until the lease could expire,
     ``held.lost`` turns true; leaving the block then raises LeaseLostError.
     """
-    lease = leases.acquire(mutex_id, timeout=timeout, wait=wait)
+    lease = leases.acquire(mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared, give_up=give_up)
     held = HeldLease(lease)
     keeper = LeaseKeeper(leases, lease, on_lost=held._mark_lost, stop_margin_s=0.0)
     held._keeper = keeper
@@ -195,6 +197,6 @@ def hold(leases: Leases, mutex_id: str, *, timeout: Duration | None = None,
         keeper.stop()
         if not held.lost:
             with contextlib.suppress(NotOwnerError):
-                leases.release(mutex_id, token=keeper.lease.fence)
+                leases.release(mutex_id, token=keeper.lease.fence, kind=lease.kind)
     if held.lost:
         raise LeaseLostError(f"lease on '{mutex_id}' was lost while the block ran: {held.lost_reason}")

@@ -17,10 +17,20 @@ from typing import TYPE_CHECKING
 from .clock import lease_clock
 from .config import Settings, host_name
 from .errors import DuplicateMutexError, LockHeldError, StoreUnavailableError, UsageError, WaitTimeoutError
-from .inputs import parse_timeout_ms, parse_wait_s, validate_mutex_id, validate_reason, validate_token
+from .inputs import (
+    parse_timeout_ms,
+    parse_wait_s,
+    shown,
+    validate_mutex_id,
+    validate_node_id,
+    validate_once_key,
+    validate_reason,
+    validate_token,
+)
 from .logs import logger
-from .models import ForcedRelease, Holder, Lease, MutexState, Overview
+from .models import EXCLUSIVE, SEMAPHORE, SHARED, ForcedRelease, Holder, Lease, MutexState, OnceMarker, Overview
 from .redact import mask_url
+from .stores.common import conflict_error
 
 if TYPE_CHECKING:
     from .stores.protocols import LeaseStore
@@ -76,8 +86,38 @@ def suggested_wait(state: MutexState | None) -> str:
     """A --wait that outlasts the holder's lease (rounded up to a plain duration), if its end is known."""
     if state is None or state.remaining_ms is None:
         return "inf" if state is not None and state.taken else "30s"
-    needed = state.remaining_ms / 1000 * 1.1 + 1  # the lease, a little more for the poll
+    left = min((slot.remaining_ms for slot in state.slots), default=state.remaining_ms)  # the first slot to end
+    needed = left / 1000 * 1.1 + 1  # the lease, a little more for the poll
     return next((text for seconds, text in _WAITS if seconds >= needed), "inf")
+
+
+MAX_LIMIT = 1000  # slots of a semaphore
+
+
+class WaitAbandoned(Exception):  # noqa: N818 - not an error: the caller asked to stop waiting
+    """Leases.acquire's ``give_up`` said to stop waiting."""
+
+
+def lease_kind(limit: int | None, shared: bool) -> str:
+    """EXCLUSIVE, SEMAPHORE (``limit`` slots) or SHARED; a bad combination is a UsageError."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT):
+        raise UsageError(f"--limit {shown(limit)} is not a number of slots", hint=f"use 1-{MAX_LIMIT}")
+    if limit is not None and shared:
+        raise UsageError("--limit and --shared exclude each other",
+                         hint="a semaphore has a number of slots; shared holds have none")
+    return SEMAPHORE if limit is not None else SHARED if shared else EXCLUSIVE
+
+
+def conflicts(state: MutexState, kind: str, limit: int | None) -> bool:
+    """Whether ``state``'s holders took the name in a way that excludes asking for it as ``kind``:
+    a semaphore of another limit, or a semaphore against shared holds (either way). An exclusive
+    lease conflicts with none: it waits for every slot or shared hold to end, and they wait for it
+    (with shared holds, a read/write lock; another service's exclusive lease is one too)."""
+    if kind == EXCLUSIVE:
+        return False
+    if state.kind == SEMAPHORE and state.slots:
+        return kind != SEMAPHORE or state.limit != limit
+    return state.kind == SHARED and bool(state.slots) and kind == SEMAPHORE
 
 
 class Leases:
@@ -93,35 +133,50 @@ class Leases:
         return self.settings.node_id
 
     def try_acquire(self, mutex_id: str, *, timeout: Duration | None = None, node_id: str | None = None,
-                    command: str | None = None, explain: bool = True, exec_mode: bool = False) -> Lease:
+                    command: str | None = None, explain: bool = True, exec_mode: bool = False,
+                    limit: int | None = None, shared: bool = False) -> Lease:
         """Take the mutex now or raise LockHeldError. ``exec_mode``: this process supervises a command
-        under the lease (a release without its token then refuses to end it).
+        under the lease (a release without its token then refuses to end it). ``limit``: take one of
+        that many slots of a semaphore; ``shared``: a shared (reader's) hold. Holders of one name must
+        ask for it the same way: else LimitConflictError.
 
         A store that answers "held" without the holder (MongoDB's refused upsert) costs one more read
         to name the holder in the error, unless ``explain`` is false.
         """
         validate_mutex_id(mutex_id)
+        kind = lease_kind(limit, shared)
         timeout_ms = self.settings.timeout_for(mutex_id) if timeout is None else duration_ms(timeout, "timeout")
         self.store.prepare_writes()
         sent = lease_clock()
+        holder = self.holder(command)._replace(exec_mode=exec_mode)
         try:
-            lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms,
-                                           self.holder(command)._replace(exec_mode=exec_mode))
+            if kind == EXCLUSIVE:
+                lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms, holder)
+            else:
+                lease = self.store.try_acquire_slot(mutex_id, node_id or self.node_id, timeout_ms, holder, kind=kind,
+                                                    limit=limit)
         except LockHeldError as held:
-            if held.state is not None or not explain:
+            state = held.state if held.state is not None or not explain else self.store.get(mutex_id)
+            if state is not None and conflicts(state, kind, limit):
+                raise conflict_error(mutex_id, kind, limit, state) from None
+            if state is held.state:
                 raise
-            raise LockHeldError(mutex_id, self.store.get(mutex_id)) from None
+            raise LockHeldError(mutex_id, state) from None
         return lease.with_deadline(sent + timeout_ms / 1000)
 
     def acquire(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
                 node_id: str | None = None, command: str | None = None,
-                on_wait: WaitCallback | None = None, exec_mode: bool = False) -> Lease:
+                on_wait: WaitCallback | None = None, exec_mode: bool = False, limit: int | None = None,
+                shared: bool = False, give_up: Callable[[], bool] | None = None) -> Lease:
         """Take the mutex, waiting up to ``wait`` (``inf`` for ever; default from settings, 0 = one try).
 
         While it is held, polls with jittered exponential backoff and never sleeps past the holder's
         expiry. While the store is unreachable (a restart, a replica-set election) it keeps trying
         within the same wait, telling ``on_wait``. Raises WaitTimeoutError (or, if the store was
-        unreachable to the end, StoreUnavailableError) when the wait ends.
+        unreachable to the end, StoreUnavailableError) when the wait ends. An exclusive acquirer
+        waiting for shared holders announces itself at each try, so that new shared holds wait for
+        it (writers are not starved). ``give_up`` is asked after each refused try: true ends the wait
+        with WaitAbandoned.
         """
         wait_s = self.settings.wait_for(mutex_id) if wait is None else wait_seconds(wait)
         started = time.monotonic()
@@ -131,15 +186,20 @@ class Leases:
             try:
                 # Polls after the first skip the extra read that names the holder: one round trip each.
                 return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command,
-                                        explain=seen is None, exec_mode=exec_mode)
+                                        explain=seen is None, exec_mode=exec_mode, limit=limit, shared=shared)
             except LockHeldError as held:
                 now = time.monotonic()
                 if seen is None or held.state is not None:
                     seen = held
                     if held.state is not None and held.state.remaining_ms is not None:
-                        holder_ends = now + held.state.remaining_ms / 1000
+                        first_end = min((s.remaining_ms for s in held.state.slots), default=held.state.remaining_ms)
+                        holder_ends = now + first_end / 1000
+                if give_up is not None and give_up():
+                    raise WaitAbandoned(mutex_id) from None
                 if now >= deadline:
                     raise self._timed_out(mutex_id, held, wait_s) from None
+                if seen.state is not None and seen.state.kind == SHARED and limit is None and not shared:
+                    self.store.announce_writer(mutex_id, node_id or self.node_id)
                 if on_wait is not None:
                     on_wait(seen, now - started)
             except StoreUnavailableError as outage:
@@ -164,35 +224,75 @@ class Leases:
 
     def renew_token(self, mutex_id: str, token: int, *, timeout: Duration | None = None,
                     node_id: str | None = None) -> Lease:
-        """Renew a token-mode lease by its fence (``mutexctl renew``, etcd's keep-alive): for another
-        ``timeout`` from now, or for its own timeout. LeaseExpiredError/NotOwnerError if it is gone."""
+        """Renew a token-mode lease (or slot) by its fence (``mutexctl renew``, etcd's keep-alive): for
+        another ``timeout`` from now, or for its own timeout. LeaseExpiredError/NotOwnerError if it is gone."""
         validate_mutex_id(mutex_id)
         validate_token(token)
+        state = self.store.get(mutex_id)
+        kind, limit = (state.kind, state.limit) if state is not None else (EXCLUSIVE, None)
+        slot = next((s for s in state.slots if s.fence == token), None) if state is not None else None
         if timeout is not None:
             timeout_ms = duration_ms(timeout, "--timeout")
+        elif slot is not None and slot.timeout_ms:
+            timeout_ms = slot.timeout_ms
         else:  # keep the lease's own length
-            state = self.store.get(mutex_id)
-            timeout_ms = state.timeout_ms if state is not None and state.timeout_ms else \
+            timeout_ms = state.timeout_ms if state is not None and state.timeout_ms and kind == EXCLUSIVE else \
                 self.settings.timeout_for(mutex_id)
         self.store.prepare_writes()
         now = datetime.now(UTC)
-        return self.renew(Lease(mutex_id, node_id or self.node_id, token, timeout_ms, now, now))
+        return self.renew(Lease(mutex_id, node_id or self.node_id, token, timeout_ms, now, now, kind=kind,
+                                limit=limit))
 
-    def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
-        """Free the mutex if this node (and ``token``, the fence, when given) holds it; else NotOwnerError."""
+    def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None,
+                kind: str | None = None) -> None:
+        """Free the mutex (or this node's slot) if this node (and ``token``, the fence, when given)
+        holds it; else NotOwnerError. ``kind``: the lease's, when known (saves a try on a slot)."""
         if token is not None:
             validate_token(token)
         self.store.prepare_writes()
-        self.store.release(validate_mutex_id(mutex_id), node_id or self.node_id, token)
+        self.store.release(validate_mutex_id(mutex_id), node_id or self.node_id, token,
+                           slot=None if kind is None else kind != EXCLUSIVE)
         log.debug("released %s (fence %s)", mutex_id, token)
 
-    def force_release(self, mutex_id: str, *, reason: str) -> MutexState | None:
-        """Break whatever lease holds the mutex, on the record. Returns the state it had (None: was free)."""
-        text = validate_reason(reason)
+    def force_release(self, mutex_id: str, *, reason: str, node: str | None = None,
+                      fence: int | None = None) -> MutexState | None:
+        """Break what holds the mutex, on the record: every holder, or (``node``, ``fence``) the one
+        of a semaphore or shared lock chosen. Returns the state it had (None: nothing matched)."""
+        text = mask_url(validate_reason(reason))
+        validate_mutex_id(mutex_id)
+        if node is not None:
+            validate_node_id(node, what="--holder")
+        if fence is not None:
+            validate_token(fence)
         self.store.prepare_writes()
-        before = self.store.force_release(validate_mutex_id(mutex_id), self.node_id, self.holder(None), mask_url(text))
-        log.info("force-released %s (was %s): %s", mutex_id, before.taken_by if before else "free", text)
+        state = self.store.get(mutex_id)
+        if state is not None and state.kind != EXCLUSIVE:
+            before = self.store.force_release_slots(mutex_id, self.node_id, self.holder(None), text, node=node,
+                                                    fence=fence)
+        elif state is None or node not in (None, state.taken_by) or fence not in (None, state.fence):
+            before = None  # an exclusive lease that is not the one named
+        else:
+            before = self.store.force_release(mutex_id, self.node_id, self.holder(None), text)
+        log.info("force-released %s (was %s): %s", mutex_id, before.shown_state if before else "free", text)
         return before
+
+    # -- run-once markers ---------------------------------------------------------------------------
+
+    def once_done(self, mutex_id: str, key: str) -> OnceMarker | None:
+        """Who ran (``mutex_id``, ``key``) to success, if anyone has."""
+        return self.store.once_marker(validate_mutex_id(mutex_id), validate_once_key(key))
+
+    def mark_once(self, lease: Lease, key: str, command: str | None = None) -> OnceMarker:
+        """Record (the lease's mutex, ``key``) done by this holder; the first record stands."""
+        return self.store.mark_once(lease.mutex_id, validate_once_key(key), lease.node_id, lease.fence,
+                                    self.holder(command))
+
+    def clear_once(self, mutex_id: str, key: str, *, reason: str) -> OnceMarker | None:
+        """Remove a done marker, on the record, so the next ``--once`` runs again."""
+        text = mask_url(validate_reason(reason))
+        self.store.prepare_writes()
+        return self.store.clear_once(validate_mutex_id(mutex_id), validate_once_key(key), self.node_id,
+                                     self.holder(None), text)
 
     def overview(self, mutex_id: str | None = None, *, patterns: Sequence[str] = (), held_only: bool = False,
                  forced_limit: int = 5) -> Overview:

@@ -185,6 +185,7 @@ class RunResult(NamedTuple):
     lost: str | None = None
     stopped: bool = False  # the loss was noticed while the command ran, and it was stopped
     release_error: str | None = None  # the command ended, but its lease could not be released (why)
+    done: OnceMarker | None = None  # --once: already done (by this marker's holder); nothing ran
 
 
 class Message(NamedTuple):

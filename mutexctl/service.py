@@ -22,6 +22,7 @@ from .models import (
     Message,
     MutexState,
     NodeInfo,
+    OnceMarker,
     Overview,
     RunResult,
     SchemaState,
@@ -93,14 +94,17 @@ class Service:
     # -- leases (see leases.Leases) ---------------------------------------------------------------
 
     def try_acquire(self, mutex_id: str, *, timeout: Duration | None = None, node_id: str | None = None,
-                    command: str | None = None, explain: bool = True) -> Lease:
-        return self.leases.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command, explain=explain)
+                    command: str | None = None, explain: bool = True, limit: int | None = None,
+                    shared: bool = False) -> Lease:
+        """One try; ``limit``: one of that many slots of a semaphore; ``shared``: a reader's hold."""
+        return self.leases.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command, explain=explain,
+                                       limit=limit, shared=shared)
 
     def acquire(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
                 node_id: str | None = None, command: str | None = None,
-                on_wait: WaitCallback | None = None) -> Lease:
+                on_wait: WaitCallback | None = None, limit: int | None = None, shared: bool = False) -> Lease:
         return self.leases.acquire(mutex_id, timeout=timeout, wait=wait, node_id=node_id, command=command,
-                                   on_wait=on_wait)
+                                   on_wait=on_wait, limit=limit, shared=shared)
 
     def renew(self, lease: Lease) -> Lease:
         return self.leases.renew(lease)
@@ -111,8 +115,41 @@ class Service:
     def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
         self.leases.release(mutex_id, token=token, node_id=node_id)
 
-    def force_release(self, mutex_id: str, *, reason: str) -> MutexState | None:
-        return self.leases.force_release(mutex_id, reason=reason)
+    def force_release(self, mutex_id: str, *, reason: str, node: str | None = None,
+                      fence: int | None = None) -> MutexState | None:
+        """Break every holder, or (``node``, ``fence``) the semaphore's or shared lock's holder chosen."""
+        return self.leases.force_release(mutex_id, reason=reason, node=node, fence=fence)
+
+    def once_done(self, mutex_id: str, key: str) -> OnceMarker | None:
+        return self.leases.once_done(mutex_id, key)
+
+    def clear_once(self, mutex_id: str, key: str, *, reason: str) -> OnceMarker | None:
+        return self.leases.clear_once(mutex_id, key, reason=reason)
+
+    def run_once(self, mutex_id: str, key: str, work: Callable[[HeldLease], object], *,
+                 timeout: Duration | None = None, wait: Duration | None = "inf") -> OnceMarker:
+        """Run ``work`` once for (``mutex_id``, ``key``) among every instance that calls this: the
+        first to get the mutex runs it, and when it returns (without raising, lease held) marks it
+        done; the others wait, and return that marker without running it. If ``work`` raises, nothing
+        is marked (the exception propagates) and the next instance runs it."""
+        from .keeper import hold
+        from .leases import WaitAbandoned
+
+        marker = self.leases.once_done(mutex_id, key)
+        if marker is not None:
+            return marker
+        try:
+            with hold(self.leases, mutex_id, timeout=timeout, wait=wait,
+                      give_up=lambda: self.leases.once_done(mutex_id, key) is not None) as held:
+                marker = self.leases.once_done(mutex_id, key)
+                if marker is None:
+                    work(held)
+                    if not held.lost:
+                        marker = self.leases.mark_once(held.lease, key)
+        except WaitAbandoned:
+            marker = self.leases.once_done(mutex_id, key)
+        assert marker is not None  # marked here or by another instance
+        return marker
 
     def status(self, mutex_id: str | None = None) -> list[MutexState]:
         """Every mutex (or the one named, if it was ever taken), as the store sees it now."""
@@ -127,20 +164,23 @@ class Service:
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         return self.leases.forced_releases(mutex_id, limit)
 
-    def lock(self, mutex_id: str, *, timeout: Duration | None = None,
-             wait: Duration | None = None) -> AbstractContextManager[HeldLease]:
-        """``with svc.lock(name) as held:`` hold the mutex for the block, renewed in the background
-        (see keeper.hold); ``held.lost`` turns true if the lease is lost."""
+    def lock(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
+             limit: int | None = None, shared: bool = False) -> AbstractContextManager[HeldLease]:
+        """``with svc.lock(name) as held:`` hold the mutex (or one of ``limit`` slots, or a shared
+        hold) for the block, renewed in the background (see keeper.hold); ``held.lost`` turns true
+        if the lease is lost."""
         from .keeper import hold
 
-        return hold(self.leases, mutex_id, timeout=timeout, wait=wait)
+        return hold(self.leases, mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared)
 
     def run(self, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
-            wait: Duration | None = None, on_wait: WaitCallback | None = None) -> RunResult:
+            wait: Duration | None = None, on_wait: WaitCallback | None = None, limit: int | None = None,
+            shared: bool = False, once: str | None = None) -> RunResult:
         """Run ``argv`` while holding the mutex (see exec.run_under_lease)."""
         from .exec import run_under_lease
 
-        return run_under_lease(self.leases, mutex_id, argv, timeout=timeout, wait=wait, on_wait=on_wait)
+        return run_under_lease(self.leases, mutex_id, argv, timeout=timeout, wait=wait, on_wait=on_wait,
+                               limit=limit, shared=shared, once=once)
 
     # -- schema -------------------------------------------------------------------------------
 

@@ -183,6 +183,37 @@ def test_a_naive_V_by_mutexId_of_a_library_lock_marks_it_lost(store_url: str, no
             assert held.wait_lost(5), "the keeper did not notice the foreign release"
 
 
+@on_mongodb
+@pytest.mark.parametrize("mode,most", [("cli:--limit,2", 2), ("cli:--shared", 3)], ids=["semaphore", "shared"])
+def test_a_seed_only_service_never_sees_a_semaphore_or_shared_lock_free_while_it_is_held(
+        store_url: str, cli: Cli, node_modules: Path, tmp_path: Path, mode: str, most: int) -> None:
+    """README P/V (Node) against mutexctl's slot holders on one name: the seed's fields say "held"
+    until the last slot ends, so no Node section overlaps any mutexctl one; mutexctl's overlap each
+    other (up to the limit)."""
+    assert cli("init-schema").returncode == 0
+    log = tmp_path / "sections.log"
+    sides = [node_side(store_url, "slots", "js-1", log, "readme", timeout_ms=1000, hold_ms=150, pause_ms=100)]
+    sides += [mutexctl_side(mode, store_url, "slots", f"cli-{i}", log, "2s", 400) for i in range(most)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUTEXCTL_")}
+    env["NODE_PATH"] = str(node_modules)
+    procs = [subprocess.Popen(side.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for side in sides]
+    for side, proc in zip(sides, procs, strict=True):
+        _, err = proc.communicate(timeout=SECONDS + 90)
+        assert proc.returncode == 0, f"{side.name} failed ({proc.returncode}): {err[-2000:]}"
+    found = read_sections(log)
+    node = [s for s in found if s.who.startswith("js")]
+    ours = [s for s in found if not s.who.startswith("js")]
+    crossed = [f"{n.who} and {o.who}" for n in node for o in ours
+               if o.start < (n.end or 0) and n.start < (o.end or 0)]
+    shared_at_once = max(sum(1 for o in ours if o.start <= s.start < (o.end or 0)) for s in ours)
+    print(f"\ninterop phase seed P/V vs {mode}: {len(node)} node sections, {len(ours)} mutexctl sections, "
+          f"{len(crossed)} crossing, at most {shared_at_once} mutexctl inside at once")
+    assert not crossed, f"a seed-only reader took the mutex while slots were held: {crossed[:5]}"
+    assert node and ours, "a side got no turns"
+    assert shared_at_once <= most
+
+
 def test_the_overlap_check_finds_an_overlap(tmp_path: Path) -> None:
     log = tmp_path / "log"
     log.write_text("enter a 10\nenter b 15\nexit a 20\nexit b 30\nenter a 30\nexit a 40\n")

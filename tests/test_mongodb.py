@@ -103,6 +103,22 @@ def test_acquire_renew_and_release_are_one_round_trip_each(store_url: str, comma
         assert commands.names() == ["aggregate"]
 
 
+@pytest.mark.parametrize("slots", [{"limit": 3}, {"shared": True}], ids=["semaphore", "shared"])
+def test_a_slot_s_acquire_renew_and_release_are_one_round_trip_each(store_url: str, commands: Commands,
+                                                                     slots: dict[str, object]) -> None:
+    with Service(Settings(node_id="node-a", store=store_url)) as svc:
+        svc.release("warm-up", token=svc.try_acquire("warm-up").fence)
+        svc.try_acquire("rt", timeout="5s", **slots)  # another holder, so that this is not the first
+        commands.events.clear()
+        lease = svc.try_acquire("rt", timeout="5s", **slots)
+        assert commands.names() == ["findAndModify"]
+        lease = svc.renew(lease)
+        assert commands.names() == ["findAndModify"] * 2
+        svc.leases.release("rt", token=lease.fence, kind=lease.kind)
+        assert commands.names() == ["findAndModify"] * 3
+        assert all(e.command["writeConcern"] == {"w": "majority"} for e in commands.events)
+
+
 def test_status_is_one_query_with_history_and_schema(store_url: str, commands: Commands) -> None:
     with Service(Settings(node_id="node-a", store=store_url)) as svc:
         svc.init_schema()

@@ -10,7 +10,8 @@ import typer
 
 from ..config import host_name, validate_mutex_id
 from ..errors import LeaseLostError, LockHeldError, NotHeldError, StoreUnavailableError, UsageError
-from ..models import MutexState, human_ms
+from ..models import EXCLUSIVE, MutexState, OnceMarker, human_ms, iso_ms
+from ..redact import printable
 from . import exit_codes
 from .common import (
     APP_SETTINGS,
@@ -45,10 +46,24 @@ def acquire(
     conflict_exit_code: Annotated[Optional[int], typer.Option(
         "-E", "--conflict-exit-code", metavar="N", help="Exit status when the mutex is busy (default 1).",
         show_default=False)] = None,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", metavar="N", help="A semaphore: take one of N slots (every holder must name the same N).",
+        show_default=False)] = None,
+    shared: Annotated[bool, typer.Option(
+        "--shared", help="A shared (reader's) hold: any number together, none while an exclusive holder is in.")
+    ] = False,
+    once: Annotated[Optional[str], typer.Option(
+        "--once", metavar="KEY", help="Run COMMAND once for (NAME, KEY): later instances exit 0 without running "
+                                      "it; default --wait inf.", show_default=False)] = None,
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:
     """Take a lease: print its fence (token) on stdout, or run COMMAND under it and release it after.
+
+    --limit N takes one of N slots of a semaphore, --shared a shared hold (a plain acquire of the same
+    name is then the exclusive side of a read/write lock: it waits for the shared holders, and new
+    shared holds wait for it). --once KEY runs COMMAND only if no instance has run it to exit 0 for
+    KEY; the others wait for it and exit 0 ("already done").
 
     In exec mode the lease is renewed every timeout/3 (at most 5 s apart); if it cannot be, the command's process group
     gets SIGTERM, then SIGKILL, before the lease could pass to another node (exit 75). INT, TERM, HUP, QUIT, USR1
@@ -68,7 +83,11 @@ def acquire(
     if wait is not None and nonblock:
         raise UsageError("--wait and --nonblock exclude each other", hint="use one of them")
     lease_length = timeout_option(timeout)
+    if once is not None and not command:
+        raise UsageError("--once needs a command to run", hint="mutexctl acquire NAME --once KEY -- COMMAND")
     wait_s = 0.0 if nonblock else wait_option(wait)
+    if once is not None and wait is None and not nonblock:
+        wait_s = float("inf")  # the others wait for the one that runs it
     out = inv.out
 
     def waiting(reason: LockHeldError | StoreUnavailableError, elapsed: float) -> None:
@@ -81,10 +100,22 @@ def acquire(
 
     with inv.service() as svc:
         if command:
-            result = svc.run(name, command, timeout=lease_length, wait=wait_s, on_wait=waiting)
+            result = svc.run(name, command, timeout=lease_length, wait=wait_s, on_wait=waiting, limit=limit,
+                             shared=shared, once=once)
         else:
-            lease = svc.acquire(name, timeout=lease_length, wait=wait_s, on_wait=waiting)
+            lease = svc.acquire(name, timeout=lease_length, wait=wait_s, on_wait=waiting, limit=limit, shared=shared)
     if command:
+        if result.done is not None:
+            from .views import marker_doc
+
+            out.end_progress()
+            done = result.done
+            if inv.as_json:
+                out.doc({"ok": True, "mutex": name, "status": None, "done": marker_doc(done)})
+            else:
+                out.note(printable(f"'{name}' --once {done.key}: already done by {done.by_node} at "
+                                   f"{iso_ms(done.at)} (fence {done.fence}); not run"))
+            return exit_codes.SUCCESS
         if result.lost is not None:
             ending = "was stopped" if result.stopped else "ran to its end without it"
             raise LeaseLostError(f"lease on '{name}' (fence {result.fence}) was lost: {result.lost}; "
@@ -93,7 +124,7 @@ def acquire(
         if result.release_error is not None:
             out.note(f"mutexctl: warning: the command finished but the lease was not released: {result.release_error}")
         if inv.as_json:
-            out.doc({"ok": True, "mutex": name, "fence": result.fence, "status": result.status})
+            out.doc({"ok": True, "mutex": name, "fence": result.fence, "status": result.status, "done": None})
         return result.status
     if inv.as_json:
         out.doc({"ok": True, **lease_doc(lease)})
@@ -141,10 +172,22 @@ def release(
     force: Annotated[bool, typer.Option("--force", help="Break the lease whoever holds it (on the record).")] = False,
     reason: Annotated[Optional[str], typer.Option(
         "--reason", metavar="TEXT", help="Why a lease is forced; required with --force.", show_default=False)] = None,
+    holder: Annotated[Optional[str], typer.Option(
+        "--holder", metavar="NODE", help="With --force: only this node's slots (a semaphore, shared holds).",
+        show_default=False)] = None,
+    fence: Annotated[Optional[int], typer.Option(
+        "--fence", metavar="F", help="With --force: only the holder with this fence.", show_default=False)] = None,
+    once: Annotated[Optional[str], typer.Option(
+        "--once", metavar="KEY", help="With --force: clear the done marker of (NAME, KEY), so it runs again.",
+        show_default=False)] = None,
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:
-    """Release a lease held by this node (and --token), or break a stuck one with --force --reason."""
+    """Release a lease held by this node (and --token), or break a stuck one with --force --reason.
+
+    On a semaphore or shared lock, --force ends every holder, or the one chosen by --holder/--fence.
+    --once KEY --force --reason clears a run-once marker instead.
+    """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
     validate_mutex_id(name)
     if force and not (reason and reason.strip()):
@@ -153,13 +196,21 @@ def release(
         raise UsageError("--reason only goes with --force")
     if force and token is not None:
         raise UsageError("--token and --force exclude each other", hint="--force ignores the owner")
+    if not force and (holder is not None or fence is not None or once is not None):
+        raise UsageError("--holder, --fence and --once go with --force --reason")
+    if once is not None and (holder is not None or fence is not None):
+        raise UsageError("--once clears a marker; --holder and --fence choose a lease's holder: use one")
     with inv.service() as svc:
-        if force:
-            before = svc.force_release(name, reason=reason or "")
+        if once is not None:
+            cleared = svc.clear_once(name, once, reason=reason or "")
+        elif force:
+            before = svc.force_release(name, reason=reason or "", node=holder, fence=fence)
         else:
             svc.release(name, token=token)
-    if force:
-        _report_forced(name, before, inv.as_json, inv.out)
+    if once is not None:
+        _report_cleared(name, once, cleared, inv.as_json, inv.out)
+    elif force:
+        _report_forced(name, before, inv.as_json, inv.out, holder=holder, fence=fence)
     elif inv.as_json:
         inv.out.doc({"ok": True, "mutex": name, "released": True})
     else:
@@ -167,7 +218,32 @@ def release(
     return exit_codes.SUCCESS
 
 
-def _report_forced(name: str, before: Optional[MutexState], as_json: bool, out: Output) -> None:
+def _report_cleared(name: str, key: str, cleared: Optional[OnceMarker], as_json: bool, out: Output) -> None:
+    from .views import marker_doc
+
+    if as_json:
+        out.doc({"ok": True, "mutex": name, "key": key, "cleared": marker_doc(cleared) if cleared else None})
+    elif cleared is not None:
+        out.note(printable(f"cleared '{name}' --once {key} (done by {cleared.by_node} at {iso_ms(cleared.at)}); "
+                           "recorded. The next acquire --once runs it again."))
+    else:
+        out.note(printable(f"'{name}' --once {key} is not marked done; nothing to clear"))
+
+
+def _report_forced(name: str, before: Optional[MutexState], as_json: bool, out: Output, *,
+                   holder: Optional[str] = None, fence: Optional[int] = None) -> None:
+    if before is not None and before.kind != EXCLUSIVE:
+        from .views import slot_doc
+
+        ended = [s for s in before.slots if holder in (None, s.node) and fence in (None, s.fence)]
+        if as_json:
+            out.doc({"ok": True, "mutex": name, "released": True, "kind": before.kind,
+                     "ended": [slot_doc(s) for s in ended], "left": len(before.slots) - len(ended)})
+        else:
+            out.note(printable(f"force-released {len(ended)} of {len(before.slots)} holders of '{name}' ("
+                               + "; ".join(f"{s.node} fence {s.fence}" for s in ended) + "); recorded. A mutexctl "
+                               "still running a command in one stops it at its next renewal."))
+        return
     if as_json:
         previous = {"previous_holder": before.taken_by, "previous_fence": None if before.foreign else before.fence,
                     "foreign": before.foreign} if before else {}
@@ -181,6 +257,9 @@ def _report_forced(name: str, before: Optional[MutexState], as_json: bool, out: 
         out.note(f"force-released '{name}' from {before.taken_by} (fence {before.fence}, {before.state}); "
                  f"recorded. A mutexctl still running it stops its command at its next renewal "
                  f"(within {noticed_within(before)}).")
+    elif holder is not None or fence is not None:
+        out.note(f"no holder of '{name}' matches {'--holder ' + holder if holder else ''}"
+                 f"{' ' if holder and fence else ''}{'--fence ' + str(fence) if fence else ''}; nothing released")
     else:
         out.note(f"'{name}' was not held; nothing to release")
 
@@ -210,7 +289,7 @@ def status(
         store_url, clock = svc.store.url, svc.store.clock
     from ..diagnose import clock_skew_ms  # status only
     from ..schema import SCHEMA_VERSION, describe
-    from .views import forced_doc, render_status, state_doc
+    from .views import forced_doc, marker_doc, render_status, state_doc
 
     # The store's clock judges leases; how far it is from ours matters when reading times.
     skew_ms = clock_skew_ms(view.store_now, sent, received) if clock == "server" else None
@@ -222,7 +301,8 @@ def status(
                     "schema": {"version": view.schema.version if view.schema else None,
                                "tool_version": SCHEMA_VERSION},
                     "mutexes": [state_doc(s, host) for s in view.states],
-                    "forced_releases": [forced_doc(f) for f in view.forced]}
+                    "forced_releases": [forced_doc(f) for f in view.forced],
+                    "once": [marker_doc(m) for m in view.markers]}
         if none_held:
             inv.out.fail(_none_held(patterns), exit_codes.SILENT, **document)
             return exit_codes.SILENT
@@ -233,7 +313,7 @@ def status(
     if not view.states and patterns:
         inv.out.note(f"no mutex matching {' '.join(patterns)} has been taken: free")
         return exit_codes.SUCCESS
-    render_status(view.states, view.forced)
+    render_status(view.states, view.forced, view.markers)
     inv.out.data(f"# store: {store_url}")
     inv.out.data(f"# schema: {describe(view.schema)}")
     if skew_ms is not None:

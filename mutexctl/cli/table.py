@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from ..models import MutexState, human_ms, iso_ms
+from ..models import EXCLUSIVE, SEMAPHORE, MutexState, human_ms, iso_ms
 from ..redact import printable
 
 
@@ -30,39 +30,57 @@ GAP = "  "
 _COLOURS = {"held": "33", "expired": "31", "free": "32", "duplicate": "35"}
 
 
-def rows(states: Sequence[MutexState], *, compact_times: bool) -> list[tuple[str, ...]]:
-    """One row per mutex, user-written text with control characters escaped."""
+def rows(states: Sequence[MutexState], *, compact_times: bool) -> list[tuple[str, tuple[str, ...]]]:
+    """One row per mutex (its state, for colour, and its cells), and under a semaphore or shared lock
+    one per holder; user-written text with control characters escaped."""
     today = datetime.now(UTC).date()
-    out: list[tuple[str, ...]] = []
+
+    def when(moment: datetime | None) -> str:
+        return "-" if moment is None else _time(moment, today) if compact_times else iso_ms(moment)
+
+    out: list[tuple[str, tuple[str, ...]]] = []
     for s in states:
+        if s.kind != EXCLUSIVE:
+            out.append((s.state, (printable(s.mutex_id), s.shown_state, "-", "-", "-", "-", "-",
+                                  human_ms(s.remaining_ms) if s.slots and s.remaining_ms is not None else "-",
+                                  "-", str(s.fence))))
+            for slot in s.slots:
+                h = slot.holder
+                out.append(("held", ("  ↳", "slot" if s.kind == SEMAPHORE else "shared", printable(slot.node),
+                                     printable(h.host) if h else "-", str(h.pid) if h else "-",
+                                     printable(h.command) if h else "-", when(slot.since), human_ms(slot.remaining_ms),
+                                     human_ms(slot.timeout_ms) if slot.timeout_ms is not None else "-",
+                                     str(slot.fence))))
+            continue
         held = s.taken
         h = s.holder if held else None
         command = printable(h.command) if h else ("(another service)" if s.foreign else "-")
         left = "-"
         if s.state == "held":
             left = human_ms(s.remaining_ms) if s.remaining_ms is not None else "unknown"
-        when = s.since or s.taken_at
-        taken_at = "-" if not held or when is None else _time(when, today) if compact_times else iso_ms(when)
-        out.append((printable(s.mutex_id), s.state, printable(s.taken_by or "-") if held else "-",
-                    printable(h.host) if h else "-", str(h.pid) if h else "-", command, taken_at, left,
-                    human_ms(s.timeout_ms) if s.timeout_ms is not None else "-", "-" if s.foreign else str(s.fence)))
+        out.append((s.state, (printable(s.mutex_id), s.state, printable(s.taken_by or "-") if held else "-",
+                              printable(h.host) if h else "-", str(h.pid) if h else "-", command,
+                              when(s.since or s.taken_at) if held else "-", left,
+                              human_ms(s.timeout_ms) if s.timeout_ms is not None else "-",
+                              "-" if s.foreign else str(s.fence))))
     return out
 
 
 def render(states: Sequence[MutexState]) -> list[str]:
     """The table's lines, for stdout (a terminal, or not)."""
     terminal = sys.stdout.isatty()
-    table = rows(states, compact_times=terminal)
+    coloured = rows(states, compact_times=terminal)
+    table = [row for _, row in coloured]
     width = shutil.get_terminal_size((80, 24)).columns if terminal else None
     shown, widths = layout(table, width)
     colour = terminal and "NO_COLOR" not in os.environ
     lines = [GAP.join(COLUMNS[i].title.ljust(widths[i]) for i in shown).rstrip()]
     if colour:
         lines[0] = f"\x1b[1m{lines[0]}\x1b[0m"
-    for state, row in zip(states, table, strict=True):
+    for state, row in coloured:
         cells = [_cut(row[i], widths[i]).ljust(widths[i]) for i in shown]
-        if colour and state.state in _COLOURS:
-            cells[1] = f"\x1b[{_COLOURS[state.state]}m{cells[1]}\x1b[0m"
+        if colour and state in _COLOURS:
+            cells[1] = f"\x1b[{_COLOURS[state]}m{cells[1]}\x1b[0m"
         lines.append(GAP.join(cells).rstrip())
     return lines
 

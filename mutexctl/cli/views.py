@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import host_name
 from ..diagnose import why
-from ..models import ForcedRelease, InitResult, MutexState, human_ms, iso_ms
+from ..models import EXCLUSIVE, ForcedRelease, InitResult, MutexState, OnceMarker, SlotHolder, human_ms, iso_ms
 from ..redact import printable
 from ..schema import SCHEMA_VERSION, title
 from .output import Output
@@ -31,8 +31,30 @@ def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
         "expires_at": iso_ms(state.expires_at) if taken and state.expires_at else None,
         "remaining_ms": state.remaining_ms, "timeout_ms": state.timeout_ms, "fence": state.fence,
         "problem": state.problem, "documents": state.copies,
+        "kind": state.kind, "limit": state.limit, "held_slots": len(state.slots) if state.kind != EXCLUSIVE else None,
+        "holders": [slot_doc(slot) for slot in state.slots], "writer_waiting": state.writer_waiting,
         "why": why(state, this_host),
     }
+
+
+def slot_doc(slot: SlotHolder) -> dict[str, Any]:
+    h = slot.holder
+    return {"node": slot.node, "fence": slot.fence, "since": iso_ms(slot.since) if slot.since else None,
+            "expires_at": iso_ms(slot.expires_at) if slot.expires_at else None, "remaining_ms": slot.remaining_ms,
+            "timeout_ms": slot.timeout_ms, "host": h.host if h else None, "pid": h.pid if h else None,
+            "user": h.user if h else None, "command": h.command if h else None, "exec": h.exec_mode if h else None}
+
+
+def marker_doc(marker: OnceMarker) -> dict[str, Any]:
+    h = marker.holder
+    return {"mutex": marker.mutex_id, "key": marker.key, "done_at": iso_ms(marker.at), "by_node": marker.by_node,
+            "fence": marker.fence, "host": h.host if h else None, "pid": h.pid if h else None,
+            "command": h.command if h else None}
+
+
+def marker_line(marker: OnceMarker) -> str:
+    return printable(f"# once: {marker.mutex_id} {marker.key} done by {marker.by_node} at {iso_ms(marker.at)}"
+                     f" (fence {_fence(marker.fence)})")
 
 
 def forced_doc(record: ForcedRelease) -> dict[str, Any]:
@@ -41,7 +63,8 @@ def forced_doc(record: ForcedRelease) -> dict[str, Any]:
             "previous_fence": record.previous_fence}
 
 
-def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease]) -> None:
+def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease],
+                  markers: Sequence[OnceMarker] = ()) -> None:
     """The table, then why each mutex that is not free is as it is, then the recent forced releases.
     Text users wrote (names, reasons, command lines) is shown with control characters escaped."""
     from .table import render
@@ -53,6 +76,7 @@ def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease])
     lines += [printable(f"# forced release of {record.mutex_id} at {iso_ms(record.at)} by {record.by_user}@"
                         f"{record.by_host} ({record.by_node}): {record.reason} "
                         f"[was {record.previous_holder}, fence {_fence(record.previous_fence)}]") for record in forced]
+    lines += [marker_line(marker) for marker in markers]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 from ..errors import NotOwnerError, StoreError, UsageError
 from ..keeper import LeaseKeeper, stop_grace_s
-from ..leases import Duration, Leases, WaitCallback
+from ..leases import Duration, Leases, WaitAbandoned, WaitCallback
 from ..logs import logger
-from ..models import RunResult, human_ms
+from ..models import Lease, OnceMarker, RunResult, human_ms
 from .group import CommandGroup
 
 log = logger(__name__)
@@ -28,10 +28,33 @@ MIN_RUN_S = 0.05
 
 
 def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
-                    wait: Duration | None = None, on_wait: WaitCallback | None = None) -> RunResult:
-    """Run ``argv`` while holding the mutex; stop its process group before the lease could pass on."""
-    lease = leases.acquire(mutex_id, timeout=timeout, wait=wait, command=shlex.join(argv), on_wait=on_wait,
-                           exec_mode=True)
+                    wait: Duration | None = None, on_wait: WaitCallback | None = None, limit: int | None = None,
+                    shared: bool = False, once: str | None = None) -> RunResult:
+    """Run ``argv`` while holding the mutex (or one of ``limit`` slots, or a shared hold); stop its
+    process group before the lease could pass on.
+
+    With ``once`` (a key): if (mutex, key) is marked done, nothing runs (``RunResult.done``), also when
+    the mark appears while this one waits; a command that exits 0 under its lease marks it done
+    before the lease is released. A failed or stopped command marks nothing: the next one runs.
+    """
+    def done() -> OnceMarker | None:
+        return leases.once_done(mutex_id, once) if once is not None else None
+
+    marker = done()
+    if marker is not None:
+        return RunResult(0, marker.fence or 0, done=marker)
+    try:
+        lease = leases.acquire(mutex_id, timeout=timeout, wait=wait, command=shlex.join(argv), on_wait=on_wait,
+                               exec_mode=True, limit=limit, shared=shared,
+                               give_up=(lambda: done() is not None) if once is not None else None)
+    except WaitAbandoned:
+        marker = done()
+        assert marker is not None  # what ended the wait
+        return RunResult(0, marker.fence or 0, done=marker)
+    marker = done()  # marked between the first look and the acquire
+    if marker is not None:
+        _release(leases, lease)
+        return RunResult(0, marker.fence or 0, done=marker)
     env = dict(os.environ, MUTEXCTL_MUTEX_ID=mutex_id, MUTEXCTL_NODE_ID=lease.node_id,
                MUTEXCTL_FENCE=str(lease.fence), MUTEXCTL_LOCK_HELD="1")
     group = CommandGroup(argv, env)
@@ -39,8 +62,7 @@ def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeo
     keeper = LeaseKeeper(leases, lease, on_lost=lambda _reason: group.stop(grace), stop_margin_s=grace,
                          on_renewed=group.extend)
     if keeper.time_left() < MIN_RUN_S:
-        with contextlib.suppress(StoreError, NotOwnerError):
-            leases.release(mutex_id, token=lease.fence)
+        _release(leases, lease)
         raise UsageError(f"a lease of {human_ms(lease.timeout_ms)} ends before a command could run under it: "
                          "mutexctl stops a command before its lease ends (a sixth of the lease to stop it, "
                          f"a tenth against clock drift), so it would have less than {human_ms(MIN_RUN_S * 1000)}",
@@ -49,8 +71,7 @@ def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeo
         try:
             group.start(grace_s=grace, left_s=keeper.time_left())
         except BaseException:
-            with contextlib.suppress(StoreError, NotOwnerError):
-                leases.release(mutex_id, token=lease.fence)
+            _release(leases, lease)
             raise
         log.debug("running %s under %s (fence %s)", argv[0], mutex_id, lease.fence)
         keeper.start()
@@ -64,10 +85,21 @@ def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeo
             group.finish(kill_rest=status is None or keeper.lost_reason is not None)
     if keeper.lost_reason is not None:
         return RunResult(status, lease.fence, lost=keeper.lost_reason, stopped=True)
+    problem = None
+    if once is not None and status == 0:  # done, recorded while the lease still holds
+        try:
+            leases.mark_once(keeper.lease, once, shlex.join(argv))
+        except StoreError as exc:
+            problem = f"the command succeeded, but it could not be marked done: {exc.message}"
     try:
-        leases.release(mutex_id, token=lease.fence)
+        leases.release(mutex_id, token=lease.fence, kind=lease.kind)
     except NotOwnerError as exc:  # broken or expired before the command ended: it ran unprotected
         return RunResult(status, lease.fence, lost=f"{exc.message} when the command ended")
     except StoreError as exc:  # the lease is intact and will expire on its own
         return RunResult(status, lease.fence, release_error=exc.message)
-    return RunResult(status, lease.fence)
+    return RunResult(status, lease.fence, release_error=problem)
+
+
+def _release(leases: Leases, lease: Lease) -> None:
+    with contextlib.suppress(StoreError, NotOwnerError):
+        leases.release(lease.mutex_id, token=lease.fence, kind=lease.kind)

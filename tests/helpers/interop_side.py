@@ -4,6 +4,7 @@ Usage: interop_side.py MODE STORE MUTEX WHO LOG TIMEOUT HOLD_MS SECONDS
   pv       the library's P/V (the seed's interface)
   lock     the library's ``with svc.lock(...)`` (renewed in the background)
   cli      the CLI in exec mode: ``mutexctl acquire MUTEX --wait 30s -- interop_side.py section ...``
+  cli:ARG,ARG  the same with more acquire arguments, e.g. ``cli:--limit,2`` (a semaphore), ``cli:--shared``
   section  (the command the CLI runs) one critical section of HOLD_MS
 
 Every section appends "enter WHO NS" and "exit WHO NS" (CLOCK_MONOTONIC ns, O_APPEND) to LOG, as
@@ -50,11 +51,12 @@ def main() -> None:
     hold = int(hold_ms) / 1000
     stop_at = time.monotonic() + float(seconds)
     turns = lost = 0
-    if mode == "cli":
+    if mode.split(":")[0] == "cli":
+        extra = mode.split(":", 1)[1].split(",") if ":" in mode else []
         mutexctl = str(Path(sys.executable).parent / "mutexctl")
         env = dict(os.environ, MUTEXCTL_STORE=store, MUTEXCTL_NODE_ID=who)
         while time.monotonic() < stop_at:
-            done = subprocess.run([mutexctl, "acquire", mutex, "--wait", "30s", "--timeout", timeout, "--",
+            done = subprocess.run([mutexctl, "acquire", mutex, *extra, "--wait", "30s", "--timeout", timeout, "--",
                                    sys.executable, __file__, "section", who, log, hold_ms], env=env)
             turns += done.returncode == 0
             lost += done.returncode == 75
