@@ -221,3 +221,19 @@ def test_the_library_waiters_of_run_once_return_the_marker_without_running(setti
         marker = other.run_once("m", "k", lambda held: ran.append("other"))
         runner.join(10)
     assert ran == ["slow"] and marker.by_node == settings.node_id
+
+
+def test_a_forced_release_of_one_slot_stops_that_holder_s_command_only(cli: Cli) -> None:
+    jobs = {node: cli.popen("acquire", "pool", "--limit", "2", "--timeout", "3s", "--", "sleep", "30",
+                            env={"MUTEXCTL_NODE_ID": node}) for node in ("a", "b")}
+    def holders() -> int:
+        mutexes = json.loads(cli("status", "pool", "--json").stdout)["mutexes"]
+        return len(mutexes[0]["holders"]) if mutexes else 0
+
+    wait_until(lambda: holders() == 2, timeout=20)
+    assert cli("release", "pool", "--force", "--reason", "INC-3", "--holder", "a").returncode == 0
+    _, err = jobs["a"].communicate(timeout=20)  # its next renewal is at most 1 s away
+    assert jobs["a"].returncode == 75 and "was lost" in err
+    assert jobs["b"].poll() is None  # the other slot's command runs on
+    jobs["b"].send_signal(signal.SIGTERM)
+    jobs["b"].communicate(timeout=20)
