@@ -55,6 +55,7 @@ class Settings(NamedTuple):
     wait_s: float = 0.0
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
     log_retention_s: float = 7 * 24 * 3600.0  # the broadcast log's TTL
+    history_retention_s: float = 30 * 24 * 3600.0  # the lease history's TTL
     poll_interval_s: float = 1.0  # how often an idle listener reads the log
     mutexes: Mapping[str, MutexOverride] = MappingProxyType({})
     config_file: Path | None = None
@@ -109,7 +110,7 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
 _ENV = (("node_id", "MUTEXCTL_NODE_ID"), ("store", "MUTEXCTL_STORE"), ("database", "MUTEXCTL_DATABASE"),
         ("collection", "MUTEXCTL_COLLECTION"), ("timeout", "MUTEXCTL_TIMEOUT"), ("wait", "MUTEXCTL_WAIT"),
         ("connect_timeout", "MUTEXCTL_CONNECT_TIMEOUT"), ("log_retention", "MUTEXCTL_LOG_RETENTION"),
-        ("poll_interval", "MUTEXCTL_POLL_INTERVAL"))
+        ("history_retention", "MUTEXCTL_HISTORY_RETENTION"), ("poll_interval", "MUTEXCTL_POLL_INTERVAL"))
 
 
 def resolve(*, config: str | None = None, store: str | None = None, node_id: str | None = None,
@@ -162,7 +163,7 @@ def _checked(source: str, convert: Any) -> Any:
 def _convert(key: str, value: object, what: str) -> Any:
     if key in ("timeout", "connect_timeout"):
         return parse_timeout_ms(value, what=what)
-    if key in ("log_retention", "poll_interval"):
+    if key in ("log_retention", "history_retention", "poll_interval"):
         return parse_duration(value, what=what, allow_zero=False)
     if key in ("database", "collection"):
         return _validate_db_name(value, what)
@@ -185,9 +186,10 @@ def _validate_db_name(value: object, what: str) -> str:
 
 # File and environment keys -> Settings fields, where the field name carries the unit.
 _FIELD = {"timeout": "timeout_ms", "wait": "wait_s", "connect_timeout": "connect_timeout_ms",
-          "log_retention": "log_retention_s", "poll_interval": "poll_interval_s"}
-_TOP_KEYS = ("node_id", "store", "database", "collection", "connect_timeout", "log_retention", "poll_interval",
-             "defaults", "mutexes")
+          "log_retention": "log_retention_s", "history_retention": "history_retention_s",
+          "poll_interval": "poll_interval_s"}
+_TOP_KEYS = ("node_id", "store", "database", "collection", "connect_timeout", "log_retention", "history_retention",
+             "poll_interval", "defaults", "mutexes")
 _LEASE_KEYS = ("timeout", "wait")
 
 

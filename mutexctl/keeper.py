@@ -9,6 +9,7 @@ short-lived worker threads, so a renewal stuck on an unreachable store cannot de
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -16,7 +17,7 @@ from .clock import lease_clock
 from .errors import LeaseLostError, NotOwnerError, StoreError
 from .leases import Duration, Leases
 from .logs import logger
-from .models import Lease
+from .models import EXCLUSIVE, Lease
 
 log = logger(__name__)
 
@@ -30,6 +31,8 @@ MAX_RENEW_INTERVAL_S = 5.0
 KEEPER_TICK_S = 0.25
 # After a failed renewal (store unreachable), the next try comes this soon.
 RETRY_S = 0.25
+# How long stopping a keeper waits for the history entry of a loss to be written.
+RECORD_WAIT_S = 2.0
 
 
 def stop_grace_s(timeout_ms: int) -> float:
@@ -64,12 +67,17 @@ class LeaseKeeper(threading.Thread):
         self._result: Lease | BaseException | None = None
         self._last_error: BaseException | None = None
         self._losing = threading.Lock()
+        self._recorder: threading.Thread | None = None
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join()
+        recorder = self._recorder  # the loss's history entry: a store that does not answer soon loses it
+        if recorder is not None and recorder.is_alive() and not sys.is_finalizing():
+            with contextlib.suppress(RuntimeError):
+                recorder.join(RECORD_WAIT_S)
 
     def run(self) -> None:
         next_renewal = lease_clock() + self._interval
@@ -145,6 +153,12 @@ class LeaseKeeper(threading.Thread):
             self.lost_reason = reason
         log.warning("lease on %s (fence %s) lost: %s", self.lease.mutex_id, self.lease.fence, reason)
         self._on_lost(reason)
+        lease = self.lease
+        self._recorder = threading.Thread(
+            target=self.leases.record, args=(lease.mutex_id, "lost", lease.fence, reason),
+            kwargs={"node_id": lease.node_id, "slot": None if lease.kind == EXCLUSIVE else lease.kind},
+            name=f"mutexctl-record-{lease.mutex_id}", daemon=True)
+        self._recorder.start()
 
 
 class HeldLease:

@@ -16,8 +16,18 @@ from typing import TYPE_CHECKING
 
 from .clock import lease_clock
 from .config import Settings, host_name
-from .errors import DuplicateMutexError, LockHeldError, StoreUnavailableError, UsageError, WaitTimeoutError
+from .errors import (
+    DuplicateMutexError,
+    LeaseExpiredError,
+    LockHeldError,
+    NotOwnerError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+    WaitTimeoutError,
+)
 from .inputs import (
+    MAX_REASON_CHARS,
     parse_timeout_ms,
     parse_wait_s,
     shown,
@@ -28,7 +38,19 @@ from .inputs import (
     validate_token,
 )
 from .logs import logger
-from .models import EXCLUSIVE, SEMAPHORE, SHARED, ForcedRelease, Holder, Lease, MutexState, OnceMarker, Overview
+from .models import (
+    EXCLUSIVE,
+    SEMAPHORE,
+    SHARED,
+    ForcedRelease,
+    Holder,
+    Lease,
+    LeaseEvent,
+    MutexState,
+    OnceMarker,
+    Overview,
+)
+from .recorder import Recorder
 from .redact import mask_url
 from .stores.common import conflict_error
 
@@ -127,6 +149,7 @@ class Leases:
         self.store = store
         self.settings = settings
         self._default_holder: Holder | None = None
+        self.recorder = Recorder(store)  # writes the history events a store queued (MongoDB)
 
     @property
     def node_id(self) -> str:
@@ -134,7 +157,7 @@ class Leases:
 
     def try_acquire(self, mutex_id: str, *, timeout: Duration | None = None, node_id: str | None = None,
                     command: str | None = None, explain: bool = True, exec_mode: bool = False,
-                    limit: int | None = None, shared: bool = False) -> Lease:
+                    limit: int | None = None, shared: bool = False, waited_ms: int = 0) -> Lease:
         """Take the mutex now or raise LockHeldError. ``exec_mode``: this process supervises a command
         under the lease (a release without its token then refuses to end it). ``limit``: take one of
         that many slots of a semaphore; ``shared``: a shared (reader's) hold. Holders of one name must
@@ -151,10 +174,11 @@ class Leases:
         holder = self.holder(command)._replace(exec_mode=exec_mode)
         try:
             if kind == EXCLUSIVE:
-                lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms, holder)
+                lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms, holder,
+                                               waited_ms=waited_ms)
             else:
                 lease = self.store.try_acquire_slot(mutex_id, node_id or self.node_id, timeout_ms, holder, kind=kind,
-                                                    limit=limit)
+                                                    limit=limit, waited_ms=waited_ms)
         except LockHeldError as held:
             state = held.state if held.state is not None or not explain else self.store.get(mutex_id)
             if state is not None and conflicts(state, kind, limit):
@@ -162,6 +186,7 @@ class Leases:
             if state is held.state:
                 raise
             raise LockHeldError(mutex_id, state) from None
+        self.recorder.poke()
         return lease.with_deadline(sent + timeout_ms / 1000)
 
     def acquire(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
@@ -186,7 +211,8 @@ class Leases:
             try:
                 # Polls after the first skip the extra read that names the holder: one round trip each.
                 return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command,
-                                        explain=seen is None, exec_mode=exec_mode, limit=limit, shared=shared)
+                                        explain=seen is None, exec_mode=exec_mode, limit=limit, shared=shared,
+                                        waited_ms=round((time.monotonic() - started) * 1000))
             except LockHeldError as held:
                 now = time.monotonic()
                 if seen is None or held.state is not None:
@@ -240,8 +266,13 @@ class Leases:
                 self.settings.timeout_for(mutex_id)
         self.store.prepare_writes()
         now = datetime.now(UTC)
-        return self.renew(Lease(mutex_id, node_id or self.node_id, token, timeout_ms, now, now, kind=kind,
-                                limit=limit))
+        try:
+            return self.renew(Lease(mutex_id, node_id or self.node_id, token, timeout_ms, now, now, kind=kind,
+                                    limit=limit))
+        except NotOwnerError as refused:
+            self.record(mutex_id, "refused", token, f"renew: {refused.message}", node_id=node_id,
+                        slot=None if kind == EXCLUSIVE else kind)
+            raise
 
     def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None,
                 kind: str | None = None) -> None:
@@ -250,9 +281,27 @@ class Leases:
         if token is not None:
             validate_token(token)
         self.store.prepare_writes()
-        self.store.release(validate_mutex_id(mutex_id), node_id or self.node_id, token,
-                           slot=None if kind is None else kind != EXCLUSIVE)
+        try:
+            self.store.release(validate_mutex_id(mutex_id), node_id or self.node_id, token,
+                               slot=None if kind is None else kind != EXCLUSIVE)
+        except NotOwnerError as refused:
+            if not isinstance(refused, LeaseExpiredError) or refused.state is None:  # (a late release is recorded)
+                self.record(mutex_id, "refused", token, f"release: {refused.message}", node_id=node_id)
+            raise
+        finally:
+            self.recorder.poke()
         log.debug("released %s (fence %s)", mutex_id, token)
+
+    def record(self, mutex_id: str, kind: str, fence: int | None, reason: str, *, node_id: str | None = None,
+               slot: str | None = None) -> None:
+        """Put an event that no store operation recorded (a loss a keeper noticed, a refused release
+        or renewal) in the history; a store that cannot take it now only loses that entry."""
+        try:
+            self.store.record_event(LeaseEvent(mutex_id, kind, datetime.now(UTC), node_id or self.node_id, fence,
+                                               self.holder(None), reason=mask_url(reason)[:MAX_REASON_CHARS],
+                                               slot=slot))
+        except StoreError as exc:
+            log.info("could not record %s of %s in the history: %s", kind, mutex_id, exc.message)
 
     def force_release(self, mutex_id: str, *, reason: str, node: str | None = None,
                       fence: int | None = None) -> MutexState | None:
@@ -274,6 +323,7 @@ class Leases:
         else:
             before = self.store.force_release(mutex_id, self.node_id, self.holder(None), text)
         log.info("force-released %s (was %s): %s", mutex_id, before.shown_state if before else "free", text)
+        self.recorder.poke()
         return before
 
     # -- run-once markers ---------------------------------------------------------------------------
@@ -295,16 +345,18 @@ class Leases:
                                      self.holder(None), text)
 
     def overview(self, mutex_id: str | None = None, *, patterns: Sequence[str] = (), held_only: bool = False,
-                 forced_limit: int = 5) -> Overview:
+                 forced_limit: int = 5, recent: int = 0) -> Overview:
         """Every mutex (or the one named, or those whose names match any of the glob ``patterns``),
-        in one read; ``held_only`` keeps the held ones."""
+        in one read; ``held_only`` keeps the held ones; ``recent``: with that many of the newest
+        events of their history."""
         if mutex_id is None and len(patterns) == 1 and not any(ch in patterns[0] for ch in "*?["):
             mutex_id, patterns = patterns[0], ()  # one plain name: read just that one
-        view = self.store.overview(None if mutex_id is None else validate_mutex_id(mutex_id), forced_limit)
+        view = self.store.overview(None if mutex_id is None else validate_mutex_id(mutex_id), forced_limit, recent)
         if patterns:
             chosen = {s.mutex_id for s in view.states if any(fnmatch.fnmatchcase(s.mutex_id, p) for p in patterns)}
             view = view._replace(states=tuple(s for s in view.states if s.mutex_id in chosen),
-                                 forced=tuple(f for f in view.forced if f.mutex_id in chosen))
+                                 forced=tuple(f for f in view.forced if f.mutex_id in chosen),
+                                 events=tuple(e for e in view.events if e.mutex_id in chosen))
         if held_only:
             view = view._replace(states=tuple(s for s in view.states if s.state == "held"))
         return view

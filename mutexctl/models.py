@@ -124,6 +124,27 @@ class MutexState(NamedTuple):
         return self.state
 
 
+class LeaseEvent(NamedTuple):
+    """One entry of a mutex's history, stamped with the store's clock. ``kind``: ``acquire``,
+    ``takeover`` (of a lease that had expired: ``previous_holder``, ``late_ms`` past its end),
+    ``release``, ``release-late`` (after the lease's end), ``forced`` (``reason``), ``lost`` (a keeper
+    noticed its lease gone: ``reason``), ``refused`` (a release or renewal that was not the holder's)."""
+
+    mutex_id: str
+    kind: str
+    at: datetime
+    node: str | None
+    fence: int | None
+    holder: Holder | None = None  # host, pid, user, command (masked) of whoever did it
+    waited_ms: int | None = None  # acquire: how long the acquirer waited
+    held_ms: int | None = None  # release: how long the lease was held
+    previous_holder: str | None = None
+    previous_fence: int | None = None
+    late_ms: int | None = None  # takeover: how long after the previous lease's end
+    reason: str | None = None
+    slot: str | None = None  # a semaphore's or shared lock's kind, for their holders' events
+
+
 class ForcedRelease(NamedTuple):
     """The record an operator's ``release --force`` leaves behind."""
 
@@ -162,6 +183,7 @@ class Overview(NamedTuple):
     schema: SchemaState | None
     store_now: datetime
     markers: tuple[OnceMarker, ...] = ()
+    events: tuple[LeaseEvent, ...] = ()  # the newest history events, when asked for (status --watch)
 
 
 class InitResult(NamedTuple):
@@ -172,9 +194,9 @@ class InitResult(NamedTuple):
     applied: tuple[int, ...]
     server: dict[str, str]
     pending: tuple[int, ...] = ()
-    # (seconds kept before, seconds now) when the broadcast log's expiry was (or, dry, would be)
-    # changed to the configured log_retention
+    # (seconds kept before, seconds now) when a TTL was (or, dry, would be) changed to its setting's
     retention: tuple[int, int] | None = None
+    retention_setting: str = "log_retention"  # or history_retention
 
 
 class RunResult(NamedTuple):

@@ -19,6 +19,7 @@ from .models import (
     ForcedRelease,
     InitResult,
     Lease,
+    LeaseEvent,
     Message,
     MutexState,
     NodeInfo,
@@ -156,10 +157,22 @@ class Service:
         return list(self.leases.overview(mutex_id, forced_limit=0).states)
 
     def overview(self, mutex_id: str | None = None, *, patterns: Sequence[str] = (), held_only: bool = False,
-                 forced_limit: int = 5) -> Overview:
+                 forced_limit: int = 5, recent: int = 0) -> Overview:
         """What on-call needs, in one read: the mutexes (all, the one named, or those matching glob
-        ``patterns``), recent forced releases, the schema, the store's now."""
-        return self.leases.overview(mutex_id, patterns=patterns, held_only=held_only, forced_limit=forced_limit)
+        ``patterns``), recent forced releases, the schema, the store's now; ``recent``: the newest
+        events of their history too (MongoDB: those kept in the mutexes' documents)."""
+        return self.leases.overview(mutex_id, patterns=patterns, held_only=held_only, forced_limit=forced_limit,
+                                    recent=recent)
+
+    def history(self, patterns: Sequence[str] = (), *, since: Duration | None = None, node: str | None = None,
+                limit: int = 100) -> list[LeaseEvent]:
+        """The lease history, newest first: of the mutexes named or matching globs in ``patterns``
+        (none: every mutex), of the last ``since`` (on the store's clock), done by or taken from ``node``."""
+        from . import history
+
+        since_s = None if since is None else wait_seconds(since, "since")
+        return history.read(self.store, patterns, since_s=None if since_s == float("inf") else since_s, node=node,
+                            limit=limit)
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         return self.leases.forced_releases(mutex_id, limit)
@@ -227,6 +240,7 @@ class Service:
                                     from_start=from_start, once=once, stop=stop, **options)
 
     def close(self) -> None:
+        self.leases.recorder.flush()  # the lease history this process queued (MongoDB)
         self.store.close()
 
     def __enter__(self) -> Service:

@@ -191,7 +191,19 @@ def cli(store_url: str, tmp_path: Path) -> Cli:
 
 
 def store_rows(store_url: str) -> list[object]:
-    """Everything a store holds, to prove a failed command changed nothing."""
+    """Everything a store holds, to prove a failed command changed nothing: read until two reads
+    150 ms apart agree (a test's own Service writes its lease history within 100 ms, off the hot path)."""
+    rows = _rows(store_url)
+    for _ in range(20):
+        time.sleep(0.15)
+        again = _rows(store_url)
+        if again == rows:
+            return rows
+        rows = again
+    return rows
+
+
+def _rows(store_url: str) -> list[object]:
     if store_url.startswith("sqlite"):
         path = Path(store_url.removeprefix("sqlite://"))
         if not path.exists():

@@ -65,6 +65,7 @@ def test_the_document_keeps_the_seed_s_shape(service: Service, collection: pymon
     assert lease.expires_at - taken_at == timedelta(milliseconds=1500)  # the lease ends at takenAt + timeout
     assert set(doc) == {"_id", "mutexId", "taken", "takenAt", "takenBy", "timeout", "fence", "holder"}
     assert doc["holder"]["command"] == "./job" and doc["holder"]["pid"] == os.getpid()
+    assert doc["holder"]["took"] is None  # (a take-over names, for the history, whose lease it took)
     # mutexctl's own details carry the takenAt and takenBy they belong to
     assert (doc["holder"]["takenAt"], doc["holder"]["takenBy"]) == (doc["takenAt"], "node-a")
 

@@ -11,6 +11,9 @@ def main(argv: list[str] | None = None) -> None:
     from .app import run
 
     code = run(sys.argv[1:] if argv is None else argv)
+    recorder = sys.modules.get("mutexctl.recorder")
+    if recorder is not None:  # the lease history this run queued (MongoDB), written before leaving
+        recorder.flush_all()
     # Nothing is left to do, and the interpreter's own teardown costs: pymongo's exit hook joins its
     # monitor threads, which sleep in 0.5 s steps (a stall on every run), and tearing down every
     # module takes milliseconds. Every write has been committed (SQLite's are in its WAL, durable);

@@ -39,7 +39,7 @@ EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
     ("0", "success"),
     ("1", "lock held by another node, or the wait timed out (-E/--conflict-exit-code N changes it); "
           "status --held: none is held; broadcast: nodes stayed silent, no node listens (--wait-acks; nothing "
-          "sent), or the message is not in the log"),
+          "sent), or the message is not in the log; doctor: a check warned or failed"),
     ("2", "usage error (a malformed or oversized flag, name, duration, token, payload; a lease too short to run "
           "a command)"),
     ("3", "release/renew: not the owner, the lease already ended, or a plain release of a lease that a running "

@@ -271,17 +271,32 @@ def status(
         metavar="[PATTERN]...", help="Only these mutexes: names, or globs such as 'deploy-*'.",
         show_default=False)] = None,
     held: Annotated[bool, typer.Option("--held", help="Only held mutexes; exit 1 when none is.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep showing it: live on a terminal (Ctrl-C quits, "
+                                                              "exit 0); piped, a snapshot per interval.")] = False,
+    interval: Annotated[str, typer.Option("--interval", metavar="DURATION",
+                                          help="With --watch: how often to read the store.")] = "1s",
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:
     """Show every mutex: held, expired or free; who holds it, since when, time left, and why it is stuck.
 
     PATTERNs (globs) pick mutexes by name; with --held the exit status tells a script whether any of
-    them is held (0) or none (1), like grep.
+    them is held (0) or none (1), like grep. --watch reads the store once per --interval (one read
+    each); on a terminal the time left counts down between reads, with the newest history events
+    below; piped, it prints a snapshot per interval (with --json, one JSON document per line).
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
     for pattern in patterns or ():
         validate_mutex_id(pattern)
+    if watch:
+        from ..inputs import parse_duration
+        from .watch import watch as watch_status
+
+        interval_s = parse_duration(interval, what="--interval", allow_zero=False)
+        if interval_s < 0.1:
+            raise UsageError(f"--interval {interval} is too short", hint="use 100ms or more")
+        with inv.service() as svc:
+            return watch_status(inv, svc, patterns or (), held, interval_s)
     with inv.service() as svc:
         sent = datetime.now(UTC)
         view = svc.overview(patterns=patterns or (), held_only=held, forced_limit=5)

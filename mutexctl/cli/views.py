@@ -89,7 +89,9 @@ def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: boo
             retention = dict(zip(("before_s", "after_s"), result.retention, strict=True))
         out.doc({"ok": True, "store": store_url, "server": result.server, "version_before": result.version_before,
                  "version": result.version, "tool_version": SCHEMA_VERSION, "applied": list(result.applied),
-                 "pending": list(result.pending), "log_retention_change": retention, "dry_run": dry_run})
+                 "pending": list(result.pending), f"{result.retention_setting}_change": retention,
+                 **({} if result.retention_setting == "log_retention" else {"log_retention_change": None}),
+                 "dry_run": dry_run})
         return
     out.data(f"store: {store_url}")
     for key, value in result.server.items():
@@ -97,7 +99,8 @@ def render_init(out: Output, store_url: str, result: InitResult, *, dry_run: boo
     change = None
     if result.retention is not None:
         before, after = (human_ms(seconds * 1000) for seconds in result.retention)
-        change = f"broadcast log retention {before} -> {after} (log_retention)"
+        what = "broadcast log" if result.retention_setting == "log_retention" else "lease history"
+        change = f"{what} retention {before} -> {after} ({result.retention_setting})"
     if dry_run:
         if not result.pending and change is None:
             out.data(f"schema version {result.version} is up to date; nothing would change")

@@ -4,6 +4,7 @@ runners at once."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from .._version import __version__
 from ..config import SCHEMA_MUTEX
@@ -37,7 +38,8 @@ def initialize(store: SchemaStore, leases: Leases, *, wait: Duration | None = No
     drift = _drift(store)
     repairs = _repairs(store, before)
     if dry_run or (not pending and drift is None and not repairs):
-        return InitResult(before, before, (), server, tuple(s.number for s in pending) + repairs, retention=drift)
+        return InitResult(before, before, (), server, tuple(s.number for s in pending) + repairs,
+                          **_retention(drift))
     applied: list[int] = []
     with hold(leases, SCHEMA_MUTEX, timeout=timeout, wait=wait) as held:
         state = store.schema_state()  # another runner may have finished while we waited
@@ -58,7 +60,7 @@ def initialize(store: SchemaStore, leases: Leases, *, wait: Duration | None = No
         drift = _drift(store)  # again: another runner may have changed it meanwhile
         if drift is not None and not held.lost and isinstance(store, RetentionStore):
             store.apply_retention()
-    return InitResult(before, version, tuple(applied), server, retention=drift)
+    return InitResult(before, version, tuple(applied), server, **_retention(drift))
 
 
 def _repairs(store: SchemaStore, version: int) -> tuple[int, ...]:
@@ -66,7 +68,11 @@ def _repairs(store: SchemaStore, version: int) -> tuple[int, ...]:
     return tuple(sorted({step for step, _ in store.schema_problems() if step <= version}))
 
 
-def _drift(store: SchemaStore) -> tuple[int, int] | None:
+def _retention(drift: tuple[str, int, int] | None) -> dict[str, Any]:
+    return {} if drift is None else {"retention": drift[1:], "retention_setting": drift[0]}
+
+
+def _drift(store: SchemaStore) -> tuple[str, int, int] | None:
     if store.expires_by_ttl and isinstance(store, RetentionStore):
         return store.retention_drift()
     return None

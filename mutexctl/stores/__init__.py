@@ -22,11 +22,14 @@ def open_store(settings: Settings) -> Store:
         from .sqlite import SQLiteStore
 
         store: Store = SQLiteStore.from_url(url, log_retention_s=settings.log_retention_s)
+        store.history_retention_s = settings.history_retention_s
         return store
     if scheme in ("mongodb", "mongodb+srv"):
         from .mongodb import MongoStore
 
-        return MongoStore(url, database=settings.database, collection=settings.collection,
-                          connect_timeout_ms=settings.connect_timeout_ms, log_retention_s=settings.log_retention_s)
+        mongo = MongoStore(url, database=settings.database, collection=settings.collection,
+                           connect_timeout_ms=settings.connect_timeout_ms, log_retention_s=settings.log_retention_s)
+        mongo.history_retention_s = settings.history_retention_s
+        return mongo
     raise ConfigError(f"unknown store URL {mask_url(url)!r}",
                       hint="use sqlite:///path/to/file.db or mongodb://host/ (mongodb+srv:// too)")

@@ -15,6 +15,7 @@ from ..models import (
     ForcedRelease,
     Holder,
     Lease,
+    LeaseEvent,
     Message,
     MutexState,
     NodeInfo,
@@ -27,6 +28,7 @@ from ..models import (
 
 class StoreInfo(Protocol):
     url: str  # masked, safe to show
+    history_retention_s: float  # how long the lease history is kept
     clock: str  # whose clock judges expiry: "host" (this machine's) or "server" (the store's)
     expires_by_ttl: bool  # the store deletes old log entries itself (TTL indexes), with a retention to keep
 
@@ -38,14 +40,16 @@ class LeaseStore(StoreInfo, Protocol):
         """Before the first write: refuse (SchemaError) a store newer than this tool, and make sure
         mutexId is unique. Returns the schema record; answered from memory after the first call."""
 
-    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
-        """Take the mutex iff it is free or its lease expired; else raise LockHeldError."""
+    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
+                    waited_ms: int = 0) -> Lease:
+        """Take the mutex iff it is free or its lease expired; else raise LockHeldError. The history
+        gets the event (how long the acquirer waited: ``waited_ms``) in the same write."""
 
     def renew(self, lease: Lease) -> Lease:
         """Extend our unexpired lease by its timeout; else raise LeaseExpiredError/NotOwnerError."""
 
     def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
-                         kind: str, limit: int | None) -> Lease:
+                         kind: str, limit: int | None, waited_ms: int = 0) -> Lease:
         """Take a semaphore's slot (kind SEMAPHORE, of ``limit``) or a shared hold (SHARED) iff no
         exclusive lease holds the mutex, its live holders took it the same way (kind and limit), and
         there is room (fewer than ``limit`` live slots; for a shared hold, no writer announced); else
@@ -80,9 +84,23 @@ class LeaseStore(StoreInfo, Protocol):
     def clear_once(self, mutex_id: str, key: str, by_node: str, by: Holder, reason: str) -> OnceMarker | None:
         """Remove the marker on the record (the forced-release history); None if there was none."""
 
+    def pending_events(self) -> int:
+        """How many events of this process's operations wait to be written to the history."""
+
+    def flush_events(self) -> None:
+        """Write them (one insert); StoreError keeps them for the next try."""
+
+    def record_event(self, event: LeaseEvent) -> None:
+        """Add an event noticed outside a store operation (a keeper's loss, a refused release)."""
+
+    def history(self, mutex_ids: list[str] | None, *, since_s: float | None = None, node: str | None = None,
+                limit: int = 100) -> list[LeaseEvent]:
+        """The lease history of ``mutex_ids`` (None: every mutex), newest first; ``since_s``: only the last
+        that many seconds, on the store's clock; ``node``: what it did, or what was taken from it."""
+
     def get(self, mutex_id: str) -> MutexState | None: ...
 
-    def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
+    def overview(self, mutex_id: str | None, forced_limit: int, recent: int = 0) -> Overview:
         """Every mutex (or the one named), its latest forced releases, the schema record and the
         store's now, in one read (one round trip on a server)."""
 
@@ -105,14 +123,17 @@ class SchemaStore(StoreInfo, Protocol):
     def server_report(self) -> dict[str, str]:
         """Facts about the store for init-schema's output; raises if the server is unsupported."""
 
+    def store_time(self) -> datetime:
+        """The store's clock now, in one round trip (doctor times it and compares it with ours)."""
+
 
 @runtime_checkable
 class RetentionStore(SchemaStore, Protocol):
     """A store that deletes old log entries itself (``expires_by_ttl``): its retention is fixed when
     the TTL index is made, so a changed ``log_retention`` must be applied to it."""
 
-    def retention_drift(self) -> tuple[int, int] | None:
-        """(seconds the store keeps the broadcast log now, seconds configured) when they differ."""
+    def retention_drift(self) -> tuple[str, int, int] | None:
+        """(the setting, seconds a TTL index keeps now, seconds configured) when they differ."""
 
     def apply_retention(self) -> None: ...
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 # How long what the TTL indexes (or, on SQLite, pruning on write) keep.
-HISTORY_RETENTION_S = 90 * 24 * 3600
+FORCED_RETENTION_S = 90 * 24 * 3600  # forced-release records
+HISTORY_RETENTION_S = 30 * 24 * 3600  # the lease history, unless history_retention says otherwise
 LOG_RETENTION_S = 7 * 24 * 3600
 LOG_RETENTION = "log_retention"  # a TTL whose length is the log_retention setting
+HISTORY_RETENTION = "history_retention"  # ... the history_retention setting
 
 
 class Table(NamedTuple):
@@ -34,7 +36,7 @@ class Expiry(NamedTuple):
 
     table: str
     field: str
-    seconds: int | str
+    seconds: int | str  # or LOG_RETENTION / HISTORY_RETENTION: the setting's
 
 
 class Step(NamedTuple):
@@ -47,7 +49,7 @@ STEPS: tuple[Step, ...] = (
     Step(1, "mutexes: the collection (table) and an index on holders",
          (Table("mutexes"), Index("mutexes", ("takenBy",), "takenBy"))),
     Step(2, "lease history: forced releases, kept 90 days (TTL index)",
-         (Table("forced_releases"), Expiry("forced_releases", "at", HISTORY_RETENTION_S))),
+         (Table("forced_releases"), Expiry("forced_releases", "at", FORCED_RETENTION_S))),
     Step(3, "broadcast: the message log (kept 7 days, TTL), per-node acks and the live-node registry",
          (Table("counters"), Table("messages"), Index("messages", ("channel", "seq"), "channel_seq", unique=True),
           Expiry("messages", "at", LOG_RETENTION), Table("acks"),
@@ -58,6 +60,9 @@ STEPS: tuple[Step, ...] = (
           Expiry("nodes", "lastSeen", LOG_RETENTION))),
     Step(4, "mutexes: a unique index on mutexId (documents other services create are found by it)",
          (Index("mutexes", ("mutexId",), "mutexId_unique", unique=True),)),
+    Step(5, "lease history: acquires, releases, take-overs, forced releases and losses (kept 30 days, TTL)",
+         (Table("history"), Index("history", ("mutexId", "at"), "mutex_at"),
+          Expiry("history", "at", HISTORY_RETENTION))),
 )
 SCHEMA_VERSION = STEPS[-1].number
 UNIQUE_IDS_STEP = 4  # from this step on, mutexId is unique in every store

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.errors import (
+    BulkWriteError,
     ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
@@ -19,9 +21,9 @@ from pymongo.errors import (
 
 from ...errors import ConfigError, StoreError, StoreUnavailableError
 from ...logs import logger
-from ...models import SchemaState
+from ...models import LeaseEvent, SchemaState
 from ...redact import mask_url, secrets_of
-from ..steps import LOG_RETENTION_S
+from ..steps import HISTORY_RETENTION_S, LOG_RETENTION_S
 from .client import URL_HINT, open_client, refused
 
 log = logger("mutexctl.stores.mongodb")
@@ -32,6 +34,7 @@ class MongoBase:
 
     clock = "server"  # leases are judged on the server's clock ($$NOW)
     expires_by_ttl = True  # the server deletes old log entries itself (TTL indexes)
+    history_retention_s: float = HISTORY_RETENTION_S  # (open_store sets the configured one)
 
     def __init__(self, url: str, *, database: str | None, collection: str, connect_timeout_ms: int,
                  log_retention_s: float = LOG_RETENTION_S) -> None:
@@ -51,6 +54,11 @@ class MongoBase:
         self._mutexes = db[collection]
         self._forced = db["forced_releases"]
         self._once = db["once"]  # run-once markers
+        self._history = db["history"]  # the lease history
+        # Events of this process's operations, written to the history by flush_events (the caller's
+        # recorder does, off the hot path): acquire and release stay one round trip each.
+        self._pending: list[dict[str, Any]] = []
+        self._pending_lock = threading.Lock()
         self._meta = db["meta"]
         self._counters, self._messages, self._acks, self._nodes = (db["counters"], db["messages"], db["acks"],
                                                                     db["nodes"])
@@ -60,6 +68,40 @@ class MongoBase:
     def collection(self, table: str) -> Collection[dict[str, Any]]:
         """A collection by its schema name (``mutexes`` is configurable)."""
         return self._mutexes if table == "mutexes" else self._db[table]
+
+    MAX_PENDING = 10_000  # events kept for the history while it cannot be written; the oldest go first
+
+    def queue_event(self, event: LeaseEvent) -> None:
+        from .documents import event_doc
+
+        with self._pending_lock:
+            self._pending.append(event_doc(event))
+            if len(self._pending) > self.MAX_PENDING:
+                del self._pending[0]
+                log.warning("lease history: an event was dropped (%d waiting to be written)", self.MAX_PENDING)
+
+    def pending_events(self) -> int:
+        return len(self._pending)
+
+    def flush_events(self) -> None:
+        """Write what this process's operations recorded to the history: one insert; kept for the
+        next try when the store does not take it."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            with self._errors():
+                try:
+                    self._history.insert_many(batch, ordered=False)
+                except BulkWriteError as exc:  # a retry of a batch the server had partly taken: ids repeat
+                    if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                        raise
+        except StoreError:
+            with self._pending_lock:
+                self._pending[:0] = batch
+                del self._pending[:max(0, len(self._pending) - self.MAX_PENDING)]
+            raise
 
     def close(self) -> None:
         self.client.close()

@@ -4,6 +4,7 @@ service wrote (a wrong type gives "unknown", never an exception)."""
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from ...models import (
     AppliedStep,
     ForcedRelease,
     Holder,
+    LeaseEvent,
     Message,
     MutexState,
     OnceMarker,
@@ -37,19 +39,41 @@ FENCE: dict[str, Any] = {"$cond": [{"$and": [{"$in": [{"$type": "$fence"}, ["int
                                    {"$toLong": "$fence"}, {"$toLong": 0}]}
 
 
+def details_of(holder: Holder) -> dict[str, Any]:
+    return {"host": holder.host, "pid": holder.pid, "user": holder.user, "command": holder.command,
+            "exec": holder.exec_mode}
+
+
+# How long the lease in the document has been held (its holder stamp current), or null.
+HELD_MS: dict[str, Any] = {"$cond": [{"$and": [HOLDER_CURRENT, {"$eq": [{"$type": "$holder.since"}, "date"]}]},
+                                     {"$subtract": ["$$NOW", "$holder.since"]}, None]}
+
+
 def take_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> list[dict[str, Any]]:
     """The update of a successful acquire: the seed's fields, the next fence, and holder details
-    stamped with the takenAt and takenBy they belong to. Fields of older versions, and the slots
-    of a semaphore or shared lock whose holders all left, are dropped."""
-    details = {"host": holder.host, "pid": holder.pid, "user": holder.user, "command": holder.command,
-               "exec": holder.exec_mode}
+    stamped with the takenAt and takenBy they belong to; ``holder.took`` keeps, for the history, the
+    seed's fields of the expired lease this one took over (null: it was free), copied as they were
+    (judged by the caller with the same rules: see ``took_over``). Fields of older versions, and the
+    slots of a semaphore or shared lock whose holders all left, are dropped."""
+    took = {"$cond": [{"$eq": ["$taken", True]}, {
+        "takenBy": "$takenBy", "takenAt": "$takenAt", "timeout": "$timeout", "fence": "$fence",
+        "holder": {"takenAt": "$holder.takenAt", "takenBy": "$holder.takenBy"}}, None]}
     return [{"$set": {
         "_id": {"$ifNull": ["$_id", literal(mutex_id)]},  # a new document is named after its mutex
         "mutexId": literal(mutex_id), "taken": True, "takenAt": ISO_NOW, "takenBy": literal(node_id),
         "timeout": timeout_ms, "fence": {"$add": [FENCE, 1]},
-        "holder": {"$mergeObjects": [literal(details),
-                                     {"takenAt": ISO_NOW, "takenBy": literal(node_id), "since": "$$NOW"}]}}},
+        "holder": {"$mergeObjects": [literal(details_of(holder)), {"takenAt": ISO_NOW, "takenBy": literal(node_id),
+                                                                   "since": "$$NOW", "took": took}]}}},
         {"$unset": ["expiresAt", "releasedLate", "slots"]}]
+
+
+def took_over(took: dict[str, Any], now: datetime) -> tuple[str | None, int | None, int | None]:
+    """(previous holder, its fence when its holder stamp was current, ms from its lease's end to
+    ``now``) of the lease an acquire took over, from the fields ``take_pipeline`` kept."""
+    ended = doc_expiry(took)
+    late = None if ended is None else round((now - ended).total_seconds() * 1000)
+    fence = took.get("fence") if holder_is_current(took) else None
+    return _text(took.get("takenBy")), number(fence), late
 
 
 def force_pipeline(record_id: str, by_node: str, by: Holder, reason: str) -> list[dict[str, Any]]:
@@ -58,6 +82,7 @@ def force_pipeline(record_id: str, by_node: str, by: Holder, reason: str) -> lis
     record = {"id": literal(record_id), "at": "$$NOW", "byNode": literal(by_node), "byUser": literal(by.user),
               "byHost": literal(by.host), "reason": literal(reason), "previousHolder": "$takenBy",
               "previousFence": {"$cond": [HOLDER_CURRENT, "$fence", None]}}
+    record["heldMs"] = HELD_MS  # (for the lease history)
     kept = {"$cond": [{"$isArray": "$forced"}, "$forced", []]}
     return [{"$set": {"taken": False,
                       "forced": {"$slice": [{"$concatArrays": [kept, [record]]}, -MAX_OUTBOX]}}}]
@@ -228,3 +253,47 @@ def once_marker(doc: dict[str, Any]) -> OnceMarker:
     fence = doc.get("fence")
     return OnceMarker(str(doc.get("mutexId")), str(doc.get("key")), utc(doc["at"]), str(doc.get("byNode")),
                       _fence(fence) if fence is not None else None, holder)
+
+
+def event_doc(event: LeaseEvent) -> dict[str, Any]:
+    """A history event as the ``history`` collection keeps it."""
+    holder = event.holder
+    return {"_id": uuid.uuid4().hex, "mutexId": event.mutex_id, "kind": event.kind, "at": event.at,
+            "node": event.node, "fence": event.fence,
+            "holder": None if holder is None else {"host": holder.host, "pid": holder.pid, "user": holder.user,
+                                                   "command": holder.command},
+            "waitedMs": event.waited_ms, "heldMs": event.held_ms, "previousHolder": event.previous_holder,
+            "previousFence": event.previous_fence, "lateMs": event.late_ms, "reason": event.reason,
+            "slot": event.slot}
+
+
+def ms_between(start: Any, end: Any) -> int | None:
+    if not isinstance(start, datetime) or not isinstance(end, datetime):
+        return None
+    return max(0, round((utc(end) - utc(start)).total_seconds() * 1000))
+
+
+def number(value: Any) -> int | None:
+    return round(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        else None
+
+
+def sub(doc: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+    """``doc[key]`` when it is a subdocument, else empty (another service may have written anything)."""
+    value = doc.get(key) if doc is not None else None
+    return value if isinstance(value, dict) else {}
+
+
+def text_of(value: Any) -> str | None:
+    return _text(value)
+
+
+def holder_of(value: Any) -> Holder | None:
+    return _holder(value)
+
+
+def lease_event(doc: dict[str, Any]) -> LeaseEvent:
+    return LeaseEvent(str(doc.get("mutexId")), str(doc.get("kind")), utc(doc["at"]), _text(doc.get("node")),
+                      number(doc.get("fence")), _holder(doc.get("holder")), number(doc.get("waitedMs")),
+                      number(doc.get("heldMs")), _text(doc.get("previousHolder")), number(doc.get("previousFence")),
+                      number(doc.get("lateMs")), _text(doc.get("reason")), _text(doc.get("slot")))

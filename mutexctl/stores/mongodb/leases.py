@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ...errors import DuplicateMutexError, LockHeldError, NotOwnerError
-from ...models import ForcedRelease, Holder, Lease, MutexState, Overview, SchemaState, parse_iso
+from ...models import ForcedRelease, Holder, Lease, LeaseEvent, MutexState, Overview, SchemaState, parse_iso
 from ..common import loss_error, newer_store_error, released_late_error
-from ..seed_document import EXPIRED, EXPIRED_OWN, EXPIRY, HOLDER_CURRENT, ISO_NOW, LIVE, TAKEN_AT, TIMEOUT
+from ..seed_document import (
+    EXPIRED,
+    EXPIRED_OWN,
+    EXPIRY,
+    HOLDER_CURRENT,
+    ISO_NOW,
+    LIVE,
+    TAKEN_AT,
+    TIMEOUT,
+    holder_is_current,
+)
 from ..steps import SCHEMA_VERSION, UNIQUE_IDS_STEP
 from .base import MongoBase, log
 from .documents import (
@@ -20,13 +30,20 @@ from .documents import (
     force_pipeline,
     has_unique_ids,
     history_entry,
+    holder_of,
+    lease_event,
     listing,
     merge_forced,
+    ms_between,
     mutex_state,
+    number,
     once_marker,
     outbox,
     schema_state,
+    sub,
     take_pipeline,
+    text_of,
+    took_over,
     utc,
 )
 
@@ -36,7 +53,8 @@ _READ = {"_now": "$$NOW", "_takenAt": TAKEN_AT, "_timeout": TIMEOUT, "_expires":
 
 
 class MongoLeases(MongoBase):
-    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
+    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
+                    waited_ms: int = 0) -> Lease:
         upsert = True
         if not self._unique_ids:
             # Without the unique index an upsert beside another service's document (ObjectId _id)
@@ -51,12 +69,17 @@ class MongoLeases(MongoBase):
             try:
                 doc = self._mutexes.find_one_and_update(
                     free_or_expired, take_pipeline(mutex_id, node_id, timeout_ms, holder), upsert=upsert,
-                    return_document=ReturnDocument.AFTER, projection={"fence": 1, "takenAt": 1})
+                    return_document=ReturnDocument.AFTER, projection={"fence": 1, "takenAt": 1, "holder": 1})
             except DuplicateKeyError:
                 raise LockHeldError(mutex_id) from None
         if doc is None:  # no upsert (see above), and held
             raise LockHeldError(mutex_id)
         taken_at = parse_iso(doc["takenAt"])
+        took = sub(sub(doc, "holder"), "took")
+        previous, previous_fence, late = took_over(took, taken_at) if took else (None, None, None)
+        self.queue_event(LeaseEvent(mutex_id, "takeover" if took else "acquire", taken_at, node_id, int(doc["fence"]),
+                                    holder, waited_ms=waited_ms, previous_holder=previous,
+                                    previous_fence=previous_fence, late_ms=late))
         log.debug("acquired %s as %s (fence %s, %d ms)", mutex_id, node_id, doc["fence"], timeout_ms)
         return Lease(mutex_id, node_id, int(doc["fence"]), timeout_ms, taken_at,
                      taken_at + timedelta(milliseconds=timeout_ms))
@@ -79,13 +102,22 @@ class MongoLeases(MongoBase):
         # One write: free it, and tell in the same operation whether it had already expired (kept in
         # releasedLate until the next acquire). With a fence the guard proves the lease is the one we
         # wrote, whose takenAt is in the seed's form: the smaller test suffices.
-        free = [{"$set": {"taken": False, "releasedLate": EXPIRED if fence is None else EXPIRED_OWN}}]
+        free = [{"$set": {"taken": False, "releasedLate": EXPIRED if fence is None else EXPIRED_OWN,
+                          "holder.releasedAt": "$$NOW"}}]
         with self._errors():
             doc = self._mutexes.find_one_and_update(self._ours(mutex_id, node_id, fence), free,
                                                     return_document=ReturnDocument.AFTER,
-                                                    projection={"releasedLate": 1, "fence": 1})
+                                                    projection={"releasedLate": 1, "fence": 1, "holder": 1,
+                                                                "takenAt": 1, "takenBy": 1})
         if doc is None:
             raise self._loss(mutex_id, node_id, fence, "release")
+        mine = sub(doc, "holder")
+        current, at = holder_is_current(doc), mine.get("releasedAt")
+        if isinstance(at, datetime):
+            self.queue_event(LeaseEvent(
+                mutex_id, "release-late" if doc.get("releasedLate") else "release", utc(at), node_id,
+                number(doc.get("fence")), holder_of(mine) if current else None,
+                held_ms=ms_between(mine.get("since"), at) if current else None))
         if doc.get("releasedLate"):
             raise released_late_error(mutex_id, doc.get("fence"))
 
@@ -98,13 +130,26 @@ class MongoLeases(MongoBase):
                 if self._mutexes.count_documents({"mutexId": mutex_id}, limit=2) > 1:
                     raise DuplicateMutexError(mutex_id, self.get(mutex_id), verb="release")
         with self._errors():
+            record_id = uuid.uuid4().hex
             after = self._mutexes.find_one_and_update({"mutexId": mutex_id, "taken": True},
-                                                      force_pipeline(uuid.uuid4().hex, by_node, by, reason),
+                                                      force_pipeline(record_id, by_node, by, reason),
                                                       return_document=ReturnDocument.AFTER)
         if after is None:
             return None
+        self._queue_forced(after, by, record_id, None)
         self._copy_forced([after])
         return mutex_state([{**after, "taken": True}], None, listed=False)
+
+    def _queue_forced(self, after: dict[str, Any], by: Holder, record_id: str, slot: str | None) -> None:
+        """The lease history's events of a forced release, from its records in the document (a
+        semaphore's: one per holder, ids ``record_id-fence``)."""
+        for record in after.get("forced") or ():
+            if isinstance(record, dict) and str(record.get("id", "")).split("-")[0] == record_id:
+                self.queue_event(LeaseEvent(
+                    str(after.get("mutexId")), "forced", utc(record["at"]), text_of(record.get("byNode")), None, by,
+                    held_ms=number(record.get("heldMs")), previous_holder=text_of(record.get("previousHolder")),
+                    previous_fence=number(record.get("previousFence")), reason=text_of(record.get("reason")),
+                    slot=slot))
 
     def get(self, mutex_id: str) -> MutexState | None:
         """One aggregate: the mutex's documents (one, unless another service made copies), the
@@ -113,7 +158,7 @@ class MongoLeases(MongoBase):
             docs = list(self._mutexes.aggregate(listing({"mutexId": mutex_id}, _READ)))
         return mutex_state(docs, docs[0]["_now"]) if docs else None
 
-    def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
+    def overview(self, mutex_id: str | None, forced_limit: int, recent: int = 0) -> Overview:
         """One aggregate: $facet always yields one document (even from an empty collection), to which
         the server's now, the forced-release history and the schema record are joined."""
         match: dict[str, Any] = {"mutexId": {"$type": "string"}} if mutex_id is None else {"mutexId": mutex_id}
@@ -126,6 +171,10 @@ class MongoLeases(MongoBase):
             pipeline.append({"$lookup": {"from": self._forced.name, "as": "forced", "pipeline": [
                 {"$match": {} if mutex_id is None else {"mutexId": mutex_id}},
                 {"$sort": {"at": -1}}, {"$limit": forced_limit}]}})
+        if recent > 0:
+            pipeline.append({"$lookup": {"from": self._history.name, "as": "recent", "pipeline": [
+                {"$match": {} if mutex_id is None else {"mutexId": mutex_id}}, {"$sort": {"at": -1}},
+                {"$limit": recent}]}})
         pipeline.append({"$lookup": {"from": self._once.name, "as": "once", "pipeline": [
             {"$match": {} if mutex_id is None else {"mutexId": mutex_id}}, {"$sort": {"at": -1}},
             {"$limit": MAX_MARKERS}]}})
@@ -135,7 +184,8 @@ class MongoLeases(MongoBase):
         forced = merge_forced(doc.get("forced", []), outbox(doc["mutexes"]), forced_limit) if forced_limit else ()
         return Overview(tuple(mutex_state(copies, now) for copies in by_name(doc["mutexes"])), forced,
                         schema_state(doc["meta"][0]) if doc["meta"] else None, now,
-                        tuple(once_marker(d) for d in doc.get("once", [])))
+                        tuple(once_marker(d) for d in doc.get("once", [])),
+                        tuple(lease_event(e) for e in doc.get("recent", [])))
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         query = {} if mutex_id is None else {"mutexId": mutex_id}

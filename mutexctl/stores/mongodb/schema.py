@@ -9,9 +9,9 @@ from typing import Any
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from ...errors import SchemaError, StoreUnavailableError
+from ...errors import SchemaError, StoreError, StoreUnavailableError
 from ...models import SchemaState
-from ..steps import LOG_RETENTION, STEPS, UNIQUE_IDS_STEP, Expiry, Index, Table
+from ..steps import HISTORY_RETENTION, LOG_RETENTION, STEPS, UNIQUE_IDS_STEP, Expiry, Index, Table
 from .documents import has_unique_ids, schema_state
 from .slots import MongoSlots
 
@@ -56,21 +56,27 @@ class MongoSchema(MongoSlots):
                 return []
         return [(UNIQUE_IDS_STEP, f"the unique index on mutexId in collection {self._mutexes.name} is missing")]
 
-    def retention_drift(self) -> tuple[int, int] | None:
-        """(seconds a TTL index keeps the broadcast log or its node registrations, seconds configured)
-        when they differ; the log's own index first."""
-        wanted = int(self.log_retention_s)
+    def retention_drift(self) -> tuple[str, int, int] | None:
+        """(the setting, seconds a TTL index keeps, seconds configured) for the first index that
+        keeps another time than its setting says: the broadcast log's, its node registrations', the
+        lease history's."""
         with self._errors():
-            for collection, field in ((self._messages, "at"), (self._nodes, "lastSeen")):
+            for setting, collection, field in self._retained():
+                wanted = self._seconds(Expiry(collection.name, field, setting))
                 kept = collection.index_information().get(f"{field}_ttl", {}).get("expireAfterSeconds")
                 if kept is not None and int(kept) != wanted:
-                    return int(kept), wanted
+                    return setting, int(kept), wanted
         return None
 
     def apply_retention(self) -> None:
         with self._errors():
-            _ensure_ttl(self._messages, "at", int(self.log_retention_s))
-            _ensure_ttl(self._nodes, "lastSeen", int(self.log_retention_s))
+            for setting, collection, field in self._retained():
+                if f"{field}_ttl" in collection.index_information():
+                    _ensure_ttl(collection, field, self._seconds(Expiry(collection.name, field, setting)))
+
+    def _retained(self) -> list[tuple[str, Collection[dict[str, Any]], str]]:
+        return [(LOG_RETENTION, self._messages, "at"), (LOG_RETENTION, self._nodes, "lastSeen"),
+                (HISTORY_RETENTION, self._history, "at")]
 
     def server_report(self) -> dict[str, str]:
         """The server's version (refused below 4.2), topology and the write concern in effect."""
@@ -87,6 +93,14 @@ class MongoSchema(MongoSlots):
         concern = self._mutexes.write_concern.document or {"w": 1}
         return {"engine": f"MongoDB {version}", "topology": topology, "database": self.database,
                 "write_concern": ", ".join(f"{k}={v}" for k, v in concern.items()), "clock": "the server's ($$NOW)"}
+
+    def store_time(self) -> datetime:
+        with self._errors():
+            hello = self._db.command("hello")
+        now = hello.get("localTime")
+        if not isinstance(now, datetime):
+            raise StoreError("the server's hello reply has no localTime")
+        return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
     def _create_index(self, index: Index) -> None:
         if index.fields != ("mutexId",):
@@ -110,7 +124,11 @@ class MongoSchema(MongoSlots):
         return [(str(g["_id"]), g["ids"]) for g in groups]
 
     def _seconds(self, item: Expiry) -> int:
-        return int(self.log_retention_s) if item.seconds == LOG_RETENTION else int(item.seconds)
+        if item.seconds == LOG_RETENTION:
+            return int(self.log_retention_s)
+        if item.seconds == HISTORY_RETENTION:
+            return int(self.history_retention_s)
+        return int(item.seconds)
 
 
 def _ensure_ttl(collection: Collection[dict[str, Any]], field: str, seconds: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from ...models import SEMAPHORE, Holder
 from ..common import slot_owner
 from ..seed_document import EXPIRED, ISO_NOW
-from .documents import FENCE, literal
+from .documents import FENCE, details_of, literal
 
 ANNOUNCE_MS = 3000  # a waiting writer's announcement holds off new shared holds this long unless renewed
 
@@ -61,8 +61,7 @@ def take_slot(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, k
     room = {"$lt": [{"$size": "$_l"}, limit]} if kind == SEMAPHORE else _not("$_w")
     same = {"$or": [{"$eq": [{"$size": "$_l"}, 0]},
                     {"$and": [{"$eq": ["$slots.kind", kind]}, {"$eq": [{"$ifNull": ["$slots.limit", None]}, limit]}]}]}
-    details = {"host": holder.host, "pid": holder.pid, "user": holder.user, "command": holder.command,
-               "exec": holder.exec_mode}
+    details = details_of(holder)
     new = {"$mergeObjects": [literal(details), {
         "id": token, "node": literal(node_id), "fence": "$_f", "expiresAt": {"$add": ["$$NOW", timeout_ms]},
         "timeout": timeout_ms, "since": "$$NOW"}]}
@@ -117,10 +116,14 @@ def release_slot(node_id: str, fence: int) -> list[dict[str, Any]]:
                              "cond": {"$and": [_ours("h", node_id, fence), {"$gt": ["$$h.expiresAt", "$$NOW"]}]}}}
     rest = {"$filter": {"input": live("$slots.holders"), "as": "k", "cond": _not(_ours("k", node_id, fence))}}
     left = {"$gt": [{"$size": "$_h"}, 0]}
+    mine = {"$arrayElemAt": [{"$filter": {"input": "$slots.holders", "as": "h", "cond": _ours("h", node_id, fence)}},
+                             0]}
     return [
-        {"$set": {"_late": {"$eq": [{"$size": mine_live}, 0]}, "_h": rest}},
-        {"$set": {"taken": left, **_seed_fields("$_h", when=left), "slots.holders": "$_h", "releasedLate": "$_late"}},
-        {"$unset": ["_h", "_late"]},
+        {"$set": {"_late": {"$eq": [{"$size": mine_live}, 0]}, "_h": rest, "_m": mine}},
+        {"$set": {"taken": left, **_seed_fields("$_h", when=left), "slots.holders": "$_h", "releasedLate": "$_late",
+                  # the holder that left, and when, for the lease history
+                  "slots.released": {"$mergeObjects": ["$_m", {"at": "$$NOW"}]}}},
+        {"$unset": ["_h", "_late", "_m"]},
     ]
 
 
@@ -142,6 +145,7 @@ def force_slots(record_id: str, by_node: str, by: Holder, reason: str, *, node: 
               "reason": literal(reason), "previousHolder": "$$g.node", "previousFence": "$$g.fence"}
     kept = {"$cond": [{"$isArray": "$forced"}, "$forced", []]}
     left = {"$gt": [{"$size": "$_h"}, 0]}
+    record["heldMs"] = {"$subtract": ["$$NOW", "$$g.since"]}  # (for the lease history)
     return [
         {"$set": {"_l": live("$slots.holders")}},
         {"$set": {"_g": {"$filter": {"input": "$_l", "as": "g", "cond": target("g", node, fence)}},

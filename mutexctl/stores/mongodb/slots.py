@@ -5,15 +5,27 @@ records each, as an exclusive one does."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from ...errors import DuplicateMutexError, LockHeldError, NotOwnerError
-from ...models import EXCLUSIVE, SHARED, Holder, Lease, MutexState, OnceMarker
+from ...models import EXCLUSIVE, SHARED, Holder, Lease, LeaseEvent, MutexState, OnceMarker
 from ..common import released_late_error, slot_loss_error
-from .documents import MAX_OUTBOX, literal, mutex_state, once_marker, utc
+from .documents import (
+    MAX_OUTBOX,
+    holder_of,
+    lease_event,
+    literal,
+    ms_between,
+    mutex_state,
+    once_marker,
+    sub,
+    text_of,
+    utc,
+)
 from .leases import MongoLeases
 from .slot_pipelines import (
     VALID,
@@ -29,7 +41,7 @@ from .slot_pipelines import (
 
 class MongoSlots(MongoLeases):
     def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
-                         kind: str, limit: int | None) -> Lease:
+                         kind: str, limit: int | None, waited_ms: int = 0) -> Lease:
         upsert = True
         if not self._unique_ids:  # (see MongoLeases.try_acquire)
             with self._errors():
@@ -53,6 +65,8 @@ class MongoSlots(MongoLeases):
         if not mine:
             raise LockHeldError(mutex_id)  # full, held exclusively, a writer waits, or held another way
         ends, since = utc(mine[0]["expiresAt"]), utc(mine[0]["since"])
+        self.queue_event(LeaseEvent(mutex_id, "acquire", since, node_id, int(mine[0]["fence"]), holder,
+                                    waited_ms=waited_ms, slot=kind))
         return Lease(mutex_id, node_id, int(mine[0]["fence"]), timeout_ms, since, ends, kind=kind, limit=limit)
 
     def renew(self, lease: Lease) -> Lease:
@@ -92,9 +106,17 @@ class MongoSlots(MongoLeases):
             doc = self._mutexes.find_one_and_update(slot_filter(mutex_id, node_id, fence, live_only=False),
                                                     release_slot(node_id, fence),
                                                     return_document=ReturnDocument.AFTER,
-                                                    projection={"releasedLate": 1})
+                                                    projection={"releasedLate": 1, "slots.released": 1,
+                                                                "slots.kind": 1})
         if doc is None:
             raise slot_loss_error(mutex_id, node_id, fence, "release", self.get(mutex_id))
+        slots = sub(doc, "slots")
+        gone = sub(slots, "released")
+        if isinstance(gone.get("at"), datetime):
+            self.queue_event(LeaseEvent(mutex_id, "release-late" if doc.get("releasedLate") else "release",
+                                        utc(gone["at"]), node_id, fence, holder_of(gone),
+                                        held_ms=ms_between(gone.get("since"), gone["at"]),
+                                        slot=text_of(slots.get("kind"))))
         if doc.get("releasedLate"):
             raise released_late_error(mutex_id, fence)
 
@@ -102,14 +124,18 @@ class MongoSlots(MongoLeases):
                             fence: int | None) -> MutexState | None:
         """Drop the live holders chosen (by node, by fence, or all), each on the record; returns the
         state before, None when none matched."""
+        record_id = uuid.uuid4().hex
         with self._errors():
             before = self._mutexes.find_one_and_update(
                 forced_filter(mutex_id, node, fence),
-                force_slots(uuid.uuid4().hex, by_node, by, reason, node=node, fence=fence, outbox=MAX_OUTBOX),
+                force_slots(record_id, by_node, by, reason, node=node, fence=fence, outbox=MAX_OUTBOX),
                 return_document=ReturnDocument.BEFORE)
             if before is None:
                 return None
             after = self._mutexes.find_one({"mutexId": mutex_id}, {"forced": 1, "mutexId": 1})
+        if after:
+            slots = before.get("slots")
+            self._queue_forced(after, by, record_id, text_of(slots.get("kind")) if isinstance(slots, dict) else None)
         self._copy_forced([after] if after else [])
         return mutex_state([before], None, listed=False)
 
@@ -117,6 +143,35 @@ class MongoSlots(MongoLeases):
         with self._errors():
             self._mutexes.update_one({"mutexId": mutex_id, "taken": True, "slots.kind": SHARED, "$expr": VALID},
                                      announce_writer(node_id))
+
+    # -- history ------------------------------------------------------------------------------------
+
+    def record_event(self, event: LeaseEvent) -> None:
+        """An event noticed outside a store operation (a keeper's loss, a refused release): one
+        write to the history collection, stamped with the server's clock."""
+        holder = event.holder
+        fields = {"mutexId": event.mutex_id, "kind": event.kind, "node": event.node, "fence": event.fence,
+                  "holder": None if holder is None else {"host": holder.host, "pid": holder.pid, "user": holder.user,
+                                                         "command": holder.command},
+                  "reason": event.reason, "slot": event.slot, "heldMs": event.held_ms}
+        with self._errors():
+            self._history.find_one_and_update({"_id": uuid.uuid4().hex, "at": {"$exists": False}},
+                                              [{"$set": {**{k: literal(v) for k, v in fields.items()}, "at": "$$NOW"}}],
+                                              upsert=True)
+
+    def history(self, mutex_ids: list[str] | None, *, since_s: float | None = None, node: str | None = None,
+                limit: int = 100) -> list[LeaseEvent]:
+        """The events of ``mutex_ids`` (None: all), newest first; this process's own still queued
+        are written first."""
+        self.flush_events()
+        found: dict[str, Any] = {} if mutex_ids is None else {"mutexId": {"$in": mutex_ids}}
+        if since_s is not None:
+            found["$expr"] = {"$gte": ["$at", {"$subtract": ["$$NOW", round(since_s * 1000)]}]}
+        if node is not None:
+            found["$or"] = [{"node": node}, {"previousHolder": node}]
+        with self._errors():
+            rows = list(self._history.find(found).sort([("at", -1), ("_id", -1)]).limit(limit))
+        return [lease_event(r) for r in rows]
 
     # -- run-once markers ---------------------------------------------------------------------------
 

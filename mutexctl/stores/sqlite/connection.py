@@ -15,7 +15,7 @@ from urllib.parse import quote
 from ...errors import ConfigError, StoreError, StoreUnavailableError
 from ...models import AppliedStep, SchemaState, parse_iso
 from ...redact import mask_url
-from ..steps import LOG_RETENTION_S
+from ..steps import HISTORY_RETENTION_S, LOG_RETENTION_S
 
 BUSY_TIMEOUT_S = 10.0
 # The time every writer stamps, read by SQLite itself: one clock for all the processes sharing the
@@ -49,6 +49,10 @@ TABLES = {
         mutexId TEXT NOT NULL, fence INTEGER NOT NULL, node TEXT NOT NULL, bootId TEXT NOT NULL,
         expiresNs INTEGER NOT NULL, expiresAt TEXT NOT NULL, since TEXT NOT NULL, timeout INTEGER NOT NULL,
         host TEXT, pid INTEGER, user TEXT, command TEXT, execMode INTEGER, PRIMARY KEY (mutexId, fence))""",
+    "history": """CREATE TABLE IF NOT EXISTS history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, mutexId TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL,
+        node TEXT, fence INTEGER, host TEXT, pid INTEGER, user TEXT, command TEXT, waitedMs INTEGER,
+        heldMs INTEGER, previousHolder TEXT, previousFence INTEGER, lateMs INTEGER, reason TEXT, slot TEXT)""",
     "once_markers": """CREATE TABLE IF NOT EXISTS once_markers (
         mutexId TEXT NOT NULL, key TEXT NOT NULL, at TEXT NOT NULL, byNode TEXT NOT NULL, fence INTEGER,
         host TEXT, pid INTEGER, user TEXT, command TEXT, PRIMARY KEY (mutexId, key))""",
@@ -73,7 +77,7 @@ TABLES = {
     "schema_steps": "CREATE TABLE IF NOT EXISTS schema_steps (step INTEGER NOT NULL, appliedAt TEXT NOT NULL, "
                     "appliedBy TEXT NOT NULL)",
 }
-FIRST_USE = ("mutexes", "forced_releases", "slots", "once_markers")
+FIRST_USE = ("mutexes", "forced_releases", "slots", "once_markers", "history")
 
 
 def boot_id() -> str:
@@ -99,6 +103,7 @@ class SQLiteBase:
 
     clock = "host"  # leases are judged on this host's boot clock
     expires_by_ttl = False  # old log entries are pruned by the writers themselves
+    history_retention_s: float = HISTORY_RETENTION_S  # (open_store sets the configured one)
 
     def __init__(self, path: Path, url: str, *, log_retention_s: float = LOG_RETENTION_S,
                  clock_ns: Callable[[], int] | None = None) -> None:
@@ -113,6 +118,7 @@ class SQLiteBase:
         self._columns = {column: column if has_column(self._db, table, column) else f"NULL AS {column}"
                          for table, column, _ in ADDED_COLUMNS if table == "mutexes"}
         self._has_slots = has_tables(self._db, "slots", "once_markers")
+        self._has_history = has_tables(self._db, "history")
         self._lock = threading.Lock()  # one connection, shared by the caller and a renewal thread
         self._prepared: tuple[SchemaState | None] | None = None
 

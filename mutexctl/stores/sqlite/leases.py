@@ -24,7 +24,8 @@ from ...models import (
     parse_iso,
 )
 from ..common import loss_error, newer_store_error, released_late_error, slot_owner
-from ..steps import HISTORY_RETENTION_S, SCHEMA_VERSION
+from ..steps import FORCED_RETENTION_S, SCHEMA_VERSION
+from . import events
 from .connection import SQL_NOW, SQLiteBase, read_schema, sql_ago
 
 log = logger("mutexctl.stores.sqlite")
@@ -55,10 +56,13 @@ _FORCED = "mutexId, at, byNode, byUser, byHost, reason, previousHolder, previous
 
 
 class SQLiteLeases(SQLiteBase):
-    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> Lease:
+    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
+                    waited_ms: int = 0) -> Lease:
         with self._transaction() as db:
             now_ns, now = self._now_ns(), datetime.now(UTC)
             expires = now + timedelta(milliseconds=timeout_ms)
+            before = db.execute("SELECT taken, takenBy, fence, bootId, expiresNs FROM mutexes WHERE mutexId = ?",
+                                (mutex_id,)).fetchone()
             row = db.execute(_ACQUIRE, {
                 "id": mutex_id, "at": iso_ms(now), "node": node_id, "timeout": timeout_ms,
                 "expires_at": iso_ms(expires), "boot": self._boot, "now_ns": now_ns,
@@ -68,6 +72,13 @@ class SQLiteLeases(SQLiteBase):
                 raise LockHeldError(mutex_id, self._state(db, mutex_id))
             if self._has_slots:  # the slots of a semaphore or shared lock whose holders all left
                 db.execute("DELETE FROM slots WHERE mutexId = ?", (mutex_id,))
+            if self._has_history:
+                taken_over = before is not None and before[0]
+                late = (now_ns - before[4]) // 1_000_000 if taken_over and before[3] == self._boot else None
+                events.record(db, self.history_retention_s, mutex_id, "takeover" if taken_over else "acquire",
+                              node_id, row[0], holder, waited_ms=waited_ms,
+                              previous_holder=before[1] if taken_over else None,
+                              previous_fence=before[2] if taken_over else None, late_ms=late)
         log.debug("acquired %s as %s (fence %s, %d ms)", mutex_id, node_id, row[0], timeout_ms)
         return Lease(mutex_id, node_id, row[0], timeout_ms, now, expires)
 
@@ -89,9 +100,14 @@ class SQLiteLeases(SQLiteBase):
         with self._transaction() as db:
             params = self._params(mutex_id, node_id, fence, self._now_ns())
             row = db.execute(f"UPDATE mutexes SET taken = 0 WHERE {_OURS} "
-                             f"RETURNING ({_LIVE}), fence", params).fetchone()
+                             f"RETURNING ({_LIVE}), fence, takenAt, host, pid, user, command", params).fetchone()
             if row is None:
                 raise self._loss(db, mutex_id, node_id, fence, "release")
+            if self._has_history:
+                holder = Holder(row[3], row[4], row[5], row[6]) if row[3] is not None else None
+                events.record(db, self.history_retention_s, mutex_id, "release" if row[0] else "release-late",
+                              node_id, row[1], holder,
+                              held_ms=events.since_ms(parse_iso(row[2]) if row[2] else None, datetime.now(UTC)))
         if not row[0]:
             raise released_late_error(mutex_id, row[1])
 
@@ -104,22 +120,29 @@ class SQLiteLeases(SQLiteBase):
             db.execute("UPDATE mutexes SET taken = 0 WHERE mutexId = ?", (mutex_id,))
             db.execute(f"INSERT INTO forced_releases ({_FORCED}) VALUES (?, {SQL_NOW}, ?, ?, ?, ?, ?, ?)",
                        (mutex_id, by_node, by.user, by.host, reason, before.taken_by, before.fence))
+            if self._has_history:
+                events.record(db, self.history_retention_s, mutex_id, "forced", by_node, None, by,
+                              previous_holder=before.taken_by, previous_fence=before.fence, reason=reason,
+                              held_ms=events.since_ms(before.since, datetime.now(UTC)))
             # SQLite has no TTL index: the history is pruned here, when it grows, by the store's clock.
-            db.execute(f"DELETE FROM forced_releases WHERE at < {sql_ago(HISTORY_RETENTION_S)}")
+            db.execute(f"DELETE FROM forced_releases WHERE at < {sql_ago(FORCED_RETENTION_S)}")
             return before
 
     def get(self, mutex_id: str) -> MutexState | None:
         with self._transaction(write=False) as db:
             return self._state(db, mutex_id)
 
-    def overview(self, mutex_id: str | None, forced_limit: int) -> Overview:
-        with self._transaction(write=False) as db:  # one snapshot of all three
+    def overview(self, mutex_id: str | None, forced_limit: int, recent: int = 0) -> Overview:
+        with self._transaction(write=False) as db:  # one snapshot of all of it
             rows = db.execute(f"SELECT {self._select} FROM mutexes WHERE (:id IS NULL OR mutexId = :id) "
                               "ORDER BY mutexId", {"id": mutex_id}).fetchall()
             now_ns, now = self._now_ns(), datetime.now(UTC)
             states = self._with_slots(db, [self._from_row(row, now_ns, now) for row in rows], now_ns)
             markers = _markers(db, mutex_id) if self._has_slots else ()
-            return Overview(tuple(states), _forced(db, mutex_id, forced_limit), read_schema(db), now, markers)
+            happened = events.read(db, None if mutex_id is None else [mutex_id], None, None, recent) \
+                if recent and self._has_history else []
+            return Overview(tuple(states), _forced(db, mutex_id, forced_limit), read_schema(db), now, markers,
+                            tuple(happened))
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
         with self._transaction(write=False) as db:

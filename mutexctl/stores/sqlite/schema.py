@@ -6,9 +6,9 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 
-from ...models import SchemaState, iso_ms
+from ...models import SchemaState, iso_ms, parse_iso
 from ..steps import STEPS, Expiry, Index, Table
-from .connection import TABLES, read_schema
+from .connection import SQL_NOW, TABLES, read_schema
 from .slots import SQLiteSlots
 
 
@@ -48,6 +48,10 @@ class SQLiteSchema(SQLiteSlots):
 
     def schema_problems(self) -> list[tuple[int, str]]:
         return []  # every item is in the table definitions or an index a step re-creates
+
+    def store_time(self) -> datetime:
+        with self._transaction(write=False) as db:
+            return parse_iso(db.execute(f"SELECT {SQL_NOW}").fetchone()[0])
 
     def server_report(self) -> dict[str, str]:
         with self._transaction(write=False) as db:

@@ -13,9 +13,10 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from ...errors import LockHeldError, NotOwnerError
-from ...models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, Lease, MutexState, OnceMarker, iso_ms
+from ...models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, Lease, LeaseEvent, MutexState, OnceMarker, iso_ms
 from ..common import released_late_error, slot_loss_error, slot_owner
-from ..steps import HISTORY_RETENTION_S
+from ..steps import FORCED_RETENTION_S
+from . import events
 from .connection import SQL_NOW, sql_ago
 from .leases import _FORCED, COLUMNS, MARKER_COLUMNS, SQLiteLeases, marker_of
 
@@ -37,7 +38,7 @@ ON CONFLICT (mutexId) DO UPDATE SET
 
 class SQLiteSlots(SQLiteLeases):
     def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
-                         kind: str, limit: int | None) -> Lease:
+                         kind: str, limit: int | None, waited_ms: int = 0) -> Lease:
         with self._transaction() as db:
             state = self._state(db, mutex_id)
             if state is not None and _refused(state, kind, limit):
@@ -56,6 +57,9 @@ class SQLiteSlots(SQLiteLeases):
                         iso_ms(now), timeout_ms, holder.host, holder.pid, holder.user, holder.command,
                         int(holder.exec_mode)))
             self._seed_view(db, mutex_id, fence=fence, kind=kind, limit=limit, keep_writer=current)
+            if self._has_history:
+                events.record(db, self.history_retention_s, mutex_id, "acquire", node_id, fence, holder,
+                              waited_ms=waited_ms, slot=kind)
         return Lease(mutex_id, node_id, fence, timeout_ms, now, ends, kind=kind, limit=limit)
 
     def renew(self, lease: Lease) -> Lease:
@@ -94,6 +98,11 @@ class SQLiteSlots(SQLiteLeases):
                 raise slot_loss_error(mutex_id, node_id, fence, "release", state)
             db.execute("DELETE FROM slots WHERE mutexId = ? AND fence = ?", (mutex_id, fence))
             self._seed_view(db, mutex_id)
+            if self._has_history:
+                ended = next((s for s in state.slots if s.fence == fence), None) if state is not None else None
+                events.record(db, self.history_retention_s, mutex_id, "release" if row[0] else "release-late",
+                              node_id, fence, ended.holder if ended else None, slot=state.kind if state else None,
+                              held_ms=events.since_ms(ended.since if ended else None, datetime.now(UTC)))
         if not row[0]:
             raise released_late_error(mutex_id, fence)
 
@@ -109,7 +118,12 @@ class SQLiteSlots(SQLiteLeases):
                 db.execute("DELETE FROM slots WHERE mutexId = ? AND fence = ?", (mutex_id, gone.fence))
                 db.execute(f"INSERT INTO forced_releases ({_FORCED}) VALUES (?, {SQL_NOW}, ?, ?, ?, ?, ?, ?)",
                            (mutex_id, by_node, by.user, by.host, reason, gone.node, gone.fence))
-            db.execute(f"DELETE FROM forced_releases WHERE at < {sql_ago(HISTORY_RETENTION_S)}")
+                if self._has_history:
+                    events.record(db, self.history_retention_s, mutex_id, "forced", by_node, None, by,
+                                  previous_holder=gone.node, previous_fence=gone.fence, reason=reason,
+                                  slot=before.kind if before else None,
+                                  held_ms=events.since_ms(gone.since, datetime.now(UTC)))
+            db.execute(f"DELETE FROM forced_releases WHERE at < {sql_ago(FORCED_RETENTION_S)}")
             self._seed_view(db, mutex_id)
             return before
 
@@ -138,6 +152,29 @@ class SQLiteSlots(SQLiteLeases):
         else:
             db.execute("UPDATE mutexes SET takenAt = :at, slotsAt = :at, timeout = :timeout, expiresAt = :expires_at, "
                        "expiresNs = :expires_ns WHERE mutexId = :id", times)
+
+    # -- history ------------------------------------------------------------------------------------
+
+    def pending_events(self) -> int:
+        return 0  # every event is written in its operation's transaction
+
+    def flush_events(self) -> None:
+        return None
+
+    def record_event(self, event: LeaseEvent) -> None:
+        """An event noticed outside a store operation (a keeper's loss, a refused release)."""
+        if not self._has_history:
+            return
+        with self._transaction() as db:
+            events.record(db, self.history_retention_s, event.mutex_id, event.kind, event.node, event.fence,
+                          event.holder, reason=event.reason, slot=event.slot, held_ms=event.held_ms)
+
+    def history(self, mutex_ids: list[str] | None, *, since_s: float | None = None, node: str | None = None,
+                limit: int = 100) -> list[LeaseEvent]:
+        if not self._has_history:
+            return []
+        with self._transaction(write=False) as db:
+            return events.read(db, mutex_ids, since_s, node, limit)
 
     # -- run-once markers ---------------------------------------------------------------------------
 

@@ -1,0 +1,151 @@
+"""``status --watch``: a live view on a terminal (rich's live display, redrawn in place: held or
+free, time left counting down between reads, holders, the newest events), one store read per
+interval; piped, one snapshot per interval (a text block, or with --json one JSON line). Ctrl-C
+ends it cleanly, exit 0."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..config import host_name
+from ..diagnose import why
+from ..errors import StoreUnavailableError
+from ..models import LeaseEvent, MutexState, Overview, human_ms, iso_ms
+from ..redact import printable
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from ..service import Service
+    from .common import Invocation
+
+RECENT = 8  # the newest events shown
+TICK_S = 0.25  # how often the countdown is redrawn between reads
+_STYLE = {"held": "yellow", "expired": "red", "free": "green", "duplicate": "magenta"}
+
+
+def watch(inv: Invocation, svc: Service, patterns: Sequence[str], held_only: bool, interval_s: float) -> int:
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    try:
+        if sys.stdout.isatty() and not inv.as_json:
+            _live(svc, patterns, held_only, interval_s, stop)
+        else:
+            _snapshots(inv, svc, patterns, held_only, interval_s, stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 0
+
+
+def _read(svc: Service, patterns: Sequence[str], held_only: bool) -> Overview:
+    return svc.overview(patterns=patterns, held_only=held_only, forced_limit=0, recent=RECENT)
+
+
+def _snapshots(inv: Invocation, svc: Service, patterns: Sequence[str], held_only: bool, interval_s: float,
+               stop: threading.Event) -> None:
+    from .history import event_doc
+    from .views import render_status, state_doc
+
+    host = host_name()
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            view = _read(svc, patterns, held_only)
+        except StoreUnavailableError as exc:
+            inv.out.note(f"store unavailable, trying again in {human_ms(interval_s * 1000)}: {exc.message}")
+        else:
+            if inv.as_json:
+                inv.out.doc({"ok": True, "at": iso_ms(view.store_now),
+                             "mutexes": [state_doc(s, host) for s in view.states],
+                             "events": [event_doc(e) for e in view.events]})
+            else:
+                inv.out.data(f"# at {iso_ms(view.store_now)} (store)")
+                render_status(view.states, ())
+                inv.out.data("")
+            sys.stdout.flush()
+        stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+
+
+def _live(svc: Service, patterns: Sequence[str], held_only: bool, interval_s: float, stop: threading.Event) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    with Live(console=console, auto_refresh=False, transient=False, redirect_stdout=False) as live:
+        while not stop.is_set():
+            started = time.monotonic()
+            problem = None
+            try:
+                view: Overview | None = _read(svc, patterns, held_only)
+            except StoreUnavailableError as exc:
+                view, problem = None, exc.message
+            while not stop.is_set():
+                elapsed = time.monotonic() - started
+                live.update(_screen(view, problem, elapsed, interval_s, svc.store.url), refresh=True)
+                if elapsed >= interval_s:
+                    break
+                stop.wait(min(TICK_S, interval_s - elapsed))
+
+
+def _screen(view: Overview | None, problem: str | None, elapsed_s: float, interval_s: float,
+            url: str) -> RenderableType:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    if view is None:
+        return Text(f"store unavailable, trying again every {human_ms(interval_s * 1000)}: {problem}", style="red")
+    host = host_name()
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for title in ("MUTEX", "STATE", "NODE", "HOST:PID", "LEFT", "FENCE", "WHY"):
+        table.add_column(title, no_wrap=title != "WHY", overflow="ellipsis")
+    for state in view.states:
+        table.add_row(printable(state.mutex_id), Text(state.state, style=_STYLE.get(state.state, "")),
+                      printable(state.taken_by or "-") if state.taken else "-", _where(state),
+                      _left(state, elapsed_s), str(state.fence), printable(why(state, host)))
+    if not view.states:
+        table.add_row("(no mutex)", "", "", "", "", "", "")
+    events = Table(box=None, pad_edge=False, header_style="bold", title="recent events", title_justify="left")
+    for title in ("TIME (STORE)", "MUTEX", "EVENT", "NODE", "FENCE", "DETAILS"):
+        events.add_column(title, no_wrap=title != "DETAILS", overflow="ellipsis")
+    for event in view.events:
+        events.add_row(iso_ms(event.at), printable(event.mutex_id), event.kind, printable(event.node or "-"),
+                       "-" if event.fence is None else str(event.fence), _details(event))
+    footer = Text(f"store {url} · read at {iso_ms(view.store_now)} · every {human_ms(interval_s * 1000)} · "
+                  f"Ctrl-C quits", style="dim")
+    return Group(table, Text(""), events, footer)
+
+
+def _where(state: MutexState) -> str:
+    if not state.taken or state.holder is None:
+        return "-"
+    return f"{printable(state.holder.host)}:{state.holder.pid}"
+
+
+def _left(state: MutexState, elapsed_s: float) -> str:
+    remaining = min((s.remaining_ms for s in state.slots), default=state.remaining_ms) if state.slots \
+        else state.remaining_ms
+    if state.state != "held" or remaining is None:
+        return "-"
+    left = remaining - elapsed_s * 1000
+    return human_ms(left) if left > 0 else "ending"
+
+
+def _details(event: LeaseEvent) -> str:
+    parts: list[Any] = []
+    if event.previous_holder:
+        parts.append(f"from {event.previous_holder}")
+    if event.held_ms is not None:
+        parts.append(f"held {human_ms(event.held_ms)}")
+    if event.waited_ms:
+        parts.append(f"waited {human_ms(event.waited_ms)}")
+    if event.reason:
+        parts.append(f"reason: {event.reason}")
+    return printable("; ".join(str(p) for p in parts))
+
+
