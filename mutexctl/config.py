@@ -291,3 +291,16 @@ def _mutexes_block(path: Path, block: object) -> dict[str, MutexOverride]:
         overrides[name] = MutexOverride(**{field: v for field, (v, _) in
                                            _lease_block(path, f"mutexes.{name}", lease).items()})
     return overrides
+
+
+def user_name() -> str:
+    """Who runs this process, as getpass.getuser() says it (without importing getpass's terminal code)."""
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a container without a passwd entry for our uid
+        return str(os.getuid())

@@ -26,14 +26,24 @@ def holder_alive(state: MutexState, this_host: str | None = None) -> bool | None
 
 
 def why(state: MutexState, this_host: str | None = None) -> str:
-    """Why a mutex is in its state."""
+    """Why a mutex is in its state, and who waits for it."""
+    text = _why(state, this_host)
+    if state.waiters:
+        first = state.waiters[0]
+        text += (f"; {len(state.waiters)} waiting, served in order (next: {first.node}, waiting "
+                 f"{human_ms(first.waited_ms)})")
+    return text
+
+
+def _why(state: MutexState, this_host: str | None = None) -> str:
     if state.state == "duplicate":
         return state.problem or "several documents carry this name: mutexctl will not take it"
+    taker = "the first waiter in line takes it at its next poll" if state.waiters else "the next acquire takes it"
     if state.state == "free":
         last = f" (last held by {state.taken_by})" if state.taken_by else ""
-        return f"free{last}: the next acquire takes it"
+        return f"free{last}: {taker}"
     if state.state == "expired":
-        return "lease expired: the next acquire takes it"
+        return f"lease expired: {taker}"
     if state.kind != EXCLUSIVE:
         return _why_slots(state, this_host)
     if state.remaining_ms is None:

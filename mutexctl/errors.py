@@ -190,6 +190,14 @@ def _held_message(mutex_id: str, state: MutexState | None) -> str:
         if state.writer_waiting:
             text += f" and {state.writer_waiting} waits to take it exclusively (new shared holds wait for it)"
         return text + f"; the next slot ends in {human_ms(soonest.remaining_ms)} ({soonest.node}) unless renewed"
+    if state is not None and state.waiters and state.state in ("free", "expired"):
+        from .models import human_ms
+
+        first = state.waiters[0]
+        count = len(state.waiters)
+        return (f"mutex '{mutex_id}' is {state.state}, but {count} waiting process{'es' if count > 1 else ''} came "
+                f"first and {'are' if count > 1 else 'is'} served in order (next: {first.node}, waiting "
+                f"{human_ms(first.waited_ms)})")
     if state is None or not state.taken_by:
         return f"mutex '{mutex_id}' is held by another node"
     text = f"mutex '{mutex_id}' is held by {state.taken_by}"

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .clock import lease_clock
-from .config import Settings, host_name
+from .config import Settings, host_name, user_name
 from .errors import (
     DuplicateMutexError,
     LeaseExpiredError,
@@ -53,14 +53,13 @@ from .models import (
 from .recorder import Recorder
 from .redact import mask_url
 from .stores.common import conflict_error
+from .waitline import Backoff, Queue, pause_s, suggested_wait
 
 if TYPE_CHECKING:
     from .stores.protocols import LeaseStore
 
 log = logger(__name__)
 
-BACKOFF_FIRST_S = 0.005
-BACKOFF_CAP_S = 1.0
 MAX_COMMAND_CHARS = 500  # of a holder's command line kept for on-call
 
 # A duration: "30s"-style text, a number of seconds, or a timedelta.
@@ -85,32 +84,6 @@ def wait_seconds(value: Duration, what: str = "wait") -> float:
     if value < timedelta(0):
         raise UsageError(f"{what} {value} is negative")
     return value.total_seconds()
-
-
-def user_name() -> str:
-    """Who runs this process, as getpass.getuser() says it (without importing getpass's terminal code)."""
-    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
-        if os.environ.get(variable):
-            return os.environ[variable]
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:  # a container without a passwd entry for our uid
-        return str(os.getuid())
-
-
-_WAITS = ((5, "5s"), (10, "10s"), (30, "30s"), (60, "1m"), (120, "2m"), (300, "5m"), (600, "10m"), (900, "15m"),
-          (1800, "30m"), (3600, "1h"), (7200, "2h"), (21600, "6h"), (86400, "1d"))
-
-
-def suggested_wait(state: MutexState | None) -> str:
-    """A --wait that outlasts the holder's lease (rounded up to a plain duration), if its end is known."""
-    if state is None or state.remaining_ms is None:
-        return "inf" if state is not None and state.taken else "30s"
-    left = min((slot.remaining_ms for slot in state.slots), default=state.remaining_ms)  # the first slot to end
-    needed = left / 1000 * 1.1 + 1  # the lease, a little more for the poll
-    return next((text for seconds, text in _WAITS if seconds >= needed), "inf")
 
 
 MAX_LIMIT = 1000  # slots of a semaphore
@@ -195,53 +168,77 @@ class Leases:
                 shared: bool = False, give_up: Callable[[], bool] | None = None) -> Lease:
         """Take the mutex, waiting up to ``wait`` (``inf`` for ever; default from settings, 0 = one try).
 
-        While it is held, polls with jittered exponential backoff and never sleeps past the holder's
-        expiry. While the store is unreachable (a restart, a replica-set election) it keeps trying
-        within the same wait, telling ``on_wait``. Raises WaitTimeoutError (or, if the store was
-        unreachable to the end, StoreUnavailableError) when the wait ends. An exclusive acquirer
-        waiting for shared holders announces itself at each try, so that new shared holds wait for
-        it (writers are not starved). ``give_up`` is asked after each refused try: true ends the wait
-        with WaitAbandoned.
+        An exclusive waiter joins the mutex's queue and is served first come, first served: each poll
+        is one write that refreshes its place or, its turn come, takes the lease; it sleeps until the
+        holder's expiry on the store's clock or its next poll, whichever is sooner (waitline.pause_s).
+        A semaphore's or shared lock's waiter polls with jittered exponential backoff, never past the
+        first holder's expiry. While the store is unreachable (a restart, a replica-set election) it
+        keeps trying within the same wait, telling ``on_wait``. Raises WaitTimeoutError (or, if the
+        store was unreachable to the end, StoreUnavailableError) when the wait ends. An exclusive
+        acquirer waiting for shared holders announces itself at each try, so that new shared holds
+        wait for it (writers are not starved). ``give_up`` is asked after each refused try: true ends
+        the wait with WaitAbandoned.
         """
         wait_s = self.settings.wait_for(mutex_id) if wait is None else wait_seconds(wait)
         started = time.monotonic()
-        deadline, delay, holder_ends = started + wait_s, BACKOFF_FIRST_S, 0.0
+        deadline, backoff = started + wait_s, Backoff()
         seen: LockHeldError | None = None  # the holder as last described, for progress and the error
-        while True:
-            try:
-                # Polls after the first skip the extra read that names the holder: one round trip each.
-                return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command,
-                                        explain=seen is None, exec_mode=exec_mode, limit=limit, shared=shared,
-                                        waited_ms=round((time.monotonic() - started) * 1000))
-            except LockHeldError as held:
+        line = Queue(self.store, mutex_id) if lease_kind(limit, shared) == EXCLUSIVE and wait_s > 0 else None
+        try:
+            while True:
+                pause, held = None, None
+                try:
+                    waited_ms = round((time.monotonic() - started) * 1000)
+                    if line is not None and line.joined:  # our place in the queue, or our turn: one write
+                        got = self._in_line(line, mutex_id, timeout, node_id, command, exec_mode, waited_ms)
+                        if isinstance(got, Lease):
+                            return got
+                        pause, held = got, seen or LockHeldError(mutex_id)
+                    else:
+                        # Polls after the first skip the extra read that names the holder: one round trip each.
+                        return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command,
+                                                explain=seen is None, exec_mode=exec_mode, limit=limit,
+                                                shared=shared, waited_ms=waited_ms)
+                except LockHeldError as refused:
+                    held = refused
+                    if seen is None or held.state is not None:
+                        seen = held
+                        backoff.holder_state(held.state)
+                    if line is not None and not line.joined:
+                        line.joined, pause = True, 0.0  # join the queue now: the next poll takes a ticket
+                except StoreUnavailableError as outage:
+                    if time.monotonic() >= deadline:
+                        raise
+                    log.info("store unreachable while waiting for %s, retrying: %s", mutex_id, outage.message)
+                    if on_wait is not None:
+                        on_wait(outage, time.monotonic() - started)
                 now = time.monotonic()
-                if seen is None or held.state is not None:
-                    seen = held
-                    if held.state is not None and held.state.remaining_ms is not None:
-                        first_end = min((s.remaining_ms for s in held.state.slots), default=held.state.remaining_ms)
-                        holder_ends = now + first_end / 1000
-                if give_up is not None and give_up():
-                    raise WaitAbandoned(mutex_id) from None
-                if now >= deadline:
-                    raise self._timed_out(mutex_id, held, wait_s) from None
-                if seen.state is not None and seen.state.kind == SHARED and limit is None and not shared:
-                    self.store.announce_writer(mutex_id, node_id or self.node_id)
-                if on_wait is not None:
-                    on_wait(seen, now - started)
-            except StoreUnavailableError as outage:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise
-                log.info("store unreachable while waiting for %s, retrying: %s", mutex_id, outage.message)
-                if on_wait is not None:
-                    on_wait(outage, now - started)
-            import random  # only a waiter needs it
+                if held is not None:
+                    if give_up is not None and give_up():
+                        raise WaitAbandoned(mutex_id) from None
+                    if now >= deadline:
+                        raise self._timed_out(mutex_id, seen or held, wait_s) from None
+                    if seen is not None and seen.state is not None and seen.state.kind == SHARED and limit is None \
+                            and not shared:
+                        self.store.announce_writer(mutex_id, node_id or self.node_id)
+                    if on_wait is not None:
+                        on_wait(seen or held, now - started)
+                time.sleep(max(0.0, min(backoff.pause_s() if pause is None else pause, deadline - now)))
+        finally:
+            if line is not None:
+                line.leave()
 
-            pause = delay * random.uniform(0.5, 1.0)
-            if holder_ends > now:
-                pause = min(pause, holder_ends - now + 0.001)
-            time.sleep(min(pause, deadline - now))
-            delay = min(BACKOFF_CAP_S, delay * 2)
+    def _in_line(self, line: Queue, mutex_id: str, timeout: Duration | None, node_id: str | None,
+                 command: str | None, exec_mode: bool, waited_ms: int) -> Lease | float:
+        """One poll of a queued waiter: the lease, or how long to sleep before the next."""
+        timeout_ms = self.settings.timeout_for(mutex_id) if timeout is None else duration_ms(timeout, "timeout")
+        sent = lease_clock()
+        turn = line.poll(node_id or self.node_id, timeout_ms, self.holder(command)._replace(exec_mode=exec_mode),
+                         waited_ms)
+        if turn.lease is None:
+            return pause_s(turn)
+        self.recorder.poke()
+        return turn.lease.with_deadline(sent + timeout_ms / 1000)
 
     def renew(self, lease: Lease) -> Lease:
         """Extend our lease by its timeout; raises LeaseExpiredError/NotOwnerError if it is gone."""

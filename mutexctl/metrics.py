@@ -44,6 +44,10 @@ class LeaseCollector(Collector):
         holders = GaugeMetricFamily("mutexctl_mutex_holders", "Live holders: 1 for an exclusive lease, else slots",
                                     labels=["mutex", "kind"])
         limit = GaugeMetricFamily("mutexctl_mutex_limit", "A semaphore's number of slots", labels=["mutex"])
+        waiters = GaugeMetricFamily("mutexctl_mutex_waiters", "Processes queued for the mutex (acquire --wait)",
+                                    labels=["mutex"])
+        longest = GaugeMetricFamily("mutexctl_mutex_longest_wait_seconds",
+                                    "How long its first waiter has waited so far", labels=["mutex"])
         fence = GaugeMetricFamily("mutexctl_mutex_fence", "The mutex's fencing token (grows with each acquire)",
                                   labels=["mutex"])
         for state in self.overview.states:
@@ -58,7 +62,10 @@ class LeaseCollector(Collector):
             holders.add_metric([name, state.kind], float(len(state.slots) if state.slots else int(is_held)))
             if state.limit is not None:
                 limit.add_metric([name], float(state.limit))
-        yield from (held, left, holders, limit, fence)
+            waiters.add_metric([name], float(len(state.waiters)))
+            if state.waiters:
+                longest.add_metric([name], max(w.waited_ms for w in state.waiters) / 1000)
+        yield from (held, left, holders, limit, waiters, longest, fence)
         yield from self._from_history()
         up = GaugeMetricFamily("mutexctl_store_read_seconds", "How long reading the store took", labels=["store"])
         up.add_metric([self.store], self.took_s)

@@ -63,6 +63,27 @@ class SlotHolder(NamedTuple):
     holder: Holder | None
 
 
+class Waiter(NamedTuple):
+    """A process queued for an exclusive lease (``acquire --wait``): served first come, first served
+    by ``ticket``; its entry vanishes when it stops refreshing it (stores.common.WAITER_STALE_MS)."""
+
+    node: str
+    host: str | None
+    pid: int | None
+    since: datetime  # when it started waiting (the store's clock)
+    waited_ms: int  # how long it has waited, at the time of reading
+    ticket: int
+
+
+class Turn(NamedTuple):
+    """What a waiter's poll found: the lease (its turn came), else its place and when to look again."""
+
+    lease: Lease | None
+    position: int = 0  # 1: next in line (live waiters ahead of it + 1)
+    holder_left_ms: int | None = None  # the holder's lease's time left on the store's clock (None: not held)
+    held_for_ms: int | None = None  # how long the current holder has held it
+
+
 class OnceMarker(NamedTuple):
     """``acquire NAME --once KEY``: who ran the command to exit 0 for (NAME, KEY), and when (store's clock)."""
 
@@ -95,6 +116,7 @@ class MutexState(NamedTuple):
     limit: int | None = None  # a semaphore's number of slots
     slots: tuple[SlotHolder, ...] = ()
     writer_waiting: str | None = None  # shared: an exclusive waiter that new shared holds wait for
+    waiters: tuple[Waiter, ...] = ()  # processes queued for it, in ticket order
 
     @property
     def state(self) -> str:

@@ -64,7 +64,8 @@ SHARING_RULES = (
     "Take a mutex with one findOneAndUpdate (upsert: true) whose filter matches free or ended: a duplicate "
     "key error (11000) from the unique index means held. Write with w: majority; guard V by takenBy and the "
     "takenAt your P wrote. mutexctl's own fields (fence, holder) carry the takenAt and takenBy they belong "
-    "to: a foreign write makes them void.",
+    "to: a foreign write makes them void. mutexctl's waiters queue in the array waiters and are served in "
+    "order; a foreign P that takes a free mutex ahead of them keeps exclusion, only not their order.",
     "mutexctl also reads takenAt as ISO-8601 with any fraction, Z, an offset or no zone (UTC), a BSON Date, "
     "or epoch milliseconds (number or digit string), and timeout as int, long, double or digit string. Any "
     "other form (unparsable text, null, a missing field) is never judged expired: status shows the mutex "

@@ -63,7 +63,15 @@ def rows(states: Sequence[MutexState], *, compact_times: bool) -> list[tuple[str
                               when(s.since or s.taken_at) if held else "-", left,
                               human_ms(s.timeout_ms) if s.timeout_ms is not None else "-",
                               "-" if s.foreign else str(s.fence))))
+        for place, w in enumerate(s.waiters, 1):
+            out.append(("waiting", ("  ↳", "waiting", printable(w.node), printable(w.host or "-"),
+                                    "-" if w.pid is None else str(w.pid), f"waiting {human_ms(w.waited_ms)}, "
+                                    f"{_ordinal(place)} in line", when(w.since), "-", "-", "-")))
     return out
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def render(states: Sequence[MutexState]) -> list[str]:

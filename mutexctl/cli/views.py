@@ -33,6 +33,8 @@ def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
         "problem": state.problem, "documents": state.copies,
         "kind": state.kind, "limit": state.limit, "held_slots": len(state.slots) if state.kind != EXCLUSIVE else None,
         "holders": [slot_doc(slot) for slot in state.slots], "writer_waiting": state.writer_waiting,
+        "waiters": [{"node": w.node, "host": w.host, "pid": w.pid, "since": iso_ms(w.since), "waited_ms": w.waited_ms,
+                     "ticket": w.ticket} for w in state.waiters],
         "why": why(state, this_host),
     }
 

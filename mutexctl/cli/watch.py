@@ -102,14 +102,15 @@ def _screen(view: Overview | None, problem: str | None, elapsed_s: float, interv
         return Text(f"store unavailable, trying again every {human_ms(interval_s * 1000)}: {problem}", style="red")
     host = host_name()
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for title in ("MUTEX", "STATE", "NODE", "HOST:PID", "LEFT", "FENCE", "WHY"):
+    for title in ("MUTEX", "STATE", "NODE", "HOST:PID", "LEFT", "FENCE", "WAITING", "WHY"):
         table.add_column(title, no_wrap=title != "WHY", overflow="ellipsis")
     for state in view.states:
         table.add_row(printable(state.mutex_id), Text(state.state, style=_STYLE.get(state.state, "")),
                       printable(state.taken_by or "-") if state.taken else "-", _where(state),
-                      _left(state, elapsed_s), str(state.fence), printable(why(state, host)))
+                      _left(state, elapsed_s), str(state.fence), _waiting(state, elapsed_s),
+                      printable(why(state, host)))
     if not view.states:
-        table.add_row("(no mutex)", "", "", "", "", "", "")
+        table.add_row("(no mutex)", "", "", "", "", "", "", "")
     events = Table(box=None, pad_edge=False, header_style="bold", title="recent events", title_justify="left")
     for title in ("TIME (STORE)", "MUTEX", "EVENT", "NODE", "FENCE", "DETAILS"):
         events.add_column(title, no_wrap=title != "DETAILS", overflow="ellipsis")
@@ -134,6 +135,14 @@ def _left(state: MutexState, elapsed_s: float) -> str:
         return "-"
     left = remaining - elapsed_s * 1000
     return human_ms(left) if left > 0 else "ending"
+
+
+def _waiting(state: MutexState, elapsed_s: float) -> str:
+    """How many wait, and the longest wait so far (counting up between reads)."""
+    if not state.waiters:
+        return "-"
+    longest = max(w.waited_ms for w in state.waiters) + elapsed_s * 1000
+    return f"{len(state.waiters)} (up to {human_ms(longest)})"
 
 
 def _details(event: LeaseEvent) -> str:

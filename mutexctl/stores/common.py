@@ -7,6 +7,10 @@ from ..errors import LeaseExpiredError, LimitConflictError, NotOwnerError, Schem
 from ..models import EXCLUSIVE, SEMAPHORE, MutexState
 from .steps import SCHEMA_VERSION
 
+# A waiter refreshes its queue entry at every poll (at least every second); one not refreshed for
+# this long (its process died, or lost the store) is stale: skipped, and dropped by the next write.
+WAITER_STALE_MS = 3000
+
 
 def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state: MutexState | None) -> NotOwnerError:
     """Why a guarded release/renew matched nothing, from the mutex's state read after it."""

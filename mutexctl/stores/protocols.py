@@ -23,6 +23,7 @@ from ..models import (
     Overview,
     Registration,
     SchemaState,
+    Turn,
 )
 
 
@@ -44,6 +45,15 @@ class LeaseStore(StoreInfo, Protocol):
                     waited_ms: int = 0) -> Lease:
         """Take the mutex iff it is free or its lease expired; else raise LockHeldError. The history
         gets the event (how long the acquirer waited: ``waited_ms``) in the same write."""
+
+    def wait_turn(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, token: str,
+                  waited_ms: int) -> Turn:
+        """A waiter's poll, one write: join the mutex's queue (``token`` names this waiter; the first
+        poll takes a ticket), or refresh our place in it; when the lease is free or expired and no
+        live waiter has an older ticket, take it (as try_acquire) and leave the queue."""
+
+    def leave_queue(self, mutex_id: str, token: str) -> None:
+        """Leave the queue (a wait that ended without the lease); idempotent."""
 
     def renew(self, lease: Lease) -> Lease:
         """Extend our unexpired lease by its timeout; else raise LeaseExpiredError/NotOwnerError."""

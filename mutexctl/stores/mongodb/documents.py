@@ -21,7 +21,9 @@ from ...models import (
     OnceMarker,
     SchemaState,
     SlotHolder,
+    Waiter,
 )
+from ..common import WAITER_STALE_MS
 from ..seed_document import HOLDER_CURRENT, ISO_NOW, holder_is_current, taken_at_time, timeout_ms, unreadable
 from ..seed_document import expiry as doc_expiry
 
@@ -49,22 +51,25 @@ HELD_MS: dict[str, Any] = {"$cond": [{"$and": [HOLDER_CURRENT, {"$eq": [{"$type"
                                      {"$subtract": ["$$NOW", "$holder.since"]}, None]}
 
 
+# The seed's fields of a lease that an acquire takes over, kept in its holder for the history.
+TOOK: dict[str, Any] = {"$cond": [{"$eq": ["$taken", True]}, {
+    "takenBy": "$takenBy", "takenAt": "$takenAt", "timeout": "$timeout", "fence": "$fence",
+    "holder": {"takenAt": "$holder.takenAt", "takenBy": "$holder.takenBy"}}, None]}
+
+
 def take_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) -> list[dict[str, Any]]:
     """The update of a successful acquire: the seed's fields, the next fence, and holder details
     stamped with the takenAt and takenBy they belong to; ``holder.took`` keeps, for the history, the
     seed's fields of the expired lease this one took over (null: it was free), copied as they were
     (judged by the caller with the same rules: see ``took_over``). Fields of older versions, and the
     slots of a semaphore or shared lock whose holders all left, are dropped."""
-    took = {"$cond": [{"$eq": ["$taken", True]}, {
-        "takenBy": "$takenBy", "takenAt": "$takenAt", "timeout": "$timeout", "fence": "$fence",
-        "holder": {"takenAt": "$holder.takenAt", "takenBy": "$holder.takenBy"}}, None]}
     return [{"$set": {
         "_id": {"$ifNull": ["$_id", literal(mutex_id)]},  # a new document is named after its mutex
         "mutexId": literal(mutex_id), "taken": True, "takenAt": ISO_NOW, "takenBy": literal(node_id),
         "timeout": timeout_ms, "fence": {"$add": [FENCE, 1]},
         "holder": {"$mergeObjects": [literal(details_of(holder)), {"takenAt": ISO_NOW, "takenBy": literal(node_id),
-                                                                   "since": "$$NOW", "took": took}]}}},
-        {"$unset": ["expiresAt", "releasedLate", "slots"]}]
+                                                                   "since": "$$NOW", "took": TOOK}]}}},
+        {"$unset": ["expiresAt", "releasedLate", "slots", "waiters"]}]
 
 
 def took_over(took: dict[str, Any], now: datetime) -> tuple[str | None, int | None, int | None]:
@@ -131,6 +136,7 @@ def mutex_state(copies: list[dict[str, Any]], now: datetime | None, *, listed: b
         _holder(doc.get("holder")) if current else None, now, remaining,
         foreign=taken and not current, problem=problem, copies=len(copies),
         since=_since(doc.get("holder")) if current else None)
+    state = state._replace(waiters=waiters_of(doc, now))
     return _with_slots(state, doc) if slots_current(doc) else state
 
 
@@ -297,3 +303,17 @@ def lease_event(doc: dict[str, Any]) -> LeaseEvent:
                       number(doc.get("fence")), _holder(doc.get("holder")), number(doc.get("waitedMs")),
                       number(doc.get("heldMs")), _text(doc.get("previousHolder")), number(doc.get("previousFence")),
                       number(doc.get("lateMs")), _text(doc.get("reason")), _text(doc.get("slot")))
+
+
+def waiters_of(doc: dict[str, Any], now: datetime) -> tuple[Waiter, ...]:
+    """The live waiters in a mutex's document, in ticket order (for status)."""
+    fresh = now - timedelta(milliseconds=WAITER_STALE_MS)
+    found = []
+    queue = doc.get("waiters")
+    for w in queue if isinstance(queue, list) else []:
+        if not isinstance(w, dict) or not isinstance(w.get("seen"), datetime) or utc(w["seen"]) <= fresh:
+            continue
+        since = utc(w["since"]) if isinstance(w.get("since"), datetime) else utc(w["seen"])
+        found.append(Waiter(_text(w.get("node")) or "?", _text(w.get("host")), number(w.get("pid")), since,
+                            max(0, round((now - since) / timedelta(milliseconds=1))), number(w.get("ticket")) or 0))
+    return tuple(sorted(found, key=lambda w: w.ticket))

@@ -10,7 +10,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ...errors import DuplicateMutexError, LockHeldError, NotOwnerError
-from ...models import ForcedRelease, Holder, Lease, LeaseEvent, MutexState, Overview, SchemaState, parse_iso
+from ...models import ForcedRelease, Holder, Lease, LeaseEvent, MutexState, Overview, SchemaState, Turn, parse_iso
 from ..common import loss_error, newer_store_error, released_late_error
 from ..seed_document import (
     EXPIRED,
@@ -26,6 +26,7 @@ from ..seed_document import (
 from ..steps import SCHEMA_VERSION, UNIQUE_IDS_STEP
 from .base import MongoBase, log
 from .documents import (
+    TOOK,
     by_name,
     force_pipeline,
     has_unique_ids,
@@ -46,6 +47,7 @@ from .documents import (
     took_over,
     utc,
 )
+from .queue import NO_LIVE_WAITERS, my_place, wait_pipeline
 
 UNIQUE_INDEX = "mutexId_unique"
 MAX_MARKERS = 50  # run-once markers status shows, newest first
@@ -64,7 +66,8 @@ class MongoLeases(MongoBase):
             if copies > 1:
                 raise DuplicateMutexError(mutex_id, self.get(mutex_id))
             upsert = copies == 0
-        free_or_expired = {"mutexId": mutex_id, "$or": [{"taken": {"$ne": True}}, {"$expr": EXPIRED}]}
+        free_or_expired = {"mutexId": mutex_id, "$or": [{"taken": {"$ne": True}}, {"$expr": EXPIRED}],
+                           "$expr": NO_LIVE_WAITERS}  # (waiters first: see wait_turn)
         with self._errors():
             try:
                 doc = self._mutexes.find_one_and_update(
@@ -74,6 +77,11 @@ class MongoLeases(MongoBase):
                 raise LockHeldError(mutex_id) from None
         if doc is None:  # no upsert (see above), and held
             raise LockHeldError(mutex_id)
+        return self._taken(mutex_id, node_id, timeout_ms, holder, waited_ms, doc)
+
+    def _taken(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, waited_ms: int,
+               doc: dict[str, Any]) -> Lease:
+        """The lease an acquire's returned document says we took; its history event queued."""
         taken_at = parse_iso(doc["takenAt"])
         took = sub(sub(doc, "holder"), "took")
         previous, previous_fence, late = took_over(took, taken_at) if took else (None, None, None)
@@ -83,6 +91,30 @@ class MongoLeases(MongoBase):
         log.debug("acquired %s as %s (fence %s, %d ms)", mutex_id, node_id, doc["fence"], timeout_ms)
         return Lease(mutex_id, node_id, int(doc["fence"]), timeout_ms, taken_at,
                      taken_at + timedelta(milliseconds=timeout_ms))
+
+    def wait_turn(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, token: str,
+                  waited_ms: int) -> Turn:
+        update = wait_pipeline(mutex_id, node_id, timeout_ms, holder, token, TOOK)
+        fields = {"fence": 1, "takenAt": 1, "takenBy": 1, "timeout": 1, "taken": 1, "holder": 1, "waiters": 1}
+        with self._errors():
+            for attempt in (1, 2):
+                try:
+                    doc = self._mutexes.find_one_and_update({"mutexId": mutex_id}, update, upsert=self._unique_ids,
+                                                            return_document=ReturnDocument.AFTER, projection=fields)
+                    break
+                except DuplicateKeyError:  # a racing first insert of the name: it exists now, try it
+                    if attempt == 2:
+                        raise LockHeldError(mutex_id) from None
+        if doc is None:  # no document, and no unique index to upsert safely beside another service's copy
+            return Turn(self.try_acquire(mutex_id, node_id, timeout_ms, holder, waited_ms=waited_ms))
+        if sub(doc, "holder").get("token") == token and doc.get("takenBy") == node_id:
+            return Turn(self._taken(mutex_id, node_id, timeout_ms, holder, waited_ms, doc))
+        return Turn(None, *my_place(doc, token))
+
+    def leave_queue(self, mutex_id: str, token: str) -> None:
+        with self._errors():
+            self._mutexes.update_one({"mutexId": mutex_id, "waiters.id": token},
+                                     {"$pull": {"waiters": {"id": token}}})
 
     def renew(self, lease: Lease) -> Lease:
         """Rewrite ``takenAt`` (and the holder's stamp) to the server's now: every reader of the seed's

@@ -53,6 +53,10 @@ TABLES = {
         id INTEGER PRIMARY KEY AUTOINCREMENT, mutexId TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL,
         node TEXT, fence INTEGER, host TEXT, pid INTEGER, user TEXT, command TEXT, waitedMs INTEGER,
         heldMs INTEGER, previousHolder TEXT, previousFence INTEGER, lateMs INTEGER, reason TEXT, slot TEXT)""",
+    "waiters": """CREATE TABLE IF NOT EXISTS waiters (
+        mutexId TEXT NOT NULL, token TEXT NOT NULL, node TEXT NOT NULL, host TEXT, pid INTEGER, user TEXT,
+        since TEXT NOT NULL, sinceNs INTEGER NOT NULL, seenNs INTEGER NOT NULL, bootId TEXT NOT NULL,
+        ticket INTEGER NOT NULL, PRIMARY KEY (mutexId, token))""",
     "once_markers": """CREATE TABLE IF NOT EXISTS once_markers (
         mutexId TEXT NOT NULL, key TEXT NOT NULL, at TEXT NOT NULL, byNode TEXT NOT NULL, fence INTEGER,
         host TEXT, pid INTEGER, user TEXT, command TEXT, PRIMARY KEY (mutexId, key))""",
@@ -77,7 +81,7 @@ TABLES = {
     "schema_steps": "CREATE TABLE IF NOT EXISTS schema_steps (step INTEGER NOT NULL, appliedAt TEXT NOT NULL, "
                     "appliedBy TEXT NOT NULL)",
 }
-FIRST_USE = ("mutexes", "forced_releases", "slots", "once_markers", "history")
+FIRST_USE = ("mutexes", "forced_releases", "slots", "once_markers", "history", "waiters")
 
 
 def boot_id() -> str:
@@ -119,6 +123,7 @@ class SQLiteBase:
                          for table, column, _ in ADDED_COLUMNS if table == "mutexes"}
         self._has_slots = has_tables(self._db, "slots", "once_markers")
         self._has_history = has_tables(self._db, "history")
+        self._has_waiters = has_tables(self._db, "waiters")
         self._lock = threading.Lock()  # one connection, shared by the caller and a renewal thread
         self._prepared: tuple[SchemaState | None] | None = None
 

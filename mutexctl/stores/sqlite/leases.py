@@ -20,12 +20,13 @@ from ...models import (
     Overview,
     SchemaState,
     SlotHolder,
+    Turn,
     iso_ms,
     parse_iso,
 )
 from ..common import loss_error, newer_store_error, released_late_error, slot_owner
 from ..steps import FORCED_RETENTION_S, SCHEMA_VERSION
-from . import events
+from . import events, queue
 from .connection import SQL_NOW, SQLiteBase, read_schema, sql_ago
 
 log = logger("mutexctl.stores.sqlite")
@@ -59,27 +60,61 @@ class SQLiteLeases(SQLiteBase):
     def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
                     waited_ms: int = 0) -> Lease:
         with self._transaction() as db:
-            now_ns, now = self._now_ns(), datetime.now(UTC)
-            expires = now + timedelta(milliseconds=timeout_ms)
-            before = db.execute("SELECT taken, takenBy, fence, bootId, expiresNs FROM mutexes WHERE mutexId = ?",
-                                (mutex_id,)).fetchone()
-            row = db.execute(_ACQUIRE, {
-                "id": mutex_id, "at": iso_ms(now), "node": node_id, "timeout": timeout_ms,
-                "expires_at": iso_ms(expires), "boot": self._boot, "now_ns": now_ns,
-                "expires_ns": now_ns + timeout_ms * 1_000_000, "host": holder.host, "pid": holder.pid,
-                "user": holder.user, "command": holder.command, "exec": int(holder.exec_mode)}).fetchone()
-            if row is None:
+            now_ns = self._now_ns()
+            if self._has_waiters and queue.someone_waits(db, mutex_id, self._boot, now_ns):
+                raise LockHeldError(mutex_id, self._state(db, mutex_id))  # (waiters first: see wait_turn)
+            lease = self._take(db, mutex_id, node_id, timeout_ms, holder, waited_ms, now_ns)
+            if lease is None:
                 raise LockHeldError(mutex_id, self._state(db, mutex_id))
-            if self._has_slots:  # the slots of a semaphore or shared lock whose holders all left
-                db.execute("DELETE FROM slots WHERE mutexId = ?", (mutex_id,))
-            if self._has_history:
-                taken_over = before is not None and before[0]
-                late = (now_ns - before[4]) // 1_000_000 if taken_over and before[3] == self._boot else None
-                events.record(db, self.history_retention_s, mutex_id, "takeover" if taken_over else "acquire",
-                              node_id, row[0], holder, waited_ms=waited_ms,
-                              previous_holder=before[1] if taken_over else None,
-                              previous_fence=before[2] if taken_over else None, late_ms=late)
-        log.debug("acquired %s as %s (fence %s, %d ms)", mutex_id, node_id, row[0], timeout_ms)
+        log.debug("acquired %s as %s (fence %s, %d ms)", mutex_id, node_id, lease.fence, timeout_ms)
+        return lease
+
+    def wait_turn(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, token: str,
+                  waited_ms: int) -> Turn:
+        with self._transaction() as db:
+            now_ns = self._now_ns()
+            ahead = queue.join(db, mutex_id, token, node_id, holder, self._boot, now_ns)
+            if ahead == 0:
+                lease = self._take(db, mutex_id, node_id, timeout_ms, holder, waited_ms, now_ns)
+                if lease is not None:
+                    queue.leave(db, mutex_id, token)
+                    return Turn(lease)
+            row = db.execute("SELECT taken, bootId, expiresNs, takenAt FROM mutexes WHERE mutexId = ?",
+                             (mutex_id,)).fetchone()
+        left = held = None
+        if row is not None and row[0] and row[1] == self._boot:
+            left = max(0, -((now_ns - row[2]) // 1_000_000))
+            held = events.since_ms(parse_iso(row[3]), datetime.now(UTC)) if row[3] else None
+        return Turn(None, ahead + 1, left, held)
+
+    def leave_queue(self, mutex_id: str, token: str) -> None:
+        if self._has_waiters:
+            with self._transaction() as db:
+                queue.leave(db, mutex_id, token)
+
+    def _take(self, db: sqlite3.Connection, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder,
+              waited_ms: int, now_ns: int) -> Lease | None:
+        """The acquire itself, in the caller's transaction: None when the mutex is held."""
+        now = datetime.now(UTC)
+        expires = now + timedelta(milliseconds=timeout_ms)
+        before = db.execute("SELECT taken, takenBy, fence, bootId, expiresNs FROM mutexes WHERE mutexId = ?",
+                            (mutex_id,)).fetchone()
+        row = db.execute(_ACQUIRE, {
+            "id": mutex_id, "at": iso_ms(now), "node": node_id, "timeout": timeout_ms,
+            "expires_at": iso_ms(expires), "boot": self._boot, "now_ns": now_ns,
+            "expires_ns": now_ns + timeout_ms * 1_000_000, "host": holder.host, "pid": holder.pid,
+            "user": holder.user, "command": holder.command, "exec": int(holder.exec_mode)}).fetchone()
+        if row is None:
+            return None
+        if self._has_slots:  # the slots of a semaphore or shared lock whose holders all left
+            db.execute("DELETE FROM slots WHERE mutexId = ?", (mutex_id,))
+        if self._has_history:
+            taken_over = before is not None and before[0]
+            late = (now_ns - before[4]) // 1_000_000 if taken_over and before[3] == self._boot else None
+            events.record(db, self.history_retention_s, mutex_id, "takeover" if taken_over else "acquire",
+                          node_id, row[0], holder, waited_ms=waited_ms,
+                          previous_holder=before[1] if taken_over else None,
+                          previous_fence=before[2] if taken_over else None, late_ms=late)
         return Lease(mutex_id, node_id, row[0], timeout_ms, now, expires)
 
     def renew(self, lease: Lease) -> Lease:
@@ -137,7 +172,8 @@ class SQLiteLeases(SQLiteBase):
             rows = db.execute(f"SELECT {self._select} FROM mutexes WHERE (:id IS NULL OR mutexId = :id) "
                               "ORDER BY mutexId", {"id": mutex_id}).fetchall()
             now_ns, now = self._now_ns(), datetime.now(UTC)
-            states = self._with_slots(db, [self._from_row(row, now_ns, now) for row in rows], now_ns)
+            states = self._with_waiters(db, self._with_slots(db, [self._from_row(row, now_ns, now) for row in rows],
+                                                             now_ns), now_ns)
             markers = _markers(db, mutex_id) if self._has_slots else ()
             happened = events.read(db, None if mutex_id is None else [mutex_id], None, None, recent) \
                 if recent and self._has_history else []
@@ -179,7 +215,8 @@ class SQLiteLeases(SQLiteBase):
         if row is None:
             return None
         now_ns = self._now_ns()
-        return self._with_slots(db, [self._from_row(row, now_ns, datetime.now(UTC))], now_ns)[0]
+        return self._with_waiters(db, self._with_slots(db, [self._from_row(row, now_ns, datetime.now(UTC))],
+                                                       now_ns), now_ns)[0]
 
     def _from_row(self, row: tuple[Any, ...], now_ns: int, now: datetime) -> MutexState:
         (mutex_id, taken, taken_at, taken_by, timeout, expires_at, fence, boot, expires_ns,
@@ -198,6 +235,14 @@ class SQLiteLeases(SQLiteBase):
                 else None
             state = state._replace(kind=kind, limit=limit, holder=None, since=None, writer_waiting=waiting)
         return state
+
+    def _with_waiters(self, db: sqlite3.Connection, states: list[MutexState], now_ns: int) -> list[MutexState]:
+        if not self._has_waiters or not states:
+            return states
+        names = [s.mutex_id for s in states] if len(states) <= 500 else \
+            [r[0] for r in db.execute("SELECT DISTINCT mutexId FROM waiters")]
+        found = queue.waiters_of(db, names, self._boot, now_ns)
+        return [s._replace(waiters=tuple(found[s.mutex_id])) if s.mutex_id in found else s for s in states]
 
     def _with_slots(self, db: sqlite3.Connection, states: list[MutexState], now_ns: int) -> list[MutexState]:
         """The live holders of every semaphore and shared lock among ``states``, in one query."""
