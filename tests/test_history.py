@@ -141,3 +141,46 @@ def test_a_library_process_that_exits_at_once_keeps_its_history(store_url: str, 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert [e["event"] for e in events(cli, "quick")] == ["acquire", "release"] * 3
+
+
+@pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)
+def test_history_retention_is_a_ttl_applied_by_init_schema_on_mongodb(cli: Cli, store_url: str) -> None:
+    import pymongo
+
+    def kept() -> int:
+        with pymongo.MongoClient(store_url) as client:
+            return int(client.get_default_database()["history"].index_information()["at_ttl"]["expireAfterSeconds"])
+
+    assert cli("init-schema").returncode == 0
+    assert kept() == 30 * 24 * 3600
+    shorter = {"MUTEXCTL_HISTORY_RETENTION": "36h"}
+    dry = cli("init-schema", "--dry-run", env=shorter)
+    assert dry.returncode == 0 and "would change lease history retention 30d00h -> 36h00m" in dry.stdout, dry.stdout
+    assert kept() == 30 * 24 * 3600
+    done = cli("--json", "init-schema", env=shorter)
+    assert json.loads(done.stdout)["history_retention_change"] == {"before_s": 30 * 24 * 3600, "after_s": 36 * 3600}
+    assert kept() == 36 * 3600
+    assert "nothing to do" in cli("init-schema", env=shorter).stdout
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_sqlite_prunes_what_is_older_than_the_retention(cli: Cli, store_url: str) -> None:
+    """SQLite has no TTL index: the writers prune what is older than history_retention as it grows."""
+    import sqlite3
+
+    assert cli("acquire", "m", "--", "true").returncode == 0  # creates the store and its history table
+    path = store_url.removeprefix("sqlite://")
+    with sqlite3.connect(path) as db:  # 250 events of two days ago, as if written then
+        db.executemany("INSERT INTO history (mutexId, kind, at, node) VALUES ('old', 'acquire', "
+                       "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 days'), 'n')", [()] * 250)
+    code = ("import sys, mutexctl\n"
+            "svc = mutexctl.connect(store=sys.argv[1], node_id='n')\n"
+            "[svc.release('m', token=svc.try_acquire('m', timeout='10s').fence) for _ in range(10)]\n")
+    import subprocess
+    import sys
+
+    env = {**cli.env, "MUTEXCTL_HISTORY_RETENTION": "1d"}
+    done = subprocess.run([sys.executable, "-c", code, store_url], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    found = events(cli, "--limit", "1000")
+    assert {e["mutex"] for e in found} == {"m"} and len(found) == 22  # the old ones are gone, the new ones kept

@@ -131,10 +131,11 @@ def test_the_ttl_indexes_exist_on_mongodb(cli: Cli, store_url: str) -> None:
     with pymongo.MongoClient(store_url) as client:
         db = client.get_default_database()
         ttl = {name: {i["name"]: i.get("expireAfterSeconds") for i in db[name].list_indexes()}
-               for name in ("forced_releases", "messages", "nodes")}
+               for name in ("forced_releases", "messages", "nodes", "history")}
     assert ttl["forced_releases"]["at_ttl"] == 90 * 24 * 3600
     assert ttl["messages"]["at_ttl"] == 7 * 24 * 3600
     assert ttl["nodes"]["lastSeen_ttl"] == 7 * 24 * 3600  # a registration lives as long as the log
+    assert ttl["history"]["at_ttl"] == 30 * 24 * 3600  # the lease history: history_retention
 
 
 @pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)
