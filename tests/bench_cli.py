@@ -89,20 +89,23 @@ def raw_pair(uri: str) -> Callable[[], None]:
     import pymongo
     from mutexctl.models import Holder
     from mutexctl.stores.mongodb.documents import take_pipeline
+    from mutexctl.stores.mongodb.queue import NO_LIVE_WAITERS
     from mutexctl.stores.seed_document import EXPIRED, EXPIRED_OWN, HOLDER_CURRENT
 
     collection = pymongo.MongoClient(uri, w="majority", tz_aware=True).get_default_database()["mutexes"]
     take = take_pipeline("bench-raw", "bench", 30000, Holder("h", 1, "u", "c"))
-    free = [{"$set": {"taken": False, "releasedLate": EXPIRED_OWN}}]
+    free = [{"$set": {"taken": False, "releasedLate": EXPIRED_OWN, "holder.releasedAt": "$$NOW"}}]
 
     def pair() -> None:
         doc = collection.find_one_and_update(
-            {"mutexId": "bench-raw", "$or": [{"taken": {"$ne": True}}, {"$expr": EXPIRED}]}, take, upsert=True,
-            return_document=pymongo.ReturnDocument.AFTER, projection={"fence": 1, "takenAt": 1, "holder.since": 1})
+            {"mutexId": "bench-raw", "$or": [{"taken": {"$ne": True}}, {"$expr": EXPIRED}], "$expr": NO_LIVE_WAITERS},
+            take, upsert=True, return_document=pymongo.ReturnDocument.AFTER,
+            projection={"fence": 1, "takenAt": 1, "holder": 1})
         collection.find_one_and_update({"mutexId": "bench-raw", "taken": True, "takenBy": "bench",
                                         "fence": doc["fence"], "$expr": {"$and": [HOLDER_CURRENT]}},
                                        free, return_document=pymongo.ReturnDocument.AFTER,
-                                       projection={"releasedLate": 1, "fence": 1})
+                                       projection={"releasedLate": 1, "fence": 1, "holder": 1, "takenAt": 1,
+                                                   "takenBy": 1})
 
     return pair
 

@@ -47,7 +47,7 @@ from .documents import (
     took_over,
     utc,
 )
-from .queue import NO_LIVE_WAITERS, my_place, wait_pipeline
+from .queue import NO_LIVE_WAITERS, leave_pipeline, my_place, wait_pipeline
 
 UNIQUE_INDEX = "mutexId_unique"
 MAX_MARKERS = 50  # run-once markers status shows, newest first
@@ -66,8 +66,9 @@ class MongoLeases(MongoBase):
             if copies > 1:
                 raise DuplicateMutexError(mutex_id, self.get(mutex_id))
             upsert = copies == 0
-        free_or_expired = {"mutexId": mutex_id, "$or": [{"taken": {"$ne": True}}, {"$expr": EXPIRED}],
-                           "$expr": NO_LIVE_WAITERS}  # (waiters first: see wait_turn)
+        free_or_expired = {"mutexId": mutex_id, "$and": [
+            {"$or": [{"taken": {"$ne": True}}, {"$expr": EXPIRED}]},
+            {"$or": [{"waiters": {"$exists": False}}, {"$expr": NO_LIVE_WAITERS}]}]}  # (waiters first: see wait_turn)
         with self._errors():
             try:
                 doc = self._mutexes.find_one_and_update(
@@ -113,8 +114,7 @@ class MongoLeases(MongoBase):
 
     def leave_queue(self, mutex_id: str, token: str) -> None:
         with self._errors():
-            self._mutexes.update_one({"mutexId": mutex_id, "waiters.id": token},
-                                     {"$pull": {"waiters": {"id": token}}})
+            self._mutexes.update_one({"mutexId": mutex_id, "waiters.id": token}, leave_pipeline(token))
 
     def renew(self, lease: Lease) -> Lease:
         """Rewrite ``takenAt`` (and the holder's stamp) to the server's now: every reader of the seed's

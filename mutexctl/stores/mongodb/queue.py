@@ -49,11 +49,19 @@ def wait_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, 
             "holder": either({"$mergeObjects": [literal(details_of(holder)), {
                 "takenAt": ISO_NOW, "takenBy": literal(node_id), "since": "$$NOW", "took": took, "token": token}]},
                 "$holder"),
-            "waiters": either(others, {"$concatArrays": [others, [me]]}),
+            # (an empty queue is no field at all: an acquire's filter then needs no expression)
+            "waiters": either({"$cond": [{"$gt": [{"$size": others}, 0]}, others, "$$REMOVE"]},
+                              {"$concatArrays": [others, [me]]}),
             "expiresAt": either("$$REMOVE", "$expiresAt"), "releasedLate": either("$$REMOVE", "$releasedLate"),
             "slots": either("$$REMOVE", "$slots")}},
         {"$unset": ["_q", "_me", "_t", "_free", "_ok"]},
     ]
+
+
+def leave_pipeline(token: str) -> list[dict[str, Any]]:
+    """Our entry out of the queue (and the field gone with the last entry)."""
+    rest = {"$filter": {"input": _QUEUE, "as": "w", "cond": {"$ne": ["$$w.id", token]}}}
+    return [{"$set": {"waiters": {"$cond": [{"$gt": [{"$size": rest}, 0]}, rest, "$$REMOVE"]}}}]
 
 
 def my_place(doc: dict[str, Any], token: str) -> tuple[int, int | None, int | None]:
