@@ -2,6 +2,7 @@
 does a waiter get in? On each store, with real processes.
 
     .venv/bin/python tests/bench_fairness.py [--procs 4] [--seconds 10] [--hold 50ms] [--crashes 10] [--no-mongodb]
+    MUTEXCTL_BENCH_OTHER=1 PYTHONPATH=/path/to/older/checkout ... --crashes 0   # the same, of an older mutexctl
 
 Fairness: K processes loop acquire (waiting) -> hold -> release on one mutex. Printed per store:
 each process's turns against a fair share (target: all within +-25 %), the p99 and longest wait
@@ -25,11 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if not os.environ.get("MUTEXCTL_BENCH_OTHER"):  # set: measure the mutexctl on PYTHONPATH (an older checkout)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mutexctl import Service, Settings
-from mutexctl.waitline import MAX_POLL_S, MIN_POLL_S
+
+try:
+    from mutexctl.waitline import MAX_POLL_S, MIN_POLL_S
+except ImportError:  # a commit from before the queue: its backoff
+    MIN_POLL_S, MAX_POLL_S = 0.005, 1.0
 
 from mongo_server import MongoServer, with_database
 
@@ -103,7 +109,7 @@ def fairness(store: str, procs: int, seconds: float, hold_s: float) -> dict[str,
     p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
     per_s = sum(r["polls"] for r in results) / max(1e-9, sum(r["waited_s"] for r in results))
     return {"turns": turns, "spread": [round(t / fair - 1, 3) for t in turns], "p99_s": p99, "max_s": waits[-1],
-            "commands_per_waiting_s": per_s}
+            "commands_per_waiting_s": per_s, "polls_per_turn": sum(r["polls"] for r in results) / max(1, sum(turns))}
 
 
 def crash_lateness(store: str, crashes: int) -> list[int]:
@@ -146,7 +152,8 @@ def run(label: str, store: str, args: argparse.Namespace) -> None:
           f"{'OK' if result['p99_s'] <= tight else 'MISSED'}")
     before, load = BEFORE_COMMANDS_PER_S.get(label), result["commands_per_waiting_s"]
     print(f"store commands per second of waiting, per waiter: {load:.1f} (before the queue: {before}; target: no "
-          f"more): {'OK' if before and load <= before else 'MISSED'}")
+          f"more): {'OK' if before and load <= before else 'MISSED'}; polls per turn taken: "
+          f"{result['polls_per_turn']:.1f}")
     if args.crashes:
         late = sorted(crash_lateness(store, args.crashes))
         p90 = late[min(len(late) - 1, int(len(late) * 0.9))]
