@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from mutexctl import doctor
-from mutexctl.models import iso_ms
+from mutexctl.config import Settings
+from mutexctl.models import Holder, iso_ms
+from mutexctl.service import Service
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import Cli
@@ -129,18 +131,24 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def test_metrics_show_leases_slots_and_the_history(cli: Cli, tmp_path: Path) -> None:
+def test_metrics_show_leases_slots_and_the_history(cli: Cli, tmp_path: Path, store_url: str) -> None:
     assert cli("acquire", "a", "--timeout", "1m").returncode == 0
     assert cli("acquire", "s", "--limit", "3", "--timeout", "1m").returncode == 0
     for _ in range(2):
         assert cli("acquire", "b", "--", "sleep", "0.2").returncode == 0
     assert cli("acquire", "c", "--timeout", "1m").returncode == 0
     assert cli("release", "c", "--force", "--reason", "test").returncode == 0
+    with Service(Settings(node_id="w", store=store_url)) as waiting:  # one process queued for a (fresh for 3 s)
+        waiting.store.prepare_writes()
+        waiting.store.wait_turn("a", "w", 5000, Holder("h", 1, "u", "c"), token="t", waited_ms=0)
     done = cli("metrics")
     assert done.returncode == 0, done.stderr
     found = samples(done.stdout)
     assert found[("mutexctl_mutex_held", (("mutex", "a"),))] == 1
     assert found[("mutexctl_mutex_held", (("mutex", "b"),))] == 0
+    assert found[("mutexctl_mutex_waiters", (("mutex", "a"),))] == 1
+    assert found[("mutexctl_mutex_waiters", (("mutex", "b"),))] == 0
+    assert 0 <= found[("mutexctl_mutex_longest_wait_seconds", (("mutex", "a"),))] < 60
     assert 50 < found[("mutexctl_mutex_seconds_left", (("mutex", "a"),))] <= 60
     assert found[("mutexctl_mutex_holders", (("kind", "semaphore"), ("mutex", "s")))] == 1
     assert found[("mutexctl_mutex_limit", (("mutex", "s"),))] == 3

@@ -27,7 +27,8 @@ def metrics(
     """Print the leases as Prometheus metrics: held, time left, holders, limits, forced releases, wait/hold times.
 
     Families: mutexctl_mutex_held, mutexctl_mutex_seconds_left, mutexctl_mutex_holders{kind},
-    mutexctl_mutex_limit, mutexctl_mutex_fence, mutexctl_forced_releases_total, and the histograms
+    mutexctl_mutex_limit, mutexctl_mutex_waiters, mutexctl_mutex_longest_wait_seconds,
+    mutexctl_mutex_fence, mutexctl_forced_releases_total, and the histograms
     mutexctl_wait_seconds and mutexctl_hold_seconds (label mutex). The forced-release count and the
     histograms cover the history the store keeps (history_retention): use histogram_quantile on
     them, not rate(). Two reads of the store per run.
