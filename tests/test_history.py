@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def events(cli: Cli, *args: str) -> list[dict[str, object]]:
     return list(reversed(found))  # oldest first, for reading the story
 
 
+def until_held(cli: Cli, proc: subprocess.Popen[str], name: str, node: str) -> None:
+    """Wait until ``proc`` (an ``acquire … -- CMD``) holds ``name``; if it ended instead, say why."""
+    def holding() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"acquire exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        return held_by(cli, name, node)
+
+    wait_until(holding, timeout=20)
+
+
 def held_by(cli: Cli, name: str, node: str) -> bool:
     done = cli("--json", "status", name)
     docs = json.loads(done.stdout)["mutexes"]
@@ -32,8 +43,9 @@ def held_by(cli: Cli, name: str, node: str) -> bool:
 
 def test_a_contended_story_is_recorded_event_by_event(cli: Cli, tmp_path: Path) -> None:
     # a: holds m with a running command, then is killed with kill -9 (its lease runs out)
-    holder = cli.popen("acquire", "m", "--node-id", "a", "--timeout", "1500ms", "--", "sleep", "60")
-    wait_until(lambda: held_by(cli, "m", "a"), timeout=20)
+    # (a 3 s lease: renewed every second, so a busy machine does not make a lose it before the kill)
+    holder = cli.popen("acquire", "m", "--node-id", "a", "--timeout", "3s", "--", "sleep", "60")
+    until_held(cli, holder, "m", "a")
     # b: waits for m, and takes it over once a's lease has ended
     started = time.monotonic()
     waiter = cli.popen("acquire", "m", "--node-id", "b", "--wait", "30s", "--timeout", "5s", "--", "sleep", "0.3")
@@ -87,8 +99,8 @@ def test_a_contended_story_is_recorded_event_by_event(cli: Cli, tmp_path: Path) 
 
 
 def test_a_loss_the_running_command_notices_is_recorded(cli: Cli) -> None:
-    job = cli.popen("acquire", "job", "--node-id", "a", "--timeout", "1200ms", "--", "sleep", "60")
-    wait_until(lambda: held_by(cli, "job", "a"), timeout=20)
+    job = cli.popen("acquire", "job", "--node-id", "a", "--timeout", "3s", "--", "sleep", "60")
+    until_held(cli, job, "job", "a")
     assert cli("release", "job", "--force", "--reason", "test").returncode == 0
     assert job.wait(30) == 75
     story = events(cli, "job")

@@ -125,6 +125,28 @@ def test_status_works_for_a_user_who_may_only_read_the_store(tmp_path: Path, che
     assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before  # nothing written
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists() or not shutil.which("setpriv"),
+                    reason="needs root (to become nobody), setpriv and a system python3")
+def test_a_read_only_store_of_an_older_release_is_read_without_its_later_tables(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    url = f"sqlite://{folder / 'm.db'}"
+    with Service(Settings(node_id="writer", store=url)) as svc:
+        svc.try_acquire("deploy", timeout="1h", command="./deploy.sh")
+    with sqlite3.connect(folder / "m.db") as db:  # as a release before the history, the queue and slots
+        for table in ("history", "waiters", "slots", "once_markers"):
+            db.execute(f"DROP TABLE {table}")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for leftover in folder.glob("m.db-*"):
+        leftover.unlink()
+    code = (f"from mutexctl import Service, Settings\n"
+            f"svc = Service(Settings(node_id='reader', store={url!r}))\n"
+            "print([(s.mutex_id, s.state, s.taken_by, s.waiters) for s in svc.status('deploy')])\n"
+            "print(svc.history(['deploy']))\n")
+    done = _as_nobody(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[('deploy', 'held', 'writer', ())]", "[]"]
+
+
 def test_a_full_disk_is_one_line_about_the_disk_and_loses_nothing(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from mutexctl.stores.sqlite import connection
