@@ -184,7 +184,9 @@ def test_a_naive_V_by_mutexId_of_a_library_lock_marks_it_lost(store_url: str, no
 
 
 @on_mongodb
-@pytest.mark.parametrize("mode,most", [("cli:--limit,2", 2), ("cli:--shared", 3)], ids=["semaphore", "shared"])
+# (two shared holders, not three: three that overlap hold the mutex so steadily that the seed-only
+# reader, which needs it wholly free, could go the whole phase without a turn, and the phase checks nothing)
+@pytest.mark.parametrize("mode,most", [("cli:--limit,2", 2), ("cli:--shared", 2)], ids=["semaphore", "shared"])
 def test_a_seed_only_service_never_sees_a_semaphore_or_shared_lock_free_while_it_is_held(
         store_url: str, cli: Cli, node_modules: Path, tmp_path: Path, mode: str, most: int) -> None:
     """README P/V (Node) against mutexctl's slot holders on one name: the seed's fields say "held"
