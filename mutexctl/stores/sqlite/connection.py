@@ -312,11 +312,15 @@ def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
 
 def _use_wal(db: sqlite3.Connection) -> None:
     """WAL lets readers (status) run beside a writer. Processes opening a new file at once race to
-    switch it; the loser's switch can fail as busy, which is fine when the winner's took effect."""
+    switch it; the loser's switch fails as busy (SQLite does not wait for this one), which is fine:
+    the mode is kept in the file, and the winner's switch applies to every connection's next
+    transaction. Any other failure is raised."""
     if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
         return
     try:
         db.execute("PRAGMA journal_mode = WAL")
-    except sqlite3.OperationalError:
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             raise
