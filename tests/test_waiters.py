@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mutexctl.models import Holder
 from mutexctl.service import Service
 from mutexctl.stores.common import WAITER_STALE_MS
@@ -90,7 +91,10 @@ def _waiters(cli: Cli) -> list[dict[str, object]]:
     return waiters
 
 
-def test_first_come_first_served_and_no_jumping_the_queue(cli: Cli, tmp_path: Path) -> None:
+def test_first_come_first_served_and_no_jumping_the_queue(cli: Cli, tmp_path: Path, store_url: str) -> None:
+    from mutexctl.config import Settings
+    from mutexctl.errors import LockHeldError
+
     order = tmp_path / "order"
     assert cli("acquire", "m", "--timeout", "1m").returncode == 0
     procs = []
@@ -98,12 +102,20 @@ def test_first_come_first_served_and_no_jumping_the_queue(cli: Cli, tmp_path: Pa
         procs.append(cli.popen("acquire", "m", "--node-id", name, "--wait", "60s", "--", "sh", "-c",
                                f"echo {name} >> {order}; sleep 0.2"))
         wait_until(lambda n=count: len(_waiters(cli)) == n, timeout=20)
-    # a frozen waiter keeps its place while its entry is fresh: a new try is refused meanwhile
-    procs[0].send_signal(signal.SIGSTOP)
-    assert cli("release", "m", "--token", "1").returncode == 0
-    late = cli("acquire", "m", "--node-id", "late")
-    assert late.returncode == 1 and "waiting" in late.stderr
-    procs[0].send_signal(signal.SIGCONT)
+    # a frozen waiter keeps its place while its entry is fresh (3 s): a new try is refused meanwhile
+    # (in-process, so that the freeze stays well within those 3 s)
+    with Service(Settings(node_id="cli-node", store=store_url)) as holder, \
+            Service(Settings(node_id="late", store=store_url)) as late:
+        holder.store.prepare_writes()
+        late.store.prepare_writes()
+        procs[0].send_signal(signal.SIGSTOP)
+        try:
+            holder.release("m", token=1)
+            with pytest.raises(LockHeldError) as refused:
+                late.try_acquire("m", timeout="5s")
+        finally:
+            procs[0].send_signal(signal.SIGCONT)
+    assert "waiting" in refused.value.message
     assert [p.wait(60) for p in procs] == [0, 0, 0]
     assert order.read_text().split() == ["a", "b", "c"]
 
