@@ -143,10 +143,9 @@ def _dead_holders(svc: Service) -> Check:
     here = host_name()
     dead = []
     for state in svc.store.overview(None, 0).states:
-        holders = [s.holder for s in state.slots] if state.slots else [state.holder]
         if state.state != "held":
             continue
-        for holder in holders:
+        for holder in [s.holder for s in state.slots] if state.slots else [state.holder]:
             if holder is not None and holder_alive(state._replace(holder=holder), here) is False:
                 dead.append((state.mutex_id, holder.pid, state.remaining_ms))
     data: dict[str, object] = {"leases": [{"mutex": m, "pid": p, "remaining_ms": r} for m, p, r in dead]}

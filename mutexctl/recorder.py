@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -59,7 +60,7 @@ class Recorder:
         while True:
             self._wake.wait()
             self._wake.clear()
-            threading.Event().wait(FLUSH_S)  # gather what follows: one insert for a burst
+            time.sleep(FLUSH_S)  # gather what follows: one insert for a burst
             self.flush()
 
 

@@ -11,9 +11,7 @@ stores.common.WAITER_STALE_MS, after which an entry that stopped (its process di
 from __future__ import annotations
 
 import contextlib
-import random
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from .errors import StoreError
@@ -29,6 +27,8 @@ MAX_POLL_S = 1.0
 class Queue:
     def __init__(self, store: LeaseStore, mutex_id: str) -> None:
         self.store, self.mutex_id = store, mutex_id
+        import uuid  # (only a waiter pays for it)
+
         self.token = uuid.uuid4().hex  # names this waiter's entry
         self.joined = False
 
@@ -68,6 +68,8 @@ class Backoff:
             self.holder_ends = time.monotonic() + first_end / 1000
 
     def pause_s(self) -> float:
+        import random  # (only a waiter pays for it)
+
         pause = self.delay * random.uniform(0.5, 1.0)
         now = time.monotonic()
         if self.holder_ends > now:

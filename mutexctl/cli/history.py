@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..history import MAX_LIMIT, Summary, summarize
 from ..inputs import validate_mutex_id, validate_node_id
 from ..models import LeaseEvent, human_ms, iso_ms
 from ..redact import printable
@@ -15,7 +16,6 @@ from .common import APP_SETTINGS, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOp
 
 HISTORY = typer.Typer(**APP_SETTINGS)
 _TITLES = ("TIME (STORE)", "MUTEX", "EVENT", "NODE", "FENCE", "WAITED", "HELD", "DETAILS")
-MAX_LIMIT = 100_000
 
 
 @HISTORY.command()
@@ -52,7 +52,6 @@ def history(
     with inv.service() as svc:
         found = svc.history(patterns or (), since=since, node=node, limit=limit)
         url = svc.store.url
-    from ..history import summarize
 
     summary = summarize(found)
     if inv.as_json:
@@ -105,7 +104,7 @@ def _row(event: LeaseEvent) -> tuple[str, ...]:
             ms(event.waited_ms), ms(event.held_ms), "; ".join(details))
 
 
-def _summary_line(summary: Any, limit: int) -> str:
+def _summary_line(summary: Summary, limit: int) -> str:
     count = f"{summary.total} event{'s' if summary.total != 1 else ''}"
     if summary.total == limit:
         count += f" (the newest {limit}: --limit shows more)"

@@ -290,12 +290,9 @@ def sub(doc: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def text_of(value: Any) -> str | None:
-    return _text(value)
-
-
-def holder_of(value: Any) -> Holder | None:
-    return _holder(value)
+# The tolerant readers, for the other modules of this store.
+text_of = _text
+holder_of = _holder
 
 
 def lease_event(doc: dict[str, Any]) -> LeaseEvent:
