@@ -49,11 +49,12 @@ from .models import (
     MutexState,
     OnceMarker,
     Overview,
+    Turn,
 )
 from .recorder import Recorder
 from .redact import mask_url
 from .stores.common import conflict_error
-from .waitline import Backoff, Queue, pause_s, suggested_wait
+from .waitline import Backoff, Queue, ring_first_here, suggested_wait
 
 if TYPE_CHECKING:
     from .stores.protocols import LeaseStore
@@ -169,8 +170,9 @@ class Leases:
         """Take the mutex, waiting up to ``wait`` (``inf`` for ever; default from settings, 0 = one try).
 
         An exclusive waiter joins the mutex's queue and is served first come, first served: each poll
-        is one write that refreshes its place or, its turn come, takes the lease; it sleeps until the
-        holder's expiry on the store's clock or its next poll, whichever is sooner (waitline.pause_s).
+        is one write that joins or refreshes its place or, its turn come, takes the lease; it sleeps
+        until the holder's expiry on the store's clock, its next poll, or a ring from the releaser
+        (waitline), whichever is sooner.
         A semaphore's or shared lock's waiter polls with jittered exponential backoff, never past the
         first holder's expiry. While the store is unreachable (a restart, a replica-set election) it
         keeps trying within the same wait, telling ``on_wait``. Raises WaitTimeoutError (or, if the
@@ -189,11 +191,13 @@ class Leases:
                 pause, held = None, None
                 try:
                     waited_ms = round((time.monotonic() - started) * 1000)
-                    if line is not None and line.joined:  # our place in the queue, or our turn: one write
+                    if line is not None:  # our place in the queue, or our turn: one write
                         got = self._in_line(line, mutex_id, timeout, node_id, command, exec_mode, waited_ms)
                         if isinstance(got, Lease):
                             return got
-                        pause, held = got, seen or LockHeldError(mutex_id)
+                        if got.state is not None or seen is None:  # (the poll tells who holds it)
+                            seen = LockHeldError(mutex_id, got.state)
+                        pause, held = line.pause_s(got, self.holder(None).host), seen
                     else:
                         # Polls after the first skip the extra read that names the holder: one round trip each.
                         return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command,
@@ -204,8 +208,6 @@ class Leases:
                     if seen is None or held.state is not None:
                         seen = held
                         backoff.holder_state(held.state)
-                    if line is not None and not line.joined:
-                        line.joined, pause = True, 0.0  # join the queue now: the next poll takes a ticket
                 except StoreUnavailableError as outage:
                     if time.monotonic() >= deadline:
                         raise
@@ -223,20 +225,21 @@ class Leases:
                         self.store.announce_writer(mutex_id, node_id or self.node_id)
                     if on_wait is not None:
                         on_wait(seen or held, now - started)
-                time.sleep(max(0.0, min(backoff.pause_s() if pause is None else pause, deadline - now)))
+                nap = max(0.0, min(backoff.pause_s() if pause is None else pause, deadline - now))
+                (time.sleep if line is None else line.bell.sleep)(nap)  # (a waiter in line wakes when rung)
         finally:
             if line is not None:
                 line.leave()
 
     def _in_line(self, line: Queue, mutex_id: str, timeout: Duration | None, node_id: str | None,
-                 command: str | None, exec_mode: bool, waited_ms: int) -> Lease | float:
-        """One poll of a queued waiter: the lease, or how long to sleep before the next."""
+                 command: str | None, exec_mode: bool, waited_ms: int) -> Lease | Turn:
+        """One poll of a queued waiter: the lease, or its place in line."""
         timeout_ms = self.settings.timeout_for(mutex_id) if timeout is None else duration_ms(timeout, "timeout")
         sent = lease_clock()
         turn = line.poll(node_id or self.node_id, timeout_ms, self.holder(command)._replace(exec_mode=exec_mode),
                          waited_ms)
         if turn.lease is None:
-            return pause_s(turn)
+            return turn
         self.recorder.poke()
         return turn.lease.with_deadline(sent + timeout_ms / 1000)
 
@@ -279,8 +282,8 @@ class Leases:
             validate_token(token)
         self.store.prepare_writes()
         try:
-            self.store.release(validate_mutex_id(mutex_id), node_id or self.node_id, token,
-                               slot=None if kind is None else kind != EXCLUSIVE)
+            ring_first_here(self.store.release(validate_mutex_id(mutex_id), node_id or self.node_id, token,
+                                               slot=None if kind is None else kind != EXCLUSIVE), host_name())
         except NotOwnerError as refused:
             if not isinstance(refused, LeaseExpiredError) or refused.state is None:  # (a late release is recorded)
                 self.record(mutex_id, "refused", token, f"release: {refused.message}", node_id=node_id)

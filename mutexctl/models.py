@@ -75,6 +75,10 @@ class Waiter(NamedTuple):
     ticket: int
 
 
+# A released mutex's live waiters, in line order: (host, token) — whom the releaser may ring (waitline).
+WakeList = tuple[tuple[str | None, str], ...]
+
+
 class Turn(NamedTuple):
     """What a waiter's poll found: the lease (its turn came), else its place and when to look again."""
 
@@ -82,6 +86,9 @@ class Turn(NamedTuple):
     position: int = 0  # 1: next in line (live waiters ahead of it + 1)
     holder_left_ms: int | None = None  # the holder's lease's time left on the store's clock (None: not held)
     held_for_ms: int | None = None  # how long the current holder has held it
+    holder_host: str | None = None  # where the holder (the mutex free: the first in line) runs, if mutexctl
+    # (a mutexctl process rings the next waiter on its host when it releases)
+    state: MutexState | None = None  # the mutex as the poll left it (who holds it, who waits)
 
 
 class OnceMarker(NamedTuple):

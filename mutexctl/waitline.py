@@ -2,22 +2,35 @@
 served by ticket), and how long to sleep between polls.
 
 A waiter sleeps until the holder's lease ends on the store's clock (so a crashed holder is taken over
-right at its expiry) or until its next poll, whichever is sooner. The poll interval follows the
-current lease's age — half of it, from MIN_POLL_S up to MAX_POLL_S — so a short hold is handed on
-within a few tens of milliseconds and a long one costs one poll a second; each place further back
-in line doubles it. Every poll also refreshes the waiter's entry: MAX_POLL_S stays well below
+right at its expiry), until its next poll, or until it is woken, whichever is sooner.
+
+Woken: a waiter listens on a doorbell, a datagram socket in Linux's abstract namespace named by its
+queue entry's token. A process that releases a lease rings the first live waiter of that mutex on
+its own host (``ring_first_here``: no store command, a few microseconds), which polls at once and
+takes its turn. So while the holder runs on the waiter's host, the waiter only refreshes its entry
+(every MAX_POLL_S) between rings. Otherwise (the holder on another host, or a client that does not
+ring: another language's, an older mutexctl) the poll interval follows the current lease's age —
+half of it, from MIN_POLL_S up to MAX_POLL_S — so a short hold is handed on within a few tens of
+milliseconds and a long one costs one poll a second; each place further back in line doubles it.
+A ring is only a hint to look now: a stray one costs one poll, a lost one at most MAX_POLL_S.
+
+Every poll also refreshes the waiter's entry: MAX_POLL_S stays well below
 stores.common.WAITER_STALE_MS, after which an entry that stopped (its process died) is skipped."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .errors import StoreError
 from .models import Holder, MutexState, Turn
 
 if TYPE_CHECKING:
+    import socket
+
     from .stores.protocols import LeaseStore
 
 MIN_POLL_S = 0.025
@@ -29,21 +42,99 @@ class Queue:
         self.store, self.mutex_id = store, mutex_id
         import uuid  # (only a waiter pays for it)
 
-        self.token = uuid.uuid4().hex  # names this waiter's entry
-        self.joined = False
+        self.token = uuid.uuid4().hex  # names this waiter's entry, and its doorbell
+        self.joined = False  # our entry may be in the queue
+        self.bell = Doorbell(None)
 
     def poll(self, node_id: str, timeout_ms: int, holder: Holder, waited_ms: int) -> Turn:
-        return self.store.wait_turn(self.mutex_id, node_id, timeout_ms, holder, token=self.token, waited_ms=waited_ms)
+        """One write: join the queue (the first time: rings reach us from then on), refresh our
+        place, or take the lease (which leaves the queue)."""
+        if not self.joined:
+            self.joined, self.bell = True, Doorbell(self.token)
+        turn = self.store.wait_turn(self.mutex_id, node_id, timeout_ms, holder, token=self.token,
+                                    waited_ms=waited_ms)
+        if turn.lease is not None:
+            self.joined = False
+        return turn
+
+    def pause_s(self, turn: Turn, host: str | None) -> float:
+        """How long to sleep after a poll that did not get the lease, on this host (see the module's
+        docstring): until a ring, when the holder is a process here that will ring."""
+        if self.bell.listening and host is not None and turn.holder_host == host:
+            left = turn.holder_left_ms
+            return MAX_POLL_S if left is None or turn.position > 1 else min(MAX_POLL_S, left / 1000 + 0.001)
+        return pause_s(turn)
 
     def leave(self) -> None:
         """Best effort: an entry left behind goes stale on its own."""
+        self.bell.close()
         if self.joined:
             with contextlib.suppress(StoreError):
                 self.store.leave_queue(self.mutex_id, self.token)
 
 
+def _bell_address(token: str) -> bytes:
+    return b"\0mutexctl-wake-" + token.encode()  # (abstract: no file, gone with the socket)
+
+
+class Doorbell:
+    """A waiter's doorbell: ``sleep`` ends early when rung. Without abstract sockets (not Linux) it
+    is a plain sleep, and the waiter polls."""
+
+    def __init__(self, token: str | None) -> None:
+        self.sock: socket.socket | None = None
+        if token is not None and sys.platform.startswith("linux"):
+            import socket
+
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                sock.bind(_bell_address(token))
+            except OSError:
+                sock.close()
+            else:
+                sock.setblocking(False)
+                self.sock = sock
+
+    @property
+    def listening(self) -> bool:
+        return self.sock is not None
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True when rung (the rings so far are taken)."""
+        if self.sock is None:
+            time.sleep(seconds)
+            return False
+        import select
+
+        if not select.select([self.sock], [], [], max(0.0, seconds))[0]:
+            return False
+        with contextlib.suppress(OSError):
+            while self.sock.recv(16):
+                pass
+        return True
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def ring_first_here(waiters: Sequence[tuple[str | None, str]], host: str) -> None:
+    """After a release: wake the first of the mutex's live waiters, in line order ``(host, token)``,
+    that runs on this host (if the first of all is elsewhere, ours learns of the new holder at once
+    instead of at its next refresh). Best effort, no store command."""
+    token = next((token for on, token in waiters if on == host), None)
+    if token is None or not sys.platform.startswith("linux"):
+        return
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+        sock.setblocking(False)
+        sock.sendto(b"!", _bell_address(token))
+
+
 def pause_s(turn: Turn) -> float:
-    """How long to sleep after a poll that did not get the lease."""
+    """How long to sleep after a poll that did not get the lease, when no ring is expected."""
     age_s = None if turn.held_for_ms is None else turn.held_for_ms / 1000
     interval = MIN_POLL_S if age_s is None else min(MAX_POLL_S, max(MIN_POLL_S, age_s / 2))
     interval = min(MAX_POLL_S, interval * 2 ** max(0, min(turn.position - 1, 6)))

@@ -167,3 +167,64 @@ def test_a_killed_holder_is_taken_over_right_after_its_lease_ends(store_url: str
     assert takeover.node == "waiter" and takeover.previous_holder == "holder"
     # on the store's clock; the benchmark's target is 50 ms at p90, this bound only catches a regression to polling
     assert takeover.late_ms is not None and 0 <= takeover.late_ms < 400, takeover.late_ms
+
+
+def test_a_release_rings_the_first_waiter_on_this_host(cli: Cli, tmp_path: Path, service: Service) -> None:
+    """The releaser rings the next waiter on its host, which takes its turn at once. Without the ring
+    it would find out at its next refresh: it refreshes once a second from joining, and the release
+    comes half-way between two refreshes, so the hand-over would be about 0.5 s late."""
+    lease = service.try_acquire("m", timeout="30s")
+    stamp = tmp_path / "stamp"
+    waiter = cli.popen("acquire", "m", "--node-id", "a", "--wait", "60s", "--", "sh", "-c",
+                       f"date +%s.%N > {stamp}")
+    wait_until(lambda: service.status("m")[0].waiters, timeout=20, interval=0.005)
+    joined = time.monotonic()
+    time.sleep(1.5 - (time.monotonic() - joined))
+    released = time.time()
+    service.release("m", token=lease.fence)
+    assert waiter.wait(60) == 0
+    late = float(stamp.read_text()) - released
+    # (the release, the ring, the waiter's poll, and starting its command)
+    assert 0 <= late < 0.25, late
+    assert [e.kind for e in service.history(["m"]) if e.node == "a"] == ["release", "acquire"]  # (newest first)
+
+
+def test_ring_first_here_wakes_the_first_waiter_on_this_host_only() -> None:
+    from mutexctl.waitline import Doorbell, ring_first_here
+
+    first, second = Doorbell("t-first"), Doorbell("t-second")
+    try:
+        assert first.listening and second.listening
+        assert not first.sleep(0.01)  # not rung: the whole sleep
+        ring_first_here([("elsewhere", "t-remote"), ("here", "t-first"), ("here", "t-second")], "here")
+        started = time.monotonic()
+        assert first.sleep(5.0) and time.monotonic() - started < 1.0
+        assert not second.sleep(0.05) and not first.sleep(0.01)  # (the ring was taken)
+        ring_first_here([("elsewhere", "t-remote")], "here")  # nobody here: nothing, no error
+        ring_first_here([("here", "t-gone")], "here")  # a waiter that left: nothing, no error
+        assert not first.sleep(0.01) and not second.sleep(0.01)
+    finally:
+        first.close()
+        second.close()
+    assert not first.listening and not first.sleep(0.01)
+
+
+def test_a_waiter_polls_only_when_no_ring_is_coming(service: Service) -> None:
+    from mutexctl.models import Turn
+    from mutexctl.waitline import MAX_POLL_S, MIN_POLL_S, Queue, pause_s
+
+    line = Queue(service.store, "m")
+    young = Turn(None, 1, 30_000, 40, "elsewhere")
+    assert line.pause_s(young, "here") == pause_s(young) == MIN_POLL_S  # not listening yet: polls
+    service.try_acquire("m", timeout="10s")
+    assert line.poll("n", 5000, WHO, 0).position == 1  # joins: listening from now on
+    try:
+        assert line.bell.listening
+        assert line.pause_s(young, "here") == MIN_POLL_S  # the holder is elsewhere: nobody will ring
+        assert line.pause_s(young._replace(holder_host="here"), "here") == MAX_POLL_S  # a refresh, or the ring
+        ending = Turn(None, 1, 200, 5000, "here")
+        assert 0.2 <= line.pause_s(ending, "here") < 0.25  # the holder's expiry (a crash is not rung)
+        assert line.pause_s(ending._replace(position=2), "here") == MAX_POLL_S
+    finally:
+        line.leave()
+    assert not line.bell.listening

@@ -24,6 +24,7 @@ from ..models import (
     Registration,
     SchemaState,
     Turn,
+    WakeList,
 )
 
 
@@ -66,9 +67,10 @@ class LeaseStore(StoreInfo, Protocol):
         LockHeldError. One atomic operation; each holder gets its own fence and expiry, and an ended
         slot is reclaimed by the next taker."""
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> None:
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> WakeList:
         """Free the mutex (or the slot) iff ``node_id`` (and ``fence``, when given) hold it; else
         NotOwnerError. ``slot``: whether the lease is a slot (None: not known, the store finds out).
+        Returns the exclusive mutex's live waiters, read in the same operation (a slot's: none).
 
         Raises LeaseExpiredError (after freeing it) if our lease had already expired.
         """

@@ -10,7 +10,18 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ...errors import DuplicateMutexError, LockHeldError, NotOwnerError
-from ...models import ForcedRelease, Holder, Lease, LeaseEvent, MutexState, Overview, SchemaState, Turn, parse_iso
+from ...models import (
+    ForcedRelease,
+    Holder,
+    Lease,
+    LeaseEvent,
+    MutexState,
+    Overview,
+    SchemaState,
+    Turn,
+    WakeList,
+    parse_iso,
+)
 from ..common import loss_error, newer_store_error, released_late_error
 from ..seed_document import (
     EXPIRED,
@@ -47,7 +58,7 @@ from .documents import (
     took_over,
     utc,
 )
-from .queue import NO_LIVE_WAITERS, leave_pipeline, my_place, wait_pipeline
+from .queue import NO_LIVE_WAITERS, leave_pipeline, live_waiters, my_place, wait_pipeline
 
 UNIQUE_INDEX = "mutexId_unique"
 MAX_MARKERS = 50  # run-once markers status shows, newest first
@@ -96,12 +107,11 @@ class MongoLeases(MongoBase):
     def wait_turn(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, token: str,
                   waited_ms: int) -> Turn:
         update = wait_pipeline(mutex_id, node_id, timeout_ms, holder, token, TOOK)
-        fields = {"fence": 1, "takenAt": 1, "takenBy": 1, "timeout": 1, "taken": 1, "holder": 1, "waiters": 1}
         with self._errors():
             for attempt in (1, 2):
                 try:
                     doc = self._mutexes.find_one_and_update({"mutexId": mutex_id}, update, upsert=self._unique_ids,
-                                                            return_document=ReturnDocument.AFTER, projection=fields)
+                                                            return_document=ReturnDocument.AFTER)
                     break
                 except DuplicateKeyError:  # a racing first insert of the name: it exists now, try it
                     if attempt == 2:
@@ -110,7 +120,8 @@ class MongoLeases(MongoBase):
             return Turn(self.try_acquire(mutex_id, node_id, timeout_ms, holder, waited_ms=waited_ms))
         if sub(doc, "holder").get("token") == token and doc.get("takenBy") == node_id:
             return Turn(self._taken(mutex_id, node_id, timeout_ms, holder, waited_ms, doc))
-        return Turn(None, *my_place(doc, token))
+        place, left, held, host, now = my_place(doc, token)
+        return Turn(None, place, left, held, host, mutex_state([doc], now, listed=False))
 
     def leave_queue(self, mutex_id: str, token: str) -> None:
         with self._errors():
@@ -130,7 +141,7 @@ class MongoLeases(MongoBase):
         return Lease(lease.mutex_id, lease.node_id, lease.fence, lease.timeout_ms, lease.taken_at, expires,
                      lease.local_deadline)
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+    def release(self, mutex_id: str, node_id: str, fence: int | None) -> WakeList:
         # One write: free it, and tell in the same operation whether it had already expired (kept in
         # releasedLate until the next acquire). With a fence the guard proves the lease is the one we
         # wrote, whose takenAt is in the seed's form: the smaller test suffices.
@@ -140,7 +151,7 @@ class MongoLeases(MongoBase):
             doc = self._mutexes.find_one_and_update(self._ours(mutex_id, node_id, fence), free,
                                                     return_document=ReturnDocument.AFTER,
                                                     projection={"releasedLate": 1, "fence": 1, "holder": 1,
-                                                                "takenAt": 1, "takenBy": 1})
+                                                                "takenAt": 1, "takenBy": 1, "waiters": 1})
         if doc is None:
             raise self._loss(mutex_id, node_id, fence, "release")
         mine = sub(doc, "holder")
@@ -152,6 +163,7 @@ class MongoLeases(MongoBase):
                 held_ms=ms_between(mine.get("since"), at) if current else None))
         if doc.get("releasedLate"):
             raise released_late_error(mutex_id, doc.get("fence"))
+        return live_waiters(doc, at)
 
     def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
         """One write frees the mutex and keeps the record in its document; the copy into the history

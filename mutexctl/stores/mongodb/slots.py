@@ -12,7 +12,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from ...errors import DuplicateMutexError, LockHeldError, NotOwnerError
-from ...models import EXCLUSIVE, SHARED, Holder, Lease, LeaseEvent, MutexState, OnceMarker
+from ...models import EXCLUSIVE, SHARED, Holder, Lease, LeaseEvent, MutexState, OnceMarker, WakeList
 from ..common import released_late_error, slot_loss_error
 from .documents import (
     MAX_OUTBOX,
@@ -82,17 +82,17 @@ class MongoSlots(MongoLeases):
             raise slot_loss_error(lease.mutex_id, lease.node_id, lease.fence, "renew", self.get(lease.mutex_id))
         return lease._replace(expires_at=utc(mine[0]["expiresAt"]))
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> None:
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> WakeList:
         """``slot``: the lease is a slot (True), exclusive (False), or not known (None: the exclusive
         release is tried first, and a slot's only when that finds slots)."""
         if slot is not True:
             try:
-                super().release(mutex_id, node_id, fence)
-                return
+                return super().release(mutex_id, node_id, fence)
             except NotOwnerError as error:  # with the state read after it: slots to try?
                 if slot is False or not isinstance(error.state, MutexState) or error.state.kind == EXCLUSIVE:
                     raise
         self._release_slot(mutex_id, node_id, fence)
+        return ()
 
     def _release_slot(self, mutex_id: str, node_id: str, fence: int | None) -> None:
         if fence is None:  # the seed's V for a slot: this node's one token-mode slot

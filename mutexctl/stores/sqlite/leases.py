@@ -21,6 +21,7 @@ from ...models import (
     SchemaState,
     SlotHolder,
     Turn,
+    WakeList,
     iso_ms,
     parse_iso,
 )
@@ -79,13 +80,17 @@ class SQLiteLeases(SQLiteBase):
                 if lease is not None:
                     queue.leave(db, mutex_id, token)
                     return Turn(lease)
-            row = db.execute("SELECT taken, bootId, expiresNs, takenAt FROM mutexes WHERE mutexId = ?",
+            row = db.execute("SELECT taken, bootId, expiresNs, takenAt, host FROM mutexes WHERE mutexId = ?",
                              (mutex_id,)).fetchone()
-        left = held = None
-        if row is not None and row[0] and row[1] == self._boot:
-            left = max(0, -((now_ns - row[2]) // 1_000_000))
-            held = events.since_ms(parse_iso(row[3]), datetime.now(UTC)) if row[3] else None
-        return Turn(None, ahead + 1, left, held)
+            state = self._state(db, mutex_id)
+            left = held = host = None
+            if row is not None and row[0] and row[1] == self._boot:
+                left = max(0, -((now_ns - row[2]) // 1_000_000))
+                held = events.since_ms(parse_iso(row[3]), datetime.now(UTC)) if row[3] else None
+                host = row[4]
+            elif ahead:  # free, and about to be taken by the first in line: where it runs
+                host = queue.in_line(db, mutex_id, self._boot, now_ns)[0][0]
+        return Turn(None, ahead + 1, left, held, host, state)
 
     def leave_queue(self, mutex_id: str, token: str) -> None:
         if self._has_waiters:
@@ -131,7 +136,7 @@ class SQLiteLeases(SQLiteBase):
         return Lease(lease.mutex_id, lease.node_id, lease.fence, lease.timeout_ms, lease.taken_at, expires,
                      lease.local_deadline)
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+    def release(self, mutex_id: str, node_id: str, fence: int | None) -> WakeList:
         with self._transaction() as db:
             params = self._params(mutex_id, node_id, fence, self._now_ns())
             row = db.execute(f"UPDATE mutexes SET taken = 0 WHERE {_OURS} "
@@ -143,8 +148,10 @@ class SQLiteLeases(SQLiteBase):
                 events.record(db, self.history_retention_s, mutex_id, "release" if row[0] else "release-late",
                               node_id, row[1], holder,
                               held_ms=events.since_ms(parse_iso(row[2]) if row[2] else None, datetime.now(UTC)))
+            line = queue.in_line(db, mutex_id, self._boot, params["now_ns"]) if self._has_waiters else ()
         if not row[0]:
             raise released_late_error(mutex_id, row[1])
+        return line
 
     def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
         """The release and its record in one transaction: they commit together or not at all."""

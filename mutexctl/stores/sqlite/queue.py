@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from ...models import Holder, Waiter, parse_iso
+from ...models import Holder, Waiter, WakeList, parse_iso
 from ..common import WAITER_STALE_MS
 from .connection import SQL_NOW
 
@@ -40,6 +40,12 @@ def join(db: sqlite3.Connection, mutex_id: str, token: str, node_id: str, holder
         db.execute("UPDATE waiters SET seenNs = :now_ns WHERE mutexId = :id AND token = :token", args)
     return int(db.execute("SELECT COUNT(*) FROM waiters WHERE mutexId = :id AND ticket < :ticket",
                           {**args, "ticket": ticket}).fetchone()[0])
+
+
+def in_line(db: sqlite3.Connection, mutex_id: str, boot: str, now_ns: int) -> WakeList:
+    """The mutex's live waiters in line order, as (host, token)."""
+    return tuple(db.execute(f"SELECT host, token FROM waiters WHERE mutexId = :id AND {_LIVE} ORDER BY ticket",
+                            params(mutex_id, boot, now_ns)).fetchall())
 
 
 def leave(db: sqlite3.Connection, mutex_id: str, token: str) -> None:

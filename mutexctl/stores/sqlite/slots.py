@@ -13,7 +13,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from ...errors import LockHeldError, NotOwnerError
-from ...models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, Lease, LeaseEvent, MutexState, OnceMarker, iso_ms
+from ...models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, Lease, LeaseEvent, MutexState, OnceMarker, WakeList, iso_ms
 from ..common import released_late_error, slot_loss_error, slot_owner
 from ..steps import FORCED_RETENTION_S
 from . import events
@@ -77,11 +77,10 @@ class SQLiteSlots(SQLiteLeases):
             self._seed_view(db, lease.mutex_id)
         return lease._replace(expires_at=ends)
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> None:
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> WakeList:
         if slot is not True:
             try:
-                super().release(mutex_id, node_id, fence)
-                return
+                return super().release(mutex_id, node_id, fence)
             except NotOwnerError as error:  # with the state read after it: slots to try?
                 if slot is False or error.state is None or error.state.kind == EXCLUSIVE:
                     raise
@@ -105,6 +104,7 @@ class SQLiteSlots(SQLiteLeases):
                               held_ms=events.since_ms(ended.since if ended else None, datetime.now(UTC)))
         if not row[0]:
             raise released_late_error(mutex_id, fence)
+        return ()
 
     def force_release_slots(self, mutex_id: str, by_node: str, by: Holder, reason: str, *, node: str | None,
                             fence: int | None) -> MutexState | None:
