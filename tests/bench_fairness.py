@@ -125,7 +125,9 @@ def fairness(store: str, procs: int, seconds: float, hold_s: float) -> dict[str,
     per_s = sum(r["polls"] for r in results) / max(1e-9, sum(r["waited_s"] for r in results))
     return {"turns": turns, "spread": [round(t / fair - 1, 3) for t in turns], "p99_s": p99, "max_s": waits[-1],
             "gap_p50_s": gaps[len(gaps) // 2], "gap_p90_s": gaps[int(len(gaps) * 0.9)],
-            "commands_per_waiting_s": per_s, "polls_per_turn": sum(r["polls"] for r in results) / max(1, sum(turns))}
+            "commands_per_waiting_s": per_s, "polls_per_turn": sum(r["polls"] for r in results) / max(1, sum(turns)),
+            # the least any queue needs: one command per wait (joining it), however short the waits
+            "floor_per_waiting_s": sum(turns) / max(1e-9, sum(r["waited_s"] for r in results))}
 
 
 def crash_lateness(store: str, crashes: int) -> list[int]:
@@ -174,6 +176,8 @@ def run(label: str, store: str, args: argparse.Namespace) -> None:
     print(f"store commands per second of waiting, per waiter: {load:.1f} (before the queue: {before}; target: no "
           f"more): {'OK' if before and load <= before else 'MISSED'}; polls per turn taken: "
           f"{result['polls_per_turn']:.1f}")
+    print(f"  the floor for any queue, one command (joining it) per wait: {result['floor_per_waiting_s']:.1f} per "
+          f"second of waiting, 1.0 per turn")
     if args.crashes:
         late = sorted(crash_lateness(store, args.crashes))
         p90 = late[min(len(late) - 1, int(len(late) * 0.9))]
