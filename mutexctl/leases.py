@@ -197,7 +197,7 @@ class Leases:
                             return got
                         if got.state is not None or seen is None:  # (the poll tells who holds it)
                             seen = LockHeldError(mutex_id, got.state)
-                        pause, held = line.pause_s(got, self.holder(None).host), seen
+                        pause, held = line.pause_s(got, host_name()), seen
                     else:
                         # Polls after the first skip the extra read that names the holder: one round trip each.
                         return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command,

@@ -87,7 +87,7 @@ class Turn(NamedTuple):
     holder_left_ms: int | None = None  # the holder's lease's time left on the store's clock (None: not held)
     held_for_ms: int | None = None  # how long the current holder has held it
     holder_host: str | None = None  # where the holder (the mutex free: the first in line) runs, if mutexctl
-    # (a mutexctl process rings the next waiter on its host when it releases)
+    # (a mutexctl process rings the next waiter on its host when it releases); these three: stores.common
     state: MutexState | None = None  # the mutex as the poll left it (who holds it, who waits)
 
 

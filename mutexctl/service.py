@@ -160,7 +160,7 @@ class Service:
                  forced_limit: int = 5, recent: int = 0) -> Overview:
         """What on-call needs, in one read: the mutexes (all, the one named, or those matching glob
         ``patterns``), recent forced releases, the schema, the store's now; ``recent``: the newest
-        events of their history too (MongoDB: those kept in the mutexes' documents)."""
+        events of their history too."""
         return self.leases.overview(mutex_id, patterns=patterns, held_only=held_only, forced_limit=forced_limit,
                                     recent=recent)
 

@@ -1,15 +1,30 @@
 """What both stores say the same way: why a guarded release/renew matched nothing, a late release,
-a store newer than this tool."""
+a store newer than this tool, what a waiter's refused poll tells it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from ..errors import LeaseExpiredError, LimitConflictError, NotOwnerError, SchemaError
-from ..models import EXCLUSIVE, SEMAPHORE, MutexState
+from ..models import EXCLUSIVE, SEMAPHORE, MutexState, Turn
 from .steps import SCHEMA_VERSION
 
 # A waiter refreshes its queue entry at every poll (at least every second); one not refreshed for
 # this long (its process died, or lost the store) is stale: skipped, and dropped by the next write.
 WAITER_STALE_MS = 3000
+
+
+def waiting_turn(position: int, state: MutexState | None) -> Turn:
+    """A waiter's refused poll: its place in line and, from the mutex's state as the poll left it,
+    the holder's time left and age on the store's clock, and where it (the mutex free: the first in
+    line, who is about to take it) runs."""
+    if state is None:
+        return Turn(None, position)
+    if not state.taken:
+        return Turn(None, position, holder_host=state.waiters[0].host if position > 1 and state.waiters else None,
+                    state=state)
+    held = None if state.since is None else max(0, round((state.store_now - state.since) / timedelta(milliseconds=1)))
+    return Turn(None, position, state.remaining_ms, held, state.holder.host if state.holder else None, state)
 
 
 def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state: MutexState | None) -> NotOwnerError:

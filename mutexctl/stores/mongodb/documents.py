@@ -302,15 +302,20 @@ def lease_event(doc: dict[str, Any]) -> LeaseEvent:
                       number(doc.get("lateMs")), _text(doc.get("reason")), _text(doc.get("slot")))
 
 
+def live_entries(doc: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """The entries of a mutex document's queue refreshed within WAITER_STALE_MS of ``now``, in ticket order."""
+    fresh = now - timedelta(milliseconds=WAITER_STALE_MS)
+    queue = doc.get("waiters")
+    live = [w for w in (queue if isinstance(queue, list) else []) if isinstance(w, dict)
+            and isinstance(w.get("seen"), datetime) and utc(w["seen"]) > fresh]
+    return sorted(live, key=lambda w: number(w.get("ticket")) or 0)
+
+
 def waiters_of(doc: dict[str, Any], now: datetime) -> tuple[Waiter, ...]:
     """The live waiters in a mutex's document, in ticket order (for status)."""
-    fresh = now - timedelta(milliseconds=WAITER_STALE_MS)
     found = []
-    queue = doc.get("waiters")
-    for w in queue if isinstance(queue, list) else []:
-        if not isinstance(w, dict) or not isinstance(w.get("seen"), datetime) or utc(w["seen"]) <= fresh:
-            continue
+    for w in live_entries(doc, now):
         since = utc(w["since"]) if isinstance(w.get("since"), datetime) else utc(w["seen"])
         found.append(Waiter(_text(w.get("node")) or "?", _text(w.get("host")), number(w.get("pid")), since,
                             max(0, round((now - since) / timedelta(milliseconds=1))), number(w.get("ticket")) or 0))
-    return tuple(sorted(found, key=lambda w: w.ticket))
+    return tuple(found)

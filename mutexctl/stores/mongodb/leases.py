@@ -22,7 +22,7 @@ from ...models import (
     WakeList,
     parse_iso,
 )
-from ..common import loss_error, newer_store_error, released_late_error
+from ..common import loss_error, newer_store_error, released_late_error, waiting_turn
 from ..seed_document import (
     EXPIRED,
     EXPIRED_OWN,
@@ -120,8 +120,8 @@ class MongoLeases(MongoBase):
             return Turn(self.try_acquire(mutex_id, node_id, timeout_ms, holder, waited_ms=waited_ms))
         if sub(doc, "holder").get("token") == token and doc.get("takenBy") == node_id:
             return Turn(self._taken(mutex_id, node_id, timeout_ms, holder, waited_ms, doc))
-        place, left, held, host, now = my_place(doc, token)
-        return Turn(None, place, left, held, host, mutex_state([doc], now, listed=False))
+        place, now = my_place(doc, token)
+        return waiting_turn(place, mutex_state([doc], now, listed=False))
 
     def leave_queue(self, mutex_id: str, token: str) -> None:
         with self._errors():

@@ -8,14 +8,13 @@ the queue: it orders mutexctl's waiters, and never weakens exclusion."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ...models import Holder, WakeList
 from ..common import WAITER_STALE_MS
-from ..seed_document import EXPIRED, ISO_NOW, holder_is_current
-from ..seed_document import expiry as doc_expiry
-from .documents import FENCE, details_of, literal, number, sub, utc
+from ..seed_document import EXPIRED, ISO_NOW
+from .documents import FENCE, details_of, literal, live_entries, number, text_of, utc
 
 _QUEUE = {"$cond": [{"$isArray": "$waiters"}, "$waiters", []]}
 _FRESH = {"$subtract": ["$$NOW", WAITER_STALE_MS]}
@@ -68,31 +67,14 @@ def live_waiters(doc: dict[str, Any], now: Any) -> WakeList:
     """The live waiters in a released document, in line order (``now``: the server's time of the release)."""
     if not isinstance(now, datetime):
         return ()
-    fresh = utc(now) - timedelta(milliseconds=WAITER_STALE_MS)
-    queue = [w for w in doc.get("waiters") or () if isinstance(w, dict) and isinstance(w.get("id"), str)
-             and isinstance(w.get("seen"), datetime) and utc(w["seen"]) > fresh]
-    queue.sort(key=lambda w: number(w.get("ticket")) or 0)
-    return tuple((w["host"] if isinstance(w.get("host"), str) else None, w["id"]) for w in queue)
+    return tuple((text_of(w.get("host")), w["id"]) for w in live_entries(doc, utc(now)) if isinstance(w.get("id"), str))
 
 
-def my_place(doc: dict[str, Any], token: str) -> tuple[int, int | None, int | None, str | None, datetime | None]:
-    """(place in line, the holder's time left in ms, how long it has held it in ms, where it (or,
-    the mutex free, the first in line) runs, the server's time) from a poll's returned document, on
-    the server's clock (our entry's ``seen``)."""
+def my_place(doc: dict[str, Any], token: str) -> tuple[int, datetime | None]:
+    """(place in line, the server's time: our entry's ``seen``) from a poll's returned document,
+    whose entries are all live (the poll dropped the stale ones)."""
     queue = [w for w in doc.get("waiters") or () if isinstance(w, dict)]
     mine = next((w for w in queue if w.get("id") == token), {})
     ticket, seen = number(mine.get("ticket")) or 0, mine.get("seen")
     position = 1 + sum(1 for w in queue if (number(w.get("ticket")) or 0) < ticket)
-    if not isinstance(seen, datetime):
-        return position, None, None, None, None
-    now = utc(seen)
-    if doc.get("taken") is not True:  # free, and about to be taken by the first in line: where it runs
-        first = min(queue, key=lambda w: number(w.get("ticket")) or 0, default={})
-        host = first.get("host") if first is not mine else None
-        return position, None, None, host if isinstance(host, str) else None, now
-    ends = doc_expiry(doc)
-    left = None if ends is None else max(0, round((ends - now) / timedelta(milliseconds=1)))
-    holder = sub(doc, "holder") if holder_is_current(doc) else {}
-    since, host = holder.get("since"), holder.get("host")
-    held = round((now - utc(since)) / timedelta(milliseconds=1)) if isinstance(since, datetime) else None
-    return position, left, held, host if isinstance(host, str) else None, now
+    return position, utc(seen) if isinstance(seen, datetime) else None

@@ -25,7 +25,7 @@ from ...models import (
     iso_ms,
     parse_iso,
 )
-from ..common import loss_error, newer_store_error, released_late_error, slot_owner
+from ..common import loss_error, newer_store_error, released_late_error, slot_owner, waiting_turn
 from ..steps import FORCED_RETENTION_S, SCHEMA_VERSION
 from . import events, queue
 from .connection import SQL_NOW, SQLiteBase, read_schema, sql_ago
@@ -80,17 +80,7 @@ class SQLiteLeases(SQLiteBase):
                 if lease is not None:
                     queue.leave(db, mutex_id, token)
                     return Turn(lease)
-            row = db.execute("SELECT taken, bootId, expiresNs, takenAt, host FROM mutexes WHERE mutexId = ?",
-                             (mutex_id,)).fetchone()
-            state = self._state(db, mutex_id)
-            left = held = host = None
-            if row is not None and row[0] and row[1] == self._boot:
-                left = max(0, -((now_ns - row[2]) // 1_000_000))
-                held = events.since_ms(parse_iso(row[3]), datetime.now(UTC)) if row[3] else None
-                host = row[4]
-            elif ahead:  # free, and about to be taken by the first in line: where it runs
-                host = queue.in_line(db, mutex_id, self._boot, now_ns)[0][0]
-        return Turn(None, ahead + 1, left, held, host, state)
+            return waiting_turn(ahead + 1, self._state(db, mutex_id))
 
     def leave_queue(self, mutex_id: str, token: str) -> None:
         if self._has_waiters:
