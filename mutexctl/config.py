@@ -92,6 +92,13 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
         if not named.strip():
             raise ConfigError(f"{source} is empty", hint="name a YAML file, or drop it to use the default lookup")
         path = Path(named).absolute()
+        try:
+            path.stat()
+        except PermissionError as exc:
+            raise ConfigError(f"config file {shown(named, 200)} (from {source}) cannot be reached: {exc.strerror}",
+                              hint="give this user access to it and its directories, or name another") from exc
+        except OSError:
+            pass  # (missing: said below)
         if path.is_dir():
             raise ConfigError(f"config file {shown(named, 200)} (from {source}) is a directory",
                               hint="name the YAML file in it, e.g. config.yaml")
@@ -102,9 +109,17 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
     config_home = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     for candidate in (Path("mutexctl.yaml"), Path(config_home) / "mutexctl" / "config.yaml",
                       Path("/etc/mutexctl/config.yaml")):
-        if candidate.is_file():
+        if _is_file(candidate):
             return candidate.absolute()
     return None
+
+
+def _is_file(path: Path) -> bool:
+    """For the lookup: a place this user may not look into (a 0700 home) holds no file of theirs."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 _ENV = (("node_id", "MUTEXCTL_NODE_ID"), ("store", "MUTEXCTL_STORE"), ("database", "MUTEXCTL_DATABASE"),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .config import host_name
 from .diagnose import clock_skew_ms, holder_alive
-from .errors import MutexctlError
+from .errors import ConfigError, MutexctlError
 from .models import human_ms
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ def _reachable(svc: Service) -> Check:
             sent = time.perf_counter()
             svc.store.store_time()
             times.append((time.perf_counter() - sent) * 1000)
+    except ConfigError as exc:  # reached, but not a store to use (another program's file, a damaged one)
+        return Check("store", FAIL, f"unusable: {exc.message}", exc.hint, data={"error": exc.kind})
     except MutexctlError as exc:
         return Check("store", FAIL, f"unreachable: {exc.message}",
                      exc.hint or "check the URL, the network and that the server runs")

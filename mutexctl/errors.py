@@ -131,6 +131,13 @@ class StoreUnavailableError(StoreError, ConnectionError):
     kind = "store_unavailable"
 
 
+class OutputError(MutexctlError, OSError):
+    """A file mutexctl was asked to write (a metrics text file) could not be written: a full disk, an
+    I/O error. Nothing was left half-written."""
+
+    kind = "output"
+
+
 class CommandStartError(MutexctlError):
     """A command to run under a lease could not be started; ``status`` is a shell's code for it
     (126 not executable, 127 not found)."""

@@ -9,16 +9,22 @@ read them as distributions (histogram_quantile over the current values), not wit
 from __future__ import annotations
 
 import bisect
+import contextlib
+import errno
+import os
+import stat
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .errors import ConfigError, OutputError
 from .models import LeaseEvent, Overview
+from .redact import printable
 
 if TYPE_CHECKING:
     from .service import Service
@@ -51,7 +57,7 @@ class LeaseCollector(Collector):
         fence = GaugeMetricFamily("mutexctl_mutex_fence", "The mutex's fencing token (grows with each acquire)",
                                   labels=["mutex"])
         for state in self.overview.states:
-            name = state.mutex_id
+            name = printable(state.mutex_id)  # (a foreign document's name may carry terminal escapes)
             is_held = state.state == "held"
             held.add_metric([name], 1.0 if is_held else 0.0)
             fence.add_metric([name], float(state.fence))
@@ -76,12 +82,13 @@ class LeaseCollector(Collector):
         waits: dict[str, list[float]] = defaultdict(list)
         holds: dict[str, list[float]] = defaultdict(list)
         for event in self.history:
+            name = printable(event.mutex_id)
             if event.kind == "forced":
-                forced[event.mutex_id] += 1
+                forced[name] += 1
             if event.kind in WAITS and event.waited_ms is not None:
-                waits[event.mutex_id].append(event.waited_ms / 1000)
+                waits[name].append(event.waited_ms / 1000)
             if event.kind in HOLDS and event.held_ms is not None:
-                holds[event.mutex_id].append(event.held_ms / 1000)
+                holds[name].append(event.held_ms / 1000)
         counter = CounterMetricFamily("mutexctl_forced_releases", "Forced releases in the kept lease history",
                                       labels=["mutex"])
         for name, count in sorted(forced.items()):
@@ -119,6 +126,51 @@ def exposition(svc: Service) -> str:
     return generate_latest(registry_of(svc)).decode()
 
 
+def check_textfile(path: str) -> None:
+    """Refuse a target that is not a regular file (or a new one), before anything is read or written:
+    renaming over a device node or a symlink (``/dev/null``, ``/dev/stdout``) would replace it, and a
+    root cron job would damage the system."""
+    if not path:
+        raise ConfigError("the metrics file name is empty",
+                          hint="name a file, e.g. /var/lib/node_exporter/textfile/mutexctl.prom")
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        found = None
+    except OSError as exc:  # a name over 255 bytes, a directory we may not search, a loop
+        raise ConfigError(f"cannot use {printable(path)!r} as the metrics file: {exc.strerror}",
+                          hint="name a regular file in an existing directory this user may write to") from exc
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(found.st_mode) else "a directory" if stat.S_ISDIR(found.st_mode) \
+            else "a device or special file"
+        raise ConfigError(f"will not replace {printable(path)!r} with the metrics: it is {kind}, not a regular file",
+                          hint="name a regular file (or a new one); only regular files are replaced")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the metrics file {printable(path)!r}: its directory does not exist or "
+                          "this user may not write to it", hint="name a file in an existing directory this user may "
+                                                                "write to")
+
+
 def write_textfile(svc: Service, path: str) -> None:
-    """Write atomically (a temporary file renamed over ``path``), as the textfile collector wants."""
-    write_to_textfile(path, registry_of(svc))
+    """Write atomically (a temporary file beside ``path``, renamed over it), as the textfile collector
+    wants; on a full disk or an I/O error the old file stays and the temporary one goes."""
+    check_textfile(path)
+    text = generate_latest(registry_of(svc))
+    temporary = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            with os.fdopen(descriptor, "wb") as out:
+                out.write(text)
+        finally:
+            check_textfile(path)  # (what was checked may have changed while the store was read)
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ConfigError(f"cannot use {printable(path)!r} as the metrics file: {exc.strerror}",
+                              hint="use a shorter file name") from exc
+        raise OutputError(f"cannot write the metrics file {printable(path)!r}: {exc.strerror or exc}",
+                          hint="free space on its file system, or name a file elsewhere") from exc

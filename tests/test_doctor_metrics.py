@@ -168,7 +168,8 @@ def test_metrics_show_leases_slots_and_the_history(cli: Cli, tmp_path: Path, sto
     assert sorted(p.name for p in target.parent.iterdir()) == ["mutexctl.prom"]
 
 
-@pytest.mark.parametrize("where", ["missing/dir/x.prom", "."])
-def test_metrics_to_a_place_it_cannot_write_is_exit_2(cli: Cli, tmp_path: Path, where: str) -> None:
+@pytest.mark.parametrize(("where", "why"), [("missing/dir/x.prom", "its directory does not exist"),
+                                            (".", "it is a directory")])
+def test_metrics_to_a_place_it_cannot_write_is_exit_78(cli: Cli, tmp_path: Path, where: str, why: str) -> None:
     done = cli("metrics", "--textfile", str(tmp_path / where))
-    assert done.returncode == 2 and "cannot write a file there" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 78 and why in done.stderr and "Traceback" not in done.stderr, done.stderr

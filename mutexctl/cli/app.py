@@ -61,9 +61,19 @@ def _version(ctx: typer.Context, value: bool) -> None:
 class CancelledByUserError(MutexctlError):
     kind = "interrupted"
 
+    def __init__(self, message: str, *, signum: int = signal.SIGINT, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.signum = signum
+
+
+# Ctrl-C, and the signals a service manager or a closed terminal sends: each ends a wait the same clean
+# way (the queue entry left, the error line or document written) with the shell's 128+N.
+_CANCELLING: dict[int, str] = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "stopped by SIGTERM",
+               signal.SIGHUP: "stopped by SIGHUP (the terminal went away)"}
+
 
 def _interrupted(signum: int, frame: object) -> None:
-    raise CancelledByUserError("interrupted (Ctrl-C)")
+    raise CancelledByUserError(_CANCELLING[signum], signum=signum)
 
 
 app = typer.Typer(name="mutexctl", help=HELP, epilog=EPILOG, no_args_is_help=True, cls=LazyGroup, **APP_SETTINGS)
@@ -77,10 +87,12 @@ def main_options(ctx: typer.Context, config: ConfigOpt = None, store: StoreOpt =
     invocation(ctx, config, store, node_id, as_json, verbose, debug)
 
 
-def _scan_flags(argv: list[str]) -> tuple[bool, bool]:
-    """--json/--debug before any ``--``: needed to report errors that stop parsing itself."""
+def _scan_flags(argv: list[str]) -> tuple[bool, bool, bool]:
+    """--json/--debug before any ``--``, and whether a command follows one (exec mode): needed to
+    report errors that stop parsing itself where the command's own would go."""
     head = argv[: argv.index("--")] if "--" in argv else argv
-    return "--json" in head, "--debug" in head
+    exec_mode = "acquire" in head and len(head) < len(argv) - 1
+    return "--json" in head, "--debug" in head, exec_mode
 
 
 def run(argv: list[str]) -> int:
@@ -92,11 +104,14 @@ def run(argv: list[str]) -> int:
     # Drivers' warnings never reach the terminal raw: what matters (a URL option pymongo would ignore)
     # is checked and reported as an error of our own; the rest is noise for a one-shot command.
     warnings.simplefilter("ignore")
-    as_json, debug = _scan_flags(argv)
-    inv = Invocation(as_json=as_json, debug=debug, out=Output(as_json=as_json))
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        # Ctrl-C as an error of our own: the framework would turn a KeyboardInterrupt into a bare 130.
-        signal.signal(signal.SIGINT, _interrupted)
+    as_json, debug, exec_mode = _scan_flags(argv)
+    inv = Invocation(as_json=as_json, debug=debug, out=Output(as_json=as_json, json_to_stderr=exec_mode))
+    # Ctrl-C as an error of our own (the framework would turn a KeyboardInterrupt into a bare 130), and
+    # TERM/HUP likewise; a signal the caller ignores (nohup) stays ignored.
+    for signum, untouched in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL),
+                              (signal.SIGHUP, signal.SIG_DFL)):
+        if signal.getsignal(signum) is untouched:
+            signal.signal(signum, _interrupted)
     try:
         if argv and argv[-1] == "--" and argv.count("--") == 1:
             raise UsageError("nothing after '--'", hint="name the command to run after it, or leave '--' out")
@@ -108,16 +123,24 @@ def run(argv: list[str]) -> int:
         error = UsageError(exc.format_message().strip(), hint=f"see '{where} --help'")
         inv.out.fail(error, exc.exit_code)
         return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt, CancelledByUserError):  # Ctrl-C
-        if inv.as_json:
-            inv.out.fail(CancelledByUserError("interrupted (Ctrl-C)"), exit_codes.INTERRUPTED)
-        return exit_codes.INTERRUPTED
+    except (typer.Abort, KeyboardInterrupt, CancelledByUserError) as exc:  # Ctrl-C, TERM, HUP
+        cancelled = exc if isinstance(exc, CancelledByUserError) else CancelledByUserError(_CANCELLING[signal.SIGINT])
+        code = 128 + cancelled.signum
+        if inv.as_json or cancelled.signum != signal.SIGINT:  # (Ctrl-C: the terminal showed ^C)
+            inv.out.fail(cancelled, code)
+        else:
+            inv.out.end_progress()
+        return code
     except MutexctlError as exc:
         code = exit_codes.exit_code_for(exc, conflict_code=inv.conflict_code)
         inv.out.fail(exc, code)
         return code
     except BrokenPipeError:
-        return exit_codes.SUCCESS
+        return exit_codes.PIPE_CLOSED
+    except SystemExit as exc:  # the framework turns a closed pipe into exit 1, which means "held" here
+        if isinstance(exc.__context__, BrokenPipeError):
+            return exit_codes.PIPE_CLOSED
+        raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no locals, no URL
         if inv.debug:
             import traceback

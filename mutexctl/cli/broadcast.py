@@ -3,7 +3,6 @@
 # (no "from __future__ import annotations": typer reads these signatures at every start, and string
 # annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
-import json
 import signal
 import sys
 import threading
@@ -36,7 +35,7 @@ from .common import (
     invocation,
     wait_option,
 )
-from .output import ack_doc
+from .output import ack_doc, json_line
 
 ChannelOpt = Annotated[str, typer.Option("--channel", "-c", metavar="NAME", help="The channel (default: default).",
                                          show_default=False)]
@@ -235,8 +234,8 @@ def _logged(runner: CommandHandler, inv: Invocation, *, quiet: bool) -> Callable
         if quiet and status == 0:
             return status
         if inv.as_json:
-            print(json.dumps({"id": message.id, "action": message.action, "sender": message.sender,
-                              "status": status, "duration_ms": took_ms, "timed_out": timed_out}, ensure_ascii=False),
+            print(json_line({"id": message.id, "action": message.action, "sender": message.sender,
+                             "status": status, "duration_ms": took_ms, "timed_out": timed_out}),
                   file=sys.stderr, flush=True)
             return status
         head = f"{message.id} {printable(message.action)} from {printable(message.sender)}"
@@ -252,5 +251,5 @@ def _logged(runner: CommandHandler, inv: Invocation, *, quiet: bool) -> Callable
 
 
 def _print(message: Message) -> int:
-    print(json.dumps(message_doc(message), ensure_ascii=False), flush=True)
+    print(json_line(message_doc(message)), flush=True)
     return 0

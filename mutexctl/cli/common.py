@@ -44,7 +44,7 @@ class Invocation:
         self.as_json = self.as_json or as_json
         self.verbose = max(self.verbose, verbose)
         self.debug = self.debug or debug
-        self.out = Output(as_json=self.as_json, verbose=self.verbose)
+        self.out = Output(as_json=self.as_json, verbose=self.verbose, json_to_stderr=self.out.json_to_stderr)
         if self.verbose:
             from .logs import show_logs  # the library's log lines, on stderr, masked
 

@@ -1,5 +1,5 @@
 """``doctor``: one line per check (ok / warn / fail), the fix under each that is not ok; exit 0
-when every check passes, 1 when any warns or fails."""
+when every check passes, 1 when any warns or fails, 78 when the store named is not a store to use."""
 
 # (no "from __future__ import annotations": typer reads these signatures at every start)
 
@@ -32,6 +32,8 @@ def doctor(
         checks = checks_of.run(svc)
     passed = checks_of.verdict(checks)
     code = exit_codes.SUCCESS if passed else exit_codes.SILENT
+    if any(c.data and c.data.get("error") == "config" for c in checks):
+        code = exit_codes.CONFIG  # (the store named is not one: as every other command says)
     if inv.as_json:
         inv.out.doc({"ok": passed, "checks": [{"check": c.name, "status": c.status, "message": c.message,
                                                "fix": c.fix, **(c.data or {})} for c in checks]})

@@ -15,6 +15,7 @@ from ..errors import (
     NoListenersError,
     NotHeldError,
     NotOwnerError,
+    OutputError,
     SchemaError,
     StoreError,
     StoreUnavailableError,
@@ -31,9 +32,11 @@ HANDLER_FAILED = 5
 LIMIT_CONFLICT = 6
 UNAVAILABLE = 69
 INTERNAL = 70
+CANNOT_WRITE = 73  # sysexits' EX_CANTCREAT, as flock(1) uses it
 LEASE_LOST = 75
 CONFIG = 78
 INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+PIPE_CLOSED = 141  # the reader of stdout went away (`| head -1`): 128 + SIGPIPE, as `yes | head` reports
 
 EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
     ("0", "success"),
@@ -50,11 +53,15 @@ EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
           "semaphore, or the reverse"),
     ("69", "store unavailable (unreachable, read-only for a write, disk full)"),
     ("70", "internal error (traceback only with --debug)"),
+    ("73", "an output file could not be written (metrics --textfile: disk full, I/O error); nothing half-written "
+           "is left"),
     ("75", "lease lost while the command ran; the command was stopped"),
     ("78", "configuration error (parameter file, environment, store URL and its options, a store file that is "
-          "not a database, refused credentials)"),
+          "not a database, another program's or a damaged one, refused credentials; a metrics file that is not a "
+          "regular file)"),
     ("126, 127", "exec mode: the command could not be run (not executable, not found)"),
-    ("130", "interrupted (Ctrl-C)"),
+    ("130", "interrupted (Ctrl-C); 129 and 143 for SIGHUP and SIGTERM while waiting"),
+    ("141", "the reader of stdout went away (a closed pipe, as in '| head -1'): 128 + SIGPIPE, quietly"),
     ("child's / 128+N", "exec mode: the command's own status, or 128+N if signal N killed it"),
 )
 
@@ -74,6 +81,7 @@ _BY_ERROR: tuple[tuple[type[MutexctlError], int], ...] = (
     (StoreError, INTERNAL),
     (LeaseLostError, LEASE_LOST),
     (ConfigError, CONFIG),
+    (OutputError, CANNOT_WRITE),
 )
 
 

@@ -3,12 +3,10 @@ node_exporter's textfile collector (``--textfile /var/lib/node_exporter/textfile
 
 # (no "from __future__ import annotations": typer reads these signatures at every start)
 
-import os
 from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
 from . import exit_codes
 from .common import APP_SETTINGS, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, invocation
 
@@ -34,12 +32,10 @@ def metrics(
     them, not rate(). Two reads of the store per run.
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
-    if textfile is not None:
-        target = os.path.dirname(os.path.abspath(textfile)) or "."
-        if not textfile or os.path.isdir(textfile) or not os.path.isdir(target) or not os.access(target, os.W_OK):
-            raise UsageError(f"--textfile {textfile!r}: cannot write a file there",
-                             hint="name a file in an existing directory this user may write to")
     from .. import metrics as prometheus
+
+    if textfile is not None:
+        prometheus.check_textfile(textfile)  # before the store is opened
 
     with inv.service() as svc:
         if textfile is None:

@@ -2,37 +2,52 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from typing import Any
 
 from ..errors import MutexctlError
 from ..models import Ack, Lease, iso_ms
-from ..redact import mask_url
+from ..redact import mask_url, printable
+
+# JSON escapes C0 controls itself; these it leaves raw, and a terminal reads U+009B as an escape (CSI).
+_RAW_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def json_line(document: dict[str, Any]) -> str:
+    """One line of JSON, UTF-8 text kept readable, with nothing in it that a terminal would act on."""
+    text = json.dumps(document, ensure_ascii=False, default=str)
+    return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def shown(text: str) -> str:
+    """People's text as it reaches a terminal: credentials masked, control characters (escape
+    sequences a foreign document may carry in a node id or a reason) escaped, line by line."""
+    return "\n".join(printable(line) for line in mask_url(text).split("\n"))
 
 
 class Output:
-    def __init__(self, *, as_json: bool = False, verbose: int = 0) -> None:
+    def __init__(self, *, as_json: bool = False, verbose: int = 0, json_to_stderr: bool = False) -> None:
         self.as_json = as_json
-        # In exec mode stdout is the command's (as with flock): mutexctl's JSON goes to stderr, one line.
-        self.json_to_stderr = False
+        # In exec mode stdout is the command's (as with flock): mutexctl's JSON goes to stderr, one line,
+        # whether the parser, a check or the run itself ends it.
+        self.json_to_stderr = json_to_stderr
         self.verbose = verbose
         self.stderr_tty = sys.stderr.isatty()
         self._progress_shown = False
         self._progress_kind = ""
 
     def data(self, text: str) -> None:
-        print(text, flush=True)
+        print(shown(text), flush=True)
 
     def doc(self, document: dict[str, Any]) -> None:
-        import json
-
-        print(json.dumps(document, indent=None, sort_keys=False, default=str), flush=True,
-              file=sys.stderr if self.json_to_stderr else sys.stdout)
+        print(json_line(document), flush=True, file=sys.stderr if self.json_to_stderr else sys.stdout)
 
     def note(self, text: str) -> None:
         """A line for people, on stderr (never in --json mode's stdout)."""
         self.end_progress()
-        print(mask_url(text), file=sys.stderr, flush=True)
+        print(shown(text), file=sys.stderr, flush=True)
 
     def detail(self, text: str) -> None:
         """A note shown on a terminal or with -v; scripts' stderr stays quiet."""
@@ -46,10 +61,10 @@ class Output:
             self.doc({"ok": False, **document, "error": error_doc(error, code)})
             return
         self.end_progress()
-        print(f"mutexctl: {_message(error)}", file=sys.stderr)
+        print(f"mutexctl: {printable(_message(error))}", file=sys.stderr)
         hint = getattr(error, "hint", None)
         if hint:
-            print(f"hint: {mask_url(hint)}", file=sys.stderr)
+            print(f"hint: {shown(hint)}", file=sys.stderr)
         sys.stderr.flush()
 
     def progress(self, text: str, *, kind: str = "") -> None:
@@ -57,6 +72,7 @@ class Output:
         an outage), not one per poll."""
         if self.as_json and not self.stderr_tty:
             return
+        text = printable(mask_url(text))
         if self.stderr_tty:
             sys.stderr.write(f"\r\x1b[K{text}")
             sys.stderr.flush()

@@ -45,7 +45,9 @@ def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], *,
     watcher = None
     try:
         with contextlib.suppress(OSError):  # without a watcher the handler still runs, only less guarded
-            watcher = Watcher(process.pid, grace_s=grace, left_s=(limit_s + grace) if limit_s else _FOREVER_S)
+            # The watcher keeps the listener's own schedule (TERM at the limit, KILL a grace later): it
+            # acts only if the listener cannot, and a grace added twice would let a hung handler run on.
+            watcher = Watcher(process.pid, grace_s=grace, left_s=limit_s if limit_s else _FOREVER_S)
         try:
             process.communicate(stdin, timeout=limit_s)
         except subprocess.TimeoutExpired:
@@ -57,7 +59,7 @@ def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], *,
         raise
     finally:
         if watcher is not None:
-            watcher.dismiss(kill_group=process.returncode is None)
+            watcher.dismiss(kill_group=process.returncode is None, group_gone=process.returncode is not None)
     code = process.returncode
     return HandlerRun(128 - code if code < 0 else code, False)
 

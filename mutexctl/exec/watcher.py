@@ -66,12 +66,19 @@ class Watcher:
             with contextlib.suppress(OSError):
                 os.write(self._pipe, f"{max(0.0, left_s):.3f}\n".encode())
 
-    def dismiss(self, *, kill_group: bool) -> None:
-        """Let the watcher go; with ``kill_group`` it SIGKILLs what is left of the group first."""
+    def dismiss(self, *, kill_group: bool, group_gone: bool = False) -> None:
+        """Let the watcher go; with ``kill_group`` it SIGKILLs what is left of the group first.
+        ``group_gone``: the caller has already ended the group, so a watcher caught in its own
+        TERM-then-KILL grace is ended too rather than waited for."""
         if self._pipe >= 0:
             if not kill_group:
                 with contextlib.suppress(BrokenPipeError):
                     os.write(self._pipe, NORMAL_END)
             os.close(self._pipe)  # EOF without the normal-end line means: kill the group
             self._pipe = -1
+        if group_gone:
+            try:
+                self._process.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
         self._process.wait()

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from ...errors import ConfigError, StoreError, StoreUnavailableError
@@ -116,16 +116,47 @@ class SQLiteBase:
         self.url = mask_url(url)
         self._boot = boot_id()
         self._now_ns = clock_ns or boot_clock_ns(self._boot)
-        self._db, self.read_only = _open(path, self.url)
-        # Files made before a column existed get it on their first writable open; read-only, they
-        # read it as NULL (and miss the tables that came with it).
-        self._columns = {column: column if has_column(self._db, table, column) else f"NULL AS {column}"
-                         for table, column, _ in ADDED_COLUMNS if table == "mutexes"}
-        self._has_slots = has_tables(self._db, "slots", "once_markers")
-        self._has_history = has_tables(self._db, "history")
-        self._has_waiters = has_tables(self._db, "waiters")
         self._lock = threading.Lock()  # one connection, shared by the caller and a renewal thread
         self._prepared: tuple[SchemaState | None] | None = None
+        self._opened: _Opened | None = None  # on first use: a refused input never creates a file
+
+    def _open_once(self) -> _Opened:
+        if self._opened is not None:  # (always so inside a transaction, which holds the lock)
+            return self._opened
+        with self._lock:
+            if self._opened is None:
+                db, read_only = _open(self.path, self.url)
+                # Files made before a column existed get it on their first writable open; read-only,
+                # they read it as NULL (and miss the tables that came with it).
+                columns = {column: column if has_column(db, table, column) else f"NULL AS {column}"
+                           for table, column, _ in ADDED_COLUMNS if table == "mutexes"}
+                self._opened = _Opened(db, read_only, columns, has_tables(db, "slots", "once_markers"),
+                                       has_tables(db, "history"), has_tables(db, "waiters"))
+            return self._opened
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._open_once().db
+
+    @property
+    def read_only(self) -> bool:
+        return self._open_once().read_only
+
+    @property
+    def _columns(self) -> dict[str, str]:
+        return self._open_once().columns
+
+    @property
+    def _has_slots(self) -> bool:
+        return self._open_once().has_slots
+
+    @property
+    def _has_history(self) -> bool:
+        return self._open_once().has_history
+
+    @property
+    def _has_waiters(self) -> bool:
+        return self._open_once().has_waiters
 
     @classmethod
     def from_url(cls, url: str, *, log_retention_s: float = LOG_RETENTION_S) -> Any:
@@ -144,14 +175,25 @@ class SQLiteBase:
     def close(self) -> None:
         # A renewal thread may still be inside a statement (blocked on a busy database); closing the
         # connection under it would crash it, and the process is about to exit anyway.
-        if self._lock.acquire(timeout=1.0):
+        if self._opened is not None and self._lock.acquire(timeout=1.0):
             try:
-                self._db.close()
+                self._opened.db.close()
             finally:
                 self._lock.release()
 
     def _transaction(self, write: bool = True) -> Transaction:
         return Transaction(self._db, self._lock, self.url, write)
+
+
+class _Opened(NamedTuple):
+    """The connection and what the file held when it was opened."""
+
+    db: sqlite3.Connection
+    read_only: bool
+    columns: dict[str, str]
+    has_slots: bool
+    has_history: bool
+    has_waiters: bool
 
 
 class Transaction:
@@ -203,7 +245,15 @@ def translate(exc: sqlite3.Error, url: str) -> Exception:
         return StoreUnavailableError(f"store {url} is unavailable: {exc}",
                                      hint="check that the file's directory exists and is writable, and the disk "
                                           "has room")
+    if type(exc) is sqlite3.DatabaseError:  # "database disk image is malformed", "file is not a database"
+        return damaged_error(exc, url)
     return StoreError(f"store {url} failed: {exc}")
+
+
+def damaged_error(exc: sqlite3.DatabaseError, url: str) -> ConfigError:
+    """A store file whose pages are not SQLite's (overwritten, cut short): no retry mends it."""
+    return ConfigError(f"store {url} is damaged: {exc}",
+                       hint="restore the file from a backup, or move it aside (a new store starts empty)")
 
 
 def read_schema(db: sqlite3.Connection) -> SchemaState | None:
@@ -239,6 +289,7 @@ def _open(path: Path, url: str) -> tuple[sqlite3.Connection, bool]:
         raise StoreUnavailableError(f"cannot open store {url}: {reason}",
                                     hint="choose a writable path with --store sqlite:///path/to/file.db") from exc
     try:
+        _refuse_foreign(db, url)
         _prepare(db)
     except sqlite3.DatabaseError as exc:
         db.close()
@@ -246,6 +297,25 @@ def _open(path: Path, url: str) -> tuple[sqlite3.Connection, bool]:
             return _open_read_only(path, url), True
         raise _open_error(exc, url) from exc
     return db, False
+
+
+# The columns every release's mutexes table has had: how a mutexctl store is told from another
+# program's file that happens to have a table of that name.
+_OUR_COLUMNS = {"mutexId", "taken", "takenAt", "takenBy", "timeout", "fence", "bootId", "expiresNs"}
+
+
+def _refuse_foreign(db: sqlite3.Connection, url: str, *, empty_is_ours: bool = True) -> None:
+    """Another program's database is left exactly as it is: no WAL switch, no tables of ours."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables and empty_is_ours:
+        return  # a new (or empty) file: ours to set up
+    columns = {row[1] for row in db.execute("PRAGMA table_info(mutexes)")} if "mutexes" in tables else set()
+    if not columns >= _OUR_COLUMNS:
+        db.close()
+        theirs = ", ".join(sorted(tables - set(TABLES))[:3]) or ", ".join(sorted(tables)[:3]) or "none"
+        raise ConfigError(f"store {url} is not a mutexctl store: it is another program's SQLite database "
+                          f"(tables: {theirs}{', …' if len(tables) > 3 else ''}); it was left untouched",
+                          hint="point the store at a file of its own, e.g. sqlite:///var/lib/mutexctl/mutexctl.db")
 
 
 def _prepare(db: sqlite3.Connection) -> None:
@@ -283,10 +353,8 @@ def _open_read_only(path: Path, url: str) -> sqlite3.Connection:
         try:
             db = sqlite3.connect(f"file:{quote(str(path))}?{query}", uri=True, timeout=BUSY_TIMEOUT_S,
                                  isolation_level=None, check_same_thread=False)
-            if not has_tables(db, "mutexes"):  # (an older release's file lacks later tables: read without them)
-                raise StoreError(f"store {url} is not a mutexctl SQLite database (it has no mutexes table)",
-                                 hint="point --store at another file")
-            return db
+            _refuse_foreign(db, url, empty_is_ours=False)  # (an older release's file lacks later tables: read
+            return db                                         # without them)
         except sqlite3.DatabaseError as exc:
             if not _read_only_error(exc):
                 raise _open_error(exc, url) from exc
