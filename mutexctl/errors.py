@@ -71,6 +71,13 @@ class DuplicateMutexError(LockHeldError):
                          hint="see README.md, 'Sharing mutexes with other services'")
 
 
+class HeldOnHostError(LockHeldError):
+    """A process on this host holds the mutex in a store file that the path no longer names (it was
+    removed or replaced): the new file looks free, but the old lease's holder still runs."""
+
+    kind = "held"
+
+
 class WaitTimeoutError(LockHeldError, TimeoutError):
     """The wait for a mutex ended before it became free."""
 

@@ -18,6 +18,7 @@ from .clock import lease_clock
 from .config import Settings, host_name, user_name
 from .errors import (
     DuplicateMutexError,
+    HeldOnHostError,
     LeaseExpiredError,
     LockHeldError,
     NotOwnerError,
@@ -153,6 +154,8 @@ class Leases:
             else:
                 lease = self.store.try_acquire_slot(mutex_id, node_id or self.node_id, timeout_ms, holder, kind=kind,
                                                     limit=limit, waited_ms=waited_ms)
+        except HeldOnHostError:
+            raise  # (its message names the holder the store cannot see)
         except LockHeldError as held:
             state = held.state if held.state is not None or not explain else self.store.get(mutex_id)
             if state is not None and conflicts(state, kind, limit):
@@ -383,13 +386,12 @@ class Leases:
         return holder
 
     def _timed_out(self, mutex_id: str, held: LockHeldError, wait_s: float) -> LockHeldError:
-        if isinstance(held, DuplicateMutexError):
-            return held  # its message says what to fix; waiting longer does not help
+        if isinstance(held, DuplicateMutexError) or (wait_s <= 0 and isinstance(held, HeldOnHostError)):
+            return held  # its message says what to fix (or what holds it, which the store cannot see)
         state = held.state if held.state is not None else self.store.get(mutex_id)
         if wait_s <= 0:
             return LockHeldError(mutex_id, state, hint=f"wait for it with --wait {suggested_wait(state)}, or see "
                                                        "'mutexctl status'")
-        error = WaitTimeoutError(mutex_id, state, hint="wait longer, or see 'mutexctl status' for the holder")
-        error.message = error.args[0] + f" (gave up after {wait_s:g}s)"
-        error.args = (error.message,)
-        return error
+        said = held.message if isinstance(held, HeldOnHostError) else LockHeldError(mutex_id, state).message
+        return WaitTimeoutError(mutex_id, state, message=f"{said} (gave up after {wait_s:g}s)",
+                                hint="wait longer, or see 'mutexctl status' for the holder")

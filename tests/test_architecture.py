@@ -50,6 +50,7 @@ def _error_samples() -> list[errors.MutexctlError]:
         errors.NotOwnerError("m", "cannot release 'm'", state, hint="use --token"),
         errors.LeaseExpiredError("m", "expired", state), errors.CommandStartError("command not found: x", 127),
         errors.LimitConflictError("cannot take 'm' as a shared hold", state, hint="ask the same way"),
+        errors.HeldOnHostError("m", state, message="held on this host by pid 7", hint="wait for it"),
     ]
     simple = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.MutexctlError)
               and cls.__init__ is errors.MutexctlError.__init__]

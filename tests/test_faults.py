@@ -11,12 +11,13 @@ import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from mutexctl import Service
+from mutexctl import HeldOnHostError, NotOwnerError, Service, Settings
 from mutexctl.exec.handler import run_handler, stop_grace_s
 
 from .conftest import Cli, mutexctl_argv, pid_alive, wait_until
@@ -31,6 +32,84 @@ def one_line_error(done: subprocess.CompletedProcess[str], code: int) -> str:
     lines = done.stderr.strip().splitlines()
     assert lines and lines[0].startswith("mutexctl: ") and len(lines) <= 2, lines
     return lines[0]
+
+
+# -- 1. a store file removed, moved or replaced under a running lease ----------------------------------
+
+SECTION = Path(__file__).parent / "helpers" / "section.py"
+LEASE = "9s"  # renewed every 3 s: the holder notices the file's fate at its next renewal
+
+
+def _replace_with_a_fresh_store(db: Path, cli: Cli) -> None:
+    other = db.with_name("other.db")
+    assert cli("--store", f"sqlite://{other}", "status").returncode == 0  # a mutexctl store of its own, empty
+    os.replace(other, db)
+
+
+FILE_FATES = {
+    "rm -rf the directory": lambda db, cli: shutil.rmtree(db.parent),
+    "mv the directory": lambda db, cli: db.parent.rename(db.parent.with_name("moved")),
+    "rm the database": lambda db, cli: db.unlink(),
+    "rm the -wal": lambda db, cli: Path(f"{db}-wal").unlink(),
+    "rm the -shm": lambda db, cli: Path(f"{db}-shm").unlink(),
+    "rm db*": lambda db, cli: [Path(f"{db}{s}").unlink() for s in ("", "-wal", "-shm")],
+    "mv the database": lambda db, cli: db.rename(db.with_name("old.db")),
+    "replace the database": _replace_with_a_fresh_store,
+}
+
+
+def _sections(log: Path) -> list[tuple[str, str, int]]:
+    return [(what, who, int(ns)) for what, who, ns in (line.split() for line in log.read_text().splitlines())]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("fate", list(FILE_FATES))
+def test_a_store_file_removed_or_replaced_under_a_lease_lets_nobody_in_beside_the_holder(
+        cli: Cli, store_url: str, tmp_path: Path, fate: str) -> None:
+    db = Path(store_url.removeprefix("sqlite://"))
+    log = tmp_path / "sections.log"
+    holder = cli.popen("acquire", "job", "--timeout", LEASE, "--", sys.executable, str(SECTION), str(log), "A",
+                       "60000")
+    wait_until(lambda: log.exists() and "enter A" in log.read_text(), timeout=30)
+    FILE_FATES[fate](db, cli)
+    other = {"MUTEXCTL_NODE_ID": "other"}
+    refused = cli("acquire", "job", "--", sys.executable, str(SECTION), str(log), "B", "0", env=other)
+    # The holder still runs: nobody else gets in (1: held; 69 with the -wal gone while its holder has the
+    # -shm's index of it open: SQLite refuses to open the file at all until that holder lets go).
+    assert refused.returncode in ((1, 69) if fate == "rm the -wal" else (1,)), (refused.returncode, refused.stderr)
+    assert "enter B" not in log.read_text()
+    # The holder notices at its next renewal, stops its command, and is gone (75) well within its lease.
+    _, err = holder.communicate(timeout=60)
+    holder_gone_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    assert holder.returncode == 75, err
+    assert "removed or replaced" in err
+    token = cli("acquire", "job", "--timeout", "2s", env=other)
+    assert token.returncode == 0, token.stderr
+    assert int(token.stdout) > 1  # the holder's fence was 1: the file at the path never goes back
+    entered = [ns for what, who, ns in _sections(log) if (what, who) == ("enter", "B")]
+    assert entered == []  # B never ran beside A (its one run was refused)
+    assert [who for what, who, _ in _sections(log)] == ["A"]  # A was stopped inside: no exit line
+    assert holder_gone_ns > _sections(log)[0][2]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_long_lived_service_follows_a_replaced_store_file_and_its_old_lease_is_lost(
+        store_url: str, tmp_path: Path) -> None:
+    db = Path(store_url.removeprefix("sqlite://"))
+    with Service(Settings(node_id="svc", store=store_url)) as svc:
+        lease = svc.acquire("job", timeout="30s")
+        shutil.rmtree(db.parent)
+        with Service(Settings(node_id="other", store=store_url)) as other, \
+                pytest.raises(HeldOnHostError, match="held on this host by pid"):
+            other.try_acquire("job", timeout="5s")  # this process still holds it, in the old file
+        with pytest.raises(NotOwnerError, match="removed or replaced"):
+            svc.renew(lease)
+        again = svc.acquire("other-job", timeout="5s")  # the service now uses the file at the path
+        assert [s.mutex_id for s in svc.status() if s.taken] == ["other-job"]
+        svc.release("other-job", token=again.fence)
+        with pytest.raises(NotOwnerError):
+            svc.release("job", token=lease.fence)
+        assert svc.acquire("job", timeout="5s").fence > lease.fence
 
 
 # -- 2. metrics --textfile replaces only regular files ---------------------------------------------

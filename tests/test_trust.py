@@ -149,19 +149,19 @@ def test_a_read_only_store_of_an_older_release_is_read_without_its_later_tables(
 
 def test_a_full_disk_is_one_line_about_the_disk_and_loses_nothing(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from mutexctl.stores.sqlite import connection
+    from mutexctl.stores.sqlite import files
 
     url = f"sqlite://{tmp_path / 'm.db'}"
     with Service(Settings(node_id="a", store=url)) as svc:
         first = svc.try_acquire("first", timeout="1h")
-    real_prepare = connection._prepare
+    real_prepare = files._prepare
 
     def tiny(db: sqlite3.Connection) -> None:
         real_prepare(db)
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         db.execute(f"PRAGMA max_page_count = {pages}")  # this file may not grow: as a full disk
 
-    monkeypatch.setattr(connection, "_prepare", tiny)
+    monkeypatch.setattr(files, "_prepare", tiny)
     with Service(Settings(node_id="a", store=url)) as svc, pytest.raises(StoreUnavailableError) as caught:
         for i in range(200):
             svc.try_acquire(f"m{i}-" + "x" * 200, timeout="1h")

@@ -69,7 +69,7 @@ def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeo
                          hint="use --timeout 1s or more")
     with group.forwarding_signals():
         try:
-            group.start(grace_s=grace, left_s=keeper.time_left())
+            group.start(grace_s=grace, left_s=keeper.time_left(), keep_fds=guard_fds(leases, lease))
         except BaseException:
             _release(leases, lease)
             raise
@@ -98,6 +98,12 @@ def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeo
     except StoreError as exc:  # the lease is intact and will expire on its own
         return RunResult(status, lease.fence, release_error=exc.message)
     return RunResult(status, lease.fence, release_error=problem)
+
+
+def guard_fds(leases: Leases, lease: Lease) -> tuple[int, ...]:
+    """A store's host guard of this lease (SQLite's), for the watcher to hold while the command may run."""
+    fds = getattr(leases.store, "guard", None)
+    return tuple(fds.fds(lease.mutex_id, lease.fence)) if fds is not None else ()
 
 
 def _release(leases: Leases, lease: Lease) -> None:

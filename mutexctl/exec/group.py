@@ -42,7 +42,7 @@ class CommandGroup:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, *, grace_s: float, left_s: float) -> None:
+    def start(self, *, grace_s: float, left_s: float, keep_fds: tuple[int, ...] = ()) -> None:
         """Start the command (exit statuses 126/127 as a shell gives them) and its watcher, which
         stops the group ``left_s`` seconds from now unless ``extend`` moves that deadline."""
         tty = self._tty = controlling_tty()
@@ -60,7 +60,7 @@ class CommandGroup:
         if tty is not None:
             self._pass_foreground(os.getpgrp(), self.pgid)  # if the command could not take it
         try:
-            self._watcher = Watcher(self.pgid, grace_s=grace_s, left_s=left_s)
+            self._watcher = Watcher(self.pgid, grace_s=grace_s, left_s=left_s, keep_fds=keep_fds)
         except OSError as exc:  # without a watcher the command must not run at all
             self.signal(signal.SIGKILL)
             self.process.wait()

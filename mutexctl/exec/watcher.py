@@ -45,7 +45,9 @@ kill -s KILL -- "-$1" 2>/dev/null"""
 class Watcher:
     """The watcher of one process group, holding the deadline ``left_s`` seconds from now."""
 
-    def __init__(self, pgid: int, *, grace_s: float, left_s: float) -> None:
+    def __init__(self, pgid: int, *, grace_s: float, left_s: float, keep_fds: tuple[int, ...] = ()) -> None:
+        """``keep_fds``: descriptors the watcher holds for as long as it lives (the lease's host guard,
+        which must outlive mutexctl while the command may still run)."""
         bash = shutil.which("bash")
         self.holds_deadline = bash is not None
         argv = [bash, "-c", _BASH, NAME] if bash else ["/bin/sh", "-c", _SH, NAME]
@@ -53,7 +55,7 @@ class Watcher:
         try:
             self._process = subprocess.Popen([*argv, str(pgid), f"{grace_s:.3f}", f"{max(0.0, left_s):.3f}"],
                                              stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                             start_new_session=True)
+                                             start_new_session=True, pass_fds=keep_fds)
         except OSError:
             os.close(self._pipe)
             raise

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ...errors import LockHeldError, NotOwnerError
+from ...errors import HeldOnHostError, LockHeldError, NotOwnerError, StoreError
 from ...logs import logger
 from ...models import (
     EXCLUSIVE,
@@ -29,6 +30,8 @@ from ..common import loss_error, newer_store_error, released_late_error, slot_ow
 from ..steps import FORCED_RETENTION_S, SCHEMA_VERSION
 from . import events, queue
 from .connection import SQL_NOW, SQLiteBase, read_schema, sql_ago
+from .files import carry_fence, raise_fence
+from .guard import Beacon
 
 log = logger("mutexctl.stores.sqlite")
 
@@ -57,30 +60,79 @@ _LIVE = "bootId = :boot AND expiresNs > :now_ns"
 _FORCED = "mutexId, at, byNode, byUser, byHost, reason, previousHolder, previousFence"
 
 
+class HeldElsewhereError(Exception):
+    """Raised inside a take (rolling it back): the host guard found a live lease in another file."""
+
+    def __init__(self, beacon: Beacon) -> None:
+        super().__init__(beacon)
+        self.beacon = beacon
+
+
 class SQLiteLeases(SQLiteBase):
     def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
                     waited_ms: int = 0) -> Lease:
-        with self._transaction() as db:
-            now_ns = self._now_ns()
-            if self._has_waiters and queue.someone_waits(db, mutex_id, self._boot, now_ns):
-                raise LockHeldError(mutex_id, self._state(db, mutex_id))  # (waiters first: see wait_turn)
-            lease = self._take(db, mutex_id, node_id, timeout_ms, holder, waited_ms, now_ns)
-            if lease is None:
-                raise LockHeldError(mutex_id, self._state(db, mutex_id))
+        self._follow_path()
+        try:
+            with self._transaction() as db:
+                now_ns = self._now_ns()
+                if self._has_waiters and queue.someone_waits(db, mutex_id, self._boot, now_ns):
+                    raise LockHeldError(mutex_id, self._state(db, mutex_id))  # (waiters first: see wait_turn)
+                lease = self._take(db, mutex_id, node_id, timeout_ms, holder, waited_ms, now_ns)
+                if lease is None:
+                    raise LockHeldError(mutex_id, self._state(db, mutex_id))
+        except HeldElsewhereError as elsewhere:
+            raise self._held_elsewhere(mutex_id, elsewhere.beacon) from None
         log.debug("acquired %s as %s (fence %s, %d ms)", mutex_id, node_id, lease.fence, timeout_ms)
         return lease
 
     def wait_turn(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, token: str,
                   waited_ms: int) -> Turn:
-        with self._transaction() as db:
-            now_ns = self._now_ns()
-            ahead = queue.join(db, mutex_id, token, node_id, holder, self._boot, now_ns)
-            if ahead == 0:
-                lease = self._take(db, mutex_id, node_id, timeout_ms, holder, waited_ms, now_ns)
-                if lease is not None:
-                    queue.leave(db, mutex_id, token)
-                    return Turn(lease)
-            return waiting_turn(ahead + 1, self._state(db, mutex_id))
+        self._follow_path()
+        try:
+            with self._transaction() as db:
+                now_ns = self._now_ns()
+                ahead = queue.join(db, mutex_id, token, node_id, holder, self._boot, now_ns)
+                if ahead == 0:
+                    lease = self._take(db, mutex_id, node_id, timeout_ms, holder, waited_ms, now_ns)
+                    if lease is not None:
+                        queue.leave(db, mutex_id, token)
+                        return Turn(lease)
+                return waiting_turn(ahead + 1, self._state(db, mutex_id))
+        except HeldElsewhereError as elsewhere:  # (it stops at its next renewal: look twice a second)
+            return Turn(None, 1, held_for_ms=1000, state=self._held_elsewhere(mutex_id, elsewhere.beacon).state)
+
+    def _held_elsewhere(self, mutex_id: str, beacon: Beacon) -> HeldOnHostError:
+        """The take was rolled back: a process on this host holds the mutex in the file that had this
+        path before. The fence here moves past that lease's, so the next one never goes back."""
+        if beacon.fence:
+            with self._transaction() as db:
+                raise_fence(db, mutex_id, beacon.fence)
+        with self._transaction(write=False) as db:
+            state = self._state(db, mutex_id)
+        if not beacon.pid:
+            return HeldOnHostError(mutex_id, state, message=f"mutex '{mutex_id}' is held by a process on this host "
+                                 "that is starting or ending its lease", hint="try again in a moment")
+        return HeldOnHostError(mutex_id, state, message=f"mutex '{mutex_id}' is held on this host by pid {beacon.pid} "
+                             f"(fence {beacon.fence}) in a store file that was removed or replaced since; that "
+                             "holder stops at its next renewal", hint="wait for it, or see what that pid runs")
+
+    def _file_lost(self, mutex_id: str, node_id: str, fence: int | None, verb: str) -> NotOwnerError:
+        """Our lease lives in a file the path no longer names: it is gone for everyone else. Its fence
+        goes on in the file that has the path now (made if need be), so no later fence goes back. The
+        host guard stays until the release (after the command has stopped): until then nobody enters."""
+        if fence is not None and self._only_wal_removed():
+            # Its rows live only in the -wal this connection still has: write them into the database
+            # (no one else can open it meanwhile), with the lease ended.
+            with contextlib.suppress(StoreError), self._transaction() as db:
+                db.execute("UPDATE mutexes SET taken = 0 WHERE mutexId = ? AND taken = 1 AND takenBy = ? "
+                           "AND fence = ?", (mutex_id, node_id, fence))
+            with contextlib.suppress(sqlite3.Error), self._lock:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        elif fence is not None:
+            carry_fence(self.path, self.url, mutex_id, node_id, fence)
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': the store file {self.path} was removed or "
+                             "replaced while the lease was held; the lease in it is gone",
+                             hint="acquire it again (in the store file that has the name now)")
 
     def leave_queue(self, mutex_id: str, token: str) -> None:
         if self._has_waiters:
@@ -101,6 +153,9 @@ class SQLiteLeases(SQLiteBase):
             "user": holder.user, "command": holder.command, "exec": int(holder.exec_mode)}).fetchone()
         if row is None:
             return None
+        conflict = self.guard.claim(mutex_id, row[0], timeout_ms, self._file, slot=False)
+        if conflict is not None:
+            raise HeldElsewhereError(conflict)
         if self._has_slots:  # the slots of a semaphore or shared lock whose holders all left
             db.execute("DELETE FROM slots WHERE mutexId = ?", (mutex_id,))
         if self._has_history:
@@ -113,6 +168,8 @@ class SQLiteLeases(SQLiteBase):
         return Lease(mutex_id, node_id, row[0], timeout_ms, now, expires)
 
     def renew(self, lease: Lease) -> Lease:
+        if self._replaced():
+            raise self._file_lost(lease.mutex_id, lease.node_id, lease.fence, "renew")
         with self._transaction() as db:
             now_ns, now = self._now_ns(), datetime.now(UTC)
             expires = now + timedelta(milliseconds=lease.timeout_ms)
@@ -123,10 +180,14 @@ class SQLiteLeases(SQLiteBase):
                                  f"timeout = :timeout WHERE {_OURS} AND {_LIVE}", params).rowcount
             if changed != 1:
                 raise self._loss(db, lease.mutex_id, lease.node_id, lease.fence, "renew")
+        self.guard.refresh(lease.mutex_id, lease.fence, lease.timeout_ms, self._file, slot=False)
         return Lease(lease.mutex_id, lease.node_id, lease.fence, lease.timeout_ms, lease.taken_at, expires,
                      lease.local_deadline)
 
     def release(self, mutex_id: str, node_id: str, fence: int | None) -> WakeList:
+        self.guard.drop(mutex_id, fence)  # first: the next taker of this file may then bind it
+        if self._replaced():
+            raise self._file_lost(mutex_id, node_id, fence, "release")
         with self._transaction() as db:
             params = self._params(mutex_id, node_id, fence, self._now_ns())
             row = db.execute(f"UPDATE mutexes SET taken = 0 WHERE {_OURS} "

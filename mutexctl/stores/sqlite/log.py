@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from ...models import Ack, Message, NodeInfo, Registration, parse_iso
-from .connection import SQL_NOW, has_column, sql_ago
+from .connection import SQL_NOW, sql_ago
+from .files import has_column
 from .schema import SQLiteSchema
 
 _MESSAGE = "id, channel, seq, action, payload, sender, recipients, expected, at"

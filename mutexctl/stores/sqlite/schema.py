@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from ...models import SchemaState, iso_ms, parse_iso
 from ..steps import STEPS, Expiry, Index, Table
-from .connection import SQL_NOW, TABLES, read_schema
+from .connection import SQL_NOW, read_schema
+from .files import TABLES
 from .slots import SQLiteSlots
 
 

@@ -18,7 +18,7 @@ from ..common import released_late_error, slot_loss_error, slot_owner
 from ..steps import FORCED_RETENTION_S
 from . import events
 from .connection import SQL_NOW, sql_ago
-from .leases import _FORCED, COLUMNS, MARKER_COLUMNS, SQLiteLeases, marker_of
+from .leases import _FORCED, COLUMNS, MARKER_COLUMNS, HeldElsewhereError, SQLiteLeases, marker_of
 
 ANNOUNCE_NS = 3_000_000_000  # a waiting writer's announcement holds off new shared holds this long
 
@@ -39,6 +39,14 @@ ON CONFLICT (mutexId) DO UPDATE SET
 class SQLiteSlots(SQLiteLeases):
     def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
                          kind: str, limit: int | None, waited_ms: int = 0) -> Lease:
+        self._follow_path()
+        try:
+            return self._take_slot(mutex_id, node_id, timeout_ms, holder, kind=kind, limit=limit, waited_ms=waited_ms)
+        except HeldElsewhereError as elsewhere:
+            raise self._held_elsewhere(mutex_id, elsewhere.beacon) from None
+
+    def _take_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
+                   kind: str, limit: int | None, waited_ms: int) -> Lease:
         with self._transaction() as db:
             state = self._state(db, mutex_id)
             if state is not None and _refused(state, kind, limit):
@@ -56,6 +64,9 @@ class SQLiteSlots(SQLiteLeases):
                        (mutex_id, fence, node_id, self._boot, now_ns + timeout_ms * 1_000_000, iso_ms(ends),
                         iso_ms(now), timeout_ms, holder.host, holder.pid, holder.user, holder.command,
                         int(holder.exec_mode)))
+            conflict = self.guard.claim(mutex_id, fence, timeout_ms, self._file, slot=True)
+            if conflict is not None:
+                raise HeldElsewhereError(conflict)
             self._seed_view(db, mutex_id, fence=fence, kind=kind, limit=limit, keep_writer=current)
             if self._has_history:
                 events.record(db, self.history_retention_s, mutex_id, "acquire", node_id, fence, holder,
@@ -65,6 +76,8 @@ class SQLiteSlots(SQLiteLeases):
     def renew(self, lease: Lease) -> Lease:
         if lease.kind == EXCLUSIVE:
             return super().renew(lease)
+        if self._replaced():
+            raise self._file_lost(lease.mutex_id, lease.node_id, lease.fence, "renew")
         with self._transaction() as db:
             state = self._state(db, lease.mutex_id)
             if state is None or not any(s.fence == lease.fence and s.node == lease.node_id for s in state.slots):
@@ -75,6 +88,7 @@ class SQLiteSlots(SQLiteLeases):
                        (now_ns + lease.timeout_ms * 1_000_000, iso_ms(ends), lease.timeout_ms, lease.mutex_id,
                         lease.fence))
             self._seed_view(db, lease.mutex_id)
+        self.guard.refresh(lease.mutex_id, lease.fence, lease.timeout_ms, self._file, slot=True)
         return lease._replace(expires_at=ends)
 
     def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> WakeList:
@@ -84,6 +98,9 @@ class SQLiteSlots(SQLiteLeases):
             except NotOwnerError as error:  # with the state read after it: slots to try?
                 if slot is False or error.state is None or error.state.kind == EXCLUSIVE:
                     raise
+        self.guard.drop(mutex_id, fence)
+        if self._replaced():
+            raise self._file_lost(mutex_id, node_id, fence, "release")
         with self._transaction() as db:
             state = self._state(db, mutex_id)
             if fence is None and state is not None:  # the seed's V for a slot: this node's one token-mode slot
