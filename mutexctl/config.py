@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from .errors import ConfigError, UsageError
+from .identity import host_name
 from .inputs import (
     MAX_NAME_LENGTH,
     parse_duration,
@@ -75,18 +76,14 @@ class Settings(NamedTuple):
         return _BUILT_IN[mutex_id][1] if mutex_id in _BUILT_IN else self.wait_s
 
 
-def host_name() -> str:
-    """This machine's name (the default node id, and the host recorded with a lease)."""
-    return os.uname().nodename
-
-
 def default_store_url(env: Mapping[str, str]) -> str:
     state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return f"sqlite://{Path(state_home).absolute() / 'mutexctl' / 'mutexctl.db'}"  # an absolute path: sqlite:///…
 
 
 def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
-    """The first parameter file in DESIGN.md's lookup order; an explicitly named one must exist."""
+    """The first parameter file in the lookup order (the README's "Configuration"); an explicitly named
+    one must exist."""
     named, source = (explicit, "--config") if explicit is not None else (env.get("MUTEXCTL_CONFIG"), "MUTEXCTL_CONFIG")
     if named is not None and (explicit is not None or named):
         if not named.strip():
@@ -306,16 +303,3 @@ def _mutexes_block(path: Path, block: object) -> dict[str, MutexOverride]:
         overrides[name] = MutexOverride(**{field: v for field, (v, _) in
                                            _lease_block(path, f"mutexes.{name}", lease).items()})
     return overrides
-
-
-def user_name() -> str:
-    """Who runs this process, as getpass.getuser() says it (without importing getpass's terminal code)."""
-    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
-        if os.environ.get(variable):
-            return os.environ[variable]
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:  # a container without a passwd entry for our uid
-        return str(os.getuid())

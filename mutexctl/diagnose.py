@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from .config import host_name
+from .identity import host_name
 from .keeper import renew_interval_s
 from .models import EXCLUSIVE, SEMAPHORE, MutexState, human_ms
 

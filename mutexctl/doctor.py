@@ -11,9 +11,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from .config import host_name
 from .diagnose import clock_skew_ms, holder_alive
 from .errors import ConfigError, MutexctlError
+from .identity import host_name
 from .models import human_ms
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ RETRY_S = 0.25
 RECORD_WAIT_S = 2.0
 
 
-def stop_grace_s(timeout_ms: int) -> float:
+def lease_stop_grace_s(timeout_ms: int) -> float:
     """How long a stopped command gets between SIGTERM and SIGKILL: a sixth of the lease, at most 5 s."""
     return min(MAX_STOP_GRACE_S, timeout_ms / 6000)
 

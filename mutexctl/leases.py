@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .clock import lease_clock
-from .config import Settings, host_name, user_name
+from .config import Settings
 from .errors import (
     DuplicateMutexError,
     HeldOnHostError,
@@ -27,6 +27,7 @@ from .errors import (
     UsageError,
     WaitTimeoutError,
 )
+from .identity import host_name, user_name
 from .inputs import (
     MAX_REASON_CHARS,
     parse_timeout_ms,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+DEFAULT_CHANNEL = "default"  # the broadcast channel when none is named
+
 
 class Holder(NamedTuple):
     """Who runs the critical section, for on-call: not used to decide ownership (``node_id`` is).

@@ -15,6 +15,7 @@ from .config import Settings, load_settings
 from .errors import LockHeldError, NotOwnerError, UsageError
 from .leases import Duration, Leases, WaitCallback, wait_seconds
 from .models import (
+    DEFAULT_CHANNEL,
     AckReport,
     ForcedRelease,
     InitResult,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from .schema.initialize import StepCallback
     from .stores.protocols import Store
 
-DEFAULT_CHANNEL = "default"  # intracom.messages.DEFAULT_CHANNEL, without importing intracom
 
 
 def connect(config: str | None = None, *, store: str | None = None, node_id: str | None = None) -> Service:

@@ -63,7 +63,7 @@ class Queue:
         if self.bell.listening and host is not None and turn.holder_host == host:
             left = turn.holder_left_ms
             return MAX_POLL_S if left is None or turn.position > 1 else min(MAX_POLL_S, left / 1000 + 0.001)
-        return pause_s(turn)
+        return poll_interval_s(turn)
 
     def leave(self) -> None:
         """Best effort: an entry left behind goes stale on its own."""
@@ -133,7 +133,7 @@ def ring_first_here(waiters: Sequence[tuple[str | None, str]], host: str) -> Non
         sock.sendto(b"!", _bell_address(token))
 
 
-def pause_s(turn: Turn) -> float:
+def poll_interval_s(turn: Turn) -> float:
     """How long to sleep after a poll that did not get the lease, when no ring is expected."""
     age_s = None if turn.held_for_ms is None else turn.held_for_ms / 1000
     interval = MIN_POLL_S if age_s is None else min(MAX_POLL_S, max(MIN_POLL_S, age_s / 2))

@@ -69,8 +69,10 @@ def test_every_error_class_has_a_pickle_sample() -> None:
     assert {type(e) for e in _error_samples()} == classes
 
 
-def test_the_facade_s_default_channel_is_intracom_s() -> None:
-    from mutexctl import service
-    from mutexctl.intracom.messages import DEFAULT_CHANNEL
+def test_the_default_channel_is_defined_once() -> None:
+    from mutexctl import models, service
+    from mutexctl.intracom import messages
 
-    assert service.DEFAULT_CHANNEL == DEFAULT_CHANNEL
+    assert service.DEFAULT_CHANNEL is messages.DEFAULT_CHANNEL is models.DEFAULT_CHANNEL
+    defined = [p for p in ROOT.joinpath("mutexctl").rglob("*.py") if "DEFAULT_CHANNEL = " in p.read_text()]
+    assert [p.name for p in defined] == ["models.py"]

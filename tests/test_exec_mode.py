@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mutexctl import Service, Settings
 
-from .conftest import HELPERS, Cli, mutexctl_argv, pid_alive, start_job, wait_until
+from .conftest import BUSY_S, HELPERS, Cli, mutexctl_argv, pid_alive, start_job, wait_until
 
 
 def test_the_command_s_exact_exit_status_is_returned(cli: Cli) -> None:
@@ -107,14 +107,17 @@ def test_a_forced_release_from_another_process_stops_the_command_with_75(cli: Cl
     assert not pid_alive(grandchild)
 
 
-def test_sigkill_of_mutexctl_kills_the_command_s_whole_group_within_a_second(cli: Cli, tmp_path: Path,
-                                                                            service: Service) -> None:
-    proc, grandchild = start_job(cli, tmp_path, "--timeout", "10s")
+def test_sigkill_of_mutexctl_kills_the_command_s_whole_group_at_once_not_at_the_lease_s_end(
+        cli: Cli, tmp_path: Path, service: Service) -> None:
+    lease_s = 20.0
+    proc, grandchild = start_job(cli, tmp_path, "--timeout", f"{lease_s:.0f}s")
     proc.kill()
     proc.wait()
     killed_at = time.monotonic()
-    wait_until(lambda: not pid_alive(grandchild), timeout=1.0, interval=0.01)
-    assert time.monotonic() - killed_at < 1.0
+    # The watcher sees EOF on mutexctl's pipe and kills the group then, not at the lease's deadline
+    # (which it would also enforce): well inside the lease, even on a busy machine.
+    wait_until(lambda: not pid_alive(grandchild), timeout=BUSY_S, interval=0.01)
+    assert time.monotonic() - killed_at < lease_s / 2
     assert service.status("job")[0].state == "held"  # nobody released it: it expires on its own
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from mutexctl import HeldOnHostError, NotOwnerError, Service, Settings
-from mutexctl.exec.handler import run_handler, stop_grace_s
+from mutexctl.exec.handler import handler_stop_grace_s, run_handler
 
 from .conftest import Cli, mutexctl_argv, pid_alive, wait_until
 
@@ -368,7 +368,7 @@ def test_json_errors_in_exec_mode_go_to_stderr_whether_the_parser_or_a_check_fin
 
 def test_a_handler_that_ignores_sigterm_is_killed_one_grace_after_its_limit(tmp_path: Path) -> None:
     limit = 6.0
-    grace = stop_grace_s(limit)  # 1 s
+    grace = handler_stop_grace_s(limit)  # 1 s
     mark, pid_file = tmp_path / "term", tmp_path / "pid"
     script = (f"echo $$ > {pid_file}; trap 'date +%s.%N > {mark}' TERM; "
               "while :; do sleep 0.05; done")

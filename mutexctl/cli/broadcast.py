@@ -18,8 +18,8 @@ from ..errors import BroadcastError, UsageError
 from ..inputs import parse_wait_s
 from ..intracom.acks import check
 from ..intracom.handler import DEFAULT_HANDLER_TIMEOUT_S, CommandHandler
-from ..intracom.messages import DEFAULT_CHANNEL, MAX_PAYLOAD_BYTES, message_doc
-from ..models import AckReport, Message, human_ms, iso_ms
+from ..intracom.messages import MAX_PAYLOAD_BYTES, message_doc
+from ..models import DEFAULT_CHANNEL, AckReport, Message, human_ms, iso_ms
 from ..redact import printable
 from . import exit_codes
 from .common import (

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import host_name, validate_mutex_id
+from ..config import validate_mutex_id
 from ..errors import LeaseLostError, LockHeldError, NotHeldError, StoreUnavailableError, UsageError
+from ..identity import host_name
 from ..models import EXCLUSIVE, MutexState, OnceMarker, human_ms, iso_ms
 from ..redact import printable
 from . import exit_codes

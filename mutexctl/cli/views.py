@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import host_name
 from ..diagnose import why
+from ..identity import host_name
 from ..models import EXCLUSIVE, ForcedRelease, InitResult, MutexState, OnceMarker, SlotHolder, human_ms, iso_ms
 from ..redact import printable
 from ..schema import SCHEMA_VERSION, title

@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..config import host_name
 from ..diagnose import why
 from ..errors import StoreUnavailableError
+from ..identity import host_name
 from ..models import LeaseEvent, MutexState, Overview, human_ms, iso_ms
 from ..redact import printable
 

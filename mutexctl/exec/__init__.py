@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Sequence
 
 from ..errors import NotOwnerError, StoreError, UsageError
-from ..keeper import LeaseKeeper, stop_grace_s
+from ..keeper import LeaseKeeper, lease_stop_grace_s
 from ..leases import Duration, Leases, WaitAbandoned, WaitCallback
 from ..logs import logger
 from ..models import Lease, OnceMarker, RunResult, human_ms
@@ -58,7 +58,7 @@ def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeo
     env = dict(os.environ, MUTEXCTL_MUTEX_ID=mutex_id, MUTEXCTL_NODE_ID=lease.node_id,
                MUTEXCTL_FENCE=str(lease.fence), MUTEXCTL_LOCK_HELD="1")
     group = CommandGroup(argv, env)
-    grace = stop_grace_s(lease.timeout_ms)
+    grace = lease_stop_grace_s(lease.timeout_ms)
     keeper = LeaseKeeper(leases, lease, on_lost=lambda _reason: group.stop(grace), stop_margin_s=grace,
                          on_renewed=group.extend)
     if keeper.time_left() < MIN_RUN_S:

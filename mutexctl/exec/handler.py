@@ -21,7 +21,7 @@ class HandlerRun(NamedTuple):
     timed_out: bool  # stopped at the time limit (status TIMED_OUT)
 
 
-def stop_grace_s(limit_s: float | None) -> float:
+def handler_stop_grace_s(limit_s: float | None) -> float:
     """How long a handler stopped at its limit gets between SIGTERM and SIGKILL."""
     return 5.0 if limit_s is None else min(5.0, max(0.5, limit_s / 6))
 
@@ -35,7 +35,7 @@ def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], *,
     the group gets SIGTERM, then SIGKILL after a grace. A watcher (see exec.watcher) kills the group
     if the listener dies, even by SIGKILL, or stays frozen past the limit.
     """
-    grace = stop_grace_s(limit_s)
+    grace = handler_stop_grace_s(limit_s)
     try:
         process = subprocess.Popen(list(argv), stdin=subprocess.PIPE, env=dict(env), process_group=0)
     except FileNotFoundError:

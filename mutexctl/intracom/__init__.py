@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, overload
 from ..config import Settings
 from ..errors import MessageNotFoundError, NoListenersError, SchemaError
 from ..inputs import validate_action, validate_channel, validate_message_id, validate_recipients
-from ..models import AckReport, Message, NodeInfo, SchemaState
+from ..models import DEFAULT_CHANNEL, AckReport, Message, NodeInfo, SchemaState
 from ..stores.steps import INTRACOM_STEP
 from .acks import wait_for_acks
 from .listen import GAP_GRACE_S, LIVE_WINDOW_S, Handler, deliveries, handle_all
-from .messages import DEFAULT_CHANNEL, message_id, parse_payload
+from .messages import message_id, parse_payload
 
 if TYPE_CHECKING:
     from ..stores.protocols import LogStore

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
-from ..config import host_name
+from ..identity import host_name
 from ..logs import logger
 from ..models import Message
 from .cursor import Cursor

@@ -8,7 +8,6 @@ from ..errors import UsageError
 from ..models import Message, iso_ms
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
-DEFAULT_CHANNEL = "default"
 
 
 MAX_PAYLOAD_DEPTH = 100  # arrays and objects inside each other (BSON's own limit is 100 too)

@@ -1,6 +1,11 @@
-"""The seed's ``MongoMutex`` document, judged the same way by every reader: the shared protocol.
+"""The seed document, judged the same way by every reader: the shared protocol.
 
-Fields of the seed (other services read and write them): ``mutexId`` (the name; unique index),
+**Seed document**: one document per mutex in the ``mutexes`` collection, with the five fields of the
+``MongoMutex`` of the description the project grew from (its "seed": ``P(mutexId, nodeId,
+timeoutMs)``/``V(mutexId)``). Services in other languages read and write these fields, so "seed"
+in this code always means them: a *seed reader* judges a lease by them alone, a *seed-only* lease is
+one a foreign service wrote (no ``fence``/``holder``), the *seed view* of a semaphore is what its
+document tells such a reader. The fields: ``mutexId`` (the name; unique index),
 ``taken`` (bool), ``takenAt`` (the last reservation, renewal included), ``takenBy`` (node id) and
 ``timeout`` (ms). A lease ends at ``takenAt + timeout`` on the server's clock, for every reader.
 

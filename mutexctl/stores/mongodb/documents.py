@@ -30,7 +30,7 @@ from ..seed_document import expiry as doc_expiry
 MAX_OUTBOX = 5  # forced-release records a mutex document keeps until they are copied to the history
 
 
-def literal(value: Any) -> dict[str, Any]:
+def literal_expr(value: Any) -> dict[str, Any]:
     """User text inside a pipeline: without $literal, a node id like "$x" would be read as a field path."""
     return {"$literal": value}
 
@@ -64,28 +64,30 @@ def take_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) 
     (judged by the caller with the same rules: see ``took_over``). Fields of older versions, and the
     slots of a semaphore or shared lock whose holders all left, are dropped."""
     return [{"$set": {
-        "_id": {"$ifNull": ["$_id", literal(mutex_id)]},  # a new document is named after its mutex
-        "mutexId": literal(mutex_id), "taken": True, "takenAt": ISO_NOW, "takenBy": literal(node_id),
+        "_id": {"$ifNull": ["$_id", literal_expr(mutex_id)]},  # a new document is named after its mutex
+        "mutexId": literal_expr(mutex_id), "taken": True, "takenAt": ISO_NOW, "takenBy": literal_expr(node_id),
         "timeout": timeout_ms, "fence": {"$add": [FENCE, 1]},
-        "holder": {"$mergeObjects": [literal(details_of(holder)), {"takenAt": ISO_NOW, "takenBy": literal(node_id),
-                                                                   "since": "$$NOW", "took": TOOK}]}}},
+        "holder": {"$mergeObjects": [literal_expr(details_of(holder)),
+                                     {"takenAt": ISO_NOW, "takenBy": literal_expr(node_id), "since": "$$NOW",
+                                      "took": TOOK}]}}},
         {"$unset": ["expiresAt", "releasedLate", "slots", "waiters"]}]
 
 
-def took_over(took: dict[str, Any], now: datetime) -> tuple[str | None, int | None, int | None]:
+def previous_lease(took: dict[str, Any], now: datetime) -> tuple[str | None, int | None, int | None]:
     """(previous holder, its fence when its holder stamp was current, ms from its lease's end to
     ``now``) of the lease an acquire took over, from the fields ``take_pipeline`` kept."""
     ended = doc_expiry(took)
     late = None if ended is None else round((now - ended).total_seconds() * 1000)
     fence = took.get("fence") if holder_is_current(took) else None
-    return _text(took.get("takenBy")), number(fence), late
+    return _text(took.get("takenBy")), int_or_none(fence), late
 
 
 def force_pipeline(record_id: str, by_node: str, by: Holder, reason: str) -> list[dict[str, Any]]:
     """Free the mutex whoever holds it and, in the same write, keep the record of it in the document
     (``forced``, the newest few), so that the release and its record cannot diverge."""
-    record = {"id": literal(record_id), "at": "$$NOW", "byNode": literal(by_node), "byUser": literal(by.user),
-              "byHost": literal(by.host), "reason": literal(reason), "previousHolder": "$takenBy",
+    record = {"id": literal_expr(record_id), "at": "$$NOW", "byNode": literal_expr(by_node),
+              "byUser": literal_expr(by.user),
+              "byHost": literal_expr(by.host), "reason": literal_expr(reason), "previousHolder": "$takenBy",
               "previousFence": {"$cond": [HOLDER_CURRENT, "$fence", None]}}
     record["heldMs"] = HELD_MS  # (for the lease history)
     kept = {"$cond": [{"$isArray": "$forced"}, "$forced", []]}
@@ -93,7 +95,7 @@ def force_pipeline(record_id: str, by_node: str, by: Holder, reason: str) -> lis
                       "forced": {"$slice": [{"$concatArrays": [kept, [record]]}, -MAX_OUTBOX]}}}]
 
 
-def listing(match: dict[str, Any], extra: dict[str, Any]) -> list[dict[str, Any]]:
+def listing_pipeline(match: dict[str, Any], extra: dict[str, Any]) -> list[dict[str, Any]]:
     """The matching documents in name order, each with ``extra`` fields computed on the server."""
     return [{"$match": match}, {"$sort": {"mutexId": 1, "_id": 1}}, {"$addFields": extra}]
 
@@ -185,7 +187,7 @@ def forced_release(d: dict[str, Any], mutex_id: str | None = None) -> ForcedRele
                          _text(d.get("previousHolder")), _fence(fence) if fence is not None else None)
 
 
-def outbox(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+def kept_forced_records(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """(mutexId, record) for the forced-release records kept in mutex documents."""
     found = []
     for doc in docs:
@@ -279,12 +281,12 @@ def ms_between(start: Any, end: Any) -> int | None:
     return max(0, round((utc(end) - utc(start)).total_seconds() * 1000))
 
 
-def number(value: Any) -> int | None:
+def int_or_none(value: Any) -> int | None:
     return round(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
         else None
 
 
-def sub(doc: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+def subdocument(doc: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
     """``doc[key]`` when it is a subdocument, else empty (another service may have written anything)."""
     value = doc.get(key) if doc is not None else None
     return value if isinstance(value, dict) else {}
@@ -297,9 +299,10 @@ holder_of = _holder
 
 def lease_event(doc: dict[str, Any]) -> LeaseEvent:
     return LeaseEvent(str(doc.get("mutexId")), str(doc.get("kind")), utc(doc["at"]), _text(doc.get("node")),
-                      number(doc.get("fence")), _holder(doc.get("holder")), number(doc.get("waitedMs")),
-                      number(doc.get("heldMs")), _text(doc.get("previousHolder")), number(doc.get("previousFence")),
-                      number(doc.get("lateMs")), _text(doc.get("reason")), _text(doc.get("slot")))
+                      int_or_none(doc.get("fence")), _holder(doc.get("holder")), int_or_none(doc.get("waitedMs")),
+                      int_or_none(doc.get("heldMs")), _text(doc.get("previousHolder")),
+                      int_or_none(doc.get("previousFence")),
+                      int_or_none(doc.get("lateMs")), _text(doc.get("reason")), _text(doc.get("slot")))
 
 
 def live_entries(doc: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
@@ -308,7 +311,7 @@ def live_entries(doc: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
     queue = doc.get("waiters")
     live = [w for w in (queue if isinstance(queue, list) else []) if isinstance(w, dict)
             and isinstance(w.get("seen"), datetime) and utc(w["seen"]) > fresh]
-    return sorted(live, key=lambda w: number(w.get("ticket")) or 0)
+    return sorted(live, key=lambda w: int_or_none(w.get("ticket")) or 0)
 
 
 def waiters_of(doc: dict[str, Any], now: datetime) -> tuple[Waiter, ...]:
@@ -316,6 +319,7 @@ def waiters_of(doc: dict[str, Any], now: datetime) -> tuple[Waiter, ...]:
     found = []
     for w in live_entries(doc, now):
         since = utc(w["since"]) if isinstance(w.get("since"), datetime) else utc(w["seen"])
-        found.append(Waiter(_text(w.get("node")) or "?", _text(w.get("host")), number(w.get("pid")), since,
-                            max(0, round((now - since) / timedelta(milliseconds=1))), number(w.get("ticket")) or 0))
+        found.append(Waiter(_text(w.get("node")) or "?", _text(w.get("host")), int_or_none(w.get("pid")), since,
+                            max(0, round((now - since) / timedelta(milliseconds=1))),
+                            int_or_none(w.get("ticket")) or 0))
     return tuple(found)

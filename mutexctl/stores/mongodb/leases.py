@@ -43,19 +43,19 @@ from .documents import (
     has_unique_ids,
     history_entry,
     holder_of,
+    int_or_none,
+    kept_forced_records,
     lease_event,
-    listing,
+    listing_pipeline,
     merge_forced,
     ms_between,
     mutex_state,
-    number,
     once_marker,
-    outbox,
+    previous_lease,
     schema_state,
-    sub,
+    subdocument,
     take_pipeline,
     text_of,
-    took_over,
     utc,
 )
 from .queue import NO_LIVE_WAITERS, leave_pipeline, live_waiters, my_place, wait_pipeline
@@ -95,8 +95,8 @@ class MongoLeases(MongoBase):
                doc: dict[str, Any]) -> Lease:
         """The lease an acquire's returned document says we took; its history event queued."""
         taken_at = parse_iso(doc["takenAt"])
-        took = sub(sub(doc, "holder"), "took")
-        previous, previous_fence, late = took_over(took, taken_at) if took else (None, None, None)
+        took = subdocument(subdocument(doc, "holder"), "took")
+        previous, previous_fence, late = previous_lease(took, taken_at) if took else (None, None, None)
         self.queue_event(LeaseEvent(mutex_id, "takeover" if took else "acquire", taken_at, node_id, int(doc["fence"]),
                                     holder, waited_ms=waited_ms, previous_holder=previous,
                                     previous_fence=previous_fence, late_ms=late))
@@ -118,7 +118,7 @@ class MongoLeases(MongoBase):
                         raise LockHeldError(mutex_id) from None
         if doc is None:  # no document, and no unique index to upsert safely beside another service's copy
             return Turn(self.try_acquire(mutex_id, node_id, timeout_ms, holder, waited_ms=waited_ms))
-        if sub(doc, "holder").get("token") == token and doc.get("takenBy") == node_id:
+        if subdocument(doc, "holder").get("token") == token and doc.get("takenBy") == node_id:
             return Turn(self._taken(mutex_id, node_id, timeout_ms, holder, waited_ms, doc))
         place, now = my_place(doc, token)
         return waiting_turn(place, mutex_state([doc], now, listed=False))
@@ -154,12 +154,12 @@ class MongoLeases(MongoBase):
                                                                 "takenAt": 1, "takenBy": 1, "waiters": 1})
         if doc is None:
             raise self._loss(mutex_id, node_id, fence, "release")
-        mine = sub(doc, "holder")
+        mine = subdocument(doc, "holder")
         current, at = holder_is_current(doc), mine.get("releasedAt")
         if isinstance(at, datetime):
             self.queue_event(LeaseEvent(
                 mutex_id, "release-late" if doc.get("releasedLate") else "release", utc(at), node_id,
-                number(doc.get("fence")), holder_of(mine) if current else None,
+                int_or_none(doc.get("fence")), holder_of(mine) if current else None,
                 held_ms=ms_between(mine.get("since"), at) if current else None))
         if doc.get("releasedLate"):
             raise released_late_error(mutex_id, doc.get("fence"))
@@ -191,15 +191,15 @@ class MongoLeases(MongoBase):
             if isinstance(record, dict) and str(record.get("id", "")).split("-")[0] == record_id:
                 self.queue_event(LeaseEvent(
                     str(after.get("mutexId")), "forced", utc(record["at"]), text_of(record.get("byNode")), None, by,
-                    held_ms=number(record.get("heldMs")), previous_holder=text_of(record.get("previousHolder")),
-                    previous_fence=number(record.get("previousFence")), reason=text_of(record.get("reason")),
+                    held_ms=int_or_none(record.get("heldMs")), previous_holder=text_of(record.get("previousHolder")),
+                    previous_fence=int_or_none(record.get("previousFence")), reason=text_of(record.get("reason")),
                     slot=slot))
 
     def get(self, mutex_id: str) -> MutexState | None:
         """One aggregate: the mutex's documents (one, unless another service made copies), the
         server's now and the lease's expiry on that clock."""
         with self._errors():
-            docs = list(self._mutexes.aggregate(listing({"mutexId": mutex_id}, _READ)))
+            docs = list(self._mutexes.aggregate(listing_pipeline({"mutexId": mutex_id}, _READ)))
         return mutex_state(docs, docs[0]["_now"]) if docs else None
 
     def overview(self, mutex_id: str | None, forced_limit: int, recent: int = 0) -> Overview:
@@ -207,7 +207,7 @@ class MongoLeases(MongoBase):
         the server's now, the forced-release history and the schema record are joined."""
         match: dict[str, Any] = {"mutexId": {"$type": "string"}} if mutex_id is None else {"mutexId": mutex_id}
         pipeline: list[dict[str, Any]] = [
-            {"$facet": {"mutexes": listing(match, _READ)}},
+            {"$facet": {"mutexes": listing_pipeline(match, _READ)}},
             {"$addFields": {"now": "$$NOW"}},
             {"$lookup": {"from": self._meta.name, "as": "meta", "pipeline": [{"$match": {"_id": "schema"}}]}},
         ]
@@ -225,7 +225,8 @@ class MongoLeases(MongoBase):
         with self._errors():
             [doc] = self._mutexes.aggregate(pipeline)
         now = utc(doc["now"])
-        forced = merge_forced(doc.get("forced", []), outbox(doc["mutexes"]), forced_limit) if forced_limit else ()
+        forced = merge_forced(doc.get("forced", []), kept_forced_records(doc["mutexes"]), forced_limit) \
+            if forced_limit else ()
         return Overview(tuple(mutex_state(copies, now) for copies in by_name(doc["mutexes"])), forced,
                         schema_state(doc["meta"][0]) if doc["meta"] else None, now,
                         tuple(once_marker(d) for d in doc.get("once", [])),
@@ -235,7 +236,7 @@ class MongoLeases(MongoBase):
         query = {} if mutex_id is None else {"mutexId": mutex_id}
         with self._errors():
             history = list(self._forced.find(query).sort("at", -1).limit(limit))
-            kept = outbox(list(self._mutexes.find({**query, "forced": {"$type": "array"}},
+            kept = kept_forced_records(list(self._mutexes.find({**query, "forced": {"$type": "array"}},
                                                   {"mutexId": 1, "forced": 1})))
         return list(merge_forced(history, kept, limit))
 
@@ -292,7 +293,7 @@ class MongoLeases(MongoBase):
         return True
 
     def _copy_forced(self, docs: list[dict[str, Any]]) -> None:
-        for mutex_id, record in outbox(docs):
+        for mutex_id, record in kept_forced_records(docs):
             with self._errors():
                 try:
                     self._forced.insert_one(history_entry(mutex_id, record))

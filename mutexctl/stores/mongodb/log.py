@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ...errors import StoreError
 from ...models import Ack, Message, NodeInfo, Registration
-from .documents import literal, message, utc
+from .documents import literal_expr, message, utc
 from .schema import MongoSchema
 
 
@@ -74,8 +74,8 @@ class MongoLog(MongoSchema):
         with self._errors():
             doc = self._nodes.find_one_and_update(
                 {"_id": f"{channel}/{node}"},
-                [{"$set": {"node": literal(node), "channel": literal(channel), "lastSeen": "$$NOW",
-                           "host": literal(host), "pid": pid, "since": {"$ifNull": ["$since", since]}}}],
+                [{"$set": {"node": literal_expr(node), "channel": literal_expr(channel), "lastSeen": "$$NOW",
+                           "host": literal_expr(host), "pid": pid, "since": {"$ifNull": ["$since", since]}}}],
                 upsert=True, return_document=ReturnDocument.AFTER, projection={"cursor": 1, "since": 1})
         assert doc is not None  # upsert with AFTER always returns the document
         return Registration(_int(doc.get("cursor")), _int(doc.get("since")))
@@ -112,7 +112,7 @@ def _insert_stamped(collection: Any, doc_id: str, fields: dict[str, Any]) -> dic
     """Insert ``{_id: doc_id, **fields, at: $$NOW}``: an upsert whose filter no existing document
     can match (every document has ``at``), so an existing ``_id`` raises DuplicateKeyError, as an
     insert would. Returns the document's ``at``."""
-    stamped = [{"$set": {**{key: literal(value) for key, value in fields.items()}, "at": "$$NOW"}}]
+    stamped = [{"$set": {**{key: literal_expr(value) for key, value in fields.items()}, "at": "$$NOW"}}]
     doc = collection.find_one_and_update({"_id": doc_id, "at": {"$exists": False}}, stamped, upsert=True,
                                          return_document=ReturnDocument.AFTER, projection={"at": 1})
     assert doc is not None  # upsert with AFTER always returns the document

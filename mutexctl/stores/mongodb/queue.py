@@ -14,7 +14,7 @@ from typing import Any
 from ...models import Holder, WakeList
 from ..common import WAITER_STALE_MS
 from ..seed_document import EXPIRED, ISO_NOW
-from .documents import FENCE, details_of, literal, live_entries, number, text_of, utc
+from .documents import FENCE, details_of, int_or_none, literal_expr, live_entries, text_of, utc
 
 _QUEUE = {"$cond": [{"$isArray": "$waiters"}, "$waiters", []]}
 _FRESH = {"$subtract": ["$$NOW", WAITER_STALE_MS]}
@@ -30,8 +30,9 @@ def wait_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, 
         return {"$cond": ["$_ok", taken, kept]}
 
     others = {"$filter": {"input": "$_q", "as": "w", "cond": {"$ne": ["$$w.id", token]}}}
-    me = {"id": token, "node": literal(node_id), "host": literal(holder.host), "pid": holder.pid,
-          "user": literal(holder.user), "since": {"$ifNull": ["$_me.since", "$$NOW"]}, "seen": "$$NOW", "ticket": "$_t"}
+    me = {"id": token, "node": literal_expr(node_id), "host": literal_expr(holder.host), "pid": holder.pid,
+          "user": literal_expr(holder.user), "since": {"$ifNull": ["$_me.since", "$$NOW"]}, "seen": "$$NOW",
+          "ticket": "$_t"}
     return [
         {"$set": {"_q": {"$filter": {"input": _QUEUE, "as": "w", "cond": {"$gt": ["$$w.seen", _FRESH]}}}}},
         {"$set": {"_me": {"$arrayElemAt": [{"$filter": {"input": "$_q", "as": "w",
@@ -41,12 +42,12 @@ def wait_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, 
         {"$set": {"_ok": {"$and": ["$_free", {"$eq": [{"$anyElementTrue": [
             {"$map": {"input": "$_q", "as": "w", "in": {"$lt": ["$$w.ticket", "$_t"]}}}]}, False]}]}}},
         {"$set": {
-            "_id": {"$ifNull": ["$_id", literal(mutex_id)]}, "mutexId": literal(mutex_id),
+            "_id": {"$ifNull": ["$_id", literal_expr(mutex_id)]}, "mutexId": literal_expr(mutex_id),
             "taken": either(True, "$taken"), "takenAt": either(ISO_NOW, "$takenAt"),
-            "takenBy": either(literal(node_id), "$takenBy"), "timeout": either(timeout_ms, "$timeout"),
+            "takenBy": either(literal_expr(node_id), "$takenBy"), "timeout": either(timeout_ms, "$timeout"),
             "fence": either({"$add": [FENCE, 1]}, "$fence"),
-            "holder": either({"$mergeObjects": [literal(details_of(holder)), {
-                "takenAt": ISO_NOW, "takenBy": literal(node_id), "since": "$$NOW", "took": took, "token": token}]},
+            "holder": either({"$mergeObjects": [literal_expr(details_of(holder)), {
+                "takenAt": ISO_NOW, "takenBy": literal_expr(node_id), "since": "$$NOW", "took": took, "token": token}]},
                 "$holder"),
             # (an empty queue is no field at all: an acquire's filter then needs no expression)
             "waiters": either({"$cond": [{"$gt": [{"$size": others}, 0]}, others, "$$REMOVE"]},
@@ -75,6 +76,6 @@ def my_place(doc: dict[str, Any], token: str) -> tuple[int, datetime | None]:
     whose entries are all live (the poll dropped the stale ones)."""
     queue = [w for w in doc.get("waiters") or () if isinstance(w, dict)]
     mine = next((w for w in queue if w.get("id") == token), {})
-    ticket, seen = number(mine.get("ticket")) or 0, mine.get("seen")
-    position = 1 + sum(1 for w in queue if (number(w.get("ticket")) or 0) < ticket)
+    ticket, seen = int_or_none(mine.get("ticket")) or 0, mine.get("seen")
+    position = 1 + sum(1 for w in queue if (int_or_none(w.get("ticket")) or 0) < ticket)
     return position, utc(seen) if isinstance(seen, datetime) else None

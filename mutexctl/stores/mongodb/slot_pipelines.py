@@ -16,7 +16,7 @@ from typing import Any
 from ...models import SEMAPHORE, Holder
 from ..common import slot_owner
 from ..seed_document import EXPIRED, ISO_NOW
-from .documents import FENCE, details_of, literal
+from .documents import FENCE, details_of, literal_expr
 
 ANNOUNCE_MS = 3000  # a waiting writer's announcement holds off new shared holds this long unless renewed
 
@@ -41,7 +41,7 @@ def live(holders: str, var: str = "h") -> dict[str, Any]:
 
 
 def _ours(var: str, node: str, fence: int) -> dict[str, Any]:
-    return {"$and": [{"$eq": [f"$${var}.fence", fence]}, {"$eq": [f"$${var}.node", literal(node)]}]}
+    return {"$and": [{"$eq": [f"$${var}.fence", fence]}, {"$eq": [f"$${var}.node", literal_expr(node)]}]}
 
 
 def _seed_fields(holders: str, *, when: Any = True) -> dict[str, Any]:
@@ -62,8 +62,8 @@ def take_slot(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, k
     same = {"$or": [{"$eq": [{"$size": "$_l"}, 0]},
                     {"$and": [{"$eq": ["$slots.kind", kind]}, {"$eq": [{"$ifNull": ["$slots.limit", None]}, limit]}]}]}
     details = details_of(holder)
-    new = {"$mergeObjects": [literal(details), {
-        "id": token, "node": literal(node_id), "fence": "$_f", "expiresAt": {"$add": ["$$NOW", timeout_ms]},
+    new = {"$mergeObjects": [literal_expr(details), {
+        "id": token, "node": literal_expr(node_id), "fence": "$_f", "expiresAt": {"$add": ["$$NOW", timeout_ms]},
         "timeout": timeout_ms, "since": "$$NOW"}]}
 
     def either(taken: Any, kept: str) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def take_slot(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, k
         {"$set": {"_ok": {"$and": [_not("$_x"), same, room]}, "_f": {"$add": [FENCE, 1]}}},
         {"$set": {"_h": {"$concatArrays": ["$_l", [new]]}}},
         {"$set": {
-            "_id": {"$ifNull": ["$_id", literal(mutex_id)]}, "mutexId": literal(mutex_id),
+            "_id": {"$ifNull": ["$_id", literal_expr(mutex_id)]}, "mutexId": literal_expr(mutex_id),
             "taken": either(True, "$taken"), "takenAt": either(ISO_NOW, "$takenAt"),
             "takenBy": either(owner, "$takenBy"),
             "timeout": either({"$subtract": [{"$max": "$_h.expiresAt"}, "$$NOW"]}, "$timeout"),
@@ -131,7 +131,7 @@ def target(var: str, node: str | None, fence: int | None) -> dict[str, Any]:
     """A forced release's choice among the holders: by node, by fence, or (neither) all of them."""
     checks: list[dict[str, Any]] = []
     if node is not None:
-        checks.append({"$eq": [f"$${var}.node", literal(node)]})
+        checks.append({"$eq": [f"$${var}.node", literal_expr(node)]})
     if fence is not None:
         checks.append({"$eq": [f"$${var}.fence", fence]})
     return {"$and": checks} if checks else {"$literal": True}
@@ -141,8 +141,8 @@ def force_slots(record_id: str, by_node: str, by: Holder, reason: str, *, node: 
                 fence: int | None, outbox: int) -> list[dict[str, Any]]:
     """Drop the chosen live holders, each with its record in the document's ``forced`` outbox."""
     record = {"id": {"$concat": [record_id, "-", {"$toString": "$$g.fence"}]}, "at": "$$NOW",
-              "byNode": literal(by_node), "byUser": literal(by.user), "byHost": literal(by.host),
-              "reason": literal(reason), "previousHolder": "$$g.node", "previousFence": "$$g.fence"}
+              "byNode": literal_expr(by_node), "byUser": literal_expr(by.user), "byHost": literal_expr(by.host),
+              "reason": literal_expr(reason), "previousHolder": "$$g.node", "previousFence": "$$g.fence"}
     kept = {"$cond": [{"$isArray": "$forced"}, "$forced", []]}
     left = {"$gt": [{"$size": "$_h"}, 0]}
     record["heldMs"] = {"$subtract": ["$$NOW", "$$g.since"]}  # (for the lease history)
@@ -164,4 +164,5 @@ def forced_filter(mutex_id: str, node: str | None, fence: int | None) -> dict[st
 
 
 def announce_writer(node_id: str) -> list[dict[str, Any]]:
-    return [{"$set": {"slots.writerWaiting": {"node": literal(node_id), "until": {"$add": ["$$NOW", ANNOUNCE_MS]}}}}]
+    writer = {"node": literal_expr(node_id), "until": {"$add": ["$$NOW", ANNOUNCE_MS]}}
+    return [{"$set": {"slots.writerWaiting": writer}}]

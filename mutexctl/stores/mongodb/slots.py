@@ -18,11 +18,11 @@ from .documents import (
     MAX_OUTBOX,
     holder_of,
     lease_event,
-    literal,
+    literal_expr,
     ms_between,
     mutex_state,
     once_marker,
-    sub,
+    subdocument,
     text_of,
     utc,
 )
@@ -110,8 +110,8 @@ class MongoSlots(MongoLeases):
                                                                 "slots.kind": 1})
         if doc is None:
             raise slot_loss_error(mutex_id, node_id, fence, "release", self.get(mutex_id))
-        slots = sub(doc, "slots")
-        gone = sub(slots, "released")
+        slots = subdocument(doc, "slots")
+        gone = subdocument(slots, "released")
         if isinstance(gone.get("at"), datetime):
             self.queue_event(LeaseEvent(mutex_id, "release-late" if doc.get("releasedLate") else "release",
                                         utc(gone["at"]), node_id, fence, holder_of(gone),
@@ -156,7 +156,8 @@ class MongoSlots(MongoLeases):
                   "reason": event.reason, "slot": event.slot, "heldMs": event.held_ms}
         with self._errors():
             self._history.find_one_and_update({"_id": uuid.uuid4().hex, "at": {"$exists": False}},
-                                              [{"$set": {**{k: literal(v) for k, v in fields.items()}, "at": "$$NOW"}}],
+                                              [{"$set": {**{k: literal_expr(v) for k, v in fields.items()},
+                                                         "at": "$$NOW"}}],
                                               upsert=True)
 
     def history(self, mutex_ids: list[str] | None, *, since_s: float | None = None, node: str | None = None,
@@ -188,7 +189,7 @@ class MongoSlots(MongoLeases):
             try:
                 doc = self._once.find_one_and_update(
                     {"_id": _once_id(mutex_id, key), "at": {"$exists": False}},
-                    [{"$set": {**{k: literal(v) for k, v in fields.items()}, "at": "$$NOW"}}], upsert=True,
+                    [{"$set": {**{k: literal_expr(v) for k, v in fields.items()}, "at": "$$NOW"}}], upsert=True,
                     return_document=ReturnDocument.AFTER)
             except DuplicateKeyError:
                 doc = self._once.find_one({"_id": _once_id(mutex_id, key)})
@@ -205,7 +206,8 @@ class MongoSlots(MongoLeases):
                   "reason": f"[once {key}] {reason}", "previousHolder": marker.by_node, "previousFence": marker.fence}
         with self._errors():
             self._forced.find_one_and_update({"_id": uuid.uuid4().hex, "at": {"$exists": False}},
-                                             [{"$set": {**{k: literal(v) for k, v in record.items()}, "at": "$$NOW"}}],
+                                             [{"$set": {**{k: literal_expr(v) for k, v in record.items()},
+                                                        "at": "$$NOW"}}],
                                              upsert=True)
             self._once.delete_one({"_id": _once_id(mutex_id, key)})
         return marker
