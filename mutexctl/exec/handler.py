@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -36,6 +37,7 @@ def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], *,
     if the listener dies, even by SIGKILL, or stays frozen past the limit.
     """
     grace = handler_stop_grace_s(limit_s)
+    started = time.monotonic()
     try:
         process = subprocess.Popen(list(argv), stdin=subprocess.PIPE, env=dict(env), process_group=0)
     except FileNotFoundError:
@@ -52,6 +54,11 @@ def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], *,
             process.communicate(stdin, timeout=limit_s)
         except subprocess.TimeoutExpired:
             _stop_group(process, grace)
+            return HandlerRun(TIMED_OUT, True)
+        if limit_s and process.returncode < 0 and time.monotonic() - started >= limit_s:
+            # The watcher's TERM at the limit came first (the two clocks race on a busy machine): it
+            # was stopped at its limit all the same, and the rest of its group gets the rest of the grace.
+            _end_group(process.pid, started + limit_s + grace)
             return HandlerRun(TIMED_OUT, True)
     except BaseException:
         _kill_group(process.pid)
@@ -75,6 +82,17 @@ def _stop_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
         pass
     _kill_group(process.pid)  # what the command left running in its group goes too
     process.wait()
+
+
+def _end_group(pgid: int, kill_at: float) -> None:
+    """What is left of a group that got SIGTERM: SIGKILL it at ``kill_at`` (monotonic), or once empty."""
+    while time.monotonic() < kill_at:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+    _kill_group(pgid)
 
 
 def _kill_group(pgid: int) -> None:
