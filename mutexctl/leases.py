@@ -52,6 +52,7 @@ from .models import (
     OnceMarker,
     Overview,
     Turn,
+    WakeList,
 )
 from .recorder import Recorder
 from .redact import mask_url
@@ -250,7 +251,8 @@ class Leases:
     def renew(self, lease: Lease) -> Lease:
         """Extend our lease by its timeout; raises LeaseExpiredError/NotOwnerError if it is gone."""
         sent = lease_clock()
-        return self.store.renew(lease).with_deadline(sent + lease.timeout_ms / 1000)
+        renewed = self.store.renew(lease) if lease.kind == EXCLUSIVE else self.store.renew_slot(lease)
+        return renewed.with_deadline(sent + lease.timeout_ms / 1000)
 
     def renew_token(self, mutex_id: str, token: int, *, timeout: Duration | None = None,
                     node_id: str | None = None) -> Lease:
@@ -286,8 +288,8 @@ class Leases:
             validate_token(token)
         self.store.prepare_writes()
         try:
-            ring_first_here(self.store.release(validate_mutex_id(mutex_id), node_id or self.node_id, token,
-                                               slot=None if kind is None else kind != EXCLUSIVE), host_name())
+            ring_first_here(self._release(validate_mutex_id(mutex_id), node_id or self.node_id, token, kind),
+                            host_name())
         except NotOwnerError as refused:
             if not isinstance(refused, LeaseExpiredError) or refused.state is None:  # (a late release is recorded)
                 self.record(mutex_id, "refused", token, f"release: {refused.message}", node_id=node_id)
@@ -295,6 +297,21 @@ class Leases:
         finally:
             self.recorder.poke()
         log.debug("released %s (fence %s)", mutex_id, token)
+
+    def _release(self, mutex_id: str, node_id: str, token: int | None, kind: str | None) -> WakeList:
+        """The one place that chooses between an exclusive release and a slot's: by the lease's kind,
+        or, not known (a release by name or token alone), the exclusive one first and a slot's when
+        the state it read back shows slots holding the mutex."""
+        if kind is not None and kind != EXCLUSIVE:
+            self.store.release_slot(mutex_id, node_id, token)
+            return ()
+        try:
+            return self.store.release(mutex_id, node_id, token)
+        except NotOwnerError as refused:
+            if kind is not None or not isinstance(refused.state, MutexState) or refused.state.kind == EXCLUSIVE:
+                raise
+        self.store.release_slot(mutex_id, node_id, token)
+        return ()
 
     def record(self, mutex_id: str, kind: str, fence: int | None, reason: str, *, node_id: str | None = None,
                slot: str | None = None) -> None:

@@ -38,7 +38,7 @@ def test_a_semaphore_admits_limit_holders_each_with_its_own_fence_and_expiry(raw
     assert [(h.node, h.fence) for h in state.slots] == [("n0", 1), ("n1", 2), ("n2", 3)]
     with pytest.raises(LockHeldError):  # an exclusive acquire waits for every slot
         raw_store.try_acquire("s", "x", 5000, H)
-    raw_store.release("s", "n1", 2)
+    raw_store.release_slot("s", "n1", 2)
     assert _slot(raw_store, "n3").fence == 4
     assert [h.node for h in raw_store.get("s").slots] == ["n0", "n2", "n3"]  # type: ignore[union-attr]
 
@@ -52,9 +52,9 @@ def test_an_ended_slot_is_reclaimed_by_the_next_taker_and_its_late_release_says_
     taken = _slot(raw_store, "b", limit=1)
     assert taken.fence == short.fence + 1
     with pytest.raises(NotOwnerError):
-        raw_store.renew(short)
+        raw_store.renew_slot(short)
     with pytest.raises(NotOwnerError):
-        raw_store.release("s", "a", short.fence)
+        raw_store.release_slot("s", "a", short.fence)
 
 
 def test_renew_moves_only_its_own_slot_and_the_seed_view_follows_the_latest_end(raw_store: Store,
@@ -62,7 +62,7 @@ def test_renew_moves_only_its_own_slot_and_the_seed_view_follows_the_latest_end(
     first = _slot(raw_store, "a", ms=600)
     _slot(raw_store, "b", ms=600)
     clock.advance(400, raw_store)
-    renewed = raw_store.renew(first)
+    renewed = raw_store.renew_slot(first)
     assert renewed.expires_at > first.expires_at
     clock.advance(350, raw_store)  # b's slot ended, a's did not
     state = raw_store.get("s")
@@ -74,7 +74,7 @@ def test_a_late_slot_release_frees_it_and_tells(raw_store: Store, clock: StoreCl
     lease = _slot(raw_store, "a", ms=300)
     clock.advance(350, raw_store)
     with pytest.raises(LeaseExpiredError):
-        raw_store.release("s", "a", lease.fence)
+        raw_store.release_slot("s", "a", lease.fence)
     assert raw_store.get("s").state == "free"  # type: ignore[union-attr]
 
 
@@ -99,7 +99,7 @@ def test_shared_holds_share_exclude_writers_and_wait_for_an_announced_writer(raw
     with pytest.raises(LockHeldError):  # a new reader waits behind the announced writer
         _slot(raw_store, "late-reader", limit=None)
     for reader in readers:
-        raw_store.release("s", reader.node_id, reader.fence)
+        raw_store.release_slot("s", reader.node_id, reader.fence)
     writer = raw_store.try_acquire("s", "writer", 5000, H)
     assert writer.fence == 4 and raw_store.get("s").kind == "exclusive"  # type: ignore[union-attr]
     with pytest.raises(LockHeldError):
@@ -130,7 +130,7 @@ def test_a_forced_release_ends_one_holder_by_node_or_fence_or_all_on_the_record(
     assert sorted((r.previous_holder, r.previous_fence, r.reason) for r in records) == [
         ("n0", 1, "INC-4"), ("n1", 2, "INC-1"), ("n2", 3, "INC-2")]
     with pytest.raises(NotOwnerError):
-        raw_store.renew(leases[0])
+        raw_store.renew_slot(leases[0])
 
 
 def test_once_markers_are_stamped_once_and_cleared_on_the_record(raw_store: Store) -> None:

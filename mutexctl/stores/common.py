@@ -96,13 +96,25 @@ def conflict_error(mutex_id: str, kind: str, limit: int | None, state: MutexStat
                                           "or --shared); wait until they are gone, or use another name")
 
 
+def token_mode_slots(state: MutexState, node_id: str) -> list[int]:
+    """The fences of ``node_id``'s live slots that a release without a token may end (the seed's V for
+    a slot): those no running ``mutexctl acquire … -- CMD`` supervises."""
+    return [s.fence for s in state.slots if s.node == node_id and not (s.holder and s.holder.exec_mode)]
+
+
+def token_mode_slot(state: MutexState, node_id: str) -> int | None:
+    """The one slot a release without a token ends: ``node_id``'s only token-mode slot, else None."""
+    mine = token_mode_slots(state, node_id)
+    return mine[0] if len(mine) == 1 else None
+
+
 def slot_loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str,
                     state: MutexState | None) -> NotOwnerError:
     """Why a guarded release/renew of a slot matched nothing."""
     if state is None or state.kind == EXCLUSIVE or not state.slots:
         return loss_error(mutex_id, node_id, fence, verb, state)
     if fence is None:
-        mine = [s for s in state.slots if s.node == node_id and not (s.holder and s.holder.exec_mode)]
+        mine = token_mode_slots(state, node_id)
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': this node holds "
                              f"{'no slot of it' if not mine else f'{len(mine)} slots of it'} that a release without "
                              "a token may end", state, hint="pass the --token (fence) that acquire printed")

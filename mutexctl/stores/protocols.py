@@ -37,15 +37,38 @@ class StoreInfo(Protocol):
     def close(self) -> None: ...
 
 
-class LeaseStore(StoreInfo, Protocol):
+class SchemaGate(StoreInfo, Protocol):
     def prepare_writes(self) -> SchemaState | None:
         """Before the first write: refuse (SchemaError) a store newer than this tool, and make sure
         mutexId is unique. Returns the schema record; answered from memory after the first call."""
+
+
+class ExclusiveLeases(StoreInfo, Protocol):
+    """The leases part: one holder at a time."""
 
     def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
                     waited_ms: int = 0) -> Lease:
         """Take the mutex iff it is free or its lease expired; else raise LockHeldError. The history
         gets the event (how long the acquirer waited: ``waited_ms``) in the same write."""
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend our unexpired exclusive lease by its timeout; else raise LeaseExpiredError/NotOwnerError."""
+
+    def release(self, mutex_id: str, node_id: str, fence: int | None) -> WakeList:
+        """Free the exclusive lease iff ``node_id`` (and ``fence``, when given) hold it; else
+        NotOwnerError (its ``state``, read after it, tells whether slots hold the mutex instead).
+        Returns the mutex's live waiters, read in the same operation.
+
+        Raises LeaseExpiredError (after freeing it) if our lease had already expired.
+        """
+
+    def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
+        """Free the mutex whoever holds it and record why, so that the two cannot diverge; returns
+        the state it had, None if it was free."""
+
+
+class WaitersQueue(StoreInfo, Protocol):
+    """The queue part: exclusive waiters served first come, first served."""
 
     def wait_turn(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, token: str,
                   waited_ms: int) -> Turn:
@@ -56,8 +79,9 @@ class LeaseStore(StoreInfo, Protocol):
     def leave_queue(self, mutex_id: str, token: str) -> None:
         """Leave the queue (a wait that ended without the lease); idempotent."""
 
-    def renew(self, lease: Lease) -> Lease:
-        """Extend our unexpired lease by its timeout; else raise LeaseExpiredError/NotOwnerError."""
+
+class SlotLeases(StoreInfo, Protocol):
+    """The slots part: semaphores (N holders) and shared holds, each holder with its own fence."""
 
     def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
                          kind: str, limit: int | None, waited_ms: int = 0) -> Lease:
@@ -67,17 +91,12 @@ class LeaseStore(StoreInfo, Protocol):
         LockHeldError. One atomic operation; each holder gets its own fence and expiry, and an ended
         slot is reclaimed by the next taker."""
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> WakeList:
-        """Free the mutex (or the slot) iff ``node_id`` (and ``fence``, when given) hold it; else
-        NotOwnerError. ``slot``: whether the lease is a slot (None: not known, the store finds out).
-        Returns the exclusive mutex's live waiters, read in the same operation (a slot's: none).
+    def renew_slot(self, lease: Lease) -> Lease:
+        """Extend our live slot by its timeout; else NotOwnerError."""
 
-        Raises LeaseExpiredError (after freeing it) if our lease had already expired.
-        """
-
-    def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
-        """Free the mutex whoever holds it and record why, so that the two cannot diverge; returns
-        the state it had, None if it was free."""
+    def release_slot(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+        """End our slot (``fence`` None: this node's one token-mode slot, stores.common.token_mode_slot);
+        else NotOwnerError. LeaseExpiredError (after ending it) if it had already expired."""
 
     def force_release_slots(self, mutex_id: str, by_node: str, by: Holder, reason: str, *, node: str | None,
                             fence: int | None) -> MutexState | None:
@@ -88,6 +107,10 @@ class LeaseStore(StoreInfo, Protocol):
         """An exclusive acquirer waiting on shared holders: new shared holds wait while it waits
         (the announcement lasts a few seconds; each failed try renews it)."""
 
+
+class OnceMarkers(StoreInfo, Protocol):
+    """The run-once part."""
+
     def once_marker(self, mutex_id: str, key: str) -> OnceMarker | None: ...
 
     def mark_once(self, mutex_id: str, key: str, node_id: str, fence: int | None, holder: Holder) -> OnceMarker:
@@ -95,6 +118,10 @@ class LeaseStore(StoreInfo, Protocol):
 
     def clear_once(self, mutex_id: str, key: str, by_node: str, by: Holder, reason: str) -> OnceMarker | None:
         """Remove the marker on the record (the forced-release history); None if there was none."""
+
+
+class LeaseHistory(StoreInfo, Protocol):
+    """The history part."""
 
     def pending_events(self) -> int:
         """How many events of this process's operations wait to be written to the history."""
@@ -110,6 +137,10 @@ class LeaseStore(StoreInfo, Protocol):
         """The lease history of ``mutex_ids`` (None: every mutex), newest first; ``since_s``: only the last
         that many seconds, on the store's clock; ``node``: what it did, or what was taken from it."""
 
+
+class StatusReads(StoreInfo, Protocol):
+    """What on-call reads."""
+
     def get(self, mutex_id: str) -> MutexState | None: ...
 
     def overview(self, mutex_id: str | None, forced_limit: int, recent: int = 0) -> Overview:
@@ -117,6 +148,11 @@ class LeaseStore(StoreInfo, Protocol):
         store's now, in one read (one round trip on a server)."""
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]: ...
+
+
+class LeaseStore(SchemaGate, ExclusiveLeases, WaitersQueue, SlotLeases, OnceMarkers, LeaseHistory, StatusReads,
+                 Protocol):
+    """Everything leases need: the parts above, side by side."""
 
 
 class SchemaStore(StoreInfo, Protocol):

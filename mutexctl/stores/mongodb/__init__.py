@@ -12,16 +12,28 @@ new time is computed on the server with ``$$NOW`` (MongoDB >= 4.2). Acquire is o
 tries to insert the same ``mutexId`` and the unique index refuses it with DuplicateKeyError — which
 is the answer "held", decided atomically by the server.
 
-This package is the only importer of pymongo. Its parts: ``base`` (client, errors), ``documents``
-(documents <-> records, no driver), ``leases``, ``schema``, ``log`` (the broadcast log).
+This package is the only importer of pymongo. The store is its parts side by side, each a subclass
+of ``base.MongoBase`` (the client, error translation, queued history events, a mutex's state) and
+none importing another (an import-linter contract): ``leases`` (exclusive), ``queue`` (waiters),
+``slots`` (semaphores, shared holds), ``once`` (run-once markers), ``history``, ``status`` (what
+on-call reads), ``schema``, ``log`` (the broadcast log). What two parts share is a module of its
+own: ``exclusive`` (the take that a try and a waiter's turn both make), ``documents`` (documents
+<-> records, no driver), ``waiters`` and ``slot_pipelines`` (update pipelines), ``client``.
 """
 
 from __future__ import annotations
 
+from .history import MongoHistory
+from .leases import MongoLeases
 from .log import MongoLog
+from .once import MongoOnce
+from .queue import MongoQueue
+from .schema import MongoSchema
+from .slots import MongoSlots
+from .status import MongoStatus
 
 
-class MongoStore(MongoLog):
+class MongoStore(MongoLeases, MongoQueue, MongoSlots, MongoOnce, MongoHistory, MongoStatus, MongoSchema, MongoLog):
     """``mongodb://`` and ``mongodb+srv://`` URLs; TLS, auth and timeouts come from the URI's options."""
 
 

@@ -1,4 +1,6 @@
-"""The client, the collections, and the translation of driver errors (credentials scrubbed)."""
+"""The base every part of the MongoDB store subclasses: the client, the collections, the translation
+of driver errors (credentials scrubbed), the queued history events, and what every part reads the
+same way (a mutex's state, why a guarded write matched nothing)."""
 
 from __future__ import annotations
 
@@ -19,14 +21,19 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from ...errors import ConfigError, StoreError, StoreUnavailableError
+from ...errors import ConfigError, DuplicateMutexError, NotOwnerError, StoreError, StoreUnavailableError
 from ...logs import logger
-from ...models import LeaseEvent, SchemaState
+from ...models import Holder, LeaseEvent, MutexState, SchemaState
 from ...redact import mask_url, secrets_of
+from ..common import loss_error
+from ..seed_document import EXPIRY, HOLDER_CURRENT, TAKEN_AT, TIMEOUT
 from ..steps import HISTORY_RETENTION_S, LOG_RETENTION_S
 from .client import URL_HINT, open_client, refused
+from .documents import history_entry, int_or_none, kept_forced_records, listing_pipeline, mutex_state, text_of, utc
 
 log = logger("mutexctl.stores.mongodb")
+# What a read of a mutex computes on the server: its now, and the lease's start, length and end on that clock.
+READ = {"_now": "$$NOW", "_takenAt": TAKEN_AT, "_timeout": TIMEOUT, "_expires": EXPIRY}
 
 
 class MongoBase:
@@ -138,6 +145,65 @@ class MongoBase:
             raise StoreError(f"store {self.url} failed: {message}") from exc
         except PyMongoError as exc:
             raise StoreError(f"store {self.url} failed: {self._scrub(str(exc))}") from exc
+
+    # -- what the parts share: a mutex's state, why a guarded write matched nothing, whether a take may
+    #    insert, our lease's filter, a forced release's records ------------------------------------------
+
+    def get(self, mutex_id: str) -> MutexState | None:
+        """One aggregate: the mutex's documents (one, unless another service made copies), the
+        server's now and the lease's expiry on that clock."""
+        with self._errors():
+            docs = list(self._mutexes.aggregate(listing_pipeline({"mutexId": mutex_id}, READ)))
+        return mutex_state(docs, docs[0]["_now"]) if docs else None
+
+    def _loss(self, mutex_id: str, node_id: str, fence: int | None, verb: str) -> NotOwnerError:
+        return loss_error(mutex_id, node_id, fence, verb, self.get(mutex_id))  # a read on the failure path only
+
+    def _may_upsert(self, mutex_id: str) -> bool:
+        """Whether a take may insert the mutex's document. Without the unique index an upsert beside
+        another service's document (ObjectId _id) would make a second copy of the mutex: look first,
+        and never upsert beside one (DuplicateMutexError where copies exist already)."""
+        if self._unique_ids:
+            return True
+        with self._errors():
+            copies = self._mutexes.count_documents({"mutexId": mutex_id}, limit=2)
+        if copies > 1:
+            raise DuplicateMutexError(mutex_id, self.get(mutex_id))
+        return copies == 0
+
+    def _ours(self, mutex_id: str, node_id: str, fence: int | None, *also: dict[str, Any]) -> dict[str, Any]:
+        """Our lease: taken by ``node_id`` and, given a fence, that very lease — its holder stamp
+        still current, so another service's take-over under the same node id is not ours. Without a
+        fence (a plain release, the seed's V), only a lease no running ``acquire -- CMD`` supervises."""
+        guard: dict[str, Any] = {"mutexId": mutex_id, "taken": True, "takenBy": node_id}
+        checks = list(also)
+        if fence is not None:
+            guard["fence"] = fence
+            checks.append(HOLDER_CURRENT)
+        else:
+            guard["holder.exec"] = {"$ne": True}
+        if checks:
+            guard["$expr"] = {"$and": checks}
+        return guard
+
+    def _queue_forced(self, after: dict[str, Any], by: Holder, record_id: str, slot: str | None) -> None:
+        """The lease history's events of a forced release, from its records in the document (a
+        semaphore's: one per holder, ids ``record_id-fence``)."""
+        for record in after.get("forced") or ():
+            if isinstance(record, dict) and str(record.get("id", "")).split("-")[0] == record_id:
+                self.queue_event(LeaseEvent(
+                    str(after.get("mutexId")), "forced", utc(record["at"]), text_of(record.get("byNode")), None, by,
+                    held_ms=int_or_none(record.get("heldMs")), previous_holder=text_of(record.get("previousHolder")),
+                    previous_fence=int_or_none(record.get("previousFence")), reason=text_of(record.get("reason")),
+                    slot=slot))
+
+    def _copy_forced(self, docs: list[dict[str, Any]]) -> None:
+        for mutex_id, record in kept_forced_records(docs):
+            with self._errors():
+                try:
+                    self._forced.insert_one(history_entry(mutex_id, record))
+                except DuplicateKeyError:
+                    pass  # copied before
 
     def _scrub(self, text: str) -> str:
         text = mask_url(text)

@@ -12,11 +12,11 @@ from pymongo.errors import DuplicateKeyError
 
 from ...errors import StoreError
 from ...models import Ack, Message, NodeInfo, Registration
+from .base import MongoBase
 from .documents import literal_expr, message, utc
-from .schema import MongoSchema
 
 
-class MongoLog(MongoSchema):
+class MongoLog(MongoBase):
     def next_seq(self, channel: str) -> int:
         with self._errors():
             doc = self._counters.find_one_and_update({"_id": channel}, {"$inc": {"seq": 1}}, upsert=True,

@@ -7,18 +7,55 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ...errors import SchemaError, StoreError, StoreUnavailableError
 from ...models import SchemaState
-from ..steps import HISTORY_RETENTION, LOG_RETENTION, STEPS, UNIQUE_IDS_STEP, Expiry, Index, Table
+from ..common import newer_store_error
+from ..steps import HISTORY_RETENTION, LOG_RETENTION, SCHEMA_VERSION, STEPS, UNIQUE_IDS_STEP, Expiry, Index, Table
+from .base import MongoBase, log
 from .documents import has_unique_ids, schema_state
-from .slots import MongoSlots
 
 MIN_SERVER_VERSION = (4, 2)  # $$NOW and update pipelines
+UNIQUE_INDEX = "mutexId_unique"
 
 
-class MongoSchema(MongoSlots):
+class MongoSchema(MongoBase):
+    def prepare_writes(self) -> SchemaState | None:
+        """Before the first write: refuse a store newer than this tool, and make sure ``mutexId`` is
+        unique, which makes acquire atomic (once per store object; later calls answer from memory).
+
+        A store that init-schema brought to UNIQUE_IDS_STEP has the index. On an older one it is
+        created here (as SQLite creates its tables on first use); where it cannot be (documents
+        already share a name, or the user may not create indexes) acquire looks before it writes.
+        """
+        if self._prepared is not None:
+            return self._prepared[0]
+        with self._errors():
+            doc = self._meta.find_one({"_id": "schema"})
+        state = None if doc is None else schema_state(doc)
+        if state is not None and state.version > SCHEMA_VERSION:
+            raise newer_store_error(state.version)
+        if state is not None and state.version >= UNIQUE_IDS_STEP:
+            self._unique_ids = True
+        else:
+            with self._errors():
+                try:
+                    self._unique_ids = self._ensure_unique_ids()
+                except (DuplicateKeyError, OperationFailure) as exc:  # copies exist, or not allowed to
+                    log.debug("no unique index on mutexId: %s", self._scrub(str(exc)))
+                    self._unique_ids = False
+        self._prepared = (state,)
+        return state
+
+    def _ensure_unique_ids(self) -> bool:
+        """Create the unique index on ``mutexId`` unless an equivalent one exists; raises
+        DuplicateKeyError when documents already share a name."""
+        if has_unique_ids(self._mutexes.index_information()):
+            return True
+        self._mutexes.create_index("mutexId", unique=True, name=UNIQUE_INDEX)
+        return True
+
     def schema_state(self) -> SchemaState | None:
         with self._errors():
             doc = self._meta.find_one({"_id": "schema"})

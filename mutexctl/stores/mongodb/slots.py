@@ -1,6 +1,6 @@
-"""Semaphores and shared holds on MongoDB (see slot_pipelines for the document), and run-once
-markers: take, renew and release are one findAndModify each; a forced release of some holders
-records each, as an exclusive one does."""
+"""Semaphores and shared holds on MongoDB (see slot_pipelines for the document): take, renew and
+release are one findAndModify each; a forced release of some holders records each, as an exclusive
+one does."""
 
 from __future__ import annotations
 
@@ -11,22 +11,19 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from ...errors import DuplicateMutexError, LockHeldError, NotOwnerError
-from ...models import EXCLUSIVE, SHARED, Holder, Lease, LeaseEvent, MutexState, OnceMarker, WakeList
-from ..common import released_late_error, slot_loss_error
+from ...errors import LockHeldError
+from ...models import SHARED, Holder, Lease, LeaseEvent, MutexState
+from ..common import released_late_error, slot_loss_error, token_mode_slot
+from .base import MongoBase
 from .documents import (
     MAX_OUTBOX,
     holder_of,
-    lease_event,
-    literal_expr,
     ms_between,
     mutex_state,
-    once_marker,
     subdocument,
     text_of,
     utc,
 )
-from .leases import MongoLeases
 from .slot_pipelines import (
     VALID,
     announce_writer,
@@ -39,16 +36,10 @@ from .slot_pipelines import (
 )
 
 
-class MongoSlots(MongoLeases):
+class MongoSlots(MongoBase):
     def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
                          kind: str, limit: int | None, waited_ms: int = 0) -> Lease:
-        upsert = True
-        if not self._unique_ids:  # (see MongoLeases.try_acquire)
-            with self._errors():
-                copies = self._mutexes.count_documents({"mutexId": mutex_id}, limit=2)
-            if copies > 1:
-                raise DuplicateMutexError(mutex_id, self.get(mutex_id))
-            upsert = copies == 0
+        upsert = self._may_upsert(mutex_id)
         token = uuid.uuid4().hex
         update = take_slot(mutex_id, node_id, timeout_ms, holder, kind=kind, limit=limit, token=token)
         with self._errors():
@@ -69,9 +60,7 @@ class MongoSlots(MongoLeases):
                                     waited_ms=waited_ms, slot=kind))
         return Lease(mutex_id, node_id, int(mine[0]["fence"]), timeout_ms, since, ends, kind=kind, limit=limit)
 
-    def renew(self, lease: Lease) -> Lease:
-        if lease.kind == "exclusive":
-            return super().renew(lease)
+    def renew_slot(self, lease: Lease) -> Lease:
         with self._errors():
             doc = self._mutexes.find_one_and_update(
                 slot_filter(lease.mutex_id, lease.node_id, lease.fence, live_only=True),
@@ -82,26 +71,12 @@ class MongoSlots(MongoLeases):
             raise slot_loss_error(lease.mutex_id, lease.node_id, lease.fence, "renew", self.get(lease.mutex_id))
         return lease._replace(expires_at=utc(mine[0]["expiresAt"]))
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> WakeList:
-        """``slot``: the lease is a slot (True), exclusive (False), or not known (None: the exclusive
-        release is tried first, and a slot's only when that finds slots)."""
-        if slot is not True:
-            try:
-                return super().release(mutex_id, node_id, fence)
-            except NotOwnerError as error:  # with the state read after it: slots to try?
-                if slot is False or not isinstance(error.state, MutexState) or error.state.kind == EXCLUSIVE:
-                    raise
-        self._release_slot(mutex_id, node_id, fence)
-        return ()
-
-    def _release_slot(self, mutex_id: str, node_id: str, fence: int | None) -> None:
-        if fence is None:  # the seed's V for a slot: this node's one token-mode slot
+    def release_slot(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+        if fence is None:  # the seed's V for a slot
             state = self.get(mutex_id)
-            mine = [s for s in state.slots if s.node == node_id and not (s.holder and s.holder.exec_mode)] \
-                if state is not None else []
-            if len(mine) != 1:
+            fence = token_mode_slot(state, node_id) if state is not None else None
+            if fence is None:
                 raise slot_loss_error(mutex_id, node_id, None, "release", state)
-            fence = mine[0].fence
         with self._errors():
             doc = self._mutexes.find_one_and_update(slot_filter(mutex_id, node_id, fence, live_only=False),
                                                     release_slot(node_id, fence),
@@ -143,83 +118,6 @@ class MongoSlots(MongoLeases):
         with self._errors():
             self._mutexes.update_one({"mutexId": mutex_id, "taken": True, "slots.kind": SHARED, "$expr": VALID},
                                      announce_writer(node_id))
-
-    # -- history ------------------------------------------------------------------------------------
-
-    def record_event(self, event: LeaseEvent) -> None:
-        """An event noticed outside a store operation (a keeper's loss, a refused release): one
-        write to the history collection, stamped with the server's clock."""
-        holder = event.holder
-        fields = {"mutexId": event.mutex_id, "kind": event.kind, "node": event.node, "fence": event.fence,
-                  "holder": None if holder is None else {"host": holder.host, "pid": holder.pid, "user": holder.user,
-                                                         "command": holder.command},
-                  "reason": event.reason, "slot": event.slot, "heldMs": event.held_ms}
-        with self._errors():
-            self._history.find_one_and_update({"_id": uuid.uuid4().hex, "at": {"$exists": False}},
-                                              [{"$set": {**{k: literal_expr(v) for k, v in fields.items()},
-                                                         "at": "$$NOW"}}],
-                                              upsert=True)
-
-    def history(self, mutex_ids: list[str] | None, *, since_s: float | None = None, node: str | None = None,
-                limit: int = 100) -> list[LeaseEvent]:
-        """The events of ``mutex_ids`` (None: all), newest first; this process's own still queued
-        are written first."""
-        self.flush_events()
-        found: dict[str, Any] = {} if mutex_ids is None else {"mutexId": {"$in": mutex_ids}}
-        if since_s is not None:
-            found["$expr"] = {"$gte": ["$at", {"$subtract": ["$$NOW", round(since_s * 1000)]}]}
-        if node is not None:
-            found["$or"] = [{"node": node}, {"previousHolder": node}]
-        with self._errors():
-            rows = list(self._history.find(found).sort([("at", -1), ("_id", -1)]).limit(limit))
-        return [lease_event(r) for r in rows]
-
-    # -- run-once markers ---------------------------------------------------------------------------
-
-    def once_marker(self, mutex_id: str, key: str) -> OnceMarker | None:
-        with self._errors():
-            doc = self._once.find_one({"_id": _once_id(mutex_id, key)})
-        return once_marker(doc) if doc else None
-
-    def mark_once(self, mutex_id: str, key: str, node_id: str, fence: int | None, holder: Holder) -> OnceMarker:
-        """Record (mutex, key) done, stamped with the server's clock; the first record stands."""
-        fields = {"mutexId": mutex_id, "key": key, "byNode": node_id, "fence": fence, "host": holder.host,
-                  "pid": holder.pid, "user": holder.user, "command": holder.command}
-        with self._errors():
-            try:
-                doc = self._once.find_one_and_update(
-                    {"_id": _once_id(mutex_id, key), "at": {"$exists": False}},
-                    [{"$set": {**{k: literal_expr(v) for k, v in fields.items()}, "at": "$$NOW"}}], upsert=True,
-                    return_document=ReturnDocument.AFTER)
-            except DuplicateKeyError:
-                doc = self._once.find_one({"_id": _once_id(mutex_id, key)})
-        assert doc is not None  # upserted, or there already
-        return once_marker(doc)
-
-    def clear_once(self, mutex_id: str, key: str, by_node: str, by: Holder, reason: str) -> OnceMarker | None:
-        """Remove the marker, on the record (the history of forced releases): the record is written
-        first, so a clear that dies midway leaves the marker and its record, never a silent removal."""
-        marker = self.once_marker(mutex_id, key)
-        if marker is None:
-            return None
-        record = {"mutexId": mutex_id, "byNode": by_node, "byUser": by.user, "byHost": by.host,
-                  "reason": f"[once {key}] {reason}", "previousHolder": marker.by_node, "previousFence": marker.fence}
-        with self._errors():
-            self._forced.find_one_and_update({"_id": uuid.uuid4().hex, "at": {"$exists": False}},
-                                             [{"$set": {**{k: literal_expr(v) for k, v in record.items()},
-                                                        "at": "$$NOW"}}],
-                                             upsert=True)
-            self._once.delete_one({"_id": _once_id(mutex_id, key)})
-        return marker
-
-    def once_markers(self, mutex_id: str | None, limit: int = 50) -> list[OnceMarker]:
-        with self._errors():
-            docs = list(self._once.find({} if mutex_id is None else {"mutexId": mutex_id}).sort("at", -1).limit(limit))
-        return [once_marker(d) for d in docs]
-
-
-def _once_id(mutex_id: str, key: str) -> dict[str, str]:
-    return {"mutexId": mutex_id, "key": key}  # (field order is part of the _id's value: always this one)
 
 
 def _holders(doc: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ...models import Holder, LeaseEvent, parse_iso
-from .connection import SQL_NOW, sql_ago
+from .times import SQL_NOW, sql_ago
 
 COLUMNS = ("mutexId, kind, at, node, fence, host, pid, user, command, waitedMs, heldMs, previousHolder, "
            "previousFence, lateMs, reason, slot")

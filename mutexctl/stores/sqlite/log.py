@@ -8,14 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from ...models import Ack, Message, NodeInfo, Registration, parse_iso
-from .connection import SQL_NOW, sql_ago
+from .base import SQLiteBase
 from .files import has_column
-from .schema import SQLiteSchema
+from .times import SQL_NOW, sql_ago
 
 _MESSAGE = "id, channel, seq, action, payload, sender, recipients, expected, at"
 
 
-class SQLiteLog(SQLiteSchema):
+class SQLiteLog(SQLiteBase):
     def next_seq(self, channel: str) -> int:
         with self._transaction() as db:
             return int(db.execute("INSERT INTO counters (channel, seq) VALUES (?, 1) ON CONFLICT (channel) "

@@ -1,69 +1,33 @@
-"""The waiters' queue on SQLite: one row per waiting process, refreshed at each of its polls (inside
-the poll's transaction), a ticket per mutex for first come, first served; rows not refreshed for
-WAITER_STALE_MS (on this host's boot clock) are skipped and dropped."""
+"""The waiters' queue on SQLite, as a part: a waiter's poll (join, refresh, or take its turn, in one
+transaction) and leaving the line. The rows themselves: ``waiters``."""
 
 from __future__ import annotations
 
-import sqlite3
-
-from ...models import Holder, Waiter, WakeList, parse_iso
-from ..common import WAITER_STALE_MS
-from .connection import SQL_NOW
-
-_LIVE = "bootId = :boot AND seenNs > :stale_ns"
+from ...models import Holder, Turn
+from ..common import waiting_turn
+from . import waiters
+from .base import SQLiteBase
+from .exclusive import HeldElsewhereError, take
 
 
-def params(mutex_id: str, boot: str, now_ns: int) -> dict[str, object]:
-    return {"id": mutex_id, "boot": boot, "stale_ns": now_ns - WAITER_STALE_MS * 1_000_000, "now_ns": now_ns}
+class SQLiteQueue(SQLiteBase):
+    def wait_turn(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, token: str,
+                  waited_ms: int) -> Turn:
+        self._follow_path()
+        try:
+            with self._transaction() as db:
+                now_ns = self._now_ns()
+                ahead = waiters.join(db, mutex_id, token, node_id, holder, self._boot, now_ns)
+                if ahead == 0:
+                    lease = take(self, db, mutex_id, node_id, timeout_ms, holder, waited_ms, now_ns)
+                    if lease is not None:
+                        waiters.leave(db, mutex_id, token)
+                        return Turn(lease)
+                return waiting_turn(ahead + 1, self._state(db, mutex_id))
+        except HeldElsewhereError as elsewhere:  # (it stops at its next renewal: look twice a second)
+            return Turn(None, 1, held_for_ms=1000, state=self._held_elsewhere(mutex_id, elsewhere.beacon).state)
 
-
-def someone_waits(db: sqlite3.Connection, mutex_id: str, boot: str, now_ns: int) -> bool:
-    return db.execute(f"SELECT 1 FROM waiters WHERE mutexId = :id AND {_LIVE} LIMIT 1",
-                      params(mutex_id, boot, now_ns)).fetchone() is not None
-
-
-def join(db: sqlite3.Connection, mutex_id: str, token: str, node_id: str, holder: Holder, boot: str,
-         now_ns: int) -> int:
-    """Drop the mutex's stale entries, then refresh ours (taking the next ticket the first time);
-    returns how many live waiters are ahead of us."""
-    args = {**params(mutex_id, boot, now_ns), "token": token}
-    db.execute(f"DELETE FROM waiters WHERE mutexId = :id AND NOT ({_LIVE})", args)
-    mine = db.execute("SELECT ticket FROM waiters WHERE mutexId = :id AND token = :token", args).fetchone()
-    if mine is None:
-        ticket = db.execute("SELECT COALESCE(MAX(ticket), 0) + 1 FROM waiters WHERE mutexId = :id", args).fetchone()[0]
-        db.execute(f"INSERT INTO waiters (mutexId, token, node, host, pid, user, since, sinceNs, seenNs, bootId, "
-                   f"ticket) VALUES (:id, :token, :node, :host, :pid, :user, {SQL_NOW}, :now_ns, :now_ns, :boot, "
-                   ":ticket)", {**args, "node": node_id, "host": holder.host, "pid": holder.pid, "user": holder.user,
-                                "ticket": ticket})
-    else:
-        ticket = mine[0]
-        db.execute("UPDATE waiters SET seenNs = :now_ns WHERE mutexId = :id AND token = :token", args)
-    return int(db.execute("SELECT COUNT(*) FROM waiters WHERE mutexId = :id AND ticket < :ticket",
-                          {**args, "ticket": ticket}).fetchone()[0])
-
-
-def in_line(db: sqlite3.Connection, mutex_id: str, boot: str, now_ns: int) -> WakeList:
-    """The mutex's live waiters in line order, as (host, token)."""
-    return tuple(db.execute(f"SELECT host, token FROM waiters WHERE mutexId = :id AND {_LIVE} ORDER BY ticket",
-                            params(mutex_id, boot, now_ns)).fetchall())
-
-
-def leave(db: sqlite3.Connection, mutex_id: str, token: str) -> None:
-    db.execute("DELETE FROM waiters WHERE mutexId = ? AND token = ?", (mutex_id, token))
-
-
-def waiters_of(db: sqlite3.Connection, mutex_ids: list[str], boot: str, now_ns: int) -> dict[str, list[Waiter]]:
-    """The live waiters of each of ``mutex_ids``, in ticket order."""
-    if not mutex_ids:
-        return {}
-    marks = ", ".join("?" for _ in mutex_ids)
-    rows = db.execute(f"SELECT mutexId, node, host, pid, since, sinceNs, ticket FROM waiters WHERE mutexId IN "
-                      f"({marks}) AND bootId = ? AND seenNs > ? ORDER BY mutexId, ticket",
-                      (*mutex_ids, boot, now_ns - WAITER_STALE_MS * 1_000_000)).fetchall()
-    found: dict[str, list[Waiter]] = {}
-    for mutex_id, node, host, pid, since, since_ns, ticket in rows:
-        found.setdefault(mutex_id, []).append(
-            Waiter(node, host, pid, parse_iso(since), max(0, (now_ns - since_ns) // 1_000_000), ticket))
-    return found
-
-
+    def leave_queue(self, mutex_id: str, token: str) -> None:
+        if self._has_waiters:
+            with self._transaction() as db:
+                waiters.leave(db, mutex_id, token)

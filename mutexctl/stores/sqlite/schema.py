@@ -7,13 +7,25 @@ import sqlite3
 from datetime import UTC, datetime
 
 from ...models import SchemaState, iso_ms, parse_iso
-from ..steps import STEPS, Expiry, Index, Table
-from .connection import SQL_NOW, read_schema
+from ..common import newer_store_error
+from ..steps import SCHEMA_VERSION, STEPS, Expiry, Index, Table
+from .base import SQLiteBase, read_schema
 from .files import TABLES
-from .slots import SQLiteSlots
+from .times import SQL_NOW
 
 
-class SQLiteSchema(SQLiteSlots):
+class SQLiteSchema(SQLiteBase):
+    def prepare_writes(self) -> SchemaState | None:
+        """Refuse a store newer than this tool (once per store object). mutexId is the table's
+        primary key: unique from the first write."""
+        if self._prepared is None:
+            with self._transaction(write=False) as db:
+                state = read_schema(db)
+            if state is not None and state.version > SCHEMA_VERSION:
+                raise newer_store_error(state.version)
+            self._prepared = (state,)
+        return self._prepared[0]
+
     def schema_state(self) -> SchemaState | None:
         with self._transaction(write=False) as db:
             return read_schema(db)

@@ -1,4 +1,4 @@
-"""Semaphores and shared holds on SQLite, and run-once markers; each operation one transaction.
+"""Semaphores and shared holds on SQLite; each operation one transaction.
 
 A mutex whose slots are held keeps its ``mutexes`` row taken by ``mutexctl:semaphore`` (or
 ``mutexctl:shared``) until the latest slot's end (``expiresNs``), so an exclusive acquire — by this
@@ -12,13 +12,15 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
-from ...errors import LockHeldError, NotOwnerError
-from ...models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, Lease, LeaseEvent, MutexState, OnceMarker, WakeList, iso_ms
-from ..common import released_late_error, slot_loss_error, slot_owner
+from ...errors import LockHeldError
+from ...models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, Lease, MutexState, iso_ms
+from ..common import released_late_error, slot_loss_error, slot_owner, token_mode_slot
 from ..steps import FORCED_RETENTION_S
 from . import events
-from .connection import SQL_NOW, sql_ago
-from .leases import _FORCED, COLUMNS, MARKER_COLUMNS, HeldElsewhereError, SQLiteLeases, marker_of
+from .base import SQLiteBase
+from .exclusive import HeldElsewhereError
+from .rows import COLUMNS, FORCED_COLUMNS
+from .times import SQL_NOW, sql_ago
 
 ANNOUNCE_NS = 3_000_000_000  # a waiting writer's announcement holds off new shared holds this long
 
@@ -36,7 +38,7 @@ ON CONFLICT (mutexId) DO UPDATE SET
 """
 
 
-class SQLiteSlots(SQLiteLeases):
+class SQLiteSlots(SQLiteBase):
     def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
                          kind: str, limit: int | None, waited_ms: int = 0) -> Lease:
         self._follow_path()
@@ -73,9 +75,7 @@ class SQLiteSlots(SQLiteLeases):
                               waited_ms=waited_ms, slot=kind)
         return Lease(mutex_id, node_id, fence, timeout_ms, now, ends, kind=kind, limit=limit)
 
-    def renew(self, lease: Lease) -> Lease:
-        if lease.kind == EXCLUSIVE:
-            return super().renew(lease)
+    def renew_slot(self, lease: Lease) -> Lease:
         if self._replaced():
             raise self._file_lost(lease.mutex_id, lease.node_id, lease.fence, "renew")
         with self._transaction() as db:
@@ -91,21 +91,14 @@ class SQLiteSlots(SQLiteLeases):
         self.guard.refresh(lease.mutex_id, lease.fence, lease.timeout_ms, self._file, slot=True)
         return lease._replace(expires_at=ends)
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None, *, slot: bool | None = None) -> WakeList:
-        if slot is not True:
-            try:
-                return super().release(mutex_id, node_id, fence)
-            except NotOwnerError as error:  # with the state read after it: slots to try?
-                if slot is False or error.state is None or error.state.kind == EXCLUSIVE:
-                    raise
+    def release_slot(self, mutex_id: str, node_id: str, fence: int | None) -> None:
         self.guard.drop(mutex_id, fence)
         if self._replaced():
             raise self._file_lost(mutex_id, node_id, fence, "release")
         with self._transaction() as db:
             state = self._state(db, mutex_id)
-            if fence is None and state is not None:  # the seed's V for a slot: this node's one token-mode slot
-                mine = [s for s in state.slots if s.node == node_id and not (s.holder and s.holder.exec_mode)]
-                fence = mine[0].fence if len(mine) == 1 else None
+            if fence is None and state is not None:  # the seed's V for a slot
+                fence = token_mode_slot(state, node_id)
             row = None
             if state is not None and state.kind != EXCLUSIVE and fence is not None:
                 row = db.execute("SELECT bootId = ? AND expiresNs > ? FROM slots WHERE mutexId = ? AND fence = ? "
@@ -121,7 +114,6 @@ class SQLiteSlots(SQLiteLeases):
                               held_ms=events.since_ms(ended.since if ended else None, datetime.now(UTC)))
         if not row[0]:
             raise released_late_error(mutex_id, fence)
-        return ()
 
     def force_release_slots(self, mutex_id: str, by_node: str, by: Holder, reason: str, *, node: str | None,
                             fence: int | None) -> MutexState | None:
@@ -133,7 +125,7 @@ class SQLiteSlots(SQLiteLeases):
                 return None
             for gone in chosen:
                 db.execute("DELETE FROM slots WHERE mutexId = ? AND fence = ?", (mutex_id, gone.fence))
-                db.execute(f"INSERT INTO forced_releases ({_FORCED}) VALUES (?, {SQL_NOW}, ?, ?, ?, ?, ?, ?)",
+                db.execute(f"INSERT INTO forced_releases ({FORCED_COLUMNS}) VALUES (?, {SQL_NOW}, ?, ?, ?, ?, ?, ?)",
                            (mutex_id, by_node, by.user, by.host, reason, gone.node, gone.fence))
                 if self._has_history:
                     events.record(db, self.history_retention_s, mutex_id, "forced", by_node, None, by,
@@ -169,61 +161,6 @@ class SQLiteSlots(SQLiteLeases):
         else:
             db.execute("UPDATE mutexes SET takenAt = :at, slotsAt = :at, timeout = :timeout, expiresAt = :expires_at, "
                        "expiresNs = :expires_ns WHERE mutexId = :id", times)
-
-    # -- history ------------------------------------------------------------------------------------
-
-    def pending_events(self) -> int:
-        return 0  # every event is written in its operation's transaction
-
-    def flush_events(self) -> None:
-        return None
-
-    def record_event(self, event: LeaseEvent) -> None:
-        """An event noticed outside a store operation (a keeper's loss, a refused release)."""
-        if not self._has_history:
-            return
-        with self._transaction() as db:
-            events.record(db, self.history_retention_s, event.mutex_id, event.kind, event.node, event.fence,
-                          event.holder, reason=event.reason, slot=event.slot, held_ms=event.held_ms)
-
-    def history(self, mutex_ids: list[str] | None, *, since_s: float | None = None, node: str | None = None,
-                limit: int = 100) -> list[LeaseEvent]:
-        if not self._has_history:
-            return []
-        with self._transaction(write=False) as db:
-            return events.read(db, mutex_ids, since_s, node, limit)
-
-    # -- run-once markers ---------------------------------------------------------------------------
-
-    def once_marker(self, mutex_id: str, key: str) -> OnceMarker | None:
-        if not self._has_slots:
-            return None
-        with self._transaction(write=False) as db:
-            row = db.execute(f"SELECT {MARKER_COLUMNS} FROM once_markers WHERE mutexId = ? AND key = ?",
-                             (mutex_id, key)).fetchone()
-        return marker_of(row) if row else None
-
-    def mark_once(self, mutex_id: str, key: str, node_id: str, fence: int | None, holder: Holder) -> OnceMarker:
-        with self._transaction() as db:
-            db.execute(f"INSERT INTO once_markers ({MARKER_COLUMNS}) VALUES (?, ?, {SQL_NOW}, ?, ?, ?, ?, ?, ?) "
-                       "ON CONFLICT DO NOTHING",
-                       (mutex_id, key, node_id, fence, holder.host, holder.pid, holder.user, holder.command))
-            row = db.execute(f"SELECT {MARKER_COLUMNS} FROM once_markers WHERE mutexId = ? AND key = ?",
-                             (mutex_id, key)).fetchone()
-        return marker_of(row)
-
-    def clear_once(self, mutex_id: str, key: str, by_node: str, by: Holder, reason: str) -> OnceMarker | None:
-        """Remove the marker and record it, in one transaction."""
-        with self._transaction() as db:
-            row = db.execute(f"SELECT {MARKER_COLUMNS} FROM once_markers WHERE mutexId = ? AND key = ?",
-                             (mutex_id, key)).fetchone()
-            if row is None:
-                return None
-            marker = marker_of(row)
-            db.execute("DELETE FROM once_markers WHERE mutexId = ? AND key = ?", (mutex_id, key))
-            db.execute(f"INSERT INTO forced_releases ({_FORCED}) VALUES (?, {SQL_NOW}, ?, ?, ?, ?, ?, ?)",
-                       (mutex_id, by_node, by.user, by.host, f"[once {key}] {reason}", marker.by_node, marker.fence))
-        return marker
 
 
 def _refused(state: MutexState, kind: str, limit: int | None) -> bool:

@@ -1,55 +1,40 @@
-"""The SQLite connection: one transaction per store method, the clock leases are judged on, and the
-translation of driver errors (the file itself: ``files``)."""
+"""The base every part of the SQLite store subclasses: the connection (one transaction per store
+method), the clock leases are judged on, the translation of driver errors, and what every part reads
+the same way (a mutex's state, why a guarded write matched nothing, a file replaced under a lease).
+The file itself: ``files``; rows into records: ``rows``."""
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ...errors import ConfigError, StoreError, StoreUnavailableError
-from ...models import AppliedStep, SchemaState, parse_iso
+from ...errors import ConfigError, HeldOnHostError, NotOwnerError, StoreError, StoreUnavailableError
+from ...models import AppliedStep, MutexState, SchemaState, parse_iso
 from ...redact import mask_url
+from ..common import loss_error
 from ..steps import HISTORY_RETENTION_S, LOG_RETENTION_S
+from . import waiters
 from .files import (
     ADDED_COLUMNS,
     abandon,
+    carry_fence,
     damaged_error,
     file_marks,
     has_column,
     has_tables,
     identity,
     open_file,
+    raise_fence,
     read_only_error,
 )
-from .guard import HostGuard
-
-# The time every writer stamps, read by SQLite itself: one clock for all the processes sharing the
-# file, whatever a caller's own clock says (same form as iso_ms).
-SQL_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-
-
-def sql_ago(seconds: float) -> str:
-    """SQL for the store's now minus ``seconds``, in SQL_NOW's form (so it compares as text)."""
-    return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{float(seconds):.3f} seconds')"
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:  # not Linux: fall back to the wall clock, which a reboot does not reset
-        return "wall-clock"
-
-
-def boot_clock_ns(boot: str) -> Callable[[], int]:
-    """The clock leases are judged on: CLOCK_BOOTTIME (never jumps with NTP or ``date -s``, counts
-    a suspend), tagged with the boot id; the wall clock where there is no boot id."""
-    if boot != "wall-clock" and hasattr(time, "CLOCK_BOOTTIME"):
-        return lambda: time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-    return time.time_ns
+from .guard import Beacon, HostGuard
+from .rows import COLUMNS, SLOT_COLUMNS, mutex_state, with_slots
+from .times import boot_clock_ns, boot_id
 
 
 class SQLiteBase:
@@ -165,6 +150,71 @@ class SQLiteBase:
 
     def _transaction(self, write: bool = True) -> Transaction:
         return Transaction(self._db, self._lock, self.url, write)
+
+    # -- what the parts share: a mutex's state read in the caller's transaction, why a guarded write
+    #    matched nothing, a file that is no longer the one at the path -----------------------------------
+
+    @property
+    def _select(self) -> str:
+        """The columns to read (a read-only file from before a column existed reads it as NULL)."""
+        return ", ".join([COLUMNS.replace("execMode", self._columns["execMode"]),
+                          *(self._columns[c] for c in SLOT_COLUMNS)])
+
+    def _params(self, mutex_id: str, node_id: str, fence: int | None, now_ns: int) -> dict[str, Any]:
+        return {"id": mutex_id, "node": node_id, "fence": fence, "boot": self._boot, "now_ns": now_ns}
+
+    def _loss(self, db: sqlite3.Connection, mutex_id: str, node_id: str, fence: int | None,
+              verb: str) -> NotOwnerError:
+        return loss_error(mutex_id, node_id, fence, verb, self._state(db, mutex_id))  # read in the same transaction
+
+    def _state(self, db: sqlite3.Connection, mutex_id: str) -> MutexState | None:
+        row = db.execute(f"SELECT {self._select} FROM mutexes WHERE mutexId = ?", (mutex_id,)).fetchone()
+        if row is None:
+            return None
+        now_ns = self._now_ns()
+        return self._with_waiters(db, with_slots(db, [mutex_state(row, now_ns, datetime.now(UTC), self._boot)],
+                                                     self._boot, now_ns), now_ns)[0]
+
+    def _with_waiters(self, db: sqlite3.Connection, states: list[MutexState], now_ns: int) -> list[MutexState]:
+        if not self._has_waiters or not states:
+            return states
+        names = [s.mutex_id for s in states] if len(states) <= 500 else \
+            [r[0] for r in db.execute("SELECT DISTINCT mutexId FROM waiters")]
+        found = waiters.waiters_of(db, names, self._boot, now_ns)
+        return [s._replace(waiters=tuple(found[s.mutex_id])) if s.mutex_id in found else s for s in states]
+
+    def _held_elsewhere(self, mutex_id: str, beacon: Beacon) -> HeldOnHostError:
+        """The take was rolled back: a process on this host holds the mutex in the file that had this
+        path before. The fence here moves past that lease's, so the next one never goes back."""
+        if beacon.fence:
+            with self._transaction() as db:
+                raise_fence(db, mutex_id, beacon.fence)
+        with self._transaction(write=False) as db:
+            state = self._state(db, mutex_id)
+        if not beacon.pid:
+            return HeldOnHostError(mutex_id, state, message=f"mutex '{mutex_id}' is held by a process on this host "
+                                 "that is starting or ending its lease", hint="try again in a moment")
+        return HeldOnHostError(mutex_id, state, message=f"mutex '{mutex_id}' is held on this host by pid {beacon.pid} "
+                             f"(fence {beacon.fence}) in a store file that was removed or replaced since; that "
+                             "holder stops at its next renewal", hint="wait for it, or see what that pid runs")
+
+    def _file_lost(self, mutex_id: str, node_id: str, fence: int | None, verb: str) -> NotOwnerError:
+        """Our lease lives in a file the path no longer names: it is gone for everyone else. Its fence
+        goes on in the file that has the path now (made if need be), so no later fence goes back. The
+        host guard stays until the release (after the command has stopped): until then nobody enters."""
+        if fence is not None and self._only_wal_removed():
+            # Its rows live only in the -wal this connection still has: write them into the database
+            # (no one else can open it meanwhile), with the lease ended.
+            with contextlib.suppress(StoreError), self._transaction() as db:
+                db.execute("UPDATE mutexes SET taken = 0 WHERE mutexId = ? AND taken = 1 AND takenBy = ? "
+                           "AND fence = ?", (mutex_id, node_id, fence))
+            with contextlib.suppress(sqlite3.Error), self._lock:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        elif fence is not None:
+            carry_fence(self.path, self.url, mutex_id, node_id, fence)
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': the store file {self.path} was removed or "
+                             "replaced while the lease was held; the lease in it is gone",
+                             hint="acquire it again (in the store file that has the name now)")
 
 
 class _Opened(NamedTuple):

@@ -1,0 +1,42 @@
+"""The lease history on MongoDB, as a part: this process's events are queued by the operations and
+written by ``flush_events`` (the base's, off the hot path); an event noticed outside an operation is
+one write here; reading it, newest first."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ...models import LeaseEvent
+from .base import MongoBase
+from .documents import lease_event, literal_expr
+
+
+class MongoHistory(MongoBase):
+    def record_event(self, event: LeaseEvent) -> None:
+        """An event noticed outside a store operation (a keeper's loss, a refused release): one
+        write to the history collection, stamped with the server's clock."""
+        holder = event.holder
+        fields = {"mutexId": event.mutex_id, "kind": event.kind, "node": event.node, "fence": event.fence,
+                  "holder": None if holder is None else {"host": holder.host, "pid": holder.pid, "user": holder.user,
+                                                         "command": holder.command},
+                  "reason": event.reason, "slot": event.slot, "heldMs": event.held_ms}
+        with self._errors():
+            self._history.find_one_and_update({"_id": uuid.uuid4().hex, "at": {"$exists": False}},
+                                              [{"$set": {**{k: literal_expr(v) for k, v in fields.items()},
+                                                         "at": "$$NOW"}}],
+                                              upsert=True)
+
+    def history(self, mutex_ids: list[str] | None, *, since_s: float | None = None, node: str | None = None,
+                limit: int = 100) -> list[LeaseEvent]:
+        """The events of ``mutex_ids`` (None: all), newest first; this process's own still queued
+        are written first."""
+        self.flush_events()
+        found: dict[str, Any] = {} if mutex_ids is None else {"mutexId": {"$in": mutex_ids}}
+        if since_s is not None:
+            found["$expr"] = {"$gte": ["$at", {"$subtract": ["$$NOW", round(since_s * 1000)]}]}
+        if node is not None:
+            found["$or"] = [{"node": node}, {"previousHolder": node}]
+        with self._errors():
+            rows = list(self._history.find(found).sort([("at", -1), ("_id", -1)]).limit(limit))
+        return [lease_event(r) for r in rows]

@@ -1,0 +1,62 @@
+"""What on-call reads on MongoDB: the overview (every mutex, the forced releases, the schema record,
+run-once markers and recent history, joined in one aggregate) and the forced-release records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...models import ForcedRelease, Overview
+from .base import READ, MongoBase
+from .documents import (
+    by_name,
+    kept_forced_records,
+    lease_event,
+    listing_pipeline,
+    merge_forced,
+    mutex_state,
+    once_marker,
+    schema_state,
+    utc,
+)
+
+MAX_MARKERS = 50  # run-once markers status shows, newest first
+
+
+class MongoStatus(MongoBase):
+    def overview(self, mutex_id: str | None, forced_limit: int, recent: int = 0) -> Overview:
+        """One aggregate: $facet always yields one document (even from an empty collection), to which
+        the server's now, the forced-release history and the schema record are joined."""
+        match: dict[str, Any] = {"mutexId": {"$type": "string"}} if mutex_id is None else {"mutexId": mutex_id}
+        pipeline: list[dict[str, Any]] = [
+            {"$facet": {"mutexes": listing_pipeline(match, READ)}},
+            {"$addFields": {"now": "$$NOW"}},
+            {"$lookup": {"from": self._meta.name, "as": "meta", "pipeline": [{"$match": {"_id": "schema"}}]}},
+        ]
+        if forced_limit > 0:  # $limit must be positive
+            pipeline.append({"$lookup": {"from": self._forced.name, "as": "forced", "pipeline": [
+                {"$match": {} if mutex_id is None else {"mutexId": mutex_id}},
+                {"$sort": {"at": -1}}, {"$limit": forced_limit}]}})
+        if recent > 0:
+            pipeline.append({"$lookup": {"from": self._history.name, "as": "recent", "pipeline": [
+                {"$match": {} if mutex_id is None else {"mutexId": mutex_id}}, {"$sort": {"at": -1}},
+                {"$limit": recent}]}})
+        pipeline.append({"$lookup": {"from": self._once.name, "as": "once", "pipeline": [
+            {"$match": {} if mutex_id is None else {"mutexId": mutex_id}}, {"$sort": {"at": -1}},
+            {"$limit": MAX_MARKERS}]}})
+        with self._errors():
+            [doc] = self._mutexes.aggregate(pipeline)
+        now = utc(doc["now"])
+        forced = merge_forced(doc.get("forced", []), kept_forced_records(doc["mutexes"]), forced_limit) \
+            if forced_limit else ()
+        return Overview(tuple(mutex_state(copies, now) for copies in by_name(doc["mutexes"])), forced,
+                        schema_state(doc["meta"][0]) if doc["meta"] else None, now,
+                        tuple(once_marker(d) for d in doc.get("once", [])),
+                        tuple(lease_event(e) for e in doc.get("recent", [])))
+
+    def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
+        query = {} if mutex_id is None else {"mutexId": mutex_id}
+        with self._errors():
+            history = list(self._forced.find(query).sort("at", -1).limit(limit))
+            kept = kept_forced_records(list(self._mutexes.find({**query, "forced": {"$type": "array"}},
+                                                  {"mutexId": 1, "forced": 1})))
+        return list(merge_forced(history, kept, limit))
