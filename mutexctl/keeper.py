@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 
 from .clock import lease_clock
 from .errors import LeaseLostError, NotOwnerError, StoreError
-from .leases import Duration, Leases
+from .leases import Leases
 from .logs import logger
-from .models import EXCLUSIVE, Lease
+from .models import EXCLUSIVE, Lease, LeaseRequest
 
 log = logger(__name__)
 
@@ -191,16 +191,15 @@ class HeldLease:
 
 
 @contextlib.contextmanager
-def hold(leases: Leases, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
-         limit: int | None = None, shared: bool = False,
+def hold(leases: Leases, request: LeaseRequest, *,
          give_up: Callable[[], bool] | None = None) -> Iterator[HeldLease]:
-    """Hold the mutex (or one of ``limit`` slots, or a shared hold) for the block, renewing it every
-    timeout/3 in a background thread.
+    """Hold the lease ``request`` asks for (a mutex, one of a semaphore's slots, or a shared hold) for
+    the block, renewing it every timeout/3 in a background thread.
 
     If renewal is refused or the store stays unreachable until the lease could expire,
     ``held.lost`` turns true; leaving the block then raises LeaseLostError.
     """
-    lease = leases.acquire(mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared, give_up=give_up)
+    lease = leases.acquire(request, give_up=give_up)
     held = HeldLease(lease)
     keeper = LeaseKeeper(leases, lease, on_lost=held._mark_lost, stop_margin_s=0.0)
     held._keeper = keeper
@@ -211,6 +210,6 @@ def hold(leases: Leases, mutex_id: str, *, timeout: Duration | None = None, wait
         keeper.stop()
         if not held.lost:
             with contextlib.suppress(NotOwnerError):
-                leases.release(mutex_id, token=keeper.lease.fence, kind=lease.kind)
+                leases.release(request.mutex_id, token=keeper.lease.fence, kind=lease.kind)
     if held.lost:
-        raise LeaseLostError(f"lease on '{mutex_id}' was lost while the block ran: {held.lost_reason}")
+        raise LeaseLostError(f"lease on '{request.mutex_id}' was lost while the block ran: {held.lost_reason}")

@@ -7,11 +7,9 @@ jittered exponential backoff (5 ms doubling to 1 s) and never sleeps past the ho
 from __future__ import annotations
 
 import fnmatch
-import os
-import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from .clock import lease_clock
@@ -24,15 +22,11 @@ from .errors import (
     NotOwnerError,
     StoreError,
     StoreUnavailableError,
-    UsageError,
     WaitTimeoutError,
 )
-from .identity import host_name, user_name
+from .identity import host_name
 from .inputs import (
     MAX_REASON_CHARS,
-    parse_timeout_ms,
-    parse_wait_s,
-    shown,
     validate_mutex_id,
     validate_node_id,
     validate_once_key,
@@ -48,14 +42,15 @@ from .models import (
     Holder,
     Lease,
     LeaseEvent,
+    LeaseRequest,
     MutexState,
     OnceMarker,
     Overview,
-    Turn,
     WakeList,
 )
 from .recorder import Recorder
 from .redact import mask_url
+from .requests import Duration, duration_ms, resolve, this_process
 from .stores.common import conflict_error
 from .waitline import Backoff, Queue, ring_first_here, suggested_wait
 
@@ -64,47 +59,12 @@ if TYPE_CHECKING:
 
 log = logger(__name__)
 
-MAX_COMMAND_CHARS = 500  # of a holder's command line kept for on-call
-
-# A duration: "30s"-style text, a number of seconds, or a timedelta.
-Duration = str | float | int | timedelta
 # Told, while a waiter waits, why (the holder, or the store's outage) and how long it has waited.
 WaitCallback = Callable[[LockHeldError | StoreUnavailableError, float], None]
 
 
-def duration_ms(value: Duration, what: str) -> int:
-    """A lease timeout in whole milliseconds (at least 1): parsed once, wherever it came from."""
-    if not isinstance(value, timedelta):
-        return parse_timeout_ms(value, what=what)
-    milliseconds = round(value / timedelta(milliseconds=1))
-    if milliseconds < 1:
-        raise UsageError(f"{what} {value} is shorter than 1ms")
-    return milliseconds
-
-
-def wait_seconds(value: Duration, what: str = "wait") -> float:
-    if not isinstance(value, timedelta):
-        return parse_wait_s(value, what=what)
-    if value < timedelta(0):
-        raise UsageError(f"{what} {value} is negative")
-    return value.total_seconds()
-
-
-MAX_LIMIT = 1000  # slots of a semaphore
-
-
 class WaitAbandoned(Exception):  # noqa: N818 - not an error: the caller asked to stop waiting
     """Leases.acquire's ``give_up`` said to stop waiting."""
-
-
-def lease_kind(limit: int | None, shared: bool) -> str:
-    """EXCLUSIVE, SEMAPHORE (``limit`` slots) or SHARED; a bad combination is a UsageError."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT):
-        raise UsageError(f"--limit {shown(limit)} is not a number of slots", hint=f"use 1-{MAX_LIMIT}")
-    if limit is not None and shared:
-        raise UsageError("--limit and --shared exclude each other",
-                         hint="a semaphore has a number of slots; shared holds have none")
-    return SEMAPHORE if limit is not None else SHARED if shared else EXCLUSIVE
 
 
 def conflicts(state: MutexState, kind: str, limit: int | None) -> bool:
@@ -132,121 +92,98 @@ class Leases:
     def node_id(self) -> str:
         return self.settings.node_id
 
-    def try_acquire(self, mutex_id: str, *, timeout: Duration | None = None, node_id: str | None = None,
-                    command: str | None = None, explain: bool = True, exec_mode: bool = False,
-                    limit: int | None = None, shared: bool = False, waited_ms: int = 0) -> Lease:
-        """Take the mutex now or raise LockHeldError. ``exec_mode``: this process supervises a command
-        under the lease (a release without its token then refuses to end it). ``limit``: take one of
-        that many slots of a semaphore; ``shared``: a shared (reader's) hold. Holders of one name must
-        ask for it the same way: else LimitConflictError.
+    def request(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
+                node_id: str | None = None, command: str | None = None, exec_mode: bool = False,
+                limit: int | None = None, shared: bool = False) -> LeaseRequest:
+        """The lease asked for, resolved once (see requests.resolve) on this node's settings."""
+        return resolve(self.settings, mutex_id, timeout=timeout, wait=wait, node_id=node_id, command=command,
+                       exec_mode=exec_mode, limit=limit, shared=shared)
 
-        A store that answers "held" without the holder (MongoDB's refused upsert) costs one more read
-        to name the holder in the error, unless ``explain`` is false.
-        """
-        validate_mutex_id(mutex_id)
-        kind = lease_kind(limit, shared)
-        timeout_ms = self.settings.timeout_for(mutex_id) if timeout is None else duration_ms(timeout, "timeout")
+    def take(self, request: LeaseRequest, *, waited_ms: int = 0, explain: bool = True) -> Lease:
+        """Take the mutex now or raise LockHeldError. Holders of one name must ask for it the same
+        way (kind and limit): else LimitConflictError. A store that answers "held" without the holder
+        (MongoDB's refused upsert) costs one more read to name the holder, unless ``explain`` is false."""
         self.store.prepare_writes()
         sent = lease_clock()
-        holder = self.holder(command)._replace(exec_mode=exec_mode)
         try:
-            if kind == EXCLUSIVE:
-                lease = self.store.try_acquire(mutex_id, node_id or self.node_id, timeout_ms, holder,
-                                               waited_ms=waited_ms)
+            if request.kind == EXCLUSIVE:
+                lease = self.store.try_acquire(request, waited_ms=waited_ms)
             else:
-                lease = self.store.try_acquire_slot(mutex_id, node_id or self.node_id, timeout_ms, holder, kind=kind,
-                                                    limit=limit, waited_ms=waited_ms)
+                lease = self.store.try_acquire_slot(request, waited_ms=waited_ms)
         except HeldOnHostError:
             raise  # (its message names the holder the store cannot see)
         except LockHeldError as held:
-            state = held.state if held.state is not None or not explain else self.store.get(mutex_id)
-            if state is not None and conflicts(state, kind, limit):
-                raise conflict_error(mutex_id, kind, limit, state) from None
+            state = held.state if held.state is not None or not explain else self.store.get(request.mutex_id)
+            if state is not None and conflicts(state, request.kind, request.limit):
+                raise conflict_error(request.mutex_id, request.kind, request.limit, state) from None
             if state is held.state:
                 raise
-            raise LockHeldError(mutex_id, state) from None
+            raise LockHeldError(request.mutex_id, state) from None
         self.recorder.poke()
-        return lease.with_deadline(sent + timeout_ms / 1000)
+        return lease.with_deadline(sent + request.timeout_ms / 1000)
 
-    def acquire(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
-                node_id: str | None = None, command: str | None = None,
-                on_wait: WaitCallback | None = None, exec_mode: bool = False, limit: int | None = None,
-                shared: bool = False, give_up: Callable[[], bool] | None = None) -> Lease:
-        """Take the mutex, waiting up to ``wait`` (``inf`` for ever; default from settings, 0 = one try).
+    def acquire(self, request: LeaseRequest, *, on_wait: WaitCallback | None = None,
+                give_up: Callable[[], bool] | None = None) -> Lease:
+        """Take the mutex, waiting up to ``request.wait_s`` (inf: for ever; 0: one try).
 
-        An exclusive waiter joins the mutex's queue and is served first come, first served: each poll
-        is one write that joins or refreshes its place or, its turn come, takes the lease; it sleeps
-        until the holder's expiry on the store's clock, its next poll, or a ring from the releaser
-        (waitline), whichever is sooner.
-        A semaphore's or shared lock's waiter polls with jittered exponential backoff, never past the
-        first holder's expiry. While the store is unreachable (a restart, a replica-set election) it
-        keeps trying within the same wait, telling ``on_wait``. Raises WaitTimeoutError (or, if the
-        store was unreachable to the end, StoreUnavailableError) when the wait ends. An exclusive
-        acquirer waiting for shared holders announces itself at each try, so that new shared holds
-        wait for it (writers are not starved). ``give_up`` is asked after each refused try: true ends
-        the wait with WaitAbandoned.
+        An exclusive waiter joins the mutex's queue and is served first come, first served (see
+        ``_wait_in_line``); a semaphore's or shared lock's waiter polls with jittered exponential
+        backoff, never past the first holder's expiry. While the store is unreachable (a restart, a
+        replica-set election) it keeps trying within the same wait, telling ``on_wait``. Raises
+        WaitTimeoutError (or, if the store was unreachable to the end, StoreUnavailableError) when
+        the wait ends. ``give_up`` is asked after each refused try: true ends the wait with
+        WaitAbandoned.
         """
-        wait_s = self.settings.wait_for(mutex_id) if wait is None else wait_seconds(wait)
-        started = time.monotonic()
-        deadline, backoff = started + wait_s, Backoff()
-        seen: LockHeldError | None = None  # the holder as last described, for progress and the error
-        line = Queue(self.store, mutex_id) if lease_kind(limit, shared) == EXCLUSIVE and wait_s > 0 else None
+        waiting = _Waiting(self, request, on_wait, give_up)
+        if request.kind == EXCLUSIVE and request.wait_s > 0:
+            return self._wait_in_line(request, waiting)
+        return self._wait_with_backoff(request, waiting)
+
+    def _wait_in_line(self, request: LeaseRequest, waiting: _Waiting) -> Lease:
+        """Each poll is one write that joins or refreshes our place or, our turn come, takes the
+        lease; between polls we sleep until the holder's expiry on the store's clock, the next poll,
+        or a ring from the releaser (waitline), whichever is sooner. Waiting for shared holders, we
+        announce ourselves at each poll, so that new shared holds wait for us (writers are not starved)."""
+        line = Queue(self.store, request.mutex_id)
         try:
             while True:
-                pause, held = None, None
+                pause = None
                 try:
-                    waited_ms = round((time.monotonic() - started) * 1000)
-                    if line is not None:  # our place in the queue, or our turn: one write
-                        got = self._in_line(line, mutex_id, timeout, node_id, command, exec_mode, waited_ms)
-                        if isinstance(got, Lease):
-                            return got
-                        if got.state is not None or seen is None:  # (the poll tells who holds it)
-                            seen = LockHeldError(mutex_id, got.state)
-                        pause, held = line.pause_s(got, host_name()), seen
-                    else:
-                        # Polls after the first skip the extra read that names the holder: one round trip each.
-                        return self.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command,
-                                                explain=seen is None, exec_mode=exec_mode, limit=limit,
-                                                shared=shared, waited_ms=waited_ms)
+                    sent = lease_clock()
+                    turn = line.poll(request, waiting.waited_ms())
+                    if turn.lease is not None:
+                        self.recorder.poke()
+                        return turn.lease.with_deadline(sent + request.timeout_ms / 1000)
+                    held = waiting.saw(LockHeldError(request.mutex_id, turn.state), told=turn.state is not None)
+                    pause = line.pause_s(turn, host_name())
                 except LockHeldError as refused:
-                    held = refused
-                    if seen is None or held.state is not None:
-                        seen = held
-                        backoff.holder_state(held.state)
+                    held = waiting.saw(refused)
                 except StoreUnavailableError as outage:
-                    if time.monotonic() >= deadline:
-                        raise
-                    log.info("store unreachable while waiting for %s, retrying: %s", mutex_id, outage.message)
-                    if on_wait is not None:
-                        on_wait(outage, time.monotonic() - started)
-                now = time.monotonic()
+                    waiting.outage(outage)
+                    held = None
                 if held is not None:
-                    if give_up is not None and give_up():
-                        raise WaitAbandoned(mutex_id) from None
-                    if now >= deadline:
-                        raise self._timed_out(mutex_id, seen or held, wait_s) from None
-                    if seen is not None and seen.state is not None and seen.state.kind == SHARED and limit is None \
-                            and not shared:
-                        self.store.announce_writer(mutex_id, node_id or self.node_id)
-                    if on_wait is not None:
-                        on_wait(seen or held, now - started)
-                nap = max(0.0, min(backoff.pause_s() if pause is None else pause, deadline - now))
-                (time.sleep if line is None else line.bell.sleep)(nap)  # (a waiter in line wakes when rung)
+                    waiting.check(held)
+                    seen = waiting.seen
+                    if seen is not None and seen.state is not None and seen.state.kind == SHARED:
+                        self.store.announce_writer(request.mutex_id, request.node_id)
+                    waiting.tell(held)
+                line.bell.sleep(waiting.nap_s(pause))  # (a ring wakes us)
         finally:
-            if line is not None:
-                line.leave()
+            line.leave()
 
-    def _in_line(self, line: Queue, mutex_id: str, timeout: Duration | None, node_id: str | None,
-                 command: str | None, exec_mode: bool, waited_ms: int) -> Lease | Turn:
-        """One poll of a queued waiter: the lease, or its place in line."""
-        timeout_ms = self.settings.timeout_for(mutex_id) if timeout is None else duration_ms(timeout, "timeout")
-        sent = lease_clock()
-        turn = line.poll(node_id or self.node_id, timeout_ms, self.holder(command)._replace(exec_mode=exec_mode),
-                         waited_ms)
-        if turn.lease is None:
-            return turn
-        self.recorder.poke()
-        return turn.lease.with_deadline(sent + timeout_ms / 1000)
+    def _wait_with_backoff(self, request: LeaseRequest, waiting: _Waiting) -> Lease:
+        """A try, then jittered exponential backoff (never past the first holder's expiry) until the
+        wait ends. After the first, tries skip the extra read that names the holder: one round trip each."""
+        while True:
+            try:
+                return self.take(request, waited_ms=waiting.waited_ms(), explain=waiting.seen is None)
+            except LockHeldError as refused:
+                held = waiting.saw(refused)
+                waiting.check(held)
+                waiting.tell(held)
+            except StoreUnavailableError as outage:
+                waiting.outage(outage)
+            time.sleep(waiting.nap_s(None))
 
     def renew(self, lease: Lease) -> Lease:
         """Extend our lease by its timeout; raises LeaseExpiredError/NotOwnerError if it is gone."""
@@ -386,22 +323,8 @@ class Leases:
         return self.store.forced_releases(mutex_id, limit)
 
     def holder(self, command: str | None) -> Holder:
-        """Who this process is, for on-call: host, pid, user and (masked) command line — ``command``,
-        else this process's own."""
-        cached = self._default_holder
-        if command is None and cached is not None and cached.pid == os.getpid():  # not a forked worker
-            return cached
-        if command is None:
-            import shlex
-
-            text = shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
-        else:
-            text = command
-        # The command line is stored for on-call and shown by status: a --store URL in it keeps no password.
-        holder = Holder(host_name(), os.getpid(), user_name(), mask_url(text)[:MAX_COMMAND_CHARS])
-        if command is None:
-            self._default_holder = holder
-        return holder
+        """Who this process is, for on-call (see requests.this_process)."""
+        return this_process(command)
 
     def _timed_out(self, mutex_id: str, held: LockHeldError, wait_s: float) -> LockHeldError:
         if isinstance(held, DuplicateMutexError) or (wait_s <= 0 and isinstance(held, HeldOnHostError)):
@@ -413,3 +336,49 @@ class Leases:
         said = held.message if isinstance(held, HeldOnHostError) else LockHeldError(mutex_id, state).message
         return WaitTimeoutError(mutex_id, state, message=f"{said} (gave up after {wait_s:g}s)",
                                 hint="wait longer, or see 'mutexctl status' for the holder")
+
+
+class _Waiting:
+    """What both ways of waiting share: the deadline, the holder as last described (for progress and
+    the error at the end), store outages, ``give_up`` and ``on_wait``."""
+
+    def __init__(self, leases: Leases, request: LeaseRequest, on_wait: WaitCallback | None,
+                 give_up: Callable[[], bool] | None) -> None:
+        self.leases, self.request, self.on_wait, self.give_up = leases, request, on_wait, give_up
+        self.started = time.monotonic()
+        self.deadline = self.started + request.wait_s
+        self.seen: LockHeldError | None = None
+        self.backoff = Backoff()
+
+    def waited_ms(self) -> int:
+        return round((time.monotonic() - self.started) * 1000)
+
+    def saw(self, held: LockHeldError, *, told: bool = True) -> LockHeldError:
+        """A refused try; ``told``: it says who holds the mutex (else the last description stands)."""
+        if self.seen is None or (told and held.state is not None):
+            self.seen = held
+            self.backoff.holder_state(held.state)
+        return self.seen
+
+    def check(self, held: LockHeldError) -> None:
+        """After a refused try: stop if the caller gives up or the wait is over."""
+        if self.give_up is not None and self.give_up():
+            raise WaitAbandoned(self.request.mutex_id) from None
+        if time.monotonic() >= self.deadline:
+            raise self.leases._timed_out(self.request.mutex_id, self.seen or held, self.request.wait_s) from None
+
+    def tell(self, held: LockHeldError) -> None:
+        if self.on_wait is not None:
+            self.on_wait(self.seen or held, time.monotonic() - self.started)
+
+    def outage(self, outage: StoreUnavailableError) -> None:
+        """The store did not answer: keep trying within the wait, or raise at its end."""
+        if time.monotonic() >= self.deadline:
+            raise outage
+        log.info("store unreachable while waiting for %s, retrying: %s", self.request.mutex_id, outage.message)
+        if self.on_wait is not None:
+            self.on_wait(outage, time.monotonic() - self.started)
+
+    def nap_s(self, pause: float | None) -> float:
+        """How long to sleep: ``pause`` (None: the backoff's next), never past the deadline."""
+        return max(0.0, min(self.backoff.pause_s() if pause is None else pause, self.deadline - time.monotonic()))

@@ -53,6 +53,20 @@ class Lease(NamedTuple):
 EXCLUSIVE, SEMAPHORE, SHARED = "exclusive", "semaphore", "shared"
 
 
+class LeaseRequest(NamedTuple):
+    """A lease asked for, resolved once where it is asked for (``requests.resolve``: the timeout in
+    ms, the wait in seconds, the kind, the node and the holder) and passed down as it is: to the
+    waiting loop, the waiters' queue, the store, ``hold`` and ``run_under_lease``."""
+
+    mutex_id: str
+    node_id: str
+    timeout_ms: int
+    holder: Holder  # who asks (its ``exec_mode``: a running command is supervised under the lease)
+    wait_s: float = 0.0  # how long to wait for it (inf: for ever; 0: one try)
+    kind: str = EXCLUSIVE  # or SEMAPHORE (one of ``limit`` slots), SHARED (a reader's hold)
+    limit: int | None = None
+
+
 class SlotHolder(NamedTuple):
     """One holder of a semaphore's slot, or of a shared hold; its own fence and expiry."""
 

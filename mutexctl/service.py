@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings
 from .errors import LockHeldError, NotOwnerError, UsageError
-from .leases import Duration, Leases, WaitCallback, wait_seconds
+from .leases import Leases, WaitCallback
 from .models import (
     DEFAULT_CHANNEL,
     AckReport,
@@ -29,6 +29,7 @@ from .models import (
     RunResult,
     SchemaState,
 )
+from .requests import Duration, wait_seconds
 from .stores import open_store
 
 if TYPE_CHECKING:
@@ -73,8 +74,8 @@ class Service:
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 1:
             raise UsageError(f"timeout_ms must be a positive integer, not {timeout_ms!r}")
         try:
-            lease = self.leases.try_acquire(mutex_id, timeout=timedelta(milliseconds=timeout_ms), node_id=node_id,
-                                            explain=False)
+            lease = self.leases.take(self.leases.request(mutex_id, timeout=timedelta(milliseconds=timeout_ms),
+                                                         node_id=node_id), explain=False)
         except LockHeldError:
             return False
         self._taken[mutex_id] = (node_id, lease.fence)
@@ -98,14 +99,16 @@ class Service:
                     command: str | None = None, explain: bool = True, limit: int | None = None,
                     shared: bool = False) -> Lease:
         """One try; ``limit``: one of that many slots of a semaphore; ``shared``: a reader's hold."""
-        return self.leases.try_acquire(mutex_id, timeout=timeout, node_id=node_id, command=command, explain=explain,
-                                       limit=limit, shared=shared)
+        request = self.leases.request(mutex_id, timeout=timeout, node_id=node_id, command=command, limit=limit,
+                                      shared=shared)
+        return self.leases.take(request, explain=explain)
 
     def acquire(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
                 node_id: str | None = None, command: str | None = None,
                 on_wait: WaitCallback | None = None, limit: int | None = None, shared: bool = False) -> Lease:
-        return self.leases.acquire(mutex_id, timeout=timeout, wait=wait, node_id=node_id, command=command,
-                                   on_wait=on_wait, limit=limit, shared=shared)
+        request = self.leases.request(mutex_id, timeout=timeout, wait=wait, node_id=node_id, command=command,
+                                      limit=limit, shared=shared)
+        return self.leases.acquire(request, on_wait=on_wait)
 
     def renew(self, lease: Lease) -> Lease:
         return self.leases.renew(lease)
@@ -140,7 +143,7 @@ class Service:
         if marker is not None:
             return marker
         try:
-            with hold(self.leases, mutex_id, timeout=timeout, wait=wait,
+            with hold(self.leases, self.leases.request(mutex_id, timeout=timeout, wait=wait),
                       give_up=lambda: self.leases.once_done(mutex_id, key) is not None) as held:
                 marker = self.leases.once_done(mutex_id, key)
                 if marker is None:
@@ -184,7 +187,7 @@ class Service:
         if the lease is lost."""
         from .keeper import hold
 
-        return hold(self.leases, mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared)
+        return hold(self.leases, self.leases.request(mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared))
 
     def run(self, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
             wait: Duration | None = None, on_wait: WaitCallback | None = None, limit: int | None = None,
@@ -192,8 +195,8 @@ class Service:
         """Run ``argv`` while holding the mutex (see exec.run_under_lease)."""
         from .exec import run_under_lease
 
-        return run_under_lease(self.leases, mutex_id, argv, timeout=timeout, wait=wait, on_wait=on_wait,
-                               limit=limit, shared=shared, once=once)
+        request = self.leases.request(mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared)
+        return run_under_lease(self.leases, request, argv, on_wait=on_wait, once=once)
 
     # -- schema -------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .errors import StoreError
-from .models import Holder, MutexState, Turn
+from .models import LeaseRequest, MutexState, Turn
 
 if TYPE_CHECKING:
     import socket
@@ -46,13 +46,12 @@ class Queue:
         self.joined = False  # our entry may be in the queue
         self.bell = Doorbell(None)
 
-    def poll(self, node_id: str, timeout_ms: int, holder: Holder, waited_ms: int) -> Turn:
+    def poll(self, request: LeaseRequest, waited_ms: int) -> Turn:
         """One write: join the queue (the first time: rings reach us from then on), refresh our
         place, or take the lease (which leaves the queue)."""
         if not self.joined:
             self.joined, self.bell = True, Doorbell(self.token)
-        turn = self.store.wait_turn(self.mutex_id, node_id, timeout_ms, holder, token=self.token,
-                                    waited_ms=waited_ms)
+        turn = self.store.wait_turn(request, token=self.token, waited_ms=waited_ms)
         if turn.lease is not None:
             self.joined = False
         return turn

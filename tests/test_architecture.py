@@ -70,9 +70,8 @@ def test_every_error_class_has_a_pickle_sample() -> None:
 
 
 def test_the_default_channel_is_defined_once() -> None:
-    from mutexctl import models, service
-    from mutexctl.intracom import messages
+    from mutexctl import intracom, models, service
 
-    assert service.DEFAULT_CHANNEL is messages.DEFAULT_CHANNEL is models.DEFAULT_CHANNEL
+    assert service.DEFAULT_CHANNEL is intracom.DEFAULT_CHANNEL is models.DEFAULT_CHANNEL
     defined = [p for p in ROOT.joinpath("mutexctl").rglob("*.py") if "DEFAULT_CHANNEL = " in p.read_text()]
     assert [p.name for p in defined] == ["models.py"]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from mutexctl import doctor
 from mutexctl.config import Settings
-from mutexctl.models import Holder, iso_ms
+from mutexctl.models import Holder, LeaseRequest, iso_ms
 from mutexctl.service import Service
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -140,7 +140,7 @@ def test_metrics_show_leases_slots_and_the_history(cli: Cli, tmp_path: Path, sto
     assert cli("release", "c", "--force", "--reason", "test").returncode == 0
     with Service(Settings(node_id="w", store=store_url)) as waiting:  # one process queued for a (fresh for 3 s)
         waiting.store.prepare_writes()
-        waiting.store.wait_turn("a", "w", 5000, Holder("h", 1, "u", "c"), token="t", waited_ms=0)
+        waiting.store.wait_turn(LeaseRequest("a", "w", 5000, Holder("h", 1, "u", "c")), token="t", waited_ms=0)
     done = cli("metrics")
     assert done.returncode == 0, done.stderr
     found = samples(done.stdout)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from mutexctl import LeaseExpiredError, LockHeldError, NotOwnerError, Settings
-from mutexctl.models import SEMAPHORE, SHARED, Holder
+from mutexctl.models import SEMAPHORE, SHARED, Holder, LeaseRequest
 from mutexctl.stores.protocols import Store
 
 from .conftest import StoreClock
@@ -25,7 +25,7 @@ def raw_store(store_url: str, clock: StoreClock) -> Iterator[Store]:
 
 
 def _slot(store: Store, node: str, *, limit: int | None = 3, ms: int = 5000, name: str = "s"):  # type: ignore[no-untyped-def]
-    return store.try_acquire_slot(name, node, ms, H, kind=SEMAPHORE if limit else SHARED, limit=limit)
+    return store.try_acquire_slot(LeaseRequest(name, node, ms, H, kind=SEMAPHORE if limit else SHARED, limit=limit))
 
 
 def test_a_semaphore_admits_limit_holders_each_with_its_own_fence_and_expiry(raw_store: Store) -> None:
@@ -37,7 +37,7 @@ def test_a_semaphore_admits_limit_holders_each_with_its_own_fence_and_expiry(raw
     assert state is not None and state.shown_state == "3/3 held" and state.state == "held"
     assert [(h.node, h.fence) for h in state.slots] == [("n0", 1), ("n1", 2), ("n2", 3)]
     with pytest.raises(LockHeldError):  # an exclusive acquire waits for every slot
-        raw_store.try_acquire("s", "x", 5000, H)
+        raw_store.try_acquire(LeaseRequest("s", "x", 5000, H))
     raw_store.release_slot("s", "n1", 2)
     assert _slot(raw_store, "n3").fence == 4
     assert [h.node for h in raw_store.get("s").slots] == ["n0", "n2", "n3"]  # type: ignore[union-attr]
@@ -92,7 +92,7 @@ def test_shared_holds_share_exclude_writers_and_wait_for_an_announced_writer(raw
     readers = [_slot(raw_store, f"r{i}", limit=None) for i in range(3)]
     assert all(r.kind == SHARED for r in readers)
     with pytest.raises(LockHeldError):
-        raw_store.try_acquire("s", "writer", 5000, H)
+        raw_store.try_acquire(LeaseRequest("s", "writer", 5000, H))
     raw_store.announce_writer("s", "writer")
     state = raw_store.get("s")
     assert state is not None and state.writer_waiting == "writer" and state.shown_state == "3 shared"
@@ -100,7 +100,7 @@ def test_shared_holds_share_exclude_writers_and_wait_for_an_announced_writer(raw
         _slot(raw_store, "late-reader", limit=None)
     for reader in readers:
         raw_store.release_slot("s", reader.node_id, reader.fence)
-    writer = raw_store.try_acquire("s", "writer", 5000, H)
+    writer = raw_store.try_acquire(LeaseRequest("s", "writer", 5000, H))
     assert writer.fence == 4 and raw_store.get("s").kind == "exclusive"  # type: ignore[union-attr]
     with pytest.raises(LockHeldError):
         _slot(raw_store, "r9", limit=None)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from mutexctl import LeaseExpiredError, LockHeldError, NotOwnerError, Service, UsageError
-from mutexctl.models import Holder
+from mutexctl.models import Holder, LeaseRequest
 
 from .conftest import StoreClock, wait_until
 
@@ -210,7 +210,7 @@ def test_P_refuses_a_nonsense_timeout(service: Service) -> None:
 
 
 def test_store_methods_take_a_holder_record(service: Service) -> None:
-    lease = service.store.try_acquire("raw", "node-x", 1000, Holder("h", 1, "u", "c"))
+    lease = service.store.try_acquire(LeaseRequest("raw", "node-x", 1000, Holder("h", 1, "u", "c")))
     assert lease.fence == 1 and service.status("raw")[0].holder == Holder("h", 1, "u", "c")
 
 

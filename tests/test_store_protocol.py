@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from mutexctl import LeaseExpiredError, LockHeldError, NotOwnerError, SchemaError, Settings, StoreError
-from mutexctl.models import Holder, Message, Registration
+from mutexctl.models import Holder, LeaseRequest, Message, Registration
 from mutexctl.stores.protocols import Store
 from mutexctl.stores.steps import SCHEMA_VERSION, STEPS
 
@@ -29,47 +29,47 @@ def raw_store(store_url: str, clock: StoreClock) -> Iterator[Store]:
 
 
 def test_a_free_mutex_is_taken_with_the_first_fence_and_then_refused_to_everyone(raw_store: Store) -> None:
-    lease = raw_store.try_acquire("m", "a", 5000, HOLDER)
+    lease = raw_store.try_acquire(LeaseRequest("m", "a", 5000, HOLDER))
     assert (lease.mutex_id, lease.node_id, lease.fence, lease.timeout_ms) == ("m", "a", 1, 5000)
     assert (lease.expires_at - lease.taken_at).total_seconds() == pytest.approx(5.0, abs=0.01)
     for node in ("a", "b"):
         with pytest.raises(LockHeldError):
-            raw_store.try_acquire("m", node, 5000, OTHER)
+            raw_store.try_acquire(LeaseRequest("m", node, 5000, OTHER))
     state = raw_store.get("m")
     assert state is not None and (state.state, state.taken_by, state.fence, state.holder) == ("held", "a", 1, HOLDER)
 
 
 def test_a_lease_expires_at_its_timeout_on_the_store_clock_and_not_before(raw_store: Store,
                                                                           clock: StoreClock) -> None:
-    first = raw_store.try_acquire("m", "a", 600, HOLDER)
+    first = raw_store.try_acquire(LeaseRequest("m", "a", 600, HOLDER))
     clock.advance(300, raw_store)
     with pytest.raises(LockHeldError):
-        raw_store.try_acquire("m", "b", 5000, OTHER)
+        raw_store.try_acquire(LeaseRequest("m", "b", 5000, OTHER))
     state = raw_store.get("m")
     assert state is not None and state.state == "held" and 0 < (state.remaining_ms or 0) <= 300
     clock.advance(300, raw_store)
     assert raw_store.get("m").state == "expired"  # type: ignore[union-attr]
-    second = raw_store.try_acquire("m", "b", 5000, OTHER)
+    second = raw_store.try_acquire(LeaseRequest("m", "b", 5000, OTHER))
     assert second.fence == first.fence + 1
 
 
 def test_renew_extends_a_live_lease_and_refuses_an_expired_one(raw_store: Store, clock: StoreClock) -> None:
-    lease = raw_store.try_acquire("m", "a", 600, HOLDER)
+    lease = raw_store.try_acquire(LeaseRequest("m", "a", 600, HOLDER))
     clock.advance(400, raw_store)
     renewed = raw_store.renew(lease)
     assert renewed.expires_at > lease.expires_at and renewed.fence == lease.fence
     clock.advance(400, raw_store)  # 800 ms after the acquire, 400 after the renewal: still ours
     with pytest.raises(LockHeldError):
-        raw_store.try_acquire("m", "b", 5000, OTHER)
+        raw_store.try_acquire(LeaseRequest("m", "b", 5000, OTHER))
     clock.advance(300, raw_store)
     with pytest.raises(LeaseExpiredError):
         raw_store.renew(renewed)
 
 
 def test_release_and_renew_are_guarded_by_node_and_fence(raw_store: Store, clock: StoreClock) -> None:
-    old = raw_store.try_acquire("m", "a", 200, HOLDER)
+    old = raw_store.try_acquire(LeaseRequest("m", "a", 200, HOLDER))
     clock.advance(200, raw_store)
-    new = raw_store.try_acquire("m", "b", 60_000, OTHER)
+    new = raw_store.try_acquire(LeaseRequest("m", "b", 60_000, OTHER))
     for attempt in (lambda: raw_store.release("m", "a", old.fence), lambda: raw_store.release("m", "a", None),
                     lambda: raw_store.renew(old), lambda: raw_store.release("m", "b", old.fence)):
         with pytest.raises(NotOwnerError):
@@ -81,7 +81,7 @@ def test_release_and_renew_are_guarded_by_node_and_fence(raw_store: Store, clock
 
 
 def test_releasing_an_expired_lease_frees_it_and_says_so(raw_store: Store, clock: StoreClock) -> None:
-    lease = raw_store.try_acquire("m", "a", 100, HOLDER)
+    lease = raw_store.try_acquire(LeaseRequest("m", "a", 100, HOLDER))
     clock.advance(100, raw_store)
     with pytest.raises(LeaseExpiredError, match="had already expired"):
         raw_store.release("m", "a", lease.fence)
@@ -89,19 +89,19 @@ def test_releasing_an_expired_lease_frees_it_and_says_so(raw_store: Store, clock
 
 
 def test_the_fence_grows_across_releases_takeovers_and_forced_releases(raw_store: Store, clock: StoreClock) -> None:
-    fences = [raw_store.try_acquire("m", "a", 100, HOLDER).fence]
+    fences = [raw_store.try_acquire(LeaseRequest("m", "a", 100, HOLDER)).fence]
     clock.advance(100, raw_store)
-    fences.append(raw_store.try_acquire("m", "b", 60_000, OTHER).fence)  # take-over
+    fences.append(raw_store.try_acquire(LeaseRequest("m", "b", 60_000, OTHER)).fence)  # take-over
     raw_store.force_release("m", "ops", OTHER, "test")
-    fences.append(raw_store.try_acquire("m", "a", 60_000, HOLDER).fence)
+    fences.append(raw_store.try_acquire(LeaseRequest("m", "a", 60_000, HOLDER)).fence)
     raw_store.release("m", "a", fences[-1])
-    fences.append(raw_store.try_acquire("m", "b", 60_000, OTHER).fence)
+    fences.append(raw_store.try_acquire(LeaseRequest("m", "b", 60_000, OTHER)).fence)
     assert fences == [1, 2, 3, 4]
 
 
 def test_a_forced_release_returns_what_it_broke_and_is_recorded(raw_store: Store) -> None:
     assert raw_store.force_release("m", "ops", OTHER, "nothing held") is None
-    lease = raw_store.try_acquire("m", "a", 60_000, HOLDER)
+    lease = raw_store.try_acquire(LeaseRequest("m", "a", 60_000, HOLDER))
     before = raw_store.force_release("m", "ops", OTHER, "INC-1: host gone")
     assert before is not None and (before.taken_by, before.fence, before.state) == ("a", lease.fence, "held")
     assert raw_store.get("m").state == "free"  # type: ignore[union-attr]
@@ -114,8 +114,8 @@ def test_a_forced_release_returns_what_it_broke_and_is_recorded(raw_store: Store
 def test_the_overview_reads_every_mutex_and_the_store_clock(raw_store: Store) -> None:
     empty = raw_store.overview(None, 5)
     assert empty.states == () and empty.forced == () and empty.schema is None
-    raw_store.try_acquire("b", "x", 60_000, HOLDER)
-    raw_store.try_acquire("a", "x", 60_000, HOLDER)
+    raw_store.try_acquire(LeaseRequest("b", "x", 60_000, HOLDER))
+    raw_store.try_acquire(LeaseRequest("a", "x", 60_000, HOLDER))
     view = raw_store.overview(None, 5)
     assert [s.mutex_id for s in view.states] == ["a", "b"]
     assert abs((view.store_now - datetime.now(UTC)).total_seconds()) < 5

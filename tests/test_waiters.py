@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mutexctl.models import Holder
+from mutexctl.models import Holder, LeaseRequest
 from mutexctl.service import Service
 from mutexctl.stores.common import WAITER_STALE_MS
 
@@ -24,8 +24,8 @@ WHO = Holder("test-host", 1, "u", "test")
 def test_the_queue_serves_tickets_in_order_and_forgets_stale_entries(service: Service, clock: StoreClock) -> None:
     store = service.store
     lease = service.try_acquire("q", timeout="10s")
-    first = store.wait_turn("q", "node-b", 5000, WHO, token="first", waited_ms=0)
-    second = store.wait_turn("q", "node-c", 5000, WHO, token="second", waited_ms=0)
+    first = store.wait_turn(LeaseRequest("q", "node-b", 5000, WHO), token="first", waited_ms=0)
+    second = store.wait_turn(LeaseRequest("q", "node-c", 5000, WHO), token="second", waited_ms=0)
     assert (first.lease, first.position) == (None, 1) and (second.lease, second.position) == (None, 2)
     assert first.holder_left_ms is not None and 0 < first.holder_left_ms <= 10_000
     assert first.held_for_ms is not None and first.held_for_ms >= 0
@@ -36,16 +36,16 @@ def test_the_queue_serves_tickets_in_order_and_forgets_stale_entries(service: Se
     service.release("q", token=lease.fence)
     assert _refused(service, "q")
     # the second waiter's poll does not take it while the first is live
-    assert store.wait_turn("q", "node-c", 5000, WHO, token="second", waited_ms=0).lease is None
-    got = store.wait_turn("q", "node-b", 5000, WHO, token="first", waited_ms=10)
+    assert store.wait_turn(LeaseRequest("q", "node-c", 5000, WHO), token="second", waited_ms=0).lease is None
+    got = store.wait_turn(LeaseRequest("q", "node-b", 5000, WHO), token="first", waited_ms=10)
     assert got.lease is not None and got.lease.node_id == "node-b"
     assert [w.node for w in service.status("q")[0].waiters] == ["node-c"]
     # a waiter that stops polling is skipped once stale: the next one is served
-    assert store.wait_turn("q", "node-d", 5000, WHO, token="third", waited_ms=0).position == 2
+    assert store.wait_turn(LeaseRequest("q", "node-d", 5000, WHO), token="third", waited_ms=0).position == 2
     store.release("q", "node-b", got.lease.fence)
     clock.advance(WAITER_STALE_MS + 200, store)
     assert service.status("q")[0].waiters == ()  # all stale
-    third = store.wait_turn("q", "node-d", 5000, WHO, token="third", waited_ms=0)
+    third = store.wait_turn(LeaseRequest("q", "node-d", 5000, WHO), token="third", waited_ms=0)
     assert third.lease is not None
     store.leave_queue("q", "second")  # idempotent, and harmless for a stale entry
     assert service.status("q")[0].waiters == ()
@@ -218,7 +218,7 @@ def test_a_waiter_polls_only_when_no_ring_is_coming(service: Service) -> None:
     young = Turn(None, 1, 30_000, 40, "elsewhere")
     assert line.pause_s(young, "here") == poll_interval_s(young) == MIN_POLL_S  # not listening yet: polls
     service.try_acquire("m", timeout="10s")
-    assert line.poll("n", 5000, WHO, 0).position == 1  # joins: listening from now on
+    assert line.poll(LeaseRequest("m", "n", 5000, WHO), 0).position == 1  # joins: listening from now on
     try:
         assert line.bell.listening
         assert line.pause_s(young, "here") == MIN_POLL_S  # the holder is elsewhere: nobody will ring

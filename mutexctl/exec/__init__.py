@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 from ..errors import NotOwnerError, StoreError, UsageError
 from ..keeper import LeaseKeeper, lease_stop_grace_s
-from ..leases import Duration, Leases, WaitAbandoned, WaitCallback
+from ..leases import Leases, WaitAbandoned, WaitCallback
 from ..logs import logger
-from ..models import Lease, OnceMarker, RunResult, human_ms
+from ..models import Lease, LeaseRequest, OnceMarker, RunResult, human_ms
 from .group import CommandGroup
 
 log = logger(__name__)
@@ -27,16 +27,19 @@ log = logger(__name__)
 MIN_RUN_S = 0.05
 
 
-def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
-                    wait: Duration | None = None, on_wait: WaitCallback | None = None, limit: int | None = None,
-                    shared: bool = False, once: str | None = None) -> RunResult:
-    """Run ``argv`` while holding the mutex (or one of ``limit`` slots, or a shared hold); stop its
-    process group before the lease could pass on.
+def run_under_lease(leases: Leases, request: LeaseRequest, argv: Sequence[str], *,
+                    on_wait: WaitCallback | None = None, once: str | None = None) -> RunResult:
+    """Run ``argv`` while holding the lease ``request`` asks for (a mutex, one of a semaphore's slots,
+    or a shared hold); stop its process group before the lease could pass on. The holder on record
+    is the command (``argv``), supervised (its lease a plain release cannot end).
 
     With ``once`` (a key): if (mutex, key) is marked done, nothing runs (``RunResult.done``), also when
     the mark appears while this one waits; a command that exits 0 under its lease marks it done
     before the lease is released. A failed or stopped command marks nothing: the next one runs.
     """
+    mutex_id = request.mutex_id
+    request = request._replace(holder=leases.holder(shlex.join(argv))._replace(exec_mode=True))
+
     def done() -> OnceMarker | None:
         return leases.once_done(mutex_id, once) if once is not None else None
 
@@ -44,8 +47,7 @@ def run_under_lease(leases: Leases, mutex_id: str, argv: Sequence[str], *, timeo
     if marker is not None:
         return RunResult(0, marker.fence or 0, done=marker)
     try:
-        lease = leases.acquire(mutex_id, timeout=timeout, wait=wait, command=shlex.join(argv), on_wait=on_wait,
-                               exec_mode=True, limit=limit, shared=shared,
+        lease = leases.acquire(request, on_wait=on_wait,
                                give_up=(lambda: done() is not None) if once is not None else None)
     except WaitAbandoned:
         marker = done()

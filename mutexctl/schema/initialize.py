@@ -9,9 +9,10 @@ from typing import Any
 from .._version import __version__
 from ..config import SCHEMA_MUTEX
 from ..keeper import hold
-from ..leases import Duration, Leases
+from ..leases import Leases
 from ..logs import logger
 from ..models import InitResult
+from ..requests import Duration
 from ..stores.protocols import RetentionStore, SchemaStore
 from . import pending_steps
 
@@ -41,7 +42,7 @@ def initialize(store: SchemaStore, leases: Leases, *, wait: Duration | None = No
         return InitResult(before, before, (), server, tuple(s.number for s in pending) + repairs,
                           **_retention(drift))
     applied: list[int] = []
-    with hold(leases, SCHEMA_MUTEX, timeout=timeout, wait=wait) as held:
+    with hold(leases, leases.request(SCHEMA_MUTEX, timeout=timeout, wait=wait)) as held:
         state = store.schema_state()  # another runner may have finished while we waited
         version = state.version if state else 0
         for number in _repairs(store, version):

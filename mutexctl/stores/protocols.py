@@ -16,6 +16,7 @@ from ..models import (
     Holder,
     Lease,
     LeaseEvent,
+    LeaseRequest,
     Message,
     MutexState,
     NodeInfo,
@@ -46,10 +47,10 @@ class SchemaGate(StoreInfo, Protocol):
 class ExclusiveLeases(StoreInfo, Protocol):
     """The leases part: one holder at a time."""
 
-    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
-                    waited_ms: int = 0) -> Lease:
-        """Take the mutex iff it is free or its lease expired; else raise LockHeldError. The history
-        gets the event (how long the acquirer waited: ``waited_ms``) in the same write."""
+    def try_acquire(self, request: LeaseRequest, *, waited_ms: int = 0) -> Lease:
+        """Take the mutex for ``request`` (exclusive) iff it is free or its lease expired; else raise
+        LockHeldError. The history gets the event (how long the acquirer waited: ``waited_ms``) in the
+        same write."""
 
     def renew(self, lease: Lease) -> Lease:
         """Extend our unexpired exclusive lease by its timeout; else raise LeaseExpiredError/NotOwnerError."""
@@ -70,8 +71,7 @@ class ExclusiveLeases(StoreInfo, Protocol):
 class WaitersQueue(StoreInfo, Protocol):
     """The queue part: exclusive waiters served first come, first served."""
 
-    def wait_turn(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, token: str,
-                  waited_ms: int) -> Turn:
+    def wait_turn(self, request: LeaseRequest, *, token: str, waited_ms: int) -> Turn:
         """A waiter's poll, one write: join the mutex's queue (``token`` names this waiter; the first
         poll takes a ticket), or refresh our place in it; when the lease is free or expired and no
         live waiter has an older ticket, take it (as try_acquire) and leave the queue."""
@@ -83,9 +83,8 @@ class WaitersQueue(StoreInfo, Protocol):
 class SlotLeases(StoreInfo, Protocol):
     """The slots part: semaphores (N holders) and shared holds, each holder with its own fence."""
 
-    def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
-                         kind: str, limit: int | None, waited_ms: int = 0) -> Lease:
-        """Take a semaphore's slot (kind SEMAPHORE, of ``limit``) or a shared hold (SHARED) iff no
+    def try_acquire_slot(self, request: LeaseRequest, *, waited_ms: int = 0) -> Lease:
+        """Take a semaphore's slot (``request.kind`` SEMAPHORE, of ``limit``) or a shared hold (SHARED) iff no
         exclusive lease holds the mutex, its live holders took it the same way (kind and limit), and
         there is room (fewer than ``limit`` live slots; for a shared hold, no writer announced); else
         LockHeldError. One atomic operation; each holder gets its own fence and expiry, and an ended

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pymongo import ReturnDocument
 
 from ...errors import DuplicateMutexError
-from ...models import Holder, Lease, LeaseEvent, MutexState, WakeList, parse_iso
+from ...models import Holder, Lease, LeaseEvent, LeaseRequest, MutexState, WakeList, parse_iso
 from ..common import released_late_error
 from ..seed_document import EXPIRED, EXPIRED_OWN, ISO_NOW, LIVE, holder_is_current
 from .base import MongoBase
@@ -19,9 +19,8 @@ from .waiters import live_waiters
 
 
 class MongoLeases(MongoBase):
-    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
-                    waited_ms: int = 0) -> Lease:
-        return take(self, mutex_id, node_id, timeout_ms, holder, waited_ms)
+    def try_acquire(self, request: LeaseRequest, *, waited_ms: int = 0) -> Lease:
+        return take(self, request.mutex_id, request.node_id, request.timeout_ms, request.holder, waited_ms)
 
     def renew(self, lease: Lease) -> Lease:
         """Rewrite ``takenAt`` (and the holder's stamp) to the server's now: every reader of the seed's

@@ -7,7 +7,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from ...errors import LockHeldError
-from ...models import Holder, Turn
+from ...models import LeaseRequest, Turn
 from ..common import waiting_turn
 from .base import MongoBase
 from .documents import TOOK, mutex_state, subdocument
@@ -16,8 +16,8 @@ from .waiters import leave_pipeline, my_place, wait_pipeline
 
 
 class MongoQueue(MongoBase):
-    def wait_turn(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, token: str,
-                  waited_ms: int) -> Turn:
+    def wait_turn(self, request: LeaseRequest, *, token: str, waited_ms: int) -> Turn:
+        mutex_id, node_id, timeout_ms, holder = request.mutex_id, request.node_id, request.timeout_ms, request.holder
         update = wait_pipeline(mutex_id, node_id, timeout_ms, holder, token, TOOK)
         with self._errors():
             for attempt in (1, 2):

@@ -12,7 +12,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from ...errors import LockHeldError
-from ...models import SHARED, Holder, Lease, LeaseEvent, MutexState
+from ...models import SHARED, Holder, Lease, LeaseEvent, LeaseRequest, MutexState
 from ..common import released_late_error, slot_loss_error, token_mode_slot
 from .base import MongoBase
 from .documents import (
@@ -37,8 +37,9 @@ from .slot_pipelines import (
 
 
 class MongoSlots(MongoBase):
-    def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
-                         kind: str, limit: int | None, waited_ms: int = 0) -> Lease:
+    def try_acquire_slot(self, request: LeaseRequest, *, waited_ms: int = 0) -> Lease:
+        mutex_id, node_id, timeout_ms, holder = request.mutex_id, request.node_id, request.timeout_ms, request.holder
+        kind, limit = request.kind, request.limit
         upsert = self._may_upsert(mutex_id)
         token = uuid.uuid4().hex
         update = take_slot(mutex_id, node_id, timeout_ms, holder, kind=kind, limit=limit, token=token)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from ...errors import LockHeldError
 from ...logs import logger
-from ...models import Holder, Lease, MutexState, WakeList, iso_ms, parse_iso
+from ...models import Holder, Lease, LeaseRequest, MutexState, WakeList, iso_ms, parse_iso
 from ..common import released_late_error
 from ..steps import FORCED_RETENTION_S
 from . import events, waiters
@@ -20,8 +20,8 @@ log = logger("mutexctl.stores.sqlite")
 
 
 class SQLiteLeases(SQLiteBase):
-    def try_acquire(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
-                    waited_ms: int = 0) -> Lease:
+    def try_acquire(self, request: LeaseRequest, *, waited_ms: int = 0) -> Lease:
+        mutex_id, node_id, timeout_ms, holder = request.mutex_id, request.node_id, request.timeout_ms, request.holder
         self._follow_path()
         try:
             with self._transaction() as db:

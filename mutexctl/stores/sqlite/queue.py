@@ -3,7 +3,7 @@ transaction) and leaving the line. The rows themselves: ``waiters``."""
 
 from __future__ import annotations
 
-from ...models import Holder, Turn
+from ...models import LeaseRequest, Turn
 from ..common import waiting_turn
 from . import waiters
 from .base import SQLiteBase
@@ -11,8 +11,8 @@ from .exclusive import HeldElsewhereError, take
 
 
 class SQLiteQueue(SQLiteBase):
-    def wait_turn(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, token: str,
-                  waited_ms: int) -> Turn:
+    def wait_turn(self, request: LeaseRequest, *, token: str, waited_ms: int) -> Turn:
+        mutex_id, node_id, timeout_ms, holder = request.mutex_id, request.node_id, request.timeout_ms, request.holder
         self._follow_path()
         try:
             with self._transaction() as db:

@@ -13,7 +13,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from ...errors import LockHeldError
-from ...models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, Lease, MutexState, iso_ms
+from ...models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, Lease, LeaseRequest, MutexState, iso_ms
 from ..common import released_late_error, slot_loss_error, slot_owner, token_mode_slot
 from ..steps import FORCED_RETENTION_S
 from . import events
@@ -39,8 +39,9 @@ ON CONFLICT (mutexId) DO UPDATE SET
 
 
 class SQLiteSlots(SQLiteBase):
-    def try_acquire_slot(self, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *,
-                         kind: str, limit: int | None, waited_ms: int = 0) -> Lease:
+    def try_acquire_slot(self, request: LeaseRequest, *, waited_ms: int = 0) -> Lease:
+        mutex_id, node_id, timeout_ms, holder = request.mutex_id, request.node_id, request.timeout_ms, request.holder
+        kind, limit = request.kind, request.limit
         self._follow_path()
         try:
             return self._take_slot(mutex_id, node_id, timeout_ms, holder, kind=kind, limit=limit, waited_ms=waited_ms)
