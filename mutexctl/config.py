@@ -141,7 +141,7 @@ def resolve(*, config: str | None = None, store: str | None = None, node_id: str
             field = _FIELD.get(key, key)
             values[field], sources[field] = _from_env(var, key, env[var]), var
     if node_id is not None:
-        values["node_id"], sources["node_id"] = validate_node_id(node_id, what="--node-id"), "--node-id"
+        values["node_id"], sources["node_id"] = validate_node_id(node_id, what="node id"), "--node-id"
     if store is not None:
         values["store"], sources["store"] = store, "--store"
     if "node_id" not in values:

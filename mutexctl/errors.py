@@ -22,17 +22,46 @@ def _rebuild(cls: type[MutexctlError], args: tuple[Any, ...], state: dict[str, A
 
 
 class MutexctlError(Exception):
-    """Base of every error mutexctl raises on purpose. ``hint`` says how to fix it, when known."""
+    """Base of every error mutexctl raises on purpose. ``hint`` says how to fix it, when known, in the
+    library's words (never a command-line flag). ``remedy`` names that fix (a key of REMEDIES, which
+    a front end may say in its own words: the CLI names its flags); ``param``: the argument at fault,
+    by its library name, with which the message begins (the CLI shows its flag there instead)."""
 
     kind = "error"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, remedy: str | None = None,
+                 param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint if hint is not None or remedy is None else REMEDIES.get(remedy)
+        self.remedy = remedy
+        self.param = param
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+# What fixes an error, in the library's words; the CLI says each in its own (cli/hints.py).
+REMEDIES = {
+    "force": "a forced release (with a reason) breaks it, on the record",
+    "token-or-force": "release it with the token (fence) it was acquired with, or break it with a forced release "
+                      "(with a reason)",
+    "stop-or-force": "stop the command (mutexctl then releases it), or break it with a forced release (with a "
+                     "reason; the command is stopped at its next renewal)",
+    "longer-lease": "use a longer timeout, renew the lease while you work, or run the work under a held lock",
+    "same-kind": "every holder of a name must ask for it the same way (the same limit, or shared); wait until they "
+                 "are gone, or use another name",
+    "token": "pass the token (fence) the acquire returned",
+    "wait": "wait for it (a wait that outlasts its lease), or see what holds it",
+    "wait-longer": "wait longer, or see what holds it",
+    "reason": "give the reason why it is stuck",
+    "store-path": "choose a writable path for the store (sqlite:///path/to/file.db)",
+    "store-other-file": "use another file for the store",
+    "longer-command-lease": "use a timeout of 1s or more",
+    "allow-none": "start listeners on the nodes, or send it with no listener expected",
+    "recipients": "name fewer nodes, or none to reach every listening node",
+}
+
 
 
 class UsageError(MutexctlError, ValueError):
@@ -53,10 +82,10 @@ class LockHeldError(MutexctlError):
     kind = "held"
 
     def __init__(self, mutex_id: str, state: MutexState | None = None, *, message: str | None = None,
-                 hint: str | None = None) -> None:
+                 hint: str | None = None, remedy: str | None = None) -> None:
         self.mutex_id = mutex_id
         self.state = state
-        super().__init__(message or _held_message(mutex_id, state), hint=hint)
+        super().__init__(message or _held_message(mutex_id, state), hint=hint, remedy=remedy)
 
 
 class DuplicateMutexError(LockHeldError):
@@ -90,10 +119,10 @@ class NotOwnerError(MutexctlError, PermissionError):
     kind = "not_owner"
 
     def __init__(self, mutex_id: str, message: str, state: MutexState | None = None,
-                 *, hint: str | None = None) -> None:
+                 *, hint: str | None = None, remedy: str | None = None) -> None:
         self.mutex_id = mutex_id
         self.state = state
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, remedy=remedy)
 
 
 class LimitConflictError(MutexctlError, ValueError):
@@ -103,8 +132,9 @@ class LimitConflictError(MutexctlError, ValueError):
 
     kind = "limit_conflict"
 
-    def __init__(self, message: str, state: object = None, *, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
+    def __init__(self, message: str, state: object = None, *, hint: str | None = None,
+                 remedy: str | None = None) -> None:
+        super().__init__(message, hint=hint, remedy=remedy)
         self.state = state
 
 
@@ -224,6 +254,6 @@ def _held_message(mutex_id: str, state: MutexState | None) -> str:
 
         text += f", lease ends in {human_ms(state.remaining_ms)}"
     elif state.taken:
-        text += f"; its expiry is unknown ({state.problem}): it is never judged expired, free it with " \
-                "release --force --reason"
+        text += f"; its expiry is unknown ({state.problem}): it is never judged expired, only a forced release " \
+                "frees it"
     return text

@@ -44,11 +44,12 @@ def parse_duration(value: object, *, what: str = "duration", allow_inf: bool = F
     """``500ms``, ``30s``, ``2m``, ``1h30m``, ``10m00s``, ``3d04h``, ``12`` (seconds) -> seconds; ``inf``
     if allowed. The forms mutexctl prints are read back."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise UsageError(f"{what} must be a duration, not {type(value).__name__}", hint=f"use {DURATION_FORM}")
+        raise UsageError(f"{what} must be a duration, not {type(value).__name__}", param=what,
+                         hint=f"use {DURATION_FORM}")
     text = str(value).strip().lower()
     extra = ", or inf" if allow_inf else ""
     if len(text) > MAX_DURATION_CHARS:
-        raise UsageError(f"{what} {shown(value)} is not a duration ({len(text)} characters)",
+        raise UsageError(f"{what} {shown(value)} is not a duration ({len(text)} characters)", param=what,
                          hint=f"use {DURATION_FORM}{extra}")
     if allow_inf and text in ("inf", "infinity", "forever"):
         return math.inf
@@ -58,12 +59,12 @@ def parse_duration(value: object, *, what: str = "duration", allow_inf: bool = F
         seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
     else:
         problem = "is negative" if text.startswith("-") else "is not a duration"
-        raise UsageError(f"{what} {shown(value)} {problem}", hint=f"use {DURATION_FORM}{extra}")
+        raise UsageError(f"{what} {shown(value)} {problem}", param=what, hint=f"use {DURATION_FORM}{extra}")
     if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
-        raise UsageError(f"{what} {shown(value)} is too large; the limit is 365 days",
+        raise UsageError(f"{what} {shown(value)} is too large; the limit is 365 days", param=what,
                          hint="use inf to wait for ever" if allow_inf else f"use {DURATION_FORM}")
     if seconds == 0 and not allow_zero:
-        raise UsageError(f"{what} must be greater than zero", hint=f"use {DURATION_FORM}")
+        raise UsageError(f"{what} must be greater than zero", param=what, hint=f"use {DURATION_FORM}")
     return seconds
 
 
@@ -71,7 +72,7 @@ def parse_timeout_ms(value: object, *, what: str = "timeout") -> int:
     """A lease timeout in whole milliseconds, at least 1 ms."""
     milliseconds = round(parse_duration(value, what=what, allow_zero=False) * 1000)
     if milliseconds < 1:
-        raise UsageError(f"{what} {shown(value)} is shorter than 1ms", hint=f"use {DURATION_FORM}")
+        raise UsageError(f"{what} {shown(value)} is shorter than 1ms", param=what, hint=f"use {DURATION_FORM}")
     return milliseconds
 
 
@@ -83,7 +84,7 @@ def validate_node_id(node_id: object, *, what: str = "node id") -> str:
     if not isinstance(node_id, str) or not node_id or len(node_id) > MAX_NAME_LENGTH \
             or not node_id.isprintable() or node_id != node_id.strip():
         length = f" ({len(node_id)} characters)" if isinstance(node_id, str) and len(node_id) > 40 else ""
-        raise UsageError(f"{what} {shown(node_id)} is not valid{length}",
+        raise UsageError(f"{what} {shown(node_id)} is not valid{length}", param=what,
                          hint=f"use 1-{MAX_NAME_LENGTH} printable characters, e.g. api-1")
     return node_id
 
@@ -125,7 +126,7 @@ def validate_action(action: object) -> str:
         raise UsageError(exc.message.replace("mutex name", "action"), hint=exc.hint) from None
 
 
-MAX_RECIPIENTS = 1000  # broadcast --to nodes
+MAX_RECIPIENTS = 1000  # nodes a broadcast may name
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[1-9][0-9]{0,18}")
 
 
@@ -138,25 +139,25 @@ def validate_message_id(message_id: object) -> str:
 
 
 def validate_recipients(nodes: object) -> tuple[str, ...]:
-    """``--to`` nodes: at most MAX_RECIPIENTS node ids."""
+    """The nodes a broadcast names: at most MAX_RECIPIENTS node ids."""
     items = tuple(nodes) if isinstance(nodes, (list, tuple)) else ()
     if len(items) > MAX_RECIPIENTS:
-        raise UsageError(f"{len(items)} --to nodes; the limit is {MAX_RECIPIENTS}",
-                         hint="leave --to out to reach every listening node")
-    return tuple(validate_node_id(node, what="--to node") for node in items)
+        raise UsageError(f"{len(items)} recipients; the limit is {MAX_RECIPIENTS}", remedy="recipients")
+    return tuple(validate_node_id(node, what="recipient") for node in items)
 
 
-def validate_token(token: object, *, what: str = "--token") -> int:
+def validate_token(token: object, *, what: str = "token") -> int:
     """A fence, as acquire printed it: 1 to 2^63-1."""
     if isinstance(token, bool) or not isinstance(token, int) or not 1 <= token <= MAX_TOKEN:
-        raise UsageError(f"{what} {shown(token)} is not a fence", hint="use the number acquire printed (1 or more)")
+        raise UsageError(f"{what} {shown(token)} is not a fence", param=what,
+                         hint="use the number the acquire gave (1 or more)")
     return token
 
 
 def validate_reason(reason: object) -> str:
     """A forced release's reason: 1 to 1000 characters (kept on the record as given, trimmed)."""
     if not isinstance(reason, str) or not reason.strip():
-        raise UsageError("a forced release needs a reason", hint='add --reason "why it is stuck"')
+        raise UsageError("a forced release needs a reason", remedy="reason")
     text = reason.strip()
     if len(text) > MAX_REASON_CHARS:
         raise UsageError(f"the reason is {len(text)} characters long; the limit is {MAX_REASON_CHARS}",
@@ -168,6 +169,6 @@ def validate_once_key(key: object) -> str:
     """A run-once key (a release version, a date, a constant): 1-255 printable characters."""
     if not isinstance(key, str) or not key or len(key) > MAX_NAME_LENGTH or not key.isprintable() \
             or key != key.strip():
-        raise UsageError(f"--once key {shown(key)} is not valid",
+        raise UsageError(f"once key {shown(key)} is not valid", param="once key",
                          hint=f"use 1-{MAX_NAME_LENGTH} printable characters, e.g. a release version (v42) or a date")
     return key

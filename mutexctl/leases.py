@@ -201,7 +201,7 @@ class Leases:
         kind, limit = (state.kind, state.limit) if state is not None else (EXCLUSIVE, None)
         slot = next((s for s in state.slots if s.fence == token), None) if state is not None else None
         if timeout is not None:
-            timeout_ms = duration_ms(timeout, "--timeout")
+            timeout_ms = duration_ms(timeout, "timeout")
         elif slot is not None and slot.timeout_ms:
             timeout_ms = slot.timeout_ms
         else:  # keep the lease's own length
@@ -268,9 +268,9 @@ class Leases:
         text = mask_url(validate_reason(reason))
         validate_mutex_id(mutex_id)
         if node is not None:
-            validate_node_id(node, what="--holder")
+            validate_node_id(node, what="holder")
         if fence is not None:
-            validate_token(fence)
+            validate_token(fence, what="fence")
         self.store.prepare_writes()
         state = self.store.get(mutex_id)
         if state is not None and state.kind != EXCLUSIVE:
@@ -331,11 +331,11 @@ class Leases:
             return held  # its message says what to fix (or what holds it, which the store cannot see)
         state = held.state if held.state is not None else self.store.get(mutex_id)
         if wait_s <= 0:
-            return LockHeldError(mutex_id, state, hint=f"wait for it with --wait {suggested_wait(state)}, or see "
-                                                       "'mutexctl status'")
+            return LockHeldError(mutex_id, state, hint=f"wait for it (e.g. {suggested_wait(state)}), or see what "
+                                                       "holds it", remedy="wait")
         said = held.message if isinstance(held, HeldOnHostError) else LockHeldError(mutex_id, state).message
         return WaitTimeoutError(mutex_id, state, message=f"{said} (gave up after {wait_s:g}s)",
-                                hint="wait longer, or see 'mutexctl status' for the holder")
+                                remedy="wait-longer")
 
 
 class _Waiting:

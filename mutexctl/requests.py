@@ -41,7 +41,7 @@ def duration_ms(value: Duration, what: str) -> int:
         return parse_timeout_ms(value, what=what)
     milliseconds = round(value / timedelta(milliseconds=1))
     if milliseconds < 1:
-        raise UsageError(f"{what} {value} is shorter than 1ms")
+        raise UsageError(f"{what} {value} is shorter than 1ms", param=what)
     return milliseconds
 
 
@@ -49,16 +49,16 @@ def wait_seconds(value: Duration, what: str = "wait") -> float:
     if not isinstance(value, timedelta):
         return parse_wait_s(value, what=what)
     if value < timedelta(0):
-        raise UsageError(f"{what} {value} is negative")
+        raise UsageError(f"{what} {value} is negative", param=what)
     return value.total_seconds()
 
 
 def lease_kind(limit: int | None, shared: bool) -> str:
     """EXCLUSIVE, SEMAPHORE (``limit`` slots) or SHARED; a bad combination is a UsageError."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT):
-        raise UsageError(f"limit {shown(limit)} is not a number of slots", hint=f"use 1-{MAX_LIMIT}")
+        raise UsageError(f"limit {shown(limit)} is not a number of slots", param="limit", hint=f"use 1-{MAX_LIMIT}")
     if limit is not None and shared:
-        raise UsageError("a limit and shared exclude each other",
+        raise UsageError("limit and shared exclude each other", param="limit",
                          hint="a semaphore has a number of slots; shared holds have none")
     return SEMAPHORE if limit is not None else SHARED if shared else EXCLUSIVE
 

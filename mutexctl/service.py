@@ -234,7 +234,7 @@ class Service:
 
     def wait_acks(self, message: Message, *, wait: Duration,
                   on_progress: Callable[[AckReport], None] | None = None) -> AckReport:
-        return self.intracom.wait_acks(message, wait_s=wait_seconds(wait, "--wait"), on_progress=on_progress)
+        return self.intracom.wait_acks(message, wait_s=wait_seconds(wait, "wait"), on_progress=on_progress)
 
     def listen(self, *, channel: str = DEFAULT_CHANNEL, handler: Callable[[Message], int] | None = None,
                include_self: bool = False, from_start: bool = False, once: bool = False,

@@ -3,7 +3,9 @@ small modules, a lazy public surface, and errors that cross process boundaries."
 
 from __future__ import annotations
 
+import ast
 import pickle
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -75,3 +77,29 @@ def test_the_default_channel_is_defined_once() -> None:
     assert service.DEFAULT_CHANNEL is intracom.DEFAULT_CHANNEL is models.DEFAULT_CHANNEL
     defined = [p for p in ROOT.joinpath("mutexctl").rglob("*.py") if "DEFAULT_CHANNEL = " in p.read_text()]
     assert [p.name for p in defined] == ["models.py"]
+
+
+def test_the_library_s_errors_never_name_a_command_line_flag() -> None:
+    """Outside cli/, no string in an error's construction (message, hint) and no default of a ``what``
+    or ``source`` (the argument an error names) is a flag: the CLI adds its flags (cli/hints.py)."""
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.parent.name == "cli":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            texts: list[ast.AST] = []
+            called = getattr(node, "func", None)
+            if isinstance(node, ast.Call) and getattr(called, "id", getattr(called, "attr", "")).endswith("Error"):
+                texts = [*node.args, *(k.value for k in node.keywords)]
+            elif isinstance(node, ast.FunctionDef):
+                names = [a.arg for a in node.args.kwonlyargs]
+                texts = [d for a, d in zip(names, node.args.kw_defaults, strict=True)
+                         if a in ("what", "source") and d is not None]
+            for text in texts:
+                for part in ast.walk(text):
+                    if isinstance(part, ast.Constant) and isinstance(part.value, str) and flag.search(part.value):
+                        found.append(f"{path.relative_to(ROOT)}:{part.lineno}: {part.value}")
+    found += [f"REMEDIES[{k}]: {v}" for k, v in errors.REMEDIES.items() if flag.search(v)]
+    assert found == []

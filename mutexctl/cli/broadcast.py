@@ -18,7 +18,7 @@ from ..errors import BroadcastError, UsageError
 from ..inputs import parse_wait_s
 from ..intracom.acks import check
 from ..intracom.handler import DEFAULT_HANDLER_TIMEOUT_S, CommandHandler
-from ..intracom.messages import MAX_PAYLOAD_BYTES, message_doc
+from ..intracom.messages import MAX_PAYLOAD_BYTES
 from ..models import DEFAULT_CHANNEL, AckReport, Message, human_ms, iso_ms
 from ..redact import printable
 from . import exit_codes
@@ -35,7 +35,8 @@ from .common import (
     invocation,
     wait_option,
 )
-from .output import ack_doc, json_line
+from .documents import ack_doc, message_doc
+from .output import json_line
 
 ChannelOpt = Annotated[str, typer.Option("--channel", "-c", metavar="NAME", help="The channel (default: default).",
                                          show_default=False)]

@@ -13,6 +13,7 @@ from ..models import LeaseEvent, human_ms, iso_ms
 from ..redact import printable
 from . import exit_codes
 from .common import APP_SETTINGS, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, invocation
+from .documents import event_doc
 
 HISTORY = typer.Typer(**APP_SETTINGS)
 _TITLES = ("TIME (STORE)", "MUTEX", "EVENT", "NODE", "FENCE", "WAITED", "HELD", "DETAILS")
@@ -68,16 +69,6 @@ def history(
     inv.out.data(f"# store: {url}")
     inv.out.data("# " + _summary_line(summary, limit))
     return exit_codes.SUCCESS
-
-
-def event_doc(event: LeaseEvent) -> dict[str, Any]:
-    holder = event.holder
-    return {"mutex": event.mutex_id, "event": event.kind, "at": iso_ms(event.at), "node": event.node,
-            "fence": event.fence, "host": holder.host if holder else None, "pid": holder.pid if holder else None,
-            "user": holder.user if holder else None, "command": holder.command if holder else None,
-            "waited_ms": event.waited_ms, "held_ms": event.held_ms, "previous_holder": event.previous_holder,
-            "previous_fence": event.previous_fence, "late_ms": event.late_ms, "reason": event.reason,
-            "slot": event.slot}
 
 
 def _row(event: LeaseEvent) -> tuple[str, ...]:

@@ -3,7 +3,8 @@
 # (no "from __future__ import annotations": typer reads these signatures at every start, and string
 # annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Optional
 
 import typer
@@ -11,13 +12,14 @@ import typer
 from ..config import validate_mutex_id
 from ..errors import LeaseLostError, LockHeldError, NotHeldError, StoreUnavailableError, UsageError
 from ..identity import host_name
-from ..models import EXCLUSIVE, MutexState, OnceMarker, human_ms, iso_ms
+from ..models import EXCLUSIVE, Lease, MutexState, OnceMarker, Overview, RunResult, human_ms, iso_ms
 from ..redact import printable
 from . import exit_codes
 from .common import (
     APP_SETTINGS,
     ConfigOpt,
     DebugOpt,
+    Invocation,
     JsonOpt,
     NodeOpt,
     StoreOpt,
@@ -27,7 +29,8 @@ from .common import (
     timeout_option,
     wait_option,
 )
-from .output import Output, lease_doc
+from .documents import lease_doc
+from .output import Output
 
 # One Typer app per command: the root builds only the command that runs (see app.LazyGroup).
 ACQUIRE, RENEW, RELEASE, STATUS = (typer.Typer(**APP_SETTINGS) for _ in range(4))
@@ -74,6 +77,22 @@ def acquire(
     this lease (exit 3); --json writes its record on stderr, since stdout is the command's.
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    lease_length, wait_s = _acquire_options(inv, name, command, timeout, wait, nonblock, conflict_exit_code, limit,
+                                            shared, once)
+    with inv.service() as svc:
+        if command:
+            result = svc.run(name, command, timeout=lease_length, wait=wait_s, on_wait=_progress(inv.out),
+                             limit=limit, shared=shared, once=once)
+        else:
+            lease = svc.acquire(name, timeout=lease_length, wait=wait_s, on_wait=_progress(inv.out), limit=limit,
+                                shared=shared)
+    return _show_run(inv, name, result) if command else _show_lease(inv, name, lease)
+
+
+def _acquire_options(inv: Invocation, name: str, command: Optional[list[str]], timeout: Optional[str],
+                     wait: Optional[str], nonblock: bool, conflict_exit_code: Optional[int], limit: Optional[int],
+                     shared: bool, once: Optional[str]) -> tuple[Optional[timedelta], Optional[float]]:
+    """The flags of acquire checked together: (the lease's length, the wait in seconds)."""
     if command:
         inv.out.json_to_stderr = True  # stdout is the command's
     if conflict_exit_code is not None:
@@ -83,14 +102,20 @@ def acquire(
     validate_mutex_id(name)
     if wait is not None and nonblock:
         raise UsageError("--wait and --nonblock exclude each other", hint="use one of them")
-    lease_length = timeout_option(timeout)
+    if limit is not None and shared:
+        raise UsageError("--limit and --shared exclude each other",
+                         hint="a semaphore has a number of slots; shared holds have none")
     if once is not None and not command:
         raise UsageError("--once needs a command to run", hint="mutexctl acquire NAME --once KEY -- COMMAND")
+    lease_length = timeout_option(timeout)
     wait_s = 0.0 if nonblock else wait_option(wait)
     if once is not None and wait is None and not nonblock:
         wait_s = float("inf")  # the others wait for the one that runs it
-    out = inv.out
+    return lease_length, wait_s
 
+
+def _progress(out: Output) -> Callable[[LockHeldError | StoreUnavailableError, float], None]:
+    """The waiting line: who holds it, or the store's outage, and how long we have waited."""
     def waiting(reason: LockHeldError | StoreUnavailableError, elapsed: float) -> None:
         waited = human_ms(elapsed * 1000)
         if isinstance(reason, StoreUnavailableError):
@@ -99,40 +124,43 @@ def acquire(
         else:
             out.progress(f"waiting: {reason.message} [waited {waited}]", kind="held")
 
-    with inv.service() as svc:
-        if command:
-            result = svc.run(name, command, timeout=lease_length, wait=wait_s, on_wait=waiting, limit=limit,
-                             shared=shared, once=once)
-        else:
-            lease = svc.acquire(name, timeout=lease_length, wait=wait_s, on_wait=waiting, limit=limit, shared=shared)
-    if command:
-        if result.done is not None:
-            from .views import marker_doc
+    return waiting
 
-            out.end_progress()
-            done = result.done
-            if inv.as_json:
-                out.doc({"ok": True, "mutex": name, "status": None, "done": marker_doc(done)})
-            else:
-                out.note(printable(f"'{name}' --once {done.key}: already done by {done.by_node} at "
-                                   f"{iso_ms(done.at)} (fence {done.fence}); not run"))
-            return exit_codes.SUCCESS
-        if result.lost is not None:
-            ending = "was stopped" if result.stopped else "ran to its end without it"
-            raise LeaseLostError(f"lease on '{name}' (fence {result.fence}) was lost: {result.lost}; "
-                                 f"the command {ending} (status {result.status})",
-                                 hint="see 'mutexctl status'; a longer --timeout tolerates longer store outages")
-        if result.release_error is not None:
-            out.note(f"mutexctl: warning: the command finished but the lease was not released: {result.release_error}")
+
+def _show_run(inv: Invocation, name: str, result: RunResult) -> int:
+    """A command's end under its lease: its status, or "already done", or the loss (75)."""
+    out = inv.out
+    if result.done is not None:
+        from .documents import marker_doc
+
+        out.end_progress()
+        done = result.done
         if inv.as_json:
-            out.doc({"ok": True, "mutex": name, "fence": result.fence, "status": result.status, "done": None})
-        return result.status
+            out.doc({"ok": True, "mutex": name, "status": None, "done": marker_doc(done)})
+        else:
+            out.note(printable(f"'{name}' --once {done.key}: already done by {done.by_node} at "
+                               f"{iso_ms(done.at)} (fence {done.fence}); not run"))
+        return exit_codes.SUCCESS
+    if result.lost is not None:
+        ending = "was stopped" if result.stopped else "ran to its end without it"
+        raise LeaseLostError(f"lease on '{name}' (fence {result.fence}) was lost: {result.lost}; "
+                             f"the command {ending} (status {result.status})",
+                             hint="see 'mutexctl status'; a longer --timeout tolerates longer store outages")
+    if result.release_error is not None:
+        out.note(f"mutexctl: warning: the command finished but the lease was not released: {result.release_error}")
     if inv.as_json:
-        out.doc({"ok": True, **lease_doc(lease)})
+        out.doc({"ok": True, "mutex": name, "fence": result.fence, "status": result.status, "done": None})
+    return result.status
+
+
+def _show_lease(inv: Invocation, name: str, lease: Lease) -> int:
+    """A token-mode lease: its fence on stdout (the token), how to release it on a terminal."""
+    if inv.as_json:
+        inv.out.doc({"ok": True, **lease_doc(lease)})
     else:
-        out.data(str(lease.fence))
-        out.detail(f"acquired '{name}' as {lease.node_id} for {human_ms(lease.timeout_ms)} (fence {lease.fence}); "
-                   f"release with: mutexctl release {name} --token {lease.fence}")
+        inv.out.data(str(lease.fence))
+        inv.out.detail(f"acquired '{name}' as {lease.node_id} for {human_ms(lease.timeout_ms)} (fence {lease.fence}); "
+                       f"release with: mutexctl release {name} --token {lease.fence}")
     return exit_codes.SUCCESS
 
 
@@ -220,7 +248,7 @@ def release(
 
 
 def _report_cleared(name: str, key: str, cleared: Optional[OnceMarker], as_json: bool, out: Output) -> None:
-    from .views import marker_doc
+    from .documents import marker_doc
 
     if as_json:
         out.doc({"ok": True, "mutex": name, "key": key, "cleared": marker_doc(cleared) if cleared else None})
@@ -234,7 +262,7 @@ def _report_cleared(name: str, key: str, cleared: Optional[OnceMarker], as_json:
 def _report_forced(name: str, before: Optional[MutexState], as_json: bool, out: Output, *,
                    holder: Optional[str] = None, fence: Optional[int] = None) -> None:
     if before is not None and before.kind != EXCLUSIVE:
-        from .views import slot_doc
+        from .documents import slot_doc
 
         ended = [s for s in before.slots if holder in (None, s.node) and fence in (None, s.fence)]
         if as_json:
@@ -289,26 +317,38 @@ def status(
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
     for pattern in patterns or ():
         validate_mutex_id(pattern)
-    if watch:
-        from ..inputs import parse_duration
-        from .watch import watch as watch_status
-
-        interval_s = parse_duration(interval, what="--interval", allow_zero=False)
-        if interval_s < 0.1:
-            raise UsageError(f"--interval {interval} is too short", hint="use 100ms or more")
-        with inv.service() as svc:
-            return watch_status(inv, svc, patterns or (), held, interval_s)
+    interval_s = _interval(interval) if watch else None
     with inv.service() as svc:
+        if interval_s is not None:
+            from .watch import watch as watch_status
+
+            return watch_status(inv, svc, patterns or (), held, interval_s)
         sent = datetime.now(UTC)
         view = svc.overview(patterns=patterns or (), held_only=held, forced_limit=5)
         received = datetime.now(UTC)
         store_url, clock = svc.store.url, svc.store.clock
     from ..diagnose import clock_skew_ms  # status only
-    from ..schema import SCHEMA_VERSION, describe
-    from .views import forced_doc, marker_doc, render_status, state_doc
 
     # The store's clock judges leases; how far it is from ours matters when reading times.
     skew_ms = clock_skew_ms(view.store_now, sent, received) if clock == "server" else None
+    return _show_status(inv, view, patterns, held, store_url, skew_ms)
+
+
+def _interval(interval: str) -> float:
+    from ..inputs import parse_duration
+
+    interval_s = parse_duration(interval, what="--interval", allow_zero=False)
+    if interval_s < 0.1:
+        raise UsageError(f"--interval {interval} is too short", hint="use 100ms or more")
+    return interval_s
+
+
+def _show_status(inv: Invocation, view: Overview, patterns: Optional[list[str]], held: bool, store_url: str,
+                 skew_ms: Optional[float]) -> int:
+    """The table (or the --json document) and the store's facts; with --held and none held, exit 1."""
+    from ..schema import SCHEMA_VERSION, describe
+    from .documents import forced_doc, marker_doc, state_doc
+    from .views import render_status
 
     none_held = held and not view.states
     if inv.as_json:

@@ -3,16 +3,15 @@ clock, and its place in the log."""
 
 # (no "from __future__ import annotations": typer reads these signatures at every start)
 
-from datetime import datetime
 from typing import Annotated, Any, Optional
 
 import typer
 
-from ..intracom.listen import LIVE_WINDOW_S
-from ..models import NodeInfo, human_ms, iso_ms
+from ..models import human_ms, iso_ms
 from ..redact import printable
 from . import exit_codes
 from .common import APP_SETTINGS, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, invocation
+from .documents import node_doc
 
 NODES = typer.Typer(**APP_SETTINGS)
 _TITLES = ("CHANNEL", "NODE", "HOST", "PID", "LAST SEEN", "LIVE", "POSITION", "LATEST", "BEHIND")
@@ -38,7 +37,7 @@ def nodes(
     with inv.service() as svc:
         now, found = svc.nodes(channel)
         url = svc.store.url
-    docs = [_doc(n, now) for n in found]
+    docs = [node_doc(n, now) for n in found]
     if inv.as_json:
         inv.out.doc({"ok": True, "store": url, "now": iso_ms(now), "nodes": docs})
         return exit_codes.SUCCESS
@@ -51,16 +50,6 @@ def nodes(
         inv.out.data("# no node has listened" + (f" on channel {channel}" if channel else "") +
                      " (start one with: mutexctl listen)")
     return exit_codes.SUCCESS
-
-
-def _doc(node: NodeInfo, now: datetime) -> dict[str, Any]:
-    seen_ago_ms = max(0, round((now - node.last_seen).total_seconds() * 1000))
-    position = node.cursor if node.cursor is not None else node.since
-    return {"channel": node.channel, "node": node.node, "host": node.host, "pid": node.pid,
-            "last_seen": iso_ms(node.last_seen), "seen_ago_ms": seen_ago_ms,
-            "live": seen_ago_ms <= LIVE_WINDOW_S * 1000, "position": position, "saved_position": node.cursor,
-            "registered_at_seq": node.since, "latest": node.latest,
-            "behind": None if position is None else max(0, node.latest - position)}
 
 
 def _row(doc: dict[str, Any]) -> tuple[str, ...]:

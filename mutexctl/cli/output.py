@@ -7,9 +7,8 @@ import re
 import sys
 from typing import Any
 
-from ..errors import MutexctlError
-from ..models import Ack, Lease, iso_ms
 from ..redact import mask_url, printable
+from . import hints
 
 # JSON escapes C0 controls itself; these it leaves raw, and a terminal reads U+009B as an escape (CSI).
 _RAW_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029]")
@@ -58,11 +57,13 @@ class Output:
         """One line ``mutexctl: <message>`` (plus a hint line), or the --json error document (with
         ``document``'s fields beside it)."""
         if self.as_json:
+            from .documents import error_doc
+
             self.doc({"ok": False, **document, "error": error_doc(error, code)})
             return
         self.end_progress()
-        print(f"mutexctl: {printable(_message(error))}", file=sys.stderr)
-        hint = getattr(error, "hint", None)
+        print(f"mutexctl: {printable(hints.message_of(error))}", file=sys.stderr)
+        hint = hints.hint(error)
         if hint:
             print(f"hint: {shown(hint)}", file=sys.stderr)
         sys.stderr.flush()
@@ -87,23 +88,3 @@ class Output:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
         self._progress_shown = self._progress_shown and not self.stderr_tty
-
-
-def error_doc(error: BaseException, code: int) -> dict[str, Any]:
-    """The one JSON form of an error: ``{kind, message, exit_code, hint?}``."""
-    hint = getattr(error, "hint", None)
-    kind = getattr(error, "kind", "internal" if not isinstance(error, MutexctlError) else "error")
-    return {"kind": kind, "message": _message(error), "exit_code": code, **({"hint": mask_url(hint)} if hint else {})}
-
-
-def _message(error: BaseException) -> str:
-    return mask_url(getattr(error, "message", None) or str(error) or error.__class__.__name__)
-
-
-def ack_doc(ack: Ack) -> dict[str, Any]:
-    return {"node": ack.node, "status": ack.status, "at": iso_ms(ack.at), "duration_ms": ack.duration_ms}
-
-
-def lease_doc(lease: Lease) -> dict[str, Any]:
-    return {"mutex": lease.mutex_id, "node": lease.node_id, "fence": lease.fence, "timeout_ms": lease.timeout_ms,
-            "taken_at": iso_ms(lease.taken_at), "expires_at": iso_ms(lease.expires_at)}

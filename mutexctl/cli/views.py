@@ -5,64 +5,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from ..diagnose import why
 from ..identity import host_name
-from ..models import EXCLUSIVE, ForcedRelease, InitResult, MutexState, OnceMarker, SlotHolder, human_ms, iso_ms
+from ..models import ForcedRelease, InitResult, MutexState, OnceMarker, human_ms, iso_ms
 from ..redact import printable
 from ..schema import SCHEMA_VERSION, title
 from .output import Output
 
 
-def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
-    """A mutex for --json. Holder fields describe the current lease only: null when free (the last
-    holder is ``last_taken_by``) and for another service's lease (``foreign``)."""
-    holder, taken = state.holder if state.taken else None, state.taken
-    return {
-        "mutex": state.mutex_id, "state": state.state, "taken": taken,
-        "taken_by": state.taken_by if taken else None,
-        "last_taken_by": None if taken else state.taken_by,
-        "foreign": state.foreign,
-        "host": holder.host if holder else None, "pid": holder.pid if holder else None,
-        "user": holder.user if holder else None, "command": holder.command if holder else None,
-        "taken_at": iso_ms(state.taken_at) if taken and state.taken_at else None,
-        "since": iso_ms(state.since) if taken and state.since else None,
-        "expires_at": iso_ms(state.expires_at) if taken and state.expires_at else None,
-        "remaining_ms": state.remaining_ms, "timeout_ms": state.timeout_ms, "fence": state.fence,
-        "problem": state.problem, "documents": state.copies,
-        "kind": state.kind, "limit": state.limit, "held_slots": len(state.slots) if state.kind != EXCLUSIVE else None,
-        "holders": [slot_doc(slot) for slot in state.slots], "writer_waiting": state.writer_waiting,
-        "waiters": [{"node": w.node, "host": w.host, "pid": w.pid, "since": iso_ms(w.since), "waited_ms": w.waited_ms,
-                     "ticket": w.ticket} for w in state.waiters],
-        "why": why(state, this_host),
-    }
-
-
-def slot_doc(slot: SlotHolder) -> dict[str, Any]:
-    h = slot.holder
-    return {"node": slot.node, "fence": slot.fence, "since": iso_ms(slot.since) if slot.since else None,
-            "expires_at": iso_ms(slot.expires_at) if slot.expires_at else None, "remaining_ms": slot.remaining_ms,
-            "timeout_ms": slot.timeout_ms, "host": h.host if h else None, "pid": h.pid if h else None,
-            "user": h.user if h else None, "command": h.command if h else None, "exec": h.exec_mode if h else None}
-
-
-def marker_doc(marker: OnceMarker) -> dict[str, Any]:
-    h = marker.holder
-    return {"mutex": marker.mutex_id, "key": marker.key, "done_at": iso_ms(marker.at), "by_node": marker.by_node,
-            "fence": marker.fence, "host": h.host if h else None, "pid": h.pid if h else None,
-            "command": h.command if h else None}
-
-
 def marker_line(marker: OnceMarker) -> str:
     return printable(f"# once: {marker.mutex_id} {marker.key} done by {marker.by_node} at {iso_ms(marker.at)}"
                      f" (fence {_fence(marker.fence)})")
-
-
-def forced_doc(record: ForcedRelease) -> dict[str, Any]:
-    return {"mutex": record.mutex_id, "at": iso_ms(record.at), "by_node": record.by_node, "by_user": record.by_user,
-            "by_host": record.by_host, "reason": record.reason, "previous_holder": record.previous_holder,
-            "previous_fence": record.previous_fence}
 
 
 def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease],

@@ -48,8 +48,8 @@ def _read(svc: Service, patterns: Sequence[str], held_only: bool) -> Overview:
 
 def _snapshots(inv: Invocation, svc: Service, patterns: Sequence[str], held_only: bool, interval_s: float,
                stop: threading.Event) -> None:
-    from .history import event_doc
-    from .views import render_status, state_doc
+    from .documents import event_doc, state_doc
+    from .views import render_status
 
     host = host_name()
     while not stop.is_set():

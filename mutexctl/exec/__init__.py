@@ -68,7 +68,7 @@ def run_under_lease(leases: Leases, request: LeaseRequest, argv: Sequence[str], 
         raise UsageError(f"a lease of {human_ms(lease.timeout_ms)} ends before a command could run under it: "
                          "mutexctl stops a command before its lease ends (a sixth of the lease to stop it, "
                          f"a tenth against clock drift), so it would have less than {human_ms(MIN_RUN_S * 1000)}",
-                         hint="use --timeout 1s or more")
+                         remedy="longer-command-lease")
     with group.forwarding_signals():
         try:
             group.start(grace_s=grace, left_s=keeper.time_left(), keep_fds=guard_fds(leases, lease))

@@ -58,8 +58,7 @@ class Intracom:
         if require_listeners and not expected:
             raise NoListenersError(f"no node listens on channel {channel!r} (none sent a heartbeat in the last "
                                    f"{LIVE_WINDOW_S:.0f}s besides this one): nobody would answer; nothing was sent",
-                                   hint="start 'mutexctl listen' on the nodes, see 'mutexctl nodes', or pass "
-                                        "--allow-none to send it anyway")
+                                   remedy="allow-none")
         seq = self.store.next_seq(channel)
         draft = Message(message_id(channel, seq), channel, seq, action, text, node, recipients, expected, _UNSENT)
         return self.store.append_message(draft)

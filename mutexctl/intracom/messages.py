@@ -5,46 +5,50 @@ from __future__ import annotations
 import json
 
 from ..errors import UsageError
-from ..models import Message, iso_ms
+from ..models import Message
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
 MAX_PAYLOAD_DEPTH = 100  # arrays and objects inside each other (BSON's own limit is 100 too)
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what every JSON reader keeps exactly enough to refuse or store
-_EXAMPLE = 'e.g. --payload \'{"cache": "users"}\''
+_EXAMPLE = 'e.g. \'{"cache": "users"}\''
 
 
-def parse_payload(text: str, *, source: str = "--payload") -> str:
+def parse_payload(text: str, *, source: str = "payload") -> str:
     """Check a JSON payload and return it as compact JSON text: strict JSON (no NaN or Infinity,
     numbers in range, integers within 64 bits), valid Unicode, at most 1 MiB and 100 levels deep."""
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise UsageError(f"{source} is not valid UTF-8 text (it holds bytes or a lone surrogate that are not "
-                         "characters)", hint="send text; encode binary data (base64) inside a JSON string") from None
+        raise _bad(source, "is not valid UTF-8 text (it holds bytes or a lone surrogate that are not characters)",
+                   hint="send text; encode binary data (base64) inside a JSON string") from None
     if size > MAX_PAYLOAD_BYTES:
-        raise UsageError(f"{source} is {size} bytes; the limit is 1 MiB ({MAX_PAYLOAD_BYTES} bytes)",
-                         hint="send a reference (a URL, a key) instead of the data")
+        raise _bad(source, f"is {size} bytes; the limit is 1 MiB ({MAX_PAYLOAD_BYTES} bytes)",
+                   hint="send a reference (a URL, a key) instead of the data")
     try:
         value = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_int64)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                         hint=_EXAMPLE) from None
+        raise _bad(source, f"is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+                   hint=_EXAMPLE) from None
     except _RefusedError as exc:
-        raise UsageError(f"{source} is not strict JSON: {exc}", hint=exc.hint) from None
+        raise _bad(source, f"is not strict JSON: {exc}", hint=exc.hint) from None
     except RecursionError:
         value = None
     if (value is None and text.strip() != "null") or _depth(value) > MAX_PAYLOAD_DEPTH:
-        raise UsageError(f"{source} nests arrays or objects more than {MAX_PAYLOAD_DEPTH} levels deep",
-                         hint="flatten it, or send a reference to the data") from None
+        raise _bad(source, f"nests arrays or objects more than {MAX_PAYLOAD_DEPTH} levels deep",
+                   hint="flatten it, or send a reference to the data") from None
     compact = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     try:
         compact.encode("utf-8")
     except UnicodeEncodeError:
-        raise UsageError(f"{source} holds a lone surrogate escape (such as \\ud800): not a Unicode character",
-                         hint="escape whole characters only; a pair \\ud83d\\ude00 is fine") from None
+        raise _bad(source, "holds a lone surrogate escape (such as \\ud800): not a Unicode character",
+                   hint="escape whole characters only; a pair \\ud83d\\ude00 is fine") from None
     return compact
+
+
+def _bad(source: str, problem: str, *, hint: str | None) -> UsageError:
+    return UsageError(f"{source} {problem}", param=source, hint=hint)
 
 
 class _RefusedError(ValueError):
@@ -96,9 +100,3 @@ def is_for(message: Message, node: str, *, include_self: bool) -> bool:
     if message.sender == node and not include_self:
         return False
     return not message.to or node in message.to
-
-
-def message_doc(message: Message) -> dict[str, object]:
-    return {"id": message.id, "channel": message.channel, "seq": message.seq, "action": message.action,
-            "payload": json.loads(message.payload), "sender": message.sender, "to": list(message.to),
-            "expected": list(message.expected), "at": iso_ms(message.at)}

@@ -38,14 +38,12 @@ def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state:
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is not held", state)
     if state.foreign:
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} in a lease "
-                             "another service wrote", state, hint="--force --reason breaks it, on the record")
+                             "another service wrote", state, remedy="force")
     holder = state.holder
     if fence is None and state.taken_by == node_id and holder is not None and holder.exec_mode:
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': a running 'mutexctl acquire … -- CMD' holds "
                              f"it (pid {holder.pid} on {holder.host}, fence {state.fence}); releasing it would let "
-                             "another node in while the command runs", state,
-                             hint="stop the command (mutexctl then releases it), or break it on the record with "
-                                  "--force --reason (the command is stopped at its next renewal)")
+                             "another node in while the command runs", state, remedy="stop-or-force")
     if fence is not None and state.fence > fence:
         # The token was right: the lease ran out and passed on. Breaking the new one would be wrong.
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': its lease (fence {fence}) ended and it passed "
@@ -54,15 +52,13 @@ def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state:
     mine = node_id + (f" with fence {fence}" if fence is not None else "")
     return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': it is held by {state.taken_by} (fence {state.fence}), "
                          f"not by {mine}", state,
-                         hint="pass the --token that acquire printed, or --force --reason to break it")
+                         remedy="token-or-force")
 
 
 def released_late_error(mutex_id: str, fence: object) -> LeaseExpiredError:
     """A release that freed our lease but found it past its expiry: the section may have overlapped."""
     return LeaseExpiredError(mutex_id, f"released '{mutex_id}', but its lease (fence {fence}) had already expired: "
-                             "another node could have held it meanwhile",
-                             hint="use a longer --timeout, renew it while you work (mutexctl renew NAME --token "
-                                  "FENCE), or run the work under 'mutexctl acquire NAME -- CMD'")
+                             "another node could have held it meanwhile", remedy="longer-lease")
 
 
 def newer_store_error(version: int) -> SchemaError:
@@ -92,8 +88,7 @@ def held_as(state: MutexState) -> str:
 def conflict_error(mutex_id: str, kind: str, limit: int | None, state: MutexState) -> LimitConflictError:
     """A holder asked for a name in another way than its current holders took it."""
     return LimitConflictError(f"cannot take '{mutex_id}' as {asked(kind, limit)}: it is held as {held_as(state)}",
-                              state, hint="every holder of a name must ask for it the same way (the same --limit, "
-                                          "or --shared); wait until they are gone, or use another name")
+                              state, remedy="same-kind")
 
 
 def token_mode_slots(state: MutexState, node_id: str) -> list[int]:
@@ -117,7 +112,7 @@ def slot_loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str,
         mine = token_mode_slots(state, node_id)
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': this node holds "
                              f"{'no slot of it' if not mine else f'{len(mine)} slots of it'} that a release without "
-                             "a token may end", state, hint="pass the --token (fence) that acquire printed")
+                             "a token may end", state, remedy="token")
     return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': no live slot with fence {fence} held by {node_id} "
                          f"(it is held as {held_as(state)})", state,
                          hint="its slot ended and may be someone else's now: acquire again to take a new one")

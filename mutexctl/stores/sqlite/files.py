@@ -153,7 +153,7 @@ def open_file(path: Path, url: str) -> tuple[sqlite3.Connection, bool]:
             return _open_read_only(path, url), True
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StoreUnavailableError(f"cannot open store {url}: {reason}",
-                                    hint="choose a writable path with --store sqlite:///path/to/file.db") from exc
+                                    remedy="store-path") from exc
     try:
         _refuse_foreign(db, url)
         _prepare(db)
@@ -247,8 +247,8 @@ def read_only_error(exc: sqlite3.Error) -> bool:
 def _open_error(exc: sqlite3.DatabaseError, url: str) -> Exception:
     if isinstance(exc, sqlite3.OperationalError):
         return StoreUnavailableError(f"cannot open store {url}: {exc}",
-                                     hint="choose a writable path with --store sqlite:///path/to/file.db")
-    return ConfigError(f"store {url} is not a mutexctl SQLite database: {exc}", hint="point --store at another file")
+                                     remedy="store-path")
+    return ConfigError(f"store {url} is not a mutexctl SQLite database: {exc}", remedy="store-other-file")
 
 
 def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:

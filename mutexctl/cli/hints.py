@@ -1,0 +1,63 @@
+"""The library's errors in the CLI's words: the flag where the message names an argument
+(``error.param``), and the CLI's own hint for what fixes it (``error.remedy``). The library never
+names a flag; this is the one place that does it for its errors."""
+
+from __future__ import annotations
+
+from ..errors import MutexctlError
+from ..models import MutexState
+from ..redact import mask_url
+
+# An argument, by its library name, as a flag (where the CLI takes it as one).
+FLAGS = {
+    "timeout": "--timeout", "wait": "--wait", "limit": "--limit", "token": "--token", "fence": "--fence",
+    "holder": "--holder", "once key": "--once key", "payload": "--payload", "recipient": "--to node",
+    "since": "--since", "node id": "--node-id",
+}
+
+HINTS = {
+    "force": "--force --reason breaks it, on the record",
+    "token-or-force": "pass the --token that acquire printed, or --force --reason to break it",
+    "stop-or-force": "stop the command (mutexctl then releases it), or break it on the record with --force --reason "
+                     "(the command is stopped at its next renewal)",
+    "longer-lease": "use a longer --timeout, renew it while you work (mutexctl renew NAME --token FENCE), or run the "
+                    "work under 'mutexctl acquire NAME -- CMD'",
+    "same-kind": "every holder of a name must ask for it the same way (the same --limit, or --shared); wait until "
+                 "they are gone, or use another name",
+    "token": "pass the --token (fence) that acquire printed",
+    "wait-longer": "wait longer, or see 'mutexctl status' for the holder",
+    "reason": 'add --reason "why it is stuck"',
+    "store-path": "choose a writable path with --store sqlite:///path/to/file.db",
+    "store-other-file": "point --store at another file",
+    "longer-command-lease": "use --timeout 1s or more",
+    "allow-none": "start 'mutexctl listen' on the nodes, see 'mutexctl nodes', or pass --allow-none to send it anyway",
+    "recipients": "leave --to out to reach every listening node",
+}
+
+
+def message(error: BaseException, text: str) -> str:
+    """``text`` (the error's message) with the flag in place of the argument it begins with."""
+    param = getattr(error, "param", None)
+    if isinstance(error, MutexctlError) and param in FLAGS and text.startswith(f"{param} "):
+        return FLAGS[param] + text[len(param):]
+    return text
+
+
+def hint(error: BaseException) -> str | None:
+    """The CLI's hint for the error: its own words for the error's remedy, else the library's hint."""
+    remedy = getattr(error, "remedy", None)
+    if remedy == "wait":
+        from ..waitline import suggested_wait
+
+        state = getattr(error, "state", None)
+        return f"wait for it with --wait {suggested_wait(state if isinstance(state, MutexState) else None)}, " \
+               "or see 'mutexctl status'"
+    if remedy in HINTS:
+        return HINTS[remedy]
+    found = getattr(error, "hint", None)
+    return found if isinstance(found, str) else None
+
+
+def message_of(error: BaseException) -> str:
+    """The error's message as the CLI shows it: credentials masked, the flag where it names an argument."""
+    return mask_url(message(error, getattr(error, "message", None) or str(error) or error.__class__.__name__))
