@@ -1,4 +1,23 @@
-"""Shared fixtures: one contract suite runs against every store; the CLI runs as a real process."""
+"""Shared fixtures: one contract suite runs against every store; the CLI runs as a real process.
+
+Where a test for X goes:
+- the store protocol, against every store object directly (a LeaseStore method, a SQL statement or
+  pipeline, a row or document read back): ``stores/test_protocol.py``, ``stores/test_slots.py``;
+  MongoDB alone (the shared document other services write, the server's outages, restarts, auth):
+  ``stores/test_mongodb_*.py``;
+- the library as services use it (Service, Leases, lock(), run_once, the waiters' queue), on every
+  store: ``library/`` — ``test_leases.py`` holds the lease rules (fences, expiry, take-over, forced
+  releases) through the Service;
+- the CLI as people and scripts run it (a real process, exit statuses, stdout/stderr, --json):
+  ``cli/``, one file per command or concern (``test_bad_input.py`` for refused input of any size,
+  ``test_trust.py`` for secrets, read-only and full stores, ``test_faults.py`` for what happens
+  outside the lease);
+- another language's client sharing the store: ``interop/``;
+- a script a test runs as a process, or a launcher (MongoDB wire server, Node.js): ``helpers/``;
+- the package's shape (layers, module sizes, picklable errors, no flag in a library error):
+  ``test_architecture.py``;
+- a speed or memory target: not a test, a script in ``benchmarks/`` that prints ratios.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +39,23 @@ from mutexctl.stores import open_store
 from mutexctl.stores.protocols import Store
 from mutexctl.stores.sqlite import SQLiteStore
 
-from .mongo_server import MongoServer, ServerUnavailableError, with_database
+from .helpers.mongo_server import MongoServer, ServerUnavailableError, with_database
 
 STORES = ["sqlite", "mongodb"]
+
+
+def _compile_package() -> None:
+    """Byte-compile mutexctl once per run: the suite starts the CLI hundreds of times, and where
+    PYTHONDONTWRITEBYTECODE is set (as on some CI machines) each start would compile every module
+    again (about half of a start's time)."""
+    import compileall
+
+    import mutexctl
+
+    compileall.compile_dir(str(Path(mutexctl.__file__).parent), quiet=1)
+
+
+_compile_package()
 HELPERS = Path(__file__).parent / "helpers"
 # Room a busy 2-core machine needs on top of what a behaviour takes (a process start, a poll, a
 # context switch behind two CPU hogs): deadlines are the behaviour's own bound plus this, never a bare 1 s.

@@ -1,6 +1,6 @@
 """Start a mongoeco wire server (a MongoDB wire-protocol server) for the test suite.
 
-Runs under Python >= 3.13 with mongoeco[wire] installed (see tests/mongo_server.py).
+Runs under Python >= 3.13 with mongoeco[wire] installed (see tests/helpers/mongo_server.py).
 Usage: mongoeco_server.py [--port N] [--sqlite PATH] [--user NAME:PASSWORD]
 
 Prints the server's URI on one line once it accepts connections, then serves until SIGTERM or

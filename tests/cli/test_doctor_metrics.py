@@ -1,0 +1,175 @@
+"""`mutexctl doctor` (one verdict and a fix per check; exit 0 all pass, 1 any warns) and
+`mutexctl metrics` (the Prometheus text format), on both stores, from real processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from mutexctl import doctor
+from mutexctl.config import Settings
+from mutexctl.models import Holder, LeaseRequest, iso_ms
+from mutexctl.service import Service
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..conftest import Cli
+
+
+def checks(cli: Cli) -> tuple[int, dict[str, dict[str, Any]]]:
+    done = cli("--json", "doctor")
+    assert "Traceback" not in done.stderr
+    document = json.loads(done.stdout)
+    assert document["ok"] is (done.returncode == 0)
+    return done.returncode, {c["check"]: c for c in document["checks"]}
+
+
+def test_a_healthy_store_passes_every_check(cli: Cli) -> None:
+    assert cli("init-schema").returncode == 0
+    code, found = checks(cli)
+    assert code == 0, found
+    assert list(found) == ["config", "store", "clock", "topology", "schema", "holders", "listeners"]
+    assert all(c["status"] == "ok" for c in found.values())
+    assert found["config"]["node_id"] == "cli-node" and found["store"]["round_trip_ms"] >= 0
+    assert abs(found["clock"]["offset_ms"]) < 1000
+    text = cli("doctor")
+    assert text.returncode == 0 and text.stdout.splitlines()[-1] == "# all checks passed"
+    assert all(line.startswith("ok ") for line in text.stdout.splitlines()[:-1])
+
+
+def test_each_problem_warns_with_its_fix_and_exit_1(cli: Cli, store_url: str) -> None:
+    code, found = checks(cli)  # never initialized
+    assert code == 1 and found["schema"]["status"] == "warn" and "init-schema" in found["schema"]["fix"]
+    assert cli("init-schema").returncode == 0
+    # a lease whose process has exited on this host (acquire without a command, then gone)
+    assert cli("acquire", "orphan", "--timeout", "10m").returncode == 0
+    # a listener that stopped answering five minutes ago
+    assert cli("listen", "--once").returncode == 0
+    _age_heartbeats(store_url, minutes=5)
+    code, found = checks(cli)
+    assert code == 1
+    assert found["holders"]["status"] == "warn" and "orphan" in found["holders"]["message"]
+    assert found["holders"]["leases"][0]["mutex"] == "orphan" and "--force" in found["holders"]["fix"]
+    assert found["listeners"]["status"] == "warn" and found["listeners"]["silent"][0]["node"] == "cli-node"
+    assert "cli-node on default (5m" in found["listeners"]["message"]
+    text = cli("doctor")
+    lines = text.stdout.splitlines()
+    assert text.returncode == 1 and lines[-1] == "# 2 of 7 checks need attention"
+    warn = next(i for i, line in enumerate(lines) if line.startswith("warn  holders"))
+    assert lines[warn + 1].strip().startswith("fix: ")
+
+
+def test_an_unreachable_store_fails_in_one_check(cli: Cli) -> None:
+    done = cli("doctor", env={"MUTEXCTL_STORE": "mongodb://127.0.0.1:1/?connectTimeoutMS=500"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("fail  store") and "unreachable" in lines[1] and lines[2].strip().startswith("fix:")
+    assert lines[-1] == "# 1 of 2 checks need attention"
+
+
+@pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)  # (SQLite: mutexId is the primary key)
+def test_a_missing_unique_index_is_named(cli: Cli, store_url: str) -> None:
+    import pymongo
+
+    assert cli("init-schema").returncode == 0
+    with pymongo.MongoClient(store_url) as client:
+        client.get_default_database()["mutexes"].drop_index("mutexId_unique")
+    code, found = checks(cli)
+    assert code == 1 and found["schema"]["status"] == "warn" and "unique index on mutexId" in found["schema"]["message"]
+    assert cli("init-schema").returncode == 0 and checks(cli)[0] == 0
+
+
+def _age_heartbeats(store_url: str, *, minutes: int) -> None:
+    then = datetime.now(UTC) - timedelta(minutes=minutes)
+    if store_url.startswith("sqlite"):
+        with sqlite3.connect(store_url.removeprefix("sqlite://")) as db:
+            db.execute("UPDATE nodes SET lastSeen = ?", (iso_ms(then),))
+        return
+    import pymongo
+
+    with pymongo.MongoClient(store_url) as client:
+        client.get_default_database()["nodes"].update_many({}, {"$set": {"lastSeen": then}})
+
+
+class _Store:
+    def __init__(self, report: dict[str, str], offset: timedelta = timedelta(0)) -> None:
+        self.report, self.offset, self.clock = report, offset, "server"
+
+    def server_report(self) -> dict[str, str]:
+        return self.report
+
+    def store_time(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+@pytest.mark.parametrize(("topology", "concern", "status"), [
+    ("replica set rs0", "w=1", "warn"), ("replica set rs0", "", "warn"), ("replica set rs0", "w=majority", "ok"),
+    ("standalone", "", "ok"), ("sharded cluster (mongos)", "w=majority", "ok")])
+def test_w1_against_a_replica_set_warns(topology: str, concern: str, status: str) -> None:
+    svc: Any = SimpleNamespace(store=_Store({"engine": "MongoDB 7.0.0", "topology": topology,
+                                             "write_concern": concern}))
+    found = doctor._topology(svc)
+    assert found.status == status
+    assert (found.fix is not None and "w=majority" in found.fix) is (status == "warn")
+
+
+@pytest.mark.parametrize(("offset_s", "status"), [(0, "ok"), (5, "warn"), (-5, "warn")])
+def test_a_clock_far_from_the_store_s_warns(offset_s: int, status: str) -> None:
+    svc: Any = SimpleNamespace(store=_Store({}, timedelta(seconds=offset_s)))
+    found = doctor._clock(svc)
+    assert found.status == status and abs(found.data["offset_ms"] - offset_s * 1000) < 500  # type: ignore[index]
+    if offset_s:
+        assert ("behind" in found.message) is (offset_s > 0)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_show_leases_slots_and_the_history(cli: Cli, tmp_path: Path, store_url: str) -> None:
+    assert cli("acquire", "a", "--timeout", "1m").returncode == 0
+    assert cli("acquire", "s", "--limit", "3", "--timeout", "1m").returncode == 0
+    for _ in range(2):
+        assert cli("acquire", "b", "--", "sleep", "0.2").returncode == 0
+    assert cli("acquire", "c", "--timeout", "1m").returncode == 0
+    assert cli("release", "c", "--force", "--reason", "test").returncode == 0
+    with Service(Settings(node_id="w", store=store_url)) as waiting:  # one process queued for a (fresh for 3 s)
+        waiting.store.prepare_writes()
+        waiting.store.wait_turn(LeaseRequest("a", "w", 5000, Holder("h", 1, "u", "c")), token="t", waited_ms=0)
+    done = cli("metrics")
+    assert done.returncode == 0, done.stderr
+    found = samples(done.stdout)
+    assert found[("mutexctl_mutex_held", (("mutex", "a"),))] == 1
+    assert found[("mutexctl_mutex_held", (("mutex", "b"),))] == 0
+    assert found[("mutexctl_mutex_waiters", (("mutex", "a"),))] == 1
+    assert found[("mutexctl_mutex_waiters", (("mutex", "b"),))] == 0
+    assert 0 <= found[("mutexctl_mutex_longest_wait_seconds", (("mutex", "a"),))] < 60
+    assert 50 < found[("mutexctl_mutex_seconds_left", (("mutex", "a"),))] <= 60
+    assert found[("mutexctl_mutex_holders", (("kind", "semaphore"), ("mutex", "s")))] == 1
+    assert found[("mutexctl_mutex_limit", (("mutex", "s"),))] == 3
+    assert found[("mutexctl_mutex_fence", (("mutex", "b"),))] == 2
+    assert found[("mutexctl_forced_releases_total", (("mutex", "c"),))] == 1
+    assert ("mutexctl_forced_releases_total", (("mutex", "a"),)) not in found
+    assert found[("mutexctl_hold_seconds_count", (("mutex", "b"),))] == 2
+    assert 0.4 <= found[("mutexctl_hold_seconds_sum", (("mutex", "b"),))] < 10
+    assert found[("mutexctl_hold_seconds_bucket", (("le", "0.1"), ("mutex", "b")))] == 0
+    assert found[("mutexctl_hold_seconds_bucket", (("le", "+Inf"), ("mutex", "b")))] == 2
+    assert found[("mutexctl_wait_seconds_count", (("mutex", "b"),))] == 2
+    # for node_exporter: written whole, by a rename
+    target = tmp_path / "textfile" / "mutexctl.prom"
+    target.parent.mkdir()
+    assert cli("metrics", "--textfile", str(target)).returncode == 0
+    assert samples(target.read_text())[("mutexctl_mutex_held", (("mutex", "a"),))] == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mutexctl.prom"]
+
+
+@pytest.mark.parametrize(("where", "why"), [("missing/dir/x.prom", "its directory does not exist"),
+                                            (".", "it is a directory")])
+def test_metrics_to_a_place_it_cannot_write_is_exit_78(cli: Cli, tmp_path: Path, where: str, why: str) -> None:
+    done = cli("metrics", "--textfile", str(tmp_path / where))
+    assert done.returncode == 78 and why in done.stderr and "Traceback" not in done.stderr, done.stderr
