@@ -331,6 +331,8 @@ class Leases:
             return held  # its message says what to fix (or what holds it, which the store cannot see)
         state = held.state if held.state is not None else self.store.get(mutex_id)
         if wait_s <= 0:
+            if state is not None and state.taken and state.remaining_ms is None:  # its end cannot be read
+                return LockHeldError(mutex_id, state, remedy="force")
             return LockHeldError(mutex_id, state, hint=f"wait for it (e.g. {suggested_wait(state)}), or see what "
                                                        "holds it", remedy="wait")
         said = held.message if isinstance(held, HeldOnHostError) else LockHeldError(mutex_id, state).message

@@ -52,6 +52,9 @@ def hint(error: BaseException) -> str | None:
         state = getattr(error, "state", None)
         return f"wait for it with --wait {suggested_wait(state if isinstance(state, MutexState) else None)}, " \
                "or see 'mutexctl status'"
+    name = getattr(error, "mutex_id", None)
+    if remedy == "force" and isinstance(name, str):
+        return f"mutexctl release {name} --force --reason '…' breaks it, on the record"
     if remedy in HINTS:
         return HINTS[remedy]
     found = getattr(error, "hint", None)

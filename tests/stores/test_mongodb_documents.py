@@ -135,7 +135,7 @@ def test_a_lease_in_an_unreadable_form_is_never_judged_expired_and_a_forced_rele
                            **UNREADABLE[form]})
     refused = cli("acquire", "odd")
     assert refused.returncode == 1, refused.stderr
-    assert "expiry is unknown" in refused.stderr and "release --force" in refused.stderr
+    assert "expiry is unknown" in refused.stderr and "release odd --force --reason" in refused.stderr
     text = cli("status")
     assert text.returncode == 0 and "unknown" in text.stdout and "expiry unknown" in text.stdout
     [state] = json.loads(cli("status", "--json").stdout)["mutexes"]

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import (
     BulkWriteError,
@@ -29,6 +30,7 @@ from ..common import loss_error
 from ..seed_document import EXPIRY, HOLDER_CURRENT, TAKEN_AT, TIMEOUT
 from ..steps import HISTORY_RETENTION_S, LOG_RETENTION_S
 from .client import URL_HINT, open_client, refused
+from .commands import Cmd, DuplicateKey, Operation, T, aggregate, count, insert_one, run_sync
 from .documents import history_entry, int_or_none, kept_forced_records, listing_pipeline, mutex_state, text_of, utc
 
 log = logger("mutexctl.stores.mongodb")
@@ -150,26 +152,33 @@ class MongoBase:
     #    insert, our lease's filter, a forced release's records ------------------------------------------
 
     def get(self, mutex_id: str) -> MutexState | None:
-        """One aggregate: the mutex's documents (one, unless another service made copies), the
-        server's now and the lease's expiry on that clock."""
-        with self._errors():
-            docs = list(self._mutexes.aggregate(listing_pipeline({"mutexId": mutex_id}, READ)))
-        return mutex_state(docs, docs[0]["_now"]) if docs else None
+        return self._run(read_state(mutex_id))
 
-    def _loss(self, mutex_id: str, node_id: str, fence: int | None, verb: str) -> NotOwnerError:
-        return loss_error(mutex_id, node_id, fence, verb, self.get(mutex_id))  # a read on the failure path only
-
-    def _may_upsert(self, mutex_id: str) -> bool:
-        """Whether a take may insert the mutex's document. Without the unique index an upsert beside
-        another service's document (ObjectId _id) would make a second copy of the mutex: look first,
-        and never upsert beside one (DuplicateMutexError where copies exist already)."""
-        if self._unique_ids:
-            return True
+    def _run(self, op: Operation[T]) -> T:
+        """The synchronous executor: send each command the operation yields, give it each reply."""
         with self._errors():
-            copies = self._mutexes.count_documents({"mutexId": mutex_id}, limit=2)
-        if copies > 1:
-            raise DuplicateMutexError(mutex_id, self.get(mutex_id))
-        return copies == 0
+            return run_sync(op, self._send, DuplicateKeyError)
+
+    def _send(self, command: Cmd) -> Any:
+        found = self.collection(command.collection)
+        options = command.options
+        if command.verb == "find_one_and_update":
+            filter_, update = command.args
+            after = ReturnDocument.AFTER if options["after"] else ReturnDocument.BEFORE
+            return found.find_one_and_update(filter_, update, upsert=options["upsert"],
+                                             projection=options["projection"], return_document=after)
+        if command.verb == "update_one":
+            return found.update_one(*command.args).matched_count
+        if command.verb == "aggregate":
+            return list(found.aggregate(*command.args))
+        if command.verb == "count":
+            return found.count_documents(*command.args, limit=options["limit"])
+        if command.verb == "find_one":
+            return found.find_one(command.args[0], options["projection"])
+        if command.verb == "insert_one":
+            found.insert_one(*command.args)
+            return None
+        raise ValueError(f"unknown command {command.verb}")
 
     def _ours(self, mutex_id: str, node_id: str, fence: int | None, *also: dict[str, Any]) -> dict[str, Any]:
         """Our lease: taken by ``node_id`` and, given a fence, that very lease — its holder stamp
@@ -197,16 +206,44 @@ class MongoBase:
                     previous_fence=int_or_none(record.get("previousFence")), reason=text_of(record.get("reason")),
                     slot=slot))
 
-    def _copy_forced(self, docs: list[dict[str, Any]]) -> None:
-        for mutex_id, record in kept_forced_records(docs):
-            with self._errors():
-                try:
-                    self._forced.insert_one(history_entry(mutex_id, record))
-                except DuplicateKeyError:
-                    pass  # copied before
-
     def _scrub(self, text: str) -> str:
         text = mask_url(text)
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+# -- operations every part uses (see commands) -------------------------------------------------------
+
+
+def read_state(mutex_id: str) -> Operation[MutexState | None]:
+    """One aggregate: the mutex's documents (one, unless another service made copies), the server's
+    now and the lease's expiry on that clock."""
+    docs = yield aggregate("mutexes", listing_pipeline({"mutexId": mutex_id}, READ))
+    return mutex_state(docs, docs[0]["_now"]) if docs else None
+
+
+def loss(mutex_id: str, node_id: str, fence: int | None, verb: str) -> Operation[NotOwnerError]:
+    """Why a guarded write matched nothing, from the state read after it (on the failure path only)."""
+    return loss_error(mutex_id, node_id, fence, verb, (yield from read_state(mutex_id)))
+
+
+def may_upsert(store: MongoBase, mutex_id: str, *, verb: str = "take") -> Operation[bool]:
+    """Whether a take may insert the mutex's document. Without the unique index an upsert beside
+    another service's document (ObjectId _id) would make a second copy of the mutex: look first, and
+    never upsert beside one (DuplicateMutexError where copies exist already)."""
+    if store._unique_ids:
+        return True
+    copies = yield count("mutexes", {"mutexId": mutex_id}, limit=2)
+    if copies > 1:
+        raise DuplicateMutexError(mutex_id, (yield from read_state(mutex_id)), verb=verb)
+    return bool(copies == 0)
+
+
+def copy_forced(docs: list[dict[str, Any]]) -> Operation[None]:
+    """Copy the forced-release records kept in mutex documents into their collection (idempotent)."""
+    for mutex_id, record in kept_forced_records(docs):
+        try:
+            yield insert_one("forced_releases", history_entry(mutex_id, record))
+        except DuplicateKey:
+            pass  # copied before
