@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -157,7 +158,7 @@ class MongoBase:
     def _run(self, op: Operation[T]) -> T:
         """The synchronous executor: send each command the operation yields, give it each reply."""
         with self._errors():
-            return run_sync(op, self._send, DuplicateKeyError)
+            return run_sync(op, self._send, DuplicateKeyError, OperationFailure)
 
     def _send(self, command: Cmd) -> Any:
         found = self.collection(command.collection)
@@ -175,6 +176,17 @@ class MongoBase:
             return found.count_documents(*command.args, limit=options["limit"])
         if command.verb == "find_one":
             return found.find_one(command.args[0], options["projection"])
+        if command.verb == "find":
+            cursor = found.find(command.args[0], options["projection"])
+            if options["sort"]:
+                cursor = cursor.sort(options["sort"])
+            return list(cursor.limit(options["limit"]))
+        if command.verb == "delete_one":
+            return found.delete_one(command.args[0]).deleted_count
+        if command.verb == "index_information":
+            return found.index_information()
+        if command.verb == "create_index":
+            return found.create_index(command.args[0], name=options["name"], unique=options["unique"])
         if command.verb == "insert_one":
             found.insert_one(*command.args)
             return None
@@ -238,6 +250,16 @@ def may_upsert(store: MongoBase, mutex_id: str, *, verb: str = "take") -> Operat
     if copies > 1:
         raise DuplicateMutexError(mutex_id, (yield from read_state(mutex_id)), verb=verb)
     return bool(copies == 0)
+
+
+def forced_at(after: dict[str, Any], record_id: str) -> datetime | None:
+    """The server's time of a forced release, from its record in the document it wrote (the state it
+    broke is judged at that instant, on the server's clock)."""
+    for record in after.get("forced") or ():
+        if isinstance(record, dict) and str(record.get("id", "")).split("-")[0] == record_id \
+                and isinstance(record.get("at"), datetime):
+            return utc(record["at"])
+    return None
 
 
 def copy_forced(docs: list[dict[str, Any]]) -> Operation[None]:

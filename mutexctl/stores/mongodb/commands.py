@@ -6,7 +6,8 @@ asynchronous one, or a test's record and replay) drives the same generators unch
 
 Replies, whatever the executor: ``find_one_and_update``/``find_one`` the document or None;
 ``aggregate``/``find`` a list of documents; ``count`` an int; ``update_one``/``delete_one`` the number
-of documents matched; ``insert_one`` None. A write the unique index refuses is thrown into the
+of documents matched; ``insert_one`` None; ``index_information`` the indexes by name; ``create_index``
+the index's name. A write the unique index refuses is thrown into the
 operation as DuplicateKey. No driver is imported here.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping
 from typing import Any, NamedTuple, TypeVar
+
+from .documents import literal_expr
 
 T = TypeVar("T")
 
@@ -31,6 +34,15 @@ Operation = Generator[Cmd, Any, T]
 
 class DuplicateKey(Exception):  # noqa: N818 - an answer from the server, not a failure of ours
     """The unique index refused the write (another writer has that key): thrown into the operation."""
+
+
+class Refused(Exception):  # noqa: N818 - an answer from the server
+    """The server refused the command (not allowed, or invalid): thrown into the operation, which may
+    take it as an answer; if it does not, the executor reports the server's error (``cause``) as its own."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def find_one_and_update(collection: str, filter_: dict[str, Any], update: Any, *, upsert: bool = False,
@@ -55,13 +67,40 @@ def find_one(collection: str, filter_: dict[str, Any], projection: dict[str, Any
     return Cmd("find_one", collection, (filter_,), {"projection": projection})
 
 
+def find(collection: str, filter_: dict[str, Any], projection: dict[str, Any] | None = None, *,
+         sort: list[tuple[str, int]] | None = None, limit: int = 0) -> Cmd:
+    return Cmd("find", collection, (filter_,), {"projection": projection, "sort": sort, "limit": limit})
+
+
+def delete_one(collection: str, filter_: dict[str, Any]) -> Cmd:
+    return Cmd("delete_one", collection, (filter_,), {})
+
+
+def index_information(collection: str) -> Cmd:
+    return Cmd("index_information", collection, (), {})
+
+
+def create_index(collection: str, keys: list[tuple[str, int]], *, name: str, unique: bool = False) -> Cmd:
+    return Cmd("create_index", collection, (keys,), {"name": name, "unique": unique})
+
+
 def insert_one(collection: str, document: dict[str, Any]) -> Cmd:
     return Cmd("insert_one", collection, (document,), {})
 
 
-def run_sync(op: Operation[T], send: Any, duplicate: type[BaseException]) -> T:
+def insert_stamped(collection: str, doc_id: object, fields: dict[str, Any], *,
+                   projection: dict[str, Any] | None = None) -> Cmd:
+    """Insert ``{_id: doc_id, **fields, at: $$NOW}``: an upsert whose filter no existing document can
+    match (every document has ``at``), so an existing ``_id`` is refused as an insert would be. Its
+    reply is the document (``projection``: those fields; default, its ``at``)."""
+    stamped = [{"$set": {**{key: literal_expr(value) for key, value in fields.items()}, "at": "$$NOW"}}]
+    return find_one_and_update(collection, {"_id": doc_id, "at": {"$exists": False}}, stamped, upsert=True,
+                               projection=projection or {"at": 1})
+
+
+def run_sync(op: Operation[T], send: Any, duplicate: type[BaseException], refused: type[BaseException]) -> T:
     """Drive ``op``: each command to ``send`` (which raises ``duplicate`` where the unique index refuses
-    the write), each reply back, until it returns."""
+    the write, ``refused`` where the server refuses the command), each reply back, until it returns."""
     try:
         command = next(op)
         while True:
@@ -69,8 +108,12 @@ def run_sync(op: Operation[T], send: Any, duplicate: type[BaseException]) -> T:
                 reply = send(command)
             except duplicate:
                 command = op.throw(DuplicateKey())
+            except refused as exc:
+                command = op.throw(Refused(exc))
             else:
                 command = op.send(reply)
     except StopIteration as done:
         result: T = done.value
         return result
+    except Refused as unanswered:  # the operation did not take it as an answer: the server's error stands
+        raise unanswered.cause from None

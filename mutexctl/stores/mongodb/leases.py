@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from ...models import Holder, Lease, LeaseEvent, LeaseRequest, MutexState, WakeList, parse_iso
 from ..common import released_late_error
 from ..seed_document import EXPIRED, EXPIRED_OWN, ISO_NOW, LIVE, holder_is_current
-from .base import MongoBase, copy_forced, loss, may_upsert
+from .base import MongoBase, copy_forced, forced_at, loss, may_upsert
 from .commands import Operation, find_one_and_update
 from .documents import force_pipeline, holder_of, int_or_none, ms_between, mutex_state, subdocument, utc
 from .exclusive import take
@@ -78,4 +78,4 @@ def force_release(store: MongoBase, mutex_id: str, by_node: str, by: Holder, rea
         return None
     store._queue_forced(after, by, record_id, None)
     yield from copy_forced([after])
-    return mutex_state([{**after, "taken": True}], None, listed=False)
+    return mutex_state([{**after, "taken": True}], forced_at(after, record_id), listed=False)

@@ -5,55 +5,53 @@ from __future__ import annotations
 
 import uuid
 
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
-
 from ...models import Holder, OnceMarker
 from .base import MongoBase
-from .documents import literal_expr, once_marker
+from .commands import DuplicateKey, Operation, delete_one, find_one, insert_stamped
+from .documents import once_marker
 
 
 class MongoOnce(MongoBase):
     def once_marker(self, mutex_id: str, key: str) -> OnceMarker | None:
-        with self._errors():
-            doc = self._once.find_one({"_id": _once_id(mutex_id, key)})
-        return once_marker(doc) if doc else None
+        return self._run(read_marker(mutex_id, key))
 
     def mark_once(self, mutex_id: str, key: str, node_id: str, fence: int | None, holder: Holder) -> OnceMarker:
-        """Record (mutex, key) done, stamped with the server's clock; the first record stands."""
-        fields = {"mutexId": mutex_id, "key": key, "byNode": node_id, "fence": fence, "host": holder.host,
-                  "pid": holder.pid, "user": holder.user, "command": holder.command}
-        with self._errors():
-            try:
-                doc = self._once.find_one_and_update(
-                    {"_id": _once_id(mutex_id, key), "at": {"$exists": False}},
-                    [{"$set": {**{k: literal_expr(v) for k, v in fields.items()}, "at": "$$NOW"}}], upsert=True,
-                    return_document=ReturnDocument.AFTER)
-            except DuplicateKeyError:
-                doc = self._once.find_one({"_id": _once_id(mutex_id, key)})
-        assert doc is not None  # upserted, or there already
-        return once_marker(doc)
+        return self._run(mark_once(mutex_id, key, node_id, fence, holder))
 
     def clear_once(self, mutex_id: str, key: str, by_node: str, by: Holder, reason: str) -> OnceMarker | None:
-        """Remove the marker, on the record (the history of forced releases): the record is written
-        first, so a clear that dies midway leaves the marker and its record, never a silent removal."""
-        marker = self.once_marker(mutex_id, key)
-        if marker is None:
-            return None
-        record = {"mutexId": mutex_id, "byNode": by_node, "byUser": by.user, "byHost": by.host,
-                  "reason": f"[once {key}] {reason}", "previousHolder": marker.by_node, "previousFence": marker.fence}
-        with self._errors():
-            self._forced.find_one_and_update({"_id": uuid.uuid4().hex, "at": {"$exists": False}},
-                                             [{"$set": {**{k: literal_expr(v) for k, v in record.items()},
-                                                        "at": "$$NOW"}}],
-                                             upsert=True)
-            self._once.delete_one({"_id": _once_id(mutex_id, key)})
-        return marker
+        return self._run(clear_once(mutex_id, key, by_node, by, reason, record_id=uuid.uuid4().hex))
 
-    def once_markers(self, mutex_id: str | None, limit: int = 50) -> list[OnceMarker]:
-        with self._errors():
-            docs = list(self._once.find({} if mutex_id is None else {"mutexId": mutex_id}).sort("at", -1).limit(limit))
-        return [once_marker(d) for d in docs]
+
+def read_marker(mutex_id: str, key: str) -> Operation[OnceMarker | None]:
+    doc = yield find_one("once", {"_id": _once_id(mutex_id, key)})
+    return once_marker(doc) if doc else None
+
+
+def mark_once(mutex_id: str, key: str, node_id: str, fence: int | None, holder: Holder) -> Operation[OnceMarker]:
+    """Record (mutex, key) done, stamped with the server's clock; the first record stands."""
+    fields = {"mutexId": mutex_id, "key": key, "byNode": node_id, "fence": fence, "host": holder.host,
+              "pid": holder.pid, "user": holder.user, "command": holder.command}
+    try:
+        doc = yield insert_stamped("once", _once_id(mutex_id, key), fields, projection={"_id": 1, **dict.fromkeys(
+            (*fields, "at"), 1)})
+    except DuplicateKey:  # the first record stands
+        doc = yield find_one("once", {"_id": _once_id(mutex_id, key)})
+    assert doc is not None  # written, or there already
+    return once_marker(doc)
+
+
+def clear_once(mutex_id: str, key: str, by_node: str, by: Holder, reason: str, *,
+               record_id: str) -> Operation[OnceMarker | None]:
+    """Remove the marker, on the record (the history of forced releases): the record is written
+    first, so a clear that dies midway leaves the marker and its record, never a silent removal."""
+    marker = yield from read_marker(mutex_id, key)
+    if marker is None:
+        return None
+    record = {"mutexId": mutex_id, "byNode": by_node, "byUser": by.user, "byHost": by.host,
+              "reason": f"[once {key}] {reason}", "previousHolder": marker.by_node, "previousFence": marker.fence}
+    yield insert_stamped("forced_releases", record_id, record)
+    yield delete_one("once", {"_id": _once_id(mutex_id, key)})
+    return marker
 
 
 def _once_id(mutex_id: str, key: str) -> dict[str, str]:

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ...errors import SchemaError, StoreError, StoreUnavailableError
 from ...models import SchemaState
 from ..common import newer_store_error
 from ..steps import HISTORY_RETENTION, LOG_RETENTION, SCHEMA_VERSION, STEPS, UNIQUE_IDS_STEP, Expiry, Index, Table
 from .base import MongoBase, log
+from .commands import DuplicateKey, Operation, Refused, create_index, find_one, index_information
 from .documents import has_unique_ids, schema_state
 
 MIN_SERVER_VERSION = (4, 2)  # $$NOW and update pipelines
@@ -31,35 +31,18 @@ class MongoSchema(MongoBase):
         """
         if self._prepared is not None:
             return self._prepared[0]
-        with self._errors():
-            doc = self._meta.find_one({"_id": "schema"})
-        state = None if doc is None else schema_state(doc)
+        state = self.schema_state()
         if state is not None and state.version > SCHEMA_VERSION:
             raise newer_store_error(state.version)
         if state is not None and state.version >= UNIQUE_IDS_STEP:
             self._unique_ids = True
         else:
-            with self._errors():
-                try:
-                    self._unique_ids = self._ensure_unique_ids()
-                except (DuplicateKeyError, OperationFailure) as exc:  # copies exist, or not allowed to
-                    log.debug("no unique index on mutexId: %s", self._scrub(str(exc)))
-                    self._unique_ids = False
+            self._unique_ids = self._run(unique_ids_if_allowed(self))
         self._prepared = (state,)
         return state
 
-    def _ensure_unique_ids(self) -> bool:
-        """Create the unique index on ``mutexId`` unless an equivalent one exists; raises
-        DuplicateKeyError when documents already share a name."""
-        if has_unique_ids(self._mutexes.index_information()):
-            return True
-        self._mutexes.create_index("mutexId", unique=True, name=UNIQUE_INDEX)
-        return True
-
     def schema_state(self) -> SchemaState | None:
-        with self._errors():
-            doc = self._meta.find_one({"_id": "schema"})
-        return None if doc is None else schema_state(doc)
+        return self._run(read_schema())
 
     def apply_schema_step(self, step: int) -> None:
         """Apply the items of step ``step``; creating what exists already is a no-op.
@@ -145,8 +128,8 @@ class MongoSchema(MongoBase):
                                                       unique=index.unique)
             return
         try:
-            self._unique_ids = self._ensure_unique_ids()
-        except DuplicateKeyError:
+            self._unique_ids = self._run(ensure_unique_ids())
+        except DuplicateKey:
             found = self._duplicates()
             names = ", ".join(f"{name!r} ({len(ids)} documents)" for name, ids in found[:5])
             raise SchemaError(f"cannot add the unique index on mutexId: several documents share a name: {names}"
@@ -166,6 +149,31 @@ class MongoSchema(MongoBase):
         if item.seconds == HISTORY_RETENTION:
             return int(self.history_retention_s)
         return int(item.seconds)
+
+
+def read_schema() -> Operation[SchemaState | None]:
+    """The ``meta`` record, or None on a store never initialized."""
+    doc = yield find_one("meta", {"_id": "schema"})
+    return None if doc is None else schema_state(doc)
+
+
+def ensure_unique_ids() -> Operation[bool]:
+    """Create the unique index on ``mutexId`` unless an equivalent one exists; a store whose documents
+    already share a name refuses it (DuplicateKey)."""
+    if has_unique_ids((yield index_information("mutexes"))):
+        return True
+    yield create_index("mutexes", [("mutexId", 1)], name=UNIQUE_INDEX, unique=True)
+    return True
+
+
+def unique_ids_if_allowed(store: MongoBase) -> Operation[bool]:
+    """Whether mutexId is unique now: the index made if it can be; not where documents already share a
+    name or the user may not create indexes (acquire then looks before it writes)."""
+    try:
+        return (yield from ensure_unique_ids())
+    except (DuplicateKey, Refused) as exc:
+        log.debug("no unique index on mutexId: %s", store._scrub(str(exc)))
+        return False
 
 
 def _ensure_ttl(collection: Collection[dict[str, Any]], field: str, seconds: int) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from ...errors import LockHeldError
 from ...models import SHARED, Holder, Lease, LeaseEvent, LeaseRequest, MutexState
 from ..common import released_late_error, slot_loss_error, token_mode_slot
-from .base import MongoBase, copy_forced, may_upsert, read_state
+from .base import MongoBase, copy_forced, forced_at, may_upsert, read_state
 from .commands import DuplicateKey, Operation, find_one, find_one_and_update, update_one
 from .documents import (
     MAX_OUTBOX,
@@ -118,7 +118,7 @@ def force_release_slots(store: MongoBase, mutex_id: str, by_node: str, by: Holde
         slots = before.get("slots")
         store._queue_forced(after, by, record_id, text_of(slots.get("kind")) if isinstance(slots, dict) else None)
     yield from copy_forced([after] if after else [])
-    return mutex_state([before], None, listed=False)
+    return mutex_state([before], forced_at(after, record_id) if after else None, listed=False)
 
 
 def announce(mutex_id: str, node_id: str) -> Operation[None]:
