@@ -1,9 +1,10 @@
 """Store operations are built and interpreted without I/O, so a second executor runs them unchanged.
 
 Each MongoDB operation is a generator that yields the commands it needs (stores/mongodb/commands) and
-interprets the replies. Here an executor that records what the synchronous one sent and got back runs
-a session of operations against the server; then a second executor, written here with its own loop
-and no server at all, replays the replies into the same operations built anew from the same inputs:
+interprets the replies; each SQLite one yields its statements (SQL, parameters, the answer it wants:
+stores/sqlite/statements) and interprets the rows. Here an executor that records what was sent and
+what came back runs a session of operations against the store; then a second executor, written here
+with its own loop and no store at all, replays the replies into the same operations built anew from the same inputs:
 each must send the very same commands and come to the very same result or error. That is what the
 asyncio executor will rely on: it only sends, every builder and interpreter stays as it is.
 """
@@ -11,6 +12,7 @@ asyncio executor will rely on: it only sends, every builder and interpreter stay
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +37,9 @@ from mutexctl.stores.mongodb import (
 )
 from mutexctl.stores.mongodb.commands import Cmd, DuplicateKey, Operation, Refused
 from mutexctl.stores.protocols import Store
+from mutexctl.stores.sqlite import SQLiteStore
+from mutexctl.stores.sqlite.statements import Now, Sql, answer
+from mutexctl.stores.steps import STEPS
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 HOLDER = Holder("host-1", 4242, "ops", "./job")
@@ -172,3 +177,126 @@ def test_the_synchronous_store_is_only_its_executor_over_these_operations(mongo:
     recording = Recording(mongo)
     lease = store.try_acquire(LeaseRequest("x", "node-a", 30_000, HOLDER))
     assert replay(exclusive.take(mongo, LeaseRequest("x", "node-a", 30_000, HOLDER), 0), recording.sent) == lease
+
+
+# -- SQLite: SQL + parameters + a row interpreter ---------------------------------------------------------
+
+SQLITE = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+
+
+def recorded(store: SQLiteStore, op: Operation[Any], *, write: bool = True) -> tuple[Any, list[tuple[Sql, Any]]]:
+    """An executor of its own over the store's connection: each statement run and its answer written down."""
+    transcript: list[tuple[Sql, Any]] = []
+
+    def drive(db: sqlite3.Connection) -> Any:
+        try:
+            statement = next(op)
+            while True:
+                try:
+                    answered = answer(db, statement)
+                except sqlite3.Error as error:
+                    transcript.append((statement, error))
+                    statement = op.throw(error)
+                else:
+                    transcript.append((statement, answered))
+                    statement = op.send(answered)
+        except StopIteration as done:  # (inside the transaction, which commits)
+            return done.value
+        except sqlite3.Error as error:  # as the operation raised it (the transaction then translates it)
+            raw.append(Raised(type(error).__name__, str(error)))
+            raise
+
+    raw: list[Raised] = []
+    try:
+        with store._transaction(write) as db:
+            return drive(db), transcript
+    except MutexctlError as error:
+        return raw[0] if raw else Raised(type(error).__name__, str(error)), transcript
+
+
+def replayed(op: Operation[Any], transcript: list[tuple[Sql, Any]]) -> Any:
+    """No database at all: each statement must be the one recorded, and gets the recorded answer."""
+    answers = iter(transcript)
+    try:
+        statement = next(op)
+        while True:
+            recorded_statement, answered = next(answers)
+            assert statement == recorded_statement
+            statement = op.throw(answered) if isinstance(answered, BaseException) else op.send(answered)
+    except StopIteration as done:
+        assert next(answers, None) is None, "the replay ended before the recording"
+        return done.value
+    except (MutexctlError, sqlite3.Error) as error:
+        return Raised(type(error).__name__, str(error))
+
+
+@SQLITE
+def test_every_sqlite_operation_replays_with_the_same_statements_and_results(store_url: str) -> None:
+    from mutexctl.stores.sqlite import base as sbase
+    from mutexctl.stores.sqlite import events, rows
+    from mutexctl.stores.sqlite import leases as sleases
+    from mutexctl.stores.sqlite import log as slog
+    from mutexctl.stores.sqlite import once as sonce
+    from mutexctl.stores.sqlite import queue as squeue
+    from mutexctl.stores.sqlite import schema as sschema
+    from mutexctl.stores.sqlite import slots as sslots
+    from mutexctl.stores.sqlite import status as sstatus
+
+    store = open_store(Settings(node_id="unused", store=store_url))
+    assert isinstance(store, SQLiteStore)
+    try:
+        for step in STEPS:
+            store.apply_schema_step(step.number)
+        a = LeaseRequest("m", "node-a", 60_000, HOLDER, 10.0)
+        b = LeaseRequest("m", "node-b", 60_000, HOLDER, 10.0)
+        slot = LeaseRequest("s", "node-a", 60_000, HOLDER, 0.0, SEMAPHORE, 2)
+        message = Message("default:1", "default", 1, "go", "{}", "node-a", (), (), NOW)
+        taken: dict[str, Lease] = {}
+        session: list[tuple[str, bool, Callable[[Now], Operation[Any]]]] = [
+            ("take", True, lambda now: sleases.try_acquire(store, a, 0, now)),
+            ("take refused", True, lambda now: sleases.try_acquire(store, b, 0, now)),
+            ("join the line", True, lambda now: squeue.wait_turn(store, b, "token-b", 5, now)),
+            ("renew", True, lambda now: sleases.renew(store, taken["take"], now)),
+            ("release with another's fence", True, lambda now: sleases.release(store, "m", "node-a", 99, now)),
+            ("release", True, lambda now: sleases.release(store, "m", "node-a", taken["take"].fence, now)),
+            ("the waiter's turn", True, lambda now: squeue.wait_turn(store, b, "token-b", 10, now)),
+            ("forced release", True, lambda now: sleases.force_release(store, "m", "ops", HOLDER, "test", now)),
+            ("a slot", True, lambda now: sslots.take_slot(store, slot, 0, now)),
+            ("renew the slot", True, lambda now: sslots.renew_slot(store, taken["a slot"], now)),
+            ("release the slot", True, lambda now: sslots.release_slot(store, "s", "node-a", None, now)),
+            ("state", False, lambda now: sbase.read_state(store, "m", now)),
+            ("mark once", True, lambda now: sonce.mark_once("m", "v1", "node-a", 3, HOLDER)),
+            ("mark once again", True, lambda now: sonce.mark_once("m", "v1", "node-b", 4, HOLDER)),
+            ("clear once", True, lambda now: sonce.clear_once("m", "v1", "ops", HOLDER, "rerun")),
+            ("record an event", True, lambda now: events.record(86400, "m", "lost", "node-a", 1, HOLDER)),
+            ("history", False, lambda now: events.read(["m"], None, None, 10)),
+            ("overview", False, lambda now: sstatus.overview(store, None, 5, 5, now)),
+            ("forced releases", False, lambda now: rows.forced_records("m", 5)),
+            ("next number", True, lambda now: slog.next_seq("default")),
+            ("append", True, lambda now: slog.append_message(message, 86400)),
+            ("append twice", True, lambda now: slog.append_message(message, 86400)),
+            ("ack", True, lambda now: slog.record_ack("default:1", "node-b", 0, 12)),
+            ("ack again", True, lambda now: slog.record_ack("default:1", "node-b", 0, 12)),
+            ("messages", False, lambda now: slog.messages_after("default", 0, 10)),
+            ("register", True, lambda now: slog.register_node("node-b", "default", "host-2", 7, 0)),
+            ("nodes", False, lambda now: slog.nodes(None)),
+            ("schema", False, lambda now: sbase.schema_record()),
+            ("record a step", True, lambda now: sschema.record_step(1, "ops", "0.1", NOW)),
+        ]
+        for label, write, build in session:
+            now = store._now()
+            result, transcript = recorded(store, build(now), write=write)
+            if isinstance(result, Lease):
+                taken[label] = result
+            assert transcript, label
+            assert replayed(build(now), transcript) == result, label
+            if label == "take refused":
+                assert result.kind == "LockHeldError" and "held by node-a (host host-1, pid 4242)" in result.message
+            if label == "the waiter's turn":
+                assert result.lease.node_id == "node-b"
+            if label == "append twice":
+                assert result.kind == "IntegrityError"
+            if label == "ack again":
+                assert result is False
+    finally:
+        store.close()

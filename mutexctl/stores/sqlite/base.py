@@ -34,6 +34,7 @@ from .files import (
 )
 from .guard import Beacon, HostGuard
 from .rows import COLUMNS, SLOT_COLUMNS, mutex_state, with_slots
+from .statements import Now, Operation, T, row, rows, run_sync
 from .times import boot_clock_ns, boot_id
 
 
@@ -163,25 +164,13 @@ class SQLiteBase:
     def _params(self, mutex_id: str, node_id: str, fence: int | None, now_ns: int) -> dict[str, Any]:
         return {"id": mutex_id, "node": node_id, "fence": fence, "boot": self._boot, "now_ns": now_ns}
 
-    def _loss(self, db: sqlite3.Connection, mutex_id: str, node_id: str, fence: int | None,
-              verb: str) -> NotOwnerError:
-        return loss_error(mutex_id, node_id, fence, verb, self._state(db, mutex_id))  # read in the same transaction
+    def _now(self) -> Now:
+        return Now(self._now_ns(), datetime.now(UTC))
 
-    def _state(self, db: sqlite3.Connection, mutex_id: str) -> MutexState | None:
-        row = db.execute(f"SELECT {self._select} FROM mutexes WHERE mutexId = ?", (mutex_id,)).fetchone()
-        if row is None:
-            return None
-        now_ns = self._now_ns()
-        return self._with_waiters(db, with_slots(db, [mutex_state(row, now_ns, datetime.now(UTC), self._boot)],
-                                                     self._boot, now_ns), now_ns)[0]
-
-    def _with_waiters(self, db: sqlite3.Connection, states: list[MutexState], now_ns: int) -> list[MutexState]:
-        if not self._has_waiters or not states:
-            return states
-        names = [s.mutex_id for s in states] if len(states) <= 500 else \
-            [r[0] for r in db.execute("SELECT DISTINCT mutexId FROM waiters")]
-        found = waiters.waiters_of(db, names, self._boot, now_ns)
-        return [s._replace(waiters=tuple(found[s.mutex_id])) if s.mutex_id in found else s for s in states]
+    def _run(self, op: Operation[T], *, write: bool = True) -> T:
+        """The executor: the operation's statements, one by one, in one transaction."""
+        with self._transaction(write) as db:
+            return run_sync(op, db)
 
     def _held_elsewhere(self, mutex_id: str, beacon: Beacon) -> HeldOnHostError:
         """The take was rolled back: a process on this host holds the mutex in the file that had this
@@ -189,8 +178,7 @@ class SQLiteBase:
         if beacon.fence:
             with self._transaction() as db:
                 raise_fence(db, mutex_id, beacon.fence)
-        with self._transaction(write=False) as db:
-            state = self._state(db, mutex_id)
+        state = self._run(read_state(self, mutex_id, self._now()), write=False)
         if not beacon.pid:
             return HeldOnHostError(mutex_id, state, message=f"mutex '{mutex_id}' is held by a process on this host "
                                  "that is starting or ending its lease", hint="try again in a moment")
@@ -284,13 +272,41 @@ def translate(exc: sqlite3.Error, url: str) -> Exception:
     return StoreError(f"store {url} failed: {exc}")
 
 
-def read_schema(db: sqlite3.Connection) -> SchemaState | None:
+def schema_record() -> Operation[SchemaState | None]:
     """The meta record and the step log, or None on a store never initialized."""
-    if not has_tables(db, "meta", "schema_steps"):
+    [tables] = yield row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('meta', 'schema_steps')")
+    if tables != 2:
         return None
-    row = db.execute("SELECT version, appliedAt, appliedBy, toolVersion FROM meta WHERE id = 'schema'").fetchone()
-    if row is None:
+    meta = yield row("SELECT version, appliedAt, appliedBy, toolVersion FROM meta WHERE id = 'schema'")
+    if meta is None:
         return None
-    steps = db.execute("SELECT step, appliedAt, appliedBy FROM schema_steps ORDER BY rowid").fetchall()
-    return SchemaState(row[0], parse_iso(row[1]), row[2], row[3],
+    steps = yield rows("SELECT step, appliedAt, appliedBy FROM schema_steps ORDER BY rowid")
+    return SchemaState(meta[0], parse_iso(meta[1]), meta[2], meta[3],
                        tuple(AppliedStep(n, parse_iso(at), by) for n, at, by in steps))
+
+
+# -- operations every part uses (see statements) -------------------------------------------------------
+
+
+def read_state(store: SQLiteBase, mutex_id: str, now: Now) -> Operation[MutexState | None]:
+    """The mutex's state now: its row, the live slots of a semaphore or shared hold, its waiters."""
+    found = yield row(f"SELECT {store._select} FROM mutexes WHERE mutexId = ?", (mutex_id,))
+    if found is None:
+        return None
+    states = yield from with_slots([mutex_state(found, now.ns, now.wall, store._boot)], store._boot, now.ns)
+    return (yield from with_waiters(store, states, now.ns))[0]
+
+
+def with_waiters(store: SQLiteBase, states: list[MutexState], now_ns: int) -> Operation[list[MutexState]]:
+    if not store._has_waiters or not states:
+        return states
+    names = [s.mutex_id for s in states] if len(states) <= 500 else \
+        [r[0] for r in (yield rows("SELECT DISTINCT mutexId FROM waiters"))]
+    found = yield from waiters.waiters_of(names, store._boot, now_ns)
+    return [s._replace(waiters=tuple(found[s.mutex_id])) if s.mutex_id in found else s for s in states]
+
+
+def loss(store: SQLiteBase, mutex_id: str, node_id: str, fence: int | None, verb: str,
+         now: Now) -> Operation[NotOwnerError]:
+    """Why a guarded write matched nothing, from the state read in the same transaction."""
+    return loss_error(mutex_id, node_id, fence, verb, (yield from read_state(store, mutex_id, now)))

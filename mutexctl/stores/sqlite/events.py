@@ -3,11 +3,11 @@ records (so the two commit together), stamped with SQLite's clock, pruned by age
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
 from ...models import Holder, LeaseEvent, parse_iso
+from .statements import Operation, row, rows, run
 from .times import SQL_NOW, sql_ago
 
 COLUMNS = ("mutexId, kind, at, node, fence, host, pid, user, command, waitedMs, heldMs, previousHolder, "
@@ -15,25 +15,25 @@ COLUMNS = ("mutexId, kind, at, node, fence, host, pid, user, command, waitedMs, 
 PRUNE_EVERY = 256  # rows written between two prunings of what is older than the retention
 
 
-def record(db: sqlite3.Connection, retention_s: float, mutex_id: str, kind: str, node: str | None,
-           fence: int | None, holder: Holder | None = None, **fields: Any) -> None:
+def record(retention_s: float, mutex_id: str, kind: str, node: str | None, fence: int | None,
+           holder: Holder | None = None, **fields: Any) -> Operation[None]:
     """Append one event; fields: waited_ms, held_ms, previous_holder, previous_fence, late_ms, reason, slot."""
     values = (mutex_id, kind, node, fence, holder.host if holder else None, holder.pid if holder else None,
               holder.user if holder else None, holder.command if holder else None, fields.get("waited_ms"),
               fields.get("held_ms"), fields.get("previous_holder"), fields.get("previous_fence"),
               fields.get("late_ms"), fields.get("reason"), fields.get("slot"))
-    row_id = db.execute(f"INSERT INTO history ({COLUMNS}) VALUES (?, ?, {SQL_NOW}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                        "?)", values).lastrowid
-    if row_id is not None and row_id % PRUNE_EVERY == 0:
-        db.execute(f"DELETE FROM history WHERE at < {sql_ago(retention_s)}")
+    [row_id] = yield row(f"INSERT INTO history ({COLUMNS}) VALUES (?, ?, {SQL_NOW}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                         "?, ?) RETURNING rowid", values)
+    if row_id % PRUNE_EVERY == 0:
+        yield run(f"DELETE FROM history WHERE at < {sql_ago(retention_s)}")
 
 
 def since_ms(moment: datetime | None, now: datetime) -> int | None:
     return None if moment is None else max(0, round((now - moment).total_seconds() * 1000))
 
 
-def read(db: sqlite3.Connection, mutex_ids: list[str] | None, since_s: float | None, node: str | None,
-         limit: int) -> list[LeaseEvent]:
+def read(mutex_ids: list[str] | None, since_s: float | None, node: str | None,
+         limit: int) -> Operation[list[LeaseEvent]]:
     """Events newest first: of ``mutex_ids`` (None: all), of the last ``since_s`` seconds, by ``node``."""
     where, args = ["1 = 1"], []
     if mutex_ids is not None:
@@ -44,8 +44,8 @@ def read(db: sqlite3.Connection, mutex_ids: list[str] | None, since_s: float | N
     if node is not None:
         where.append("(node = ? OR previousHolder = ?)")
         args += [node, node]
-    rows = db.execute(f"SELECT {COLUMNS} FROM history WHERE {' AND '.join(where)} ORDER BY at DESC, rowid DESC "
-                      "LIMIT ?", (*args, limit)).fetchall()
+    found = yield rows(f"SELECT {COLUMNS} FROM history WHERE {' AND '.join(where)} ORDER BY at DESC, rowid DESC "
+                       "LIMIT ?", (*args, limit))
     return [LeaseEvent(r[0], r[1], parse_iso(r[2]), r[3], r[4],
                        Holder(r[5], r[6], r[7], r[8]) if r[5] is not None else None, r[9], r[10], r[11], r[12],
-                       r[13], r[14], r[15]) for r in rows]
+                       r[13], r[14], r[15]) for r in found]

@@ -4,14 +4,14 @@ transaction; the host guard claims it; the history gets the event in the same tr
 
 from __future__ import annotations
 
-import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from ...models import Holder, Lease, iso_ms
+from ...models import Lease, LeaseRequest, iso_ms
 from . import events
 from .base import SQLiteBase
 from .guard import Beacon
 from .rows import COLUMNS
+from .statements import Now, Operation, row, run
 
 # One statement: insert a new mutex, or take an existing one only if it is free or expired.
 # The WHERE of DO UPDATE is the compare; when it fails, RETURNING yields no row.
@@ -41,30 +41,28 @@ class HeldElsewhereError(Exception):
         self.beacon = beacon
 
 
-def take(store: SQLiteBase, db: sqlite3.Connection, mutex_id: str, node_id: str, timeout_ms: int, holder: Holder,
-         waited_ms: int, now_ns: int) -> Lease | None:
+def take(store: SQLiteBase, request: LeaseRequest, waited_ms: int, now: Now) -> Operation[Lease | None]:
     """The acquire itself, in the caller's transaction: None when the mutex is held."""
-    now = datetime.now(UTC)
-    expires = now + timedelta(milliseconds=timeout_ms)
-    before = db.execute("SELECT taken, takenBy, fence, bootId, expiresNs FROM mutexes WHERE mutexId = ?",
-                        (mutex_id,)).fetchone()
-    row = db.execute(ACQUIRE, {
-        "id": mutex_id, "at": iso_ms(now), "node": node_id, "timeout": timeout_ms,
-        "expires_at": iso_ms(expires), "boot": store._boot, "now_ns": now_ns,
-        "expires_ns": now_ns + timeout_ms * 1_000_000, "host": holder.host, "pid": holder.pid,
-        "user": holder.user, "command": holder.command, "exec": int(holder.exec_mode)}).fetchone()
-    if row is None:
+    mutex_id, node_id, timeout_ms, holder = request.mutex_id, request.node_id, request.timeout_ms, request.holder
+    expires = now.wall + timedelta(milliseconds=timeout_ms)
+    before = yield row("SELECT taken, takenBy, fence, bootId, expiresNs FROM mutexes WHERE mutexId = ?", (mutex_id,))
+    found = yield row(ACQUIRE, {
+        "id": mutex_id, "at": iso_ms(now.wall), "node": node_id, "timeout": timeout_ms,
+        "expires_at": iso_ms(expires), "boot": store._boot, "now_ns": now.ns,
+        "expires_ns": now.ns + timeout_ms * 1_000_000, "host": holder.host, "pid": holder.pid,
+        "user": holder.user, "command": holder.command, "exec": int(holder.exec_mode)})
+    if found is None:
         return None
-    conflict = store.guard.claim(mutex_id, row[0], timeout_ms, store._file, slot=False)
+    conflict = store.guard.claim(mutex_id, found[0], timeout_ms, store._file, slot=False)
     if conflict is not None:
         raise HeldElsewhereError(conflict)
     if store._has_slots:  # the slots of a semaphore or shared lock whose holders all left
-        db.execute("DELETE FROM slots WHERE mutexId = ?", (mutex_id,))
+        yield run("DELETE FROM slots WHERE mutexId = ?", (mutex_id,))
     if store._has_history:
         taken_over = before is not None and before[0]
-        late = (now_ns - before[4]) // 1_000_000 if taken_over and before[3] == store._boot else None
-        events.record(db, store.history_retention_s, mutex_id, "takeover" if taken_over else "acquire",
-                      node_id, row[0], holder, waited_ms=waited_ms,
-                      previous_holder=before[1] if taken_over else None,
-                      previous_fence=before[2] if taken_over else None, late_ms=late)
-    return Lease(mutex_id, node_id, row[0], timeout_ms, now, expires)
+        late = (now.ns - before[4]) // 1_000_000 if taken_over and before[3] == store._boot else None
+        yield from events.record(store.history_retention_s, mutex_id, "takeover" if taken_over else "acquire",
+                                 node_id, found[0], holder, waited_ms=waited_ms,
+                                 previous_holder=before[1] if taken_over else None,
+                                 previous_fence=before[2] if taken_over else None, late_ms=late)
+    return Lease(mutex_id, node_id, found[0], timeout_ms, now.wall, expires)

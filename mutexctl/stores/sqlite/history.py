@@ -20,13 +20,11 @@ class SQLiteHistory(SQLiteBase):
         """An event noticed outside a store operation (a keeper's loss, a refused release)."""
         if not self._has_history:
             return
-        with self._transaction() as db:
-            events.record(db, self.history_retention_s, event.mutex_id, event.kind, event.node, event.fence,
-                          event.holder, reason=event.reason, slot=event.slot, held_ms=event.held_ms)
+        self._run(events.record(self.history_retention_s, event.mutex_id, event.kind, event.node, event.fence,
+                                event.holder, reason=event.reason, slot=event.slot, held_ms=event.held_ms))
 
     def history(self, mutex_ids: list[str] | None, *, since_s: float | None = None, node: str | None = None,
                 limit: int = 100) -> list[LeaseEvent]:
         if not self._has_history:
             return []
-        with self._transaction(write=False) as db:
-            return events.read(db, mutex_ids, since_s, node, limit)
+        return self._run(events.read(mutex_ids, since_s, node, limit), write=False)

@@ -3,12 +3,12 @@ the live ``slots`` rows of semaphores and shared holds, forced-release records a
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
 from ...models import EXCLUSIVE, SEMAPHORE, SHARED, ForcedRelease, Holder, MutexState, OnceMarker, SlotHolder, parse_iso
 from ..common import slot_owner
+from .statements import Operation, rows
 
 COLUMNS = ("mutexId, taken, takenAt, takenBy, timeout, expiresAt, fence, bootId, expiresNs, host, pid, user, command, "
            "execMode")
@@ -37,18 +37,18 @@ def mutex_state(row: tuple[Any, ...], now_ns: int, now: datetime, this_boot: str
     return state
 
 
-def with_slots(db: sqlite3.Connection, states: list[MutexState], boot: str, now_ns: int) -> list[MutexState]:
+def with_slots(states: list[MutexState], boot: str, now_ns: int) -> Operation[list[MutexState]]:
     """The live holders of every semaphore and shared lock among ``states``, in one query."""
     multi = [s.mutex_id for s in states if s.kind != EXCLUSIVE]
     if not multi:
         return states
     marks = ", ".join("?" for _ in multi)
-    rows = db.execute(f"SELECT mutexId, node, fence, since, expiresAt, expiresNs, timeout, host, pid, user, "
-                      f"command, execMode FROM slots WHERE mutexId IN ({marks}) AND bootId = ? AND expiresNs > ? "
-                      "ORDER BY fence", (*multi, boot, now_ns)).fetchall()
+    found_rows = yield rows(f"SELECT mutexId, node, fence, since, expiresAt, expiresNs, timeout, host, pid, user, "
+                            f"command, execMode FROM slots WHERE mutexId IN ({marks}) AND bootId = ? AND "
+                            "expiresNs > ? ORDER BY fence", (*multi, boot, now_ns))
     found: dict[str, list[SlotHolder]] = {}
     for (mutex_id, node, fence, since, expires_at, expires_ns, timeout, host, pid, user, command,
-         exec_mode) in rows:
+         exec_mode) in found_rows:
         found.setdefault(mutex_id, []).append(SlotHolder(
             node, fence, parse_iso(since), parse_iso(expires_at), -((now_ns - expires_ns) // 1_000_000), timeout,
             Holder(host, pid, user, command, bool(exec_mode)) if host is not None else None))
@@ -57,10 +57,10 @@ def with_slots(db: sqlite3.Connection, states: list[MutexState], boot: str, now_
             if s.kind != EXCLUSIVE else s for s in states]
 
 
-def forced_records(db: sqlite3.Connection, mutex_id: str | None, limit: int) -> tuple[ForcedRelease, ...]:
-    rows = db.execute(f"SELECT {FORCED_COLUMNS} FROM forced_releases WHERE (? IS NULL OR mutexId = ?) "
-                      "ORDER BY id DESC LIMIT ?", (mutex_id, mutex_id, limit)).fetchall()
-    return tuple(ForcedRelease(r[0], parse_iso(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows)
+def forced_records(mutex_id: str | None, limit: int) -> Operation[tuple[ForcedRelease, ...]]:
+    found = yield rows(f"SELECT {FORCED_COLUMNS} FROM forced_releases WHERE (? IS NULL OR mutexId = ?) "
+                       "ORDER BY id DESC LIMIT ?", (mutex_id, mutex_id, limit))
+    return tuple(ForcedRelease(r[0], parse_iso(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in found)
 
 
 MARKER_COLUMNS = "mutexId, key, at, byNode, fence, host, pid, user, command"
@@ -70,7 +70,7 @@ def marker_of(row: tuple[Any, ...]) -> OnceMarker:
     return OnceMarker(row[0], row[1], parse_iso(row[2]), row[3], row[4], Holder(row[5], row[6], row[7], row[8]))
 
 
-def once_markers(db: sqlite3.Connection, mutex_id: str | None, limit: int = 50) -> tuple[OnceMarker, ...]:
-    rows = db.execute(f"SELECT {MARKER_COLUMNS} FROM once_markers WHERE (? IS NULL OR mutexId = ?) "
-                      "ORDER BY at DESC LIMIT ?", (mutex_id, mutex_id, limit)).fetchall()
-    return tuple(marker_of(r) for r in rows)
+def once_markers(mutex_id: str | None, limit: int = 50) -> Operation[tuple[OnceMarker, ...]]:
+    found = yield rows(f"SELECT {MARKER_COLUMNS} FROM once_markers WHERE (? IS NULL OR mutexId = ?) "
+                       "ORDER BY at DESC LIMIT ?", (mutex_id, mutex_id, limit))
+    return tuple(marker_of(r) for r in found)

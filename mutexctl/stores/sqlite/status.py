@@ -4,32 +4,34 @@ transaction), and the forced-release records."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from ...models import ForcedRelease, MutexState, Overview
 from . import events
-from .base import SQLiteBase, read_schema
+from .base import SQLiteBase, read_state, schema_record, with_waiters
 from .rows import forced_records, mutex_state, once_markers, with_slots
+from .statements import Now, Operation, rows
 
 
 class SQLiteStatus(SQLiteBase):
     def get(self, mutex_id: str) -> MutexState | None:
-        with self._transaction(write=False) as db:
-            return self._state(db, mutex_id)
+        return self._run(read_state(self, mutex_id, self._now()), write=False)
 
     def overview(self, mutex_id: str | None, forced_limit: int, recent: int = 0) -> Overview:
-        with self._transaction(write=False) as db:  # one snapshot of all of it
-            rows = db.execute(f"SELECT {self._select} FROM mutexes WHERE (:id IS NULL OR mutexId = :id) "
-                              "ORDER BY mutexId", {"id": mutex_id}).fetchall()
-            now_ns, now = self._now_ns(), datetime.now(UTC)
-            states = self._with_waiters(db, with_slots(db, [mutex_state(row, now_ns, now, self._boot) for row in rows],
-                                                        self._boot, now_ns), now_ns)
-            markers = once_markers(db, mutex_id) if self._has_slots else ()
-            happened = events.read(db, None if mutex_id is None else [mutex_id], None, None, recent) \
-                if recent and self._has_history else []
-            return Overview(tuple(states), forced_records(db, mutex_id, forced_limit), read_schema(db), now, markers,
-                            tuple(happened))
+        return self._run(overview(self, mutex_id, forced_limit, recent, self._now()), write=False)
 
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
-        with self._transaction(write=False) as db:
-            return list(forced_records(db, mutex_id, limit))
+        return list(self._run(forced_records(mutex_id, limit), write=False))
+
+
+def overview(store: SQLiteBase, mutex_id: str | None, forced_limit: int, recent: int,
+             now: Now) -> Operation[Overview]:
+    """One read transaction, one snapshot of all of it."""
+    found = yield rows(f"SELECT {store._select} FROM mutexes WHERE (:id IS NULL OR mutexId = :id) ORDER BY mutexId",
+                       {"id": mutex_id})
+    states = yield from with_slots([mutex_state(r, now.ns, now.wall, store._boot) for r in found], store._boot, now.ns)
+    states = yield from with_waiters(store, states, now.ns)
+    markers = (yield from once_markers(mutex_id)) if store._has_slots else ()
+    happened = (yield from events.read(None if mutex_id is None else [mutex_id], None, None, recent)) \
+        if recent and store._has_history else []
+    schema = yield from schema_record()
+    return Overview(tuple(states), (yield from forced_records(mutex_id, forced_limit)), schema, now.wall, markers,
+                    tuple(happened))
