@@ -127,7 +127,8 @@ def test_the_output_shows_the_server_checks(cli: Cli, store_url: str) -> None:
 def test_the_ttl_indexes_exist_on_mongodb(cli: Cli, store_url: str) -> None:
     import pymongo
 
-    cli("init-schema")
+    done = cli("init-schema")
+    assert done.returncode == 0, done.stderr
     with pymongo.MongoClient(store_url) as client:
         db = client.get_default_database()
         ttl = {name: {i["name"]: i.get("expireAfterSeconds") for i in db[name].list_indexes()}

@@ -300,3 +300,23 @@ def test_every_sqlite_operation_replays_with_the_same_statements_and_results(sto
                 assert result is False
     finally:
         store.close()
+
+
+def test_init_schema_takes_a_collection_made_meanwhile_as_made() -> None:
+    """A first insert (the lease history's, by the recorder of the very process that runs init-schema)
+    can make a collection between the step's look and its create: the server then refuses the create,
+    and the step goes on. Driven here by hand, as only an operation without I/O allows."""
+    store = MongoStore.__new__(MongoStore)
+    store.log_retention_s = store.history_retention_s = 86400
+    op = schema.apply_step(store, 5)  # the lease history: a collection, an index, a TTL index
+    command = next(op)
+    assert command.verb == "has_collection" and command.collection == "history"
+    command = op.send(False)
+    assert command.verb == "create_collection"
+    command = op.throw(Refused(OperationFailure("collection 'history' already exists", code=48)))
+    assert command.verb == "create_index"  # it went on
+    with pytest.raises(Refused):  # any other refusal still stops it
+        op2 = schema.apply_step(store, 5)
+        next(op2)
+        op2.send(False)
+        op2.throw(Refused(OperationFailure("not authorized on t to execute command", code=13)))

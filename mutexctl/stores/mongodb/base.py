@@ -31,7 +31,7 @@ from ..common import loss_error
 from ..seed_document import EXPIRY, HOLDER_CURRENT, TAKEN_AT, TIMEOUT
 from ..steps import HISTORY_RETENTION_S, LOG_RETENTION_S
 from .client import URL_HINT, open_client, refused
-from .commands import Cmd, DuplicateKey, Operation, T, aggregate, count, insert_one, run_sync
+from .commands import Cmd, DuplicateKey, Operation, T, aggregate, count, insert_many, insert_one, run_sync
 from .documents import history_entry, int_or_none, kept_forced_records, listing_pipeline, mutex_state, text_of, utc
 
 log = logger("mutexctl.stores.mongodb")
@@ -101,12 +101,7 @@ class MongoBase:
         if not batch:
             return
         try:
-            with self._errors():
-                try:
-                    self._history.insert_many(batch, ordered=False)
-                except BulkWriteError as exc:  # a retry of a batch the server had partly taken: ids repeat
-                    if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                        raise
+            self._run(write_events(batch))
         except StoreError:
             with self._pending_lock:
                 self._pending[:0] = batch
@@ -161,7 +156,7 @@ class MongoBase:
             return run_sync(op, self._send, DuplicateKeyError, OperationFailure)
 
     def _send(self, command: Cmd) -> Any:
-        found = self.collection(command.collection)
+        found = self.collection(command.collection) if command.collection else self._mutexes
         options = command.options
         if command.verb == "find_one_and_update":
             filter_, update = command.args
@@ -169,7 +164,8 @@ class MongoBase:
             return found.find_one_and_update(filter_, update, upsert=options["upsert"],
                                              projection=options["projection"], return_document=after)
         if command.verb == "update_one":
-            return found.update_one(*command.args).matched_count
+            filter_, update = command.args
+            return found.update_one(filter_, update, upsert=bool(options.get("upsert"))).matched_count
         if command.verb == "aggregate":
             return list(found.aggregate(*command.args))
         if command.verb == "count":
@@ -186,7 +182,27 @@ class MongoBase:
         if command.verb == "index_information":
             return found.index_information()
         if command.verb == "create_index":
-            return found.create_index(command.args[0], name=options["name"], unique=options["unique"])
+            ttl = {} if options["expire_after_s"] is None else {"expireAfterSeconds": options["expire_after_s"]}
+            return found.create_index(command.args[0], name=options["name"], unique=options["unique"], **ttl)
+        if command.verb == "drop_index":
+            found.drop_index(command.args[0])
+            return None
+        if command.verb == "has_collection":
+            return found.name in self._db.list_collection_names(filter={"name": found.name})
+        if command.verb == "create_collection":
+            self._db.create_collection(found.name)
+            return None
+        if command.verb == "command":
+            return self._db.command(command.args[0])
+        if command.verb == "insert_many":
+            try:
+                found.insert_many(command.args[0], ordered=False)
+            except BulkWriteError as exc:  # a retry of a batch the server had partly taken: ids repeat
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != 11000 for e in errors):
+                    raise
+                return len(errors)
+            return 0
         if command.verb == "insert_one":
             found.insert_one(*command.args)
             return None
@@ -269,3 +285,8 @@ def copy_forced(docs: list[dict[str, Any]]) -> Operation[None]:
             yield insert_one("forced_releases", history_entry(mutex_id, record))
         except DuplicateKey:
             pass  # copied before
+
+
+def write_events(batch: list[dict[str, Any]]) -> Operation[None]:
+    """The queued history events, in one unordered insert (events the server has already are skipped)."""
+    yield insert_many("history", batch)

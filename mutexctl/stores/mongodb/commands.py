@@ -6,9 +6,11 @@ asynchronous one, or a test's record and replay) drives the same generators unch
 
 Replies, whatever the executor: ``find_one_and_update``/``find_one`` the document or None;
 ``aggregate``/``find`` a list of documents; ``count`` an int; ``update_one``/``delete_one`` the number
-of documents matched; ``insert_one`` None; ``index_information`` the indexes by name; ``create_index``
-the index's name. A write the unique index refuses is thrown into the
-operation as DuplicateKey. No driver is imported here.
+of documents matched; ``insert_one`` None; ``insert_many`` (unordered) the number the server had
+already (a retry of a batch it had partly taken); ``index_information`` the indexes by name;
+``create_index`` the index's name; ``has_collection`` a bool; ``command`` the reply document. A write
+the unique index refuses is thrown into the operation as DuplicateKey, any other command the server
+refuses as Refused. No driver is imported here.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class Refused(Exception):  # noqa: N818 - an answer from the server
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        code = getattr(cause, "code", None)
+        self.code = code if isinstance(code, int) else None  # the server's error code
+
+
+NAMESPACE_EXISTS = 48  # the server's code for "collection already exists"
 
 
 def find_one_and_update(collection: str, filter_: dict[str, Any], update: Any, *, upsert: bool = False,
@@ -80,8 +87,34 @@ def index_information(collection: str) -> Cmd:
     return Cmd("index_information", collection, (), {})
 
 
-def create_index(collection: str, keys: list[tuple[str, int]], *, name: str, unique: bool = False) -> Cmd:
-    return Cmd("create_index", collection, (keys,), {"name": name, "unique": unique})
+def create_index(collection: str, keys: list[tuple[str, int]], *, name: str, unique: bool = False,
+                 expire_after_s: int | None = None) -> Cmd:
+    return Cmd("create_index", collection, (keys,), {"name": name, "unique": unique, "expire_after_s": expire_after_s})
+
+
+def drop_index(collection: str, name: str) -> Cmd:
+    return Cmd("drop_index", collection, (name,), {})
+
+
+def has_collection(collection: str) -> Cmd:
+    return Cmd("has_collection", collection, (), {})
+
+
+def create_collection(collection: str) -> Cmd:
+    return Cmd("create_collection", collection, (), {})
+
+
+def command(name: str) -> Cmd:
+    """A database command (``hello``, ``buildInfo``) with no arguments; its reply document."""
+    return Cmd("command", "", (name,), {})
+
+
+def update_upsert(collection: str, filter_: dict[str, Any], update: Any) -> Cmd:
+    return Cmd("update_one", collection, (filter_, update), {"upsert": True})
+
+
+def insert_many(collection: str, documents: list[dict[str, Any]]) -> Cmd:
+    return Cmd("insert_many", collection, (documents,), {})
 
 
 def insert_one(collection: str, document: dict[str, Any]) -> Cmd:

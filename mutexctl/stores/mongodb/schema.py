@@ -6,14 +6,26 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo.collection import Collection
-
 from ...errors import SchemaError, StoreError, StoreUnavailableError
 from ...models import SchemaState
 from ..common import newer_store_error
 from ..steps import HISTORY_RETENTION, LOG_RETENTION, SCHEMA_VERSION, STEPS, UNIQUE_IDS_STEP, Expiry, Index, Table
 from .base import MongoBase, log
-from .commands import DuplicateKey, Operation, Refused, create_index, find_one, index_information
+from .commands import (
+    NAMESPACE_EXISTS,
+    DuplicateKey,
+    Operation,
+    Refused,
+    aggregate,
+    command,
+    create_collection,
+    create_index,
+    drop_index,
+    find_one,
+    has_collection,
+    index_information,
+    update_upsert,
+)
 from .documents import has_unique_ids, schema_state
 
 MIN_SERVER_VERSION = (4, 2)  # $$NOW and update pipelines
@@ -45,103 +57,49 @@ class MongoSchema(MongoBase):
         return self._run(read_schema())
 
     def apply_schema_step(self, step: int) -> None:
-        """Apply the items of step ``step``; creating what exists already is a no-op.
-
-        The collection check before creating one is not a race: steps run only under mutexctl.schema.
-        """
-        [items] = [s.items for s in STEPS if s.number == step]
-        with self._errors():
-            for item in items:
-                if isinstance(item, Table):
-                    name = self.collection(item.name).name
-                    if name not in self._db.list_collection_names(filter={"name": name}):
-                        self._db.create_collection(name)
-                elif isinstance(item, Index):
-                    self._create_index(item)
-                else:
-                    _ensure_ttl(self.collection(item.table), item.field, self._seconds(item))
-
-    def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
-        """Set the version to ``step`` and log it, in one write."""
-        now = datetime.now(UTC)
-        with self._errors():
-            self._meta.update_one({"_id": "schema"}, {
-                "$set": {"version": step, "appliedAt": now, "appliedBy": applied_by, "toolVersion": tool_version},
-                "$push": {"steps": {"step": step, "appliedAt": now, "appliedBy": applied_by}}}, upsert=True)
-        self._prepared = None  # prepare_writes reads the new version next time
-
-    def schema_problems(self) -> list[tuple[int, str]]:
-        with self._errors():
-            if has_unique_ids(self._mutexes.index_information()):
-                return []
-        return [(UNIQUE_IDS_STEP, f"the unique index on mutexId in collection {self._mutexes.name} is missing")]
-
-    def retention_drift(self) -> tuple[str, int, int] | None:
-        """(the setting, seconds a TTL index keeps, seconds configured) for the first index that
-        keeps another time than its setting says: the broadcast log's, its node registrations', the
-        lease history's."""
-        with self._errors():
-            for setting, collection, field in self._retained():
-                wanted = self._seconds(Expiry(collection.name, field, setting))
-                kept = collection.index_information().get(f"{field}_ttl", {}).get("expireAfterSeconds")
-                if kept is not None and int(kept) != wanted:
-                    return setting, int(kept), wanted
-        return None
-
-    def apply_retention(self) -> None:
-        with self._errors():
-            for setting, collection, field in self._retained():
-                if f"{field}_ttl" in collection.index_information():
-                    _ensure_ttl(collection, field, self._seconds(Expiry(collection.name, field, setting)))
-
-    def _retained(self) -> list[tuple[str, Collection[dict[str, Any]], str]]:
-        return [(LOG_RETENTION, self._messages, "at"), (LOG_RETENTION, self._nodes, "lastSeen"),
-                (HISTORY_RETENTION, self._history, "at")]
-
-    def server_report(self) -> dict[str, str]:
-        """The server's version (refused below 4.2), topology and the write concern in effect."""
-        with self._errors():
-            build = self._db.command("buildInfo")  # not server_info(): some servers reject its "buildinfo"
-            hello = self._db.command("hello")
-        version = check_server_version(build)
-        if hello.get("setName"):
-            topology = f"replica set {hello['setName']}"
-        elif hello.get("msg") == "isdbgrid":
-            topology = "sharded cluster (mongos)"
-        else:
-            topology = "standalone"
-        concern = self._mutexes.write_concern.document or {"w": 1}
-        return {"engine": f"MongoDB {version}", "topology": topology, "database": self.database,
-                "write_concern": ", ".join(f"{k}={v}" for k, v in concern.items()), "clock": "the server's ($$NOW)"}
-
-    def store_time(self) -> datetime:
-        with self._errors():
-            hello = self._db.command("hello")
-        now = hello.get("localTime")
-        if not isinstance(now, datetime):
-            raise StoreError("the server's hello reply has no localTime")
-        return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-
-    def _create_index(self, index: Index) -> None:
-        if index.fields != ("mutexId",):
-            self.collection(index.table).create_index([(f, 1) for f in index.fields], name=index.name,
-                                                      unique=index.unique)
-            return
+        """Apply the items of step ``step``; creating what exists already is a no-op."""
         try:
-            self._unique_ids = self._run(ensure_unique_ids())
+            self._unique_ids = self._run(apply_step(self, step)) or self._unique_ids
         except DuplicateKey:
-            found = self._duplicates()
+            found = self._run(duplicates())
             names = ", ".join(f"{name!r} ({len(ids)} documents)" for name, ids in found[:5])
             raise SchemaError(f"cannot add the unique index on mutexId: several documents share a name: {names}"
                               + (f" and {len(found) - 5} more" if len(found) > 5 else ""),
                               hint="keep one document per mutexId (the held one), delete the others, then run "
                                    "init-schema again; see README.md, 'Sharing mutexes with other services'") from None
 
-    def _duplicates(self) -> list[tuple[str, list[Any]]]:
-        """(mutexId, the _ids of its documents) for every name held by more than one document."""
-        groups = self._mutexes.aggregate([{"$group": {"_id": "$mutexId", "n": {"$sum": 1}, "ids": {"$push": "$_id"}}},
-                                          {"$match": {"n": {"$gt": 1}}}, {"$sort": {"_id": 1}}])
-        return [(str(g["_id"]), g["ids"]) for g in groups]
+    def record_schema_step(self, step: int, applied_by: str, tool_version: str) -> None:
+        """Set the version to ``step`` and log it, in one write."""
+        self._run(record_step(step, applied_by, tool_version, datetime.now(UTC)))
+        self._prepared = None  # prepare_writes reads the new version next time
+
+    def schema_problems(self) -> list[tuple[int, str]]:
+        if self._run(unique_ids_present()):
+            return []
+        return [(UNIQUE_IDS_STEP, f"the unique index on mutexId in collection {self._mutexes.name} is missing")]
+
+    def retention_drift(self) -> tuple[str, int, int] | None:
+        """(the setting, seconds a TTL index keeps, seconds configured) for the first index that
+        keeps another time than its setting says: the broadcast log's, its node registrations', the
+        lease history's."""
+        return self._run(retention_drift(self._retained()))
+
+    def apply_retention(self) -> None:
+        self._run(apply_retention(self._retained()))
+
+    def _retained(self) -> list[tuple[str, str, str, int]]:
+        """(setting, collection, field, seconds configured) of each TTL index a setting rules."""
+        return [(setting, table, field, self._seconds(Expiry(table, field, setting)))
+                for setting, table, field in ((LOG_RETENTION, "messages", "at"), (LOG_RETENTION, "nodes", "lastSeen"),
+                                              (HISTORY_RETENTION, "history", "at"))]
+
+    def server_report(self) -> dict[str, str]:
+        """The server's version (refused below 4.2), topology and the write concern in effect."""
+        concern = self._mutexes.write_concern.document or {"w": 1}
+        return self._run(server_report(self.database, concern))
+
+    def store_time(self) -> datetime:
+        return self._run(store_time())
 
     def _seconds(self, item: Expiry) -> int:
         if item.seconds == LOG_RETENTION:
@@ -149,6 +107,94 @@ class MongoSchema(MongoBase):
         if item.seconds == HISTORY_RETENTION:
             return int(self.history_retention_s)
         return int(item.seconds)
+
+
+def apply_step(store: MongoSchema, step: int) -> Operation[bool]:
+    """The items of ``step`` (the collection check before creating one is not a race: steps run only
+    under mutexctl.schema); whether it made mutexId unique. Copies of a name refuse that (DuplicateKey)."""
+    [items] = [s.items for s in STEPS if s.number == step]
+    unique = False
+    for item in items:
+        if isinstance(item, Table):
+            if not (yield has_collection(item.name)):
+                try:
+                    yield create_collection(item.name)
+                except Refused as refused:  # made meanwhile (a first insert makes it: the history's, say)
+                    if refused.code != NAMESPACE_EXISTS and "already exists" not in str(refused):
+                        raise
+        elif isinstance(item, Index) and item.fields == ("mutexId",):
+            unique = yield from ensure_unique_ids()
+        elif isinstance(item, Index):
+            yield create_index(item.table, [(f, 1) for f in item.fields], name=item.name, unique=item.unique)
+        else:
+            yield from ensure_ttl(item.table, item.field, store._seconds(item))
+    return unique
+
+
+def duplicates() -> Operation[list[tuple[str, list[Any]]]]:
+    """(mutexId, the _ids of its documents) for every name held by more than one document."""
+    groups = yield aggregate("mutexes", [{"$group": {"_id": "$mutexId", "n": {"$sum": 1}, "ids": {"$push": "$_id"}}},
+                                         {"$match": {"n": {"$gt": 1}}}, {"$sort": {"_id": 1}}])
+    return [(str(g["_id"]), g["ids"]) for g in groups]
+
+
+def record_step(step: int, applied_by: str, tool_version: str, now: datetime) -> Operation[None]:
+    yield update_upsert("meta", {"_id": "schema"}, {
+        "$set": {"version": step, "appliedAt": now, "appliedBy": applied_by, "toolVersion": tool_version},
+        "$push": {"steps": {"step": step, "appliedAt": now, "appliedBy": applied_by}}})
+
+
+def unique_ids_present() -> Operation[bool]:
+    return has_unique_ids((yield index_information("mutexes")))
+
+
+def retention_drift(retained: list[tuple[str, str, str, int]]) -> Operation[tuple[str, int, int] | None]:
+    for setting, table, field, wanted in retained:
+        kept = (yield index_information(table)).get(f"{field}_ttl", {}).get("expireAfterSeconds")
+        if kept is not None and int(kept) != wanted:
+            return setting, int(kept), wanted
+    return None
+
+
+def apply_retention(retained: list[tuple[str, str, str, int]]) -> Operation[None]:
+    for _setting, table, field, wanted in retained:
+        if f"{field}_ttl" in (yield index_information(table)):
+            yield from ensure_ttl(table, field, wanted)
+
+
+def server_report(database: str, concern: dict[str, Any]) -> Operation[dict[str, str]]:
+    build = yield command("buildInfo")  # not server_info(): some servers reject its "buildinfo"
+    hello = yield command("hello")
+    version = check_server_version(build)
+    if hello.get("setName"):
+        topology = f"replica set {hello['setName']}"
+    elif hello.get("msg") == "isdbgrid":
+        topology = "sharded cluster (mongos)"
+    else:
+        topology = "standalone"
+    return {"engine": f"MongoDB {version}", "topology": topology, "database": database,
+            "write_concern": ", ".join(f"{k}={v}" for k, v in concern.items()), "clock": "the server's ($$NOW)"}
+
+
+def store_time() -> Operation[datetime]:
+    hello = yield command("hello")
+    now = hello.get("localTime")
+    if not isinstance(now, datetime):
+        raise StoreError("the server's hello reply has no localTime")
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def ensure_ttl(table: str, field: str, seconds: int) -> Operation[None]:
+    """A TTL index ``<field>_ttl`` expiring after ``seconds``; one with another expiry is replaced.
+
+    Drop and create rather than collMod, which not every wire-compatible server offers; between
+    the two, documents just live a moment longer. Only init-schema does this, under mutexctl.schema.
+    """
+    name = f"{field}_ttl"
+    kept = (yield index_information(table)).get(name, {}).get("expireAfterSeconds")
+    if kept is not None and int(kept) != seconds:
+        yield drop_index(table, name)
+    yield create_index(table, [(field, 1)], name=name, expire_after_s=seconds)
 
 
 def read_schema() -> Operation[SchemaState | None]:
@@ -174,19 +220,6 @@ def unique_ids_if_allowed(store: MongoBase) -> Operation[bool]:
     except (DuplicateKey, Refused) as exc:
         log.debug("no unique index on mutexId: %s", store._scrub(str(exc)))
         return False
-
-
-def _ensure_ttl(collection: Collection[dict[str, Any]], field: str, seconds: int) -> None:
-    """A TTL index ``<field>_ttl`` expiring after ``seconds``; one with another expiry is replaced.
-
-    Drop and create rather than collMod, which not every wire-compatible server offers; between
-    the two, documents just live a moment longer. Only init-schema calls this, under mutexctl.schema.
-    """
-    name = f"{field}_ttl"
-    kept = collection.index_information().get(name, {}).get("expireAfterSeconds")
-    if kept is not None and int(kept) != seconds:
-        collection.drop_index(name)
-    collection.create_index(field, name=name, expireAfterSeconds=seconds)
 
 
 def check_server_version(build_info: dict[str, Any]) -> str:
