@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Annotated, Any, Optional
 
 import typer
 
-from ..config import load_settings, parse_timeout_ms, parse_wait_s
+from ..config import load_settings, parse_wait_s
 from ..service import Service
 from . import exit_codes
 from .output import Output
@@ -65,9 +64,10 @@ def invocation(ctx: typer.Context, config: str | None, store: str | None, node_i
     return ctx.ensure_object(Invocation).merge(config, store, node_id, as_json, verbose, debug)
 
 
-def timeout_option(value: str | None, what: str = "--timeout") -> timedelta | None:
-    """A lease length parsed once, here: the library takes the timedelta as it is."""
-    return None if value is None else timedelta(milliseconds=parse_timeout_ms(value, what=what))
+def timeout_option(value: str | None) -> str | None:
+    """A lease length as typed: the library parses it once, where the lease is asked for (its error
+    names the flag: see hints)."""
+    return value
 
 
 def wait_option(value: str | None, what: str = "--wait") -> float | None:

@@ -4,7 +4,7 @@
 # annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Optional
 
 import typer
@@ -91,7 +91,7 @@ def acquire(
 
 def _acquire_options(inv: Invocation, name: str, command: Optional[list[str]], timeout: Optional[str],
                      wait: Optional[str], nonblock: bool, conflict_exit_code: Optional[int], limit: Optional[int],
-                     shared: bool, once: Optional[str]) -> tuple[Optional[timedelta], Optional[float]]:
+                     shared: bool, once: Optional[str]) -> tuple[Optional[str], Optional[float]]:
     """The flags of acquire checked together: (the lease's length, the wait in seconds)."""
     if command:
         inv.out.json_to_stderr = True  # stdout is the command's
