@@ -81,10 +81,17 @@ def default_store_url(env: Mapping[str, str]) -> str:
     return f"sqlite://{Path(state_home).absolute() / 'mutexctl' / 'mutexctl.db'}"  # an absolute path: sqlite:///…
 
 
-def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+# How values given by the caller are named where their source is told (errors, ``config show``): the
+# library's arguments; the CLI passes its flags (cli/common.FLAG_SOURCES).
+ARGUMENT_SOURCES: Mapping[str, str] = MappingProxyType({"config": "config=", "store": "store=", "node_id": "node_id="})
+
+
+def find_config_file(explicit: str | None, env: Mapping[str, str], *,
+                     given: Mapping[str, str] = ARGUMENT_SOURCES) -> Path | None:
     """The first parameter file in the lookup order (the README's "Configuration"); an explicitly named
-    one must exist."""
-    named, source = (explicit, "--config") if explicit is not None else (env.get("MUTEXCTL_CONFIG"), "MUTEXCTL_CONFIG")
+    one must exist. ``given``: how the caller's own values are named (see ARGUMENT_SOURCES)."""
+    named, source = (explicit, given["config"]) if explicit is not None else \
+        (env.get("MUTEXCTL_CONFIG"), "MUTEXCTL_CONFIG")
     if named is not None and (explicit is not None or named):
         if not named.strip():
             raise ConfigError(f"{source} is empty", hint="name a YAML file, or drop it to use the default lookup")
@@ -126,11 +133,13 @@ _ENV = (("node_id", "MUTEXCTL_NODE_ID"), ("store", "MUTEXCTL_STORE"), ("database
 
 
 def resolve(*, config: str | None = None, store: str | None = None, node_id: str | None = None,
-            env: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, str]]:
-    """Settings the way the CLI resolves them, and where each field came from ("--store",
-    "MUTEXCTL_STORE", "<file> (key store)", "default"). Raises ConfigError for a bad file or environment."""
+            env: Mapping[str, str] | None = None,
+            given: Mapping[str, str] = ARGUMENT_SOURCES) -> tuple[Settings, dict[str, str]]:
+    """Settings the way the CLI resolves them, and where each field came from ("store=" or, from the
+    CLI, "--store"; "MUTEXCTL_STORE", "<file> (key store)", "default"). Raises ConfigError for a bad
+    file or environment."""
     env = os.environ if env is None else env
-    path = find_config_file(config, env)
+    path = find_config_file(config, env, given=given)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if path:
@@ -141,9 +150,9 @@ def resolve(*, config: str | None = None, store: str | None = None, node_id: str
             field = _FIELD.get(key, key)
             values[field], sources[field] = _from_env(var, key, env[var]), var
     if node_id is not None:
-        values["node_id"], sources["node_id"] = validate_node_id(node_id, what="node id"), "--node-id"
+        values["node_id"], sources["node_id"] = validate_node_id(node_id, what="node id"), given["node_id"]
     if store is not None:
-        values["store"], sources["store"] = store, "--store"
+        values["store"], sources["store"] = store, given["store"]
     if "node_id" not in values:
         values["node_id"], sources["node_id"] = host_name(), "default (the host name)"
     if "store" not in values:
@@ -153,9 +162,9 @@ def resolve(*, config: str | None = None, store: str | None = None, node_id: str
 
 
 def load_settings(*, config: str | None = None, store: str | None = None, node_id: str | None = None,
-                  env: Mapping[str, str] | None = None) -> Settings:
+                  env: Mapping[str, str] | None = None, given: Mapping[str, str] = ARGUMENT_SOURCES) -> Settings:
     """Resolve Settings the way the CLI does. Raises ConfigError for a bad file or environment."""
-    return resolve(config=config, store=store, node_id=node_id, env=env)[0]
+    return resolve(config=config, store=store, node_id=node_id, env=env, given=given)[0]
 
 
 def _from_env(var: str, key: str, value: str) -> Any:

@@ -55,7 +55,11 @@ class Invocation:
         """The command's Service. It is not closed: a CLI run ends with it, and the process's exit
         drops its connections. (Closing a MongoDB client first sends endSessions, one more round
         trip for nothing: the server forgets idle sessions by itself.)"""
-        yield Service(load_settings(config=self.config, store=self.store, node_id=self.node_id))
+        yield Service(load_settings(config=self.config, store=self.store, node_id=self.node_id, given=FLAG_SOURCES))
+
+
+# Where a value the user typed came from, as errors and ``config show`` tell it: the flag.
+FLAG_SOURCES = {"config": "--config", "store": "--store", "node_id": "--node-id"}
 
 
 def invocation(ctx: typer.Context, config: str | None, store: str | None, node_id: str | None, as_json: bool,

@@ -11,7 +11,7 @@ from ..config import resolve
 from ..models import human_ms
 from ..redact import mask_url
 from . import exit_codes
-from .common import APP_SETTINGS, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, invocation
+from .common import APP_SETTINGS, FLAG_SOURCES, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, invocation
 
 CONFIG = typer.Typer(name="config", cls=TyperGroup, no_args_is_help=True, **APP_SETTINGS)
 
@@ -32,7 +32,7 @@ def show(
     Credentials in the store URL are masked. Nothing is connected to.
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
-    settings, sources = resolve(config=inv.config, store=inv.store, node_id=inv.node_id)
+    settings, sources = resolve(config=inv.config, store=inv.store, node_id=inv.node_id, given=FLAG_SOURCES)
     values = _values(settings._asdict())
     if inv.as_json:
         inv.out.doc({"ok": True, "config_file": str(settings.config_file) if settings.config_file else None,

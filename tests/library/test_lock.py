@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from mutexctl import LeaseLostError, LockHeldError, Service, WaitTimeoutError
@@ -70,3 +71,15 @@ def test_connect_resolves_configuration_like_the_cli(tmp_path, monkeypatch: pyte
         assert svc.status()[0].taken_by == "node-7"
         assert svc.V("module-service-action")
     wait_until(lambda: True)
+
+
+def test_the_library_names_its_own_arguments_not_the_cli_s_flags(tmp_path: Path) -> None:
+    import mutexctl
+    from mutexctl import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        mutexctl.connect(config=str(tmp_path / "missing.yaml"))
+    assert "(from config=)" in caught.value.message and "--" not in caught.value.message
+    with pytest.raises(mutexctl.UsageError) as refused:
+        mutexctl.connect(store=f"sqlite://{tmp_path}/s.db", node_id="n").try_acquire("m", limit=0)
+    assert refused.value.message.startswith("limit 0") and "--" not in f"{refused.value.message} {refused.value.hint}"
