@@ -190,7 +190,7 @@ class MongoBase:
         if command.verb == "has_collection":
             return found.name in self._db.list_collection_names(filter={"name": found.name})
         if command.verb == "create_collection":
-            self._db.create_collection(found.name)
+            self._db.create_collection(found.name, check_exists=False)  # (the server tells a race: code 48)
             return None
         if command.verb == "command":
             return self._db.command(command.args[0])
