@@ -7,7 +7,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..diagnose import why
 from ..errors import MutexctlError
 from ..models import (
     EXCLUSIVE,
@@ -46,6 +45,8 @@ def lease_doc(lease: Lease) -> dict[str, Any]:
 def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
     """A mutex for --json. Holder fields describe the current lease only: null when free (the last
     holder is ``last_taken_by``) and for another service's lease (``foreign``)."""
+    from ..diagnose import why  # (status only: the lock commands' start-up does without it)
+
     holder, taken = state.holder if state.taken else None, state.taken
     return {
         "mutex": state.mutex_id, "state": state.state, "taken": taken,
