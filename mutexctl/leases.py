@@ -351,8 +351,14 @@ class _Waiting:
         self.deadline = self.started + request.wait_s
         self.seen: LockHeldError | None = None
         self.backoff = Backoff()
+        self._first_try = True
 
     def waited_ms(self) -> int:
+        """How long the wait has lasted when a try is sent; the first try has not waited (the time
+        spent getting ready for it, a queue entry's token and doorbell, is no waiting)."""
+        if self._first_try:
+            self._first_try = False
+            return 0
         return round((time.monotonic() - self.started) * 1000)
 
     def saw(self, held: LockHeldError, *, told: bool = True) -> LockHeldError:
