@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import CommandStartError
+from .gate import Gate, find_program
 from .terminal import controlling_tty, foreground, set_foreground, take_terminal
 from .watcher import Watcher
 
@@ -52,20 +53,30 @@ class CommandGroup:
         front_tty = tty if tty is not None and foreground(tty) == os.getpgrp() else None
         extra: dict[str, Any] = {} if front_tty is None else {"preexec_fn": functools.partial(take_terminal, front_tty)}
         try:
-            self.process = subprocess.Popen(self.argv, env=self.env, process_group=0, **extra)
+            find_program(self.argv[0], self.env)
         except OSError as exc:
+            raise _start_error(self.argv[0], exc) from None
+        gate = Gate()  # the command runs only once its watcher does
+        try:
+            self.process = subprocess.Popen(gate.argv(self.argv), env=self.env, process_group=0,
+                                            pass_fds=gate.fds, **extra)
+        except OSError as exc:
+            gate.close()
             if front_tty is not None:  # the child took the terminal, then failed to exec
                 take_terminal(front_tty)
-            raise _start_error(self.argv[0], exc) from None
+            raise _start_error("/bin/sh", exc) from None
+        gate.started()
         if tty is not None:
             self._pass_foreground(os.getpgrp(), self.pgid)  # if the command could not take it
         try:
             self._watcher = Watcher(self.pgid, grace_s=grace_s, left_s=left_s, keep_fds=keep_fds)
         except OSError as exc:  # without a watcher the command must not run at all
+            gate.close()
             self.signal(signal.SIGKILL)
             self.process.wait()
             self.finish(kill_rest=True)
             raise CommandStartError(f"cannot start the process-group watcher /bin/sh: {exc.strerror}", 126) from None
+        gate.open()
         for signum in self._pending:
             self.signal(signum)
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from .gate import Gate, find_program
 from .watcher import Watcher
 
 TIMED_OUT = 124  # the status of a handler stopped at its time limit, as timeout(1) gives it
@@ -39,17 +40,26 @@ def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], *,
     grace = handler_stop_grace_s(limit_s)
     started = time.monotonic()
     try:
-        process = subprocess.Popen(list(argv), stdin=subprocess.PIPE, env=dict(env), process_group=0)
+        find_program(argv[0], env)
     except FileNotFoundError:
         return HandlerRun(127, False)
     except OSError:
         return HandlerRun(126, False)
+    gate = Gate()  # it runs only once its watcher does, so a listener killed meanwhile takes it along
+    try:
+        process = subprocess.Popen(gate.argv(argv), stdin=subprocess.PIPE, env=dict(env), process_group=0,
+                                   pass_fds=gate.fds)
+    except OSError:
+        gate.close()
+        return HandlerRun(126, False)
+    gate.started()
     watcher = None
     try:
         with contextlib.suppress(OSError):  # without a watcher the handler still runs, only less guarded
             # The watcher keeps the listener's own schedule (TERM at the limit, KILL a grace later): it
             # acts only if the listener cannot, and a grace added twice would let a hung handler run on.
             watcher = Watcher(process.pid, grace_s=grace, left_s=limit_s if limit_s else _FOREVER_S)
+        gate.open()
         try:
             process.communicate(stdin, timeout=limit_s)
         except subprocess.TimeoutExpired:
@@ -65,6 +75,7 @@ def run_handler(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], *,
         process.wait()
         raise
     finally:
+        gate.close()  # opened by now, unless it was never to run
         if watcher is not None:
             watcher.dismiss(kill_group=process.returncode is None, group_gone=process.returncode is not None)
     code = process.returncode

@@ -11,10 +11,11 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 from mutexctl.service import Service
 
-from ..conftest import Cli, mutexctl_argv
+from ..conftest import BUSY_S, Cli, mutexctl_argv
 
 
 def _watch_on_a_terminal(argv: list[str], env: dict[str, str], seconds: float) -> tuple[str, int]:
@@ -62,24 +63,43 @@ def test_watch_on_a_terminal_counts_down_in_place_and_quits_on_ctrl_c(cli: Cli, 
     assert text.rstrip().endswith(("\x1b[?25h", "quits")) or "\x1b[?25h" in text  # the cursor is given back
 
 
+def _lines_until(proc: subprocess.Popen[str], enough: int, timeout: float) -> list[str]:
+    """Read ``proc``'s stdout until ``enough`` lines came (or the deadline: the test then fails on the count)."""
+    assert proc.stdout is not None
+    lines, deadline = [], time.monotonic() + timeout
+    while len(lines) < enough and time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 0.1)[0]:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+    return lines
+
+
 def test_watch_piped_prints_one_snapshot_per_interval(cli: Cli, service: Service) -> None:
     service.try_acquire("deploy", timeout="1h")
     proc = cli.popen("--json", "status", "--watch", "--interval", "200ms")
-    time.sleep(1.5)
+    first = _lines_until(proc, 4, timeout=20 * BUSY_S)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    out, err = proc.communicate(timeout=20 * BUSY_S)
     assert proc.returncode == 0, err
-    docs = [json.loads(line) for line in out.splitlines()]
-    assert 4 <= len(docs) <= 10, len(docs)
+    docs = [json.loads(line) for line in [*first, *out.splitlines()]]
+    assert len(docs) >= 4, len(docs)
     assert all(d["mutexes"][0]["mutex"] == "deploy" and d["mutexes"][0]["state"] == "held" for d in docs)
     assert docs[0]["events"][0]["event"] == "acquire"
-    times = [d["at"] for d in docs]
+    times = [datetime.fromisoformat(d["at"]) for d in docs]
     assert times == sorted(times) and len(set(times)) == len(times)
+    per_snapshot = (times[-1] - times[0]).total_seconds() / (len(times) - 1)
+    assert per_snapshot >= 0.19, times  # one per interval, not more often (fewer is the machine's load)
     text = cli.popen("status", "--watch", "--interval", "200ms")
-    time.sleep(0.8)
+    shown = "".join(_lines_until(text, 1, timeout=20 * BUSY_S))
+    while shown.count("# at ") < 2:
+        more = _lines_until(text, 1, timeout=20 * BUSY_S)
+        assert more, shown
+        shown += more[0]
     text.send_signal(signal.SIGINT)
-    out, _ = text.communicate(timeout=20)
-    assert text.returncode == 0 and out.count("# at ") >= 2 and "deploy" in out
+    out, _ = text.communicate(timeout=20 * BUSY_S)
+    assert text.returncode == 0 and "deploy" in shown + out
 
 
 def test_watch_refuses_a_bad_interval(cli: Cli) -> None:

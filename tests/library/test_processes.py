@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mutexctl import LockHeldError, Service
 
-from ..conftest import BUSY_S, HELPERS, wait_until
+from ..conftest import BUSY_S, HELPERS, pid_alive, wait_until
 
 PROCESSES = 4
 CYCLES = 200
@@ -67,3 +67,18 @@ def test_a_holder_killed_by_sigkill_frees_the_mutex_after_its_timeout_and_not_be
     waited = time.monotonic() - float(before_acquire)
     assert lease_s <= waited < lease_s + BUSY_S
     assert lease.fence == int(fence) + 1
+
+
+@pytest.mark.parametrize("mode", ["group", "handler"])
+def test_a_command_never_runs_if_mutexctl_dies_before_its_watcher_starts(mode: str, tmp_path: Path) -> None:
+    """Exec mode and broadcast handlers start a command, then its watcher: a SIGKILL in between must
+    not leave the command running unwatched (past its lease). The control shows the window is real."""
+    for variant, should_run in (("gated", False), ("ungated", True)):
+        marker, pid_file = tmp_path / f"{variant}.ran", tmp_path / f"{variant}.pid"
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+        helper = subprocess.run([sys.executable, str(HELPERS / "start_then_die.py"), mode, variant, str(marker),
+                                 str(pid_file)], env=env, timeout=60 * BUSY_S, capture_output=True)
+        assert helper.returncode == -signal.SIGKILL, helper.stderr
+        started = int(pid_file.read_text())
+        wait_until(lambda pid=started: not pid_alive(pid), timeout=10 * BUSY_S)  # it ran to its end, or never ran
+        assert marker.exists() is should_run, variant
