@@ -55,12 +55,13 @@ class ExclusiveLeases(StoreInfo, Protocol):
     def renew(self, lease: Lease) -> Lease:
         """Extend our unexpired exclusive lease by its timeout; else raise LeaseExpiredError/NotOwnerError."""
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None) -> WakeList:
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> WakeList:
         """Free the exclusive lease iff ``node_id`` (and ``fence``, when given) hold it; else
         NotOwnerError (its ``state``, read after it, tells whether slots hold the mutex instead).
         Returns the mutex's live waiters, read in the same operation.
 
-        Raises LeaseExpiredError (after freeing it) if our lease had already expired.
+        Raises LeaseExpiredError (after freeing it) if our lease had already expired. ``reason``
+        (e.g. a shutdown) goes into the release's history event.
         """
 
     def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
@@ -93,9 +94,10 @@ class SlotLeases(StoreInfo, Protocol):
     def renew_slot(self, lease: Lease) -> Lease:
         """Extend our live slot by its timeout; else NotOwnerError."""
 
-    def release_slot(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+    def release_slot(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> None:
         """End our slot (``fence`` None: this node's one token-mode slot, stores.common.token_mode_slot);
-        else NotOwnerError. LeaseExpiredError (after ending it) if it had already expired."""
+        else NotOwnerError. LeaseExpiredError (after ending it) if it had already expired. ``reason``:
+        as for ``release``."""
 
     def force_release_slots(self, mutex_id: str, by_node: str, by: Holder, reason: str, *, node: str | None,
                             fence: int | None) -> MutexState | None:

@@ -23,8 +23,8 @@ class MongoLeases(MongoBase):
     def renew(self, lease: Lease) -> Lease:
         return self._run(renew(self, lease))
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None) -> WakeList:
-        return self._run(release(self, mutex_id, node_id, fence))
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> WakeList:
+        return self._run(release(self, mutex_id, node_id, fence, reason))
 
     def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
         return self._run(force_release(self, mutex_id, by_node, by, reason, record_id=uuid.uuid4().hex))
@@ -43,7 +43,8 @@ def renew(store: MongoBase, lease: Lease) -> Operation[Lease]:
                  lease.local_deadline)
 
 
-def release(store: MongoBase, mutex_id: str, node_id: str, fence: int | None) -> Operation[WakeList]:
+def release(store: MongoBase, mutex_id: str, node_id: str, fence: int | None,
+            reason: str | None = None) -> Operation[WakeList]:
     """One write: free it, and tell in the same operation whether it had already expired (kept in
     releasedLate until the next acquire). With a fence the guard proves the lease is the one we
     wrote, whose takenAt is in the seed's form: the smaller test suffices."""
@@ -60,7 +61,7 @@ def release(store: MongoBase, mutex_id: str, node_id: str, fence: int | None) ->
         store.queue_event(LeaseEvent(
             mutex_id, "release-late" if doc.get("releasedLate") else "release", utc(at), node_id,
             int_or_none(doc.get("fence")), holder_of(mine) if current else None,
-            held_ms=ms_between(mine.get("since"), at) if current else None))
+            held_ms=ms_between(mine.get("since"), at) if current else None, reason=reason))
     if doc.get("releasedLate"):
         raise released_late_error(mutex_id, doc.get("fence"))
     return live_waiters(doc, at)

@@ -35,8 +35,8 @@ class MongoSlots(MongoBase):
     def renew_slot(self, lease: Lease) -> Lease:
         return self._run(renew_slot(lease))
 
-    def release_slot(self, mutex_id: str, node_id: str, fence: int | None) -> None:
-        self._run(release_slot(self, mutex_id, node_id, fence))
+    def release_slot(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> None:
+        self._run(release_slot(self, mutex_id, node_id, fence, reason))
 
     def force_release_slots(self, mutex_id: str, by_node: str, by: Holder, reason: str, *, node: str | None,
                             fence: int | None) -> MutexState | None:
@@ -82,7 +82,8 @@ def renew_slot(lease: Lease) -> Operation[Lease]:
     return lease._replace(expires_at=utc(mine[0]["expiresAt"]))
 
 
-def release_slot(store: MongoBase, mutex_id: str, node_id: str, fence: int | None) -> Operation[None]:
+def release_slot(store: MongoBase, mutex_id: str, node_id: str, fence: int | None,
+                 reason: str | None = None) -> Operation[None]:
     if fence is None:  # the seed's V for a slot
         state = yield from read_state(mutex_id)
         fence = token_mode_slot(state, node_id) if state is not None else None
@@ -99,7 +100,7 @@ def release_slot(store: MongoBase, mutex_id: str, node_id: str, fence: int | Non
         store.queue_event(LeaseEvent(mutex_id, "release-late" if doc.get("releasedLate") else "release",
                                      utc(gone["at"]), node_id, fence, holder_of(gone),
                                      held_ms=ms_between(gone.get("since"), gone["at"]),
-                                     slot=text_of(slots.get("kind"))))
+                                     slot=text_of(slots.get("kind")), reason=reason))
     if doc.get("releasedLate"):
         raise released_late_error(mutex_id, fence)
 

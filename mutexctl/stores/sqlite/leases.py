@@ -38,11 +38,11 @@ class SQLiteLeases(SQLiteBase):
         self.guard.refresh(lease.mutex_id, lease.fence, lease.timeout_ms, self._file, slot=False)
         return renewed
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None) -> WakeList:
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> WakeList:
         self.guard.drop(mutex_id, fence)  # first: the next taker of this file may then bind it
         if self._replaced():
             raise self._file_lost(mutex_id, node_id, fence, "release")
-        line, late = self._run(release(self, mutex_id, node_id, fence, self._now()))
+        line, late = self._run(release(self, mutex_id, node_id, fence, self._now(), reason))
         if late is not None:  # (raised once the release has committed: it stands)
             raise late
         return line
@@ -74,8 +74,8 @@ def renew(store: SQLiteBase, lease: Lease, now: Now) -> Operation[Lease]:
                  lease.local_deadline)
 
 
-def release(store: SQLiteBase, mutex_id: str, node_id: str, fence: int | None,
-            now: Now) -> Operation[tuple[WakeList, LeaseExpiredError | None]]:
+def release(store: SQLiteBase, mutex_id: str, node_id: str, fence: int | None, now: Now,
+            reason: str | None = None) -> Operation[tuple[WakeList, LeaseExpiredError | None]]:
     """Free our lease; (its waiters in line, and the error to raise if it had already expired)."""
     params = store._params(mutex_id, node_id, fence, now.ns)
     found = yield row(f"UPDATE mutexes SET taken = 0 WHERE {OURS} "
@@ -86,7 +86,8 @@ def release(store: SQLiteBase, mutex_id: str, node_id: str, fence: int | None,
         holder = Holder(found[3], found[4], found[5], found[6]) if found[3] is not None else None
         yield from events.record(store.history_retention_s, mutex_id, "release" if found[0] else "release-late",
                                  node_id, found[1], holder,
-                                 held_ms=events.since_ms(parse_iso(found[2]) if found[2] else None, now.wall))
+                                 held_ms=events.since_ms(parse_iso(found[2]) if found[2] else None, now.wall),
+                                 reason=reason)
     line = (yield from waiters.in_line(mutex_id, store._boot, now.ns)) if store._has_waiters else ()
     return line, None if found[0] else released_late_error(mutex_id, found[1])
 

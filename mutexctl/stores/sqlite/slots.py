@@ -53,11 +53,11 @@ class SQLiteSlots(SQLiteBase):
         self.guard.refresh(lease.mutex_id, lease.fence, lease.timeout_ms, self._file, slot=True)
         return renewed
 
-    def release_slot(self, mutex_id: str, node_id: str, fence: int | None) -> None:
+    def release_slot(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> None:
         self.guard.drop(mutex_id, fence)
         if self._replaced():
             raise self._file_lost(mutex_id, node_id, fence, "release")
-        late = self._run(release_slot(self, mutex_id, node_id, fence, self._now()))
+        late = self._run(release_slot(self, mutex_id, node_id, fence, self._now(), reason))
         if late is not None:  # (raised once the release has committed: it stands)
             raise late
 
@@ -108,8 +108,8 @@ def renew_slot(store: SQLiteBase, lease: Lease, now: Now) -> Operation[Lease]:
     return lease._replace(expires_at=ends)
 
 
-def release_slot(store: SQLiteBase, mutex_id: str, node_id: str, fence: int | None,
-                 now: Now) -> Operation[LeaseExpiredError | None]:
+def release_slot(store: SQLiteBase, mutex_id: str, node_id: str, fence: int | None, now: Now,
+                 reason: str | None = None) -> Operation[LeaseExpiredError | None]:
     """End our slot; the error to raise if it had already expired (the release stands)."""
     state = yield from read_state(store, mutex_id, now)
     if fence is None and state is not None:  # the seed's V for a slot
@@ -126,7 +126,7 @@ def release_slot(store: SQLiteBase, mutex_id: str, node_id: str, fence: int | No
         ended = next((s for s in state.slots if s.fence == fence), None) if state is not None else None
         yield from events.record(store.history_retention_s, mutex_id, "release" if found[0] else "release-late",
                                  node_id, fence, ended.holder if ended else None, slot=state.kind if state else None,
-                                 held_ms=events.since_ms(ended.since if ended else None, now.wall))
+                                 held_ms=events.since_ms(ended.since if ended else None, now.wall), reason=reason)
     return None if found[0] else released_late_error(mutex_id, fence)
 
 
