@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         NotOwnerError,
         OutputError,
         SchemaError,
+        ShutdownError,
         StoreError,
         StoreUnavailableError,
         UsageError,
@@ -72,8 +73,8 @@ _WHERE = {
     **dict.fromkeys(("BroadcastError", "CommandStartError", "ConfigError", "DuplicateMutexError",
                      "HandlerFailedError", "HeldOnHostError", "LeaseExpiredError", "LeaseLostError",
                      "LimitConflictError", "LockHeldError", "MutexctlError", "NoListenersError", "NodesSilentError",
-                     "NotOwnerError", "OutputError", "SchemaError", "StoreError", "StoreUnavailableError",
-                     "UsageError", "WaitTimeoutError"), "errors"),
+                     "NotOwnerError", "OutputError", "SchemaError", "ShutdownError", "StoreError",
+                     "StoreUnavailableError", "UsageError", "WaitTimeoutError"), "errors"),
 }
 
 __all__ = [
@@ -111,6 +112,7 @@ __all__ = [
     "SchemaState",
     "Service",
     "Settings",
+    "ShutdownError",
     "SlotHolder",
     "StoreError",
     "StoreUnavailableError",

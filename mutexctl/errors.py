@@ -150,6 +150,12 @@ class LeaseLostError(MutexctlError):
     kind = "lease_lost"
 
 
+class ShutdownError(MutexctlError):
+    """The Service is shutting down (closed, or a signal came): it takes no new lease."""
+
+    kind = "shutdown"
+
+
 class SchemaError(MutexctlError):
     """The store's schema is missing or at another version."""
 

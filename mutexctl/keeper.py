@@ -12,6 +12,7 @@ import contextlib
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from .clock import lease_clock
 from .errors import LeaseLostError, NotOwnerError, StoreError
@@ -161,14 +162,48 @@ class LeaseKeeper(threading.Thread):
         self._recorder.start()
 
 
-class HeldLease:
-    """What ``with svc.lock(...) as held`` yields: the current lease, its fence, and loss."""
+LostCallback = Callable[[str], None]
 
-    def __init__(self, lease: Lease) -> None:
+
+class HoldRegistry(Protocol):
+    """Where a Service keeps its running ``lock()`` blocks, so that its shutdown can stop them (see
+    lifecycle.Lifecycle)."""
+
+    @property
+    def closing(self) -> str | None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def check_open(self) -> None: ...
+
+    def add(self, held: HeldLease) -> None: ...
+
+    def discard(self, held: HeldLease) -> None: ...
+
+
+class HeldLease:
+    """What ``with svc.lock(...) as held`` yields: the current lease, its fence, and two events.
+
+    ``stop_event`` is set when the block's work must stop: the lease is about to be lost, or the
+    Service is shutting down. ``lost_event`` is set when the lease is lost. The ``on_lost`` callback
+    (of ``lock()``) is called once, with the reason, when ``stop_event`` is first set — at the
+    conservative instant exec mode stops its command: early enough that the work can stop before
+    the lease could pass to anyone else.
+    """
+
+    def __init__(self, lease: Lease, on_lost: LostCallback | None = None) -> None:
         self._first = lease
         self._keeper: LeaseKeeper | None = None
-        self._lost = threading.Event()
+        self._on_lost = on_lost
+        self.stop_event = threading.Event()
+        self.lost_event = threading.Event()
+        self.done_event = threading.Event()  # the block has ended (its lease released or lost)
         self.lost_reason: str | None = None
+        self.stop_reason: str | None = None
+        self.thread = threading.get_ident()  # the thread that runs the block
+        self.released = False  # released before the block ended (the Service was closed from inside it)
+        self._telling = threading.Lock()
 
     @property
     def lease(self) -> Lease:
@@ -180,36 +215,71 @@ class HeldLease:
 
     @property
     def lost(self) -> bool:
-        return self._lost.is_set()
+        return self.lost_event.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the block's work should stop now (loss ahead, or shutdown)."""
+        return self.stop_event.is_set()
 
     def wait_lost(self, timeout: float | None = None) -> bool:
-        return self._lost.wait(timeout)
+        return self.lost_event.wait(timeout)
+
+    def wait_stopping(self, timeout: float | None = None) -> bool:
+        return self.stop_event.wait(timeout)
+
+    def _stop(self, reason: str) -> None:
+        """Tell the block to stop (once): the event, then the callback."""
+        with self._telling:
+            if self.stop_event.is_set():
+                return
+            self.stop_reason = reason
+            self.stop_event.set()
+        if self._on_lost is not None:
+            try:
+                self._on_lost(reason)
+            except Exception:  # a failing callback must not stop the keeper from keeping watch
+                log.exception("the on_lost callback of the lease on %s failed", self._first.mutex_id)
 
     def _mark_lost(self, reason: str) -> None:
         self.lost_reason = reason
-        self._lost.set()
+        self.lost_event.set()
+        self._stop(reason)
 
 
 @contextlib.contextmanager
-def hold(leases: Leases, request: LeaseRequest, *,
-         give_up: Callable[[], bool] | None = None) -> Iterator[HeldLease]:
+def hold(leases: Leases, request: LeaseRequest, *, give_up: Callable[[], bool] | None = None,
+         on_lost: LostCallback | None = None, registry: HoldRegistry | None = None) -> Iterator[HeldLease]:
     """Hold the lease ``request`` asks for (a mutex, one of a semaphore's slots, or a shared hold) for
     the block, renewing it every timeout/3 in a background thread.
 
-    If renewal is refused or the store stays unreachable until the lease could expire,
-    ``held.lost`` turns true; leaving the block then raises LeaseLostError.
+    If renewal is refused or the store stays unreachable, the lease counts as lost a stop grace
+    (lease_stop_grace_s) and a clock reserve before it could expire: ``held.lost`` turns true and
+    ``on_lost`` is called; leaving the block then raises LeaseLostError. With a ``registry`` (the
+    Service's), no lease is taken once it is closing, and its shutdown can tell the block to stop.
     """
+    if registry is not None:
+        registry.check_open()
     lease = leases.acquire(request, give_up=give_up)
-    held = HeldLease(lease)
-    keeper = LeaseKeeper(leases, lease, on_lost=held._mark_lost, stop_margin_s=0.0)
+    held = HeldLease(lease, on_lost)
+    keeper = LeaseKeeper(leases, lease, on_lost=held._mark_lost, stop_margin_s=lease_stop_grace_s(lease.timeout_ms))
     held._keeper = keeper
     keeper.start()
+    if registry is not None:
+        registry.add(held)
     try:
         yield held
     finally:
         keeper.stop()
-        if not held.lost:
-            with contextlib.suppress(NotOwnerError):
-                leases.release(request.mutex_id, token=keeper.lease.fence, kind=lease.kind)
+        if registry is not None:
+            registry.discard(held)
+        try:
+            # (closed: the store is gone, and the lease runs out by itself, after this block)
+            if not held.lost and not held.released and not (registry is not None and registry.closed):
+                reason = registry.closing if registry is not None else None
+                with contextlib.suppress(NotOwnerError):
+                    leases.release(request.mutex_id, token=keeper.lease.fence, kind=lease.kind, reason=reason)
+        finally:
+            held.done_event.set()
     if held.lost:
         raise LeaseLostError(f"lease on '{request.mutex_id}' was lost while the block ran: {held.lost_reason}")

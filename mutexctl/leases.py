@@ -218,14 +218,15 @@ class Leases:
             raise
 
     def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None,
-                kind: str | None = None) -> None:
+                kind: str | None = None, reason: str | None = None) -> None:
         """Free the mutex (or this node's slot) if this node (and ``token``, the fence, when given)
-        holds it; else NotOwnerError. ``kind``: the lease's, when known (saves a try on a slot)."""
+        holds it; else NotOwnerError. ``kind``: the lease's, when known (saves a try on a slot);
+        ``reason``: why, in the history (a shutdown)."""
         if token is not None:
             validate_token(token)
         self.store.prepare_writes()
         try:
-            ring_first_here(self._release(validate_mutex_id(mutex_id), node_id or self.node_id, token, kind),
+            ring_first_here(self._release(validate_mutex_id(mutex_id), node_id or self.node_id, token, kind, reason),
                             host_name())
         except NotOwnerError as refused:
             if not isinstance(refused, LeaseExpiredError) or refused.state is None:  # (a late release is recorded)
@@ -235,19 +236,20 @@ class Leases:
             self.recorder.poke()
         log.debug("released %s (fence %s)", mutex_id, token)
 
-    def _release(self, mutex_id: str, node_id: str, token: int | None, kind: str | None) -> WakeList:
+    def _release(self, mutex_id: str, node_id: str, token: int | None, kind: str | None,
+                 reason: str | None) -> WakeList:
         """The one place that chooses between an exclusive release and a slot's: by the lease's kind,
         or, not known (a release by name or token alone), the exclusive one first and a slot's when
         the state it read back shows slots holding the mutex."""
         if kind is not None and kind != EXCLUSIVE:
-            self.store.release_slot(mutex_id, node_id, token)
+            self.store.release_slot(mutex_id, node_id, token, reason=reason)
             return ()
         try:
-            return self.store.release(mutex_id, node_id, token)
+            return self.store.release(mutex_id, node_id, token, reason=reason)
         except NotOwnerError as refused:
             if kind is not None or not isinstance(refused.state, MutexState) or refused.state.kind == EXCLUSIVE:
                 raise
-        self.store.release_slot(mutex_id, node_id, token)
+        self.store.release_slot(mutex_id, node_id, token, reason=reason)
         return ()
 
     def record(self, mutex_id: str, kind: str, fence: int | None, reason: str, *, node_id: str | None = None,

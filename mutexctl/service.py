@@ -5,6 +5,7 @@ pays only for what it calls."""
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings
 from .errors import LockHeldError, NotOwnerError, UsageError
-from .leases import Leases, WaitCallback
+from .leases import Leases, WaitAbandoned, WaitCallback
+from .lifecycle import Lifecycle, on_signals
 from .models import (
     DEFAULT_CHANNEL,
     AckReport,
@@ -40,20 +42,32 @@ if TYPE_CHECKING:
 
 
 
-def connect(config: str | None = None, *, store: str | None = None, node_id: str | None = None) -> Service:
-    """Open the store the way the CLI would: flags here > ``MUTEXCTL_*`` > the YAML file > defaults."""
-    return Service(load_settings(config=config, store=store, node_id=node_id))
+def connect(config: str | None = None, *, store: str | None = None, node_id: str | None = None,
+            release_on_signals: bool = False) -> Service:
+    """Open the store the way the CLI would: flags here > ``MUTEXCTL_*`` > the YAML file > defaults.
+    ``release_on_signals``: see ``Service.release_on_signals``."""
+    service = Service(load_settings(config=config, store=store, node_id=node_id))
+    if release_on_signals:
+        service.release_on_signals()
+    return service
 
 
 class Service:
-    """Mutexes and broadcasts on one store for one node. Thread-safe for one lease per thread."""
+    """Mutexes and broadcasts on one store for one node. Thread-safe for one lease per thread.
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    Its life (see lifecycle): ``close()`` releases every lease it holds, after telling its running
+    ``lock()`` blocks to stop; ``release_on_signals()`` does that on SIGTERM/SIGINT. ``keep_leases``
+    (the CLI's token mode, whose leases outlive the process on purpose): close releases nothing.
+    """
+
+    def __init__(self, settings: Settings, store: Store | None = None, *, keep_leases: bool = False) -> None:
         self.settings = settings
         self.store: Store = store if store is not None else open_store(settings)
         self.leases = Leases(self.store, settings)
         self._intracom: Intracom | None = None
         self._taken: dict[str, tuple[str, int]] = {}  # what P() took, so V() releases exactly that lease
+        self._keep_leases = keep_leases
+        self.lifecycle = Lifecycle(self.leases, on_close=self._close_store, at_exit=not keep_leases)
 
     @property
     def node_id(self) -> str:
@@ -73,12 +87,14 @@ class Service:
         """Try once to take ``mutex_id`` for ``node_id`` for ``timeout_ms``; True if taken."""
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 1:
             raise UsageError(f"timeout_ms must be a positive integer, not {timeout_ms!r}")
+        self.lifecycle.check_open()
         try:
             lease = self.leases.take(self.leases.request(mutex_id, timeout=timedelta(milliseconds=timeout_ms),
                                                          node_id=node_id), explain=False)
         except LockHeldError:
             return False
         self._taken[mutex_id] = (node_id, lease.fence)
+        self._took(lease)
         return True
 
     def V(self, mutex_id: str) -> bool:  # noqa: N802 - the seed's names
@@ -88,7 +104,7 @@ class Service:
         """
         node_id, fence = self._taken.pop(mutex_id, (self.node_id, None))
         try:
-            self.leases.release(mutex_id, token=fence, node_id=node_id)
+            self.release(mutex_id, token=fence, node_id=node_id)
         except NotOwnerError:
             return False
         return True
@@ -101,23 +117,40 @@ class Service:
         """One try; ``limit``: one of that many slots of a semaphore; ``shared``: a reader's hold."""
         request = self.leases.request(mutex_id, timeout=timeout, node_id=node_id, command=command, limit=limit,
                                       shared=shared)
-        return self.leases.take(request, explain=explain)
+        self.lifecycle.check_open()
+        return self._took(self.leases.take(request, explain=explain))
 
     def acquire(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
                 node_id: str | None = None, command: str | None = None,
                 on_wait: WaitCallback | None = None, limit: int | None = None, shared: bool = False) -> Lease:
         request = self.leases.request(mutex_id, timeout=timeout, wait=wait, node_id=node_id, command=command,
                                       limit=limit, shared=shared)
-        return self.leases.acquire(request, on_wait=on_wait)
+        self.lifecycle.check_open()
+        give_up = None if self._keep_leases else lambda: self.lifecycle.closing is not None
+        try:
+            return self._took(self.leases.acquire(request, on_wait=on_wait, give_up=give_up))
+        except WaitAbandoned:
+            self.lifecycle.check_open()  # (what ended the wait)
+            raise
 
     def renew(self, lease: Lease) -> Lease:
-        return self.leases.renew(lease)
+        return self.lifecycle.renewed(self.leases.renew(lease))
 
     def renew_token(self, mutex_id: str, token: int, *, timeout: Duration | None = None) -> Lease:
-        return self.leases.renew_token(mutex_id, token, timeout=timeout)
+        return self.lifecycle.renewed(self.leases.renew_token(mutex_id, token, timeout=timeout))
 
     def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
-        self.leases.release(mutex_id, token=token, node_id=node_id)
+        try:
+            self.leases.release(mutex_id, token=token, node_id=node_id)
+        finally:
+            self.lifecycle.released(mutex_id, token, node_id or self.node_id)
+
+    def held(self) -> list[Lease]:
+        """Every lease this Service holds now (what close() would release)."""
+        return self.lifecycle.held()
+
+    def _took(self, lease: Lease) -> Lease:
+        return lease if self._keep_leases else self.lifecycle.took(lease)
 
     def force_release(self, mutex_id: str, *, reason: str, node: str | None = None,
                       fence: int | None = None) -> MutexState | None:
@@ -137,14 +170,14 @@ class Service:
         done; the others wait, and return that marker without running it. If ``work`` raises, nothing
         is marked (the exception propagates) and the next instance runs it."""
         from .keeper import hold
-        from .leases import WaitAbandoned
 
         marker = self.leases.once_done(mutex_id, key)
         if marker is not None:
             return marker
         try:
             with hold(self.leases, self.leases.request(mutex_id, timeout=timeout, wait=wait),
-                      give_up=lambda: self.leases.once_done(mutex_id, key) is not None) as held:
+                      give_up=lambda: self.leases.once_done(mutex_id, key) is not None or self._closing(),
+                      registry=self.lifecycle) as held:
                 marker = self.leases.once_done(mutex_id, key)
                 if marker is None:
                     work(held)
@@ -152,6 +185,8 @@ class Service:
                         marker = self.leases.mark_once(held.lease, key)
         except WaitAbandoned:
             marker = self.leases.once_done(mutex_id, key)
+            if marker is None:
+                self.lifecycle.check_open()  # (what ended the wait)
         assert marker is not None  # marked here or by another instance
         return marker
 
@@ -181,13 +216,18 @@ class Service:
         return self.leases.forced_releases(mutex_id, limit)
 
     def lock(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
-             limit: int | None = None, shared: bool = False) -> AbstractContextManager[HeldLease]:
+             limit: int | None = None, shared: bool = False,
+             on_lost: Callable[[str], None] | None = None) -> AbstractContextManager[HeldLease]:
         """``with svc.lock(name) as held:`` hold the mutex (or one of ``limit`` slots, or a shared
-        hold) for the block, renewed in the background (see keeper.hold); ``held.lost`` turns true
-        if the lease is lost."""
+        hold) for the block, renewed in the background (see keeper.hold). When the work must stop —
+        the lease is about to be lost, or the Service shuts down — ``held.stop_event`` is set and
+        ``on_lost(reason)`` is called once (from another thread), early enough to stop before the
+        lease could pass to anyone else; ``held.lost`` turns true if it is lost."""
         from .keeper import hold
 
-        return hold(self.leases, self.leases.request(mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared))
+        request = self.leases.request(mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared)
+        return hold(self.leases, request, on_lost=on_lost, registry=self.lifecycle,
+                    give_up=lambda: self.lifecycle.closing is not None)
 
     def run(self, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
             wait: Duration | None = None, on_wait: WaitCallback | None = None, limit: int | None = None,
@@ -242,7 +282,21 @@ class Service:
         return self.intracom.listen(channel=channel, handler=handler, include_self=include_self,
                                     from_start=from_start, once=once, stop=stop, **options)
 
+    def release_on_signals(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        """On any of ``signals``: take no new lease, tell every running ``lock()`` block to stop, and
+        end the main thread with SystemExit(128+N) (143 for SIGTERM); the blocks it leaves release
+        their leases, and ``close()`` (the ``with``, or interpreter exit) releases the rest. From the
+        main thread only."""
+        on_signals(self.lifecycle, signals)
+
     def close(self) -> None:
+        """Release every lease this Service holds (see lifecycle), then close the store; idempotent."""
+        self.lifecycle.close()
+
+    def _closing(self) -> bool:
+        return self.lifecycle.closing is not None
+
+    def _close_store(self) -> None:
         self.leases.recorder.flush()  # the lease history this process queued (MongoDB)
         self.store.close()
 

@@ -55,7 +55,8 @@ class Invocation:
         """The command's Service. It is not closed: a CLI run ends with it, and the process's exit
         drops its connections. (Closing a MongoDB client first sends endSessions, one more round
         trip for nothing: the server forgets idle sessions by itself.)"""
-        yield Service(load_settings(config=self.config, store=self.store, node_id=self.node_id, given=FLAG_SOURCES))
+        yield Service(load_settings(config=self.config, store=self.store, node_id=self.node_id, given=FLAG_SOURCES),
+                      keep_leases=True)  # token mode: the lease outlives this process
 
 
 # Where a value the user typed came from, as errors and ``config show`` tell it: the flag.
