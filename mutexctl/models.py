@@ -8,7 +8,7 @@ about 0.9 ms at import, a NamedTuple 0.15 ms, and every CLI run imports all of t
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 DEFAULT_CHANNEL = "default"  # the broadcast channel when none is named
 
@@ -267,6 +267,13 @@ class Message(NamedTuple):
     to: tuple[str, ...]
     expected: tuple[str, ...]
     at: datetime
+
+    @property
+    def value(self) -> Any:
+        """The payload decoded (a dict, a list, or another JSON value)."""
+        import json
+
+        return json.loads(self.payload)
 
 
 class Ack(NamedTuple):

@@ -262,7 +262,7 @@ class Service:
 
     # -- intracom (see intracom.Intracom) -------------------------------------------------------------
 
-    def broadcast(self, action: str, payload: str = "{}", *, channel: str = DEFAULT_CHANNEL,
+    def broadcast(self, action: str, payload: object = "{}", *, channel: str = DEFAULT_CHANNEL,
                   to: Sequence[str] = (), require_listeners: bool = False) -> Message:
         return self.intracom.broadcast(action, payload, channel=channel, to=to, require_listeners=require_listeners)
 

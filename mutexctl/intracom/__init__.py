@@ -20,7 +20,7 @@ from ..models import DEFAULT_CHANNEL, AckReport, Message, NodeInfo, SchemaState
 from ..stores.steps import INTRACOM_STEP
 from .acks import wait_for_acks
 from .listen import GAP_GRACE_S, LIVE_WINDOW_S, Handler, deliveries, handle_all
-from .messages import message_id, parse_payload
+from .messages import message_id, payload_text
 
 if TYPE_CHECKING:
     from ..stores.protocols import LogStore
@@ -38,19 +38,20 @@ class Intracom:
         self._prepare_writes = prepare_writes
         self._ready = False
 
-    def broadcast(self, action: str, payload: str = "{}", *, channel: str = DEFAULT_CHANNEL,
+    def broadcast(self, action: str, payload: object = "{}", *, channel: str = DEFAULT_CHANNEL,
                   to: Sequence[str] = (), require_listeners: bool = False) -> Message:
         """Append a message to the channel's log for every other listening node (or just ``to``).
 
         The nodes expected to answer are fixed now: ``to``, else the channel's live listeners minus
-        this node. ``payload`` is strict JSON text of at most 1 MiB. Everything is checked before the
-        first write, so a refused broadcast leaves no trace (not even a sequence number). With
+        this node. ``payload``: a dict or list, or strict JSON text; at most 1 MiB as JSON. Everything
+        is checked before the first write, so a refused broadcast leaves no trace (not even a sequence
+        number). With
         ``require_listeners``, no expected node is NoListenersError, and nothing is sent.
         """
         validate_action(action)
         validate_channel(channel)
         recipients = validate_recipients(list(to))
-        text = parse_payload(payload)
+        text = payload_text(payload)
         self._check_schema()
         node = self.settings.node_id
         # The registry is read before the number is taken: see cursor.Cursor.start.
@@ -104,7 +105,9 @@ class Intracom:
         With ``handler`` (message -> exit status; an exception counts as 1) it runs until ``stop``
         is set (or, with ``once``, until the log is drained) and returns how many it handled.
         Without, it returns an iterator of messages; each is acked with status 0 when the next is
-        asked for. A message acked by this node is never handled again, also across restarts.
+        asked for, or when the loop ends (break, ``close()``, garbage collection); ``send(status)``
+        acks it with another status and returns the next. A message acked by this node is never
+        handled again, also across restarts.
         """
         validate_channel(channel)
         self._check_schema()

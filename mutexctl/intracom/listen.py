@@ -50,7 +50,14 @@ def deliveries(store: LogStore, node: str, channel: str, *, include_self: bool, 
                     stopped = True  # the position stays before this message: the next run handles it
                     break
                 started = time.monotonic()
-                status = yield message
+                try:
+                    status = yield message
+                except GeneratorExit:  # the loop ended (break, close, garbage collection): it was handed over
+                    store.record_ack(message.id, node, 0, round((time.monotonic() - started) * 1000))
+                    cursor.mark(message.seq)
+                    if cursor.advance(time.monotonic()):
+                        store.save_cursor(node, channel, cursor.position)
+                    raise
                 store.record_ack(message.id, node, status or 0, round((time.monotonic() - started) * 1000))
                 log.debug("acked %s with %s", message.id, status or 0)
             cursor.mark(message.seq)

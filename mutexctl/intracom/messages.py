@@ -47,6 +47,25 @@ def parse_payload(text: str, *, source: str = "payload") -> str:
     return compact
 
 
+def payload_text(payload: object, *, source: str = "payload") -> str:
+    """A payload as a program gives it — a dict or list (encoded as strict JSON), or JSON text —
+    checked by ``parse_payload``; anything else is a UsageError."""
+    if isinstance(payload, str):
+        return parse_payload(payload, source=source)
+    if not isinstance(payload, dict | list):
+        raise _bad(source, f"must be a dict, a list or JSON text, not {type(payload).__name__}",
+                   hint="pass the value itself (a dict or list), or its JSON text")
+    try:
+        text = json.dumps(payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:  # a value JSON has no form for; NaN or Infinity
+        raise _bad(source, f"cannot be sent as strict JSON: {exc}",
+                   hint="send only dicts, lists, strings, finite numbers, booleans and None") from None
+    except RecursionError:
+        raise _bad(source, f"nests arrays or objects more than {MAX_PAYLOAD_DEPTH} levels deep",
+                   hint="flatten it, or send a reference to the data") from None
+    return parse_payload(text, source=source)
+
+
 def _bad(source: str, problem: str, *, hint: str | None) -> UsageError:
     return UsageError(f"{source} {problem}", param=source, hint=hint)
 
