@@ -8,7 +8,7 @@ from datetime import datetime
 
 from .identity import host_name
 from .keeper import renew_interval_s
-from .models import EXCLUSIVE, SEMAPHORE, MutexState, human_ms
+from .models import CLI, EXCLUSIVE, SEMAPHORE, SERVICE, MutexState, human_ms
 
 
 def holder_alive(state: MutexState, this_host: str | None = None) -> bool | None:
@@ -56,12 +56,32 @@ def _why(state: MutexState, this_host: str | None = None) -> str:
     alive = holder_alive(state, this_host)
     pid = state.holder.pid if state.holder else "?"
     if alive is False:
-        return (f"holder pid {pid} has exited on this host and nobody renews the lease (normal after acquire "
-                f"without a command): it frees itself in {left}, when released by its token, or with "
-                f"release --force --reason")
+        return f"{_exited(state, pid)}: it frees itself in {left}, when released by its token, or with " \
+               "release --force --reason"
     if alive:
-        return f"holder pid {pid} is running; lease ends in {left} unless renewed"
+        return f"holder pid {pid} ({_taken_as(state)}) is running; lease ends in {left} unless renewed"
     return f"held by {state.taken_by} on another host; lease ends in {left} unless renewed"
+
+
+_AS = {"exec": "a supervised command", SERVICE: "a service", CLI: "mutexctl acquire without a command"}
+
+
+def _taken_as(state: MutexState) -> str:
+    return _AS.get(state.holder.taken_as or "", "holder") if state.holder else "holder"
+
+
+def _exited(state: MutexState, pid: object) -> str:
+    """An exited holder, said by how it held the lease."""
+    taken_as = state.holder.taken_as if state.holder else None
+    if taken_as == CLI:
+        return (f"holder pid {pid} has exited on this host and nobody renews the lease (normal after acquire "
+                "without a command: the lease is the shell's to release)")
+    if taken_as == SERVICE:
+        return (f"the service that held it (pid {pid}) has exited on this host without releasing it (it crashed, "
+                "was killed, or ended without closing its Service)")
+    if taken_as == "exec":
+        return f"the mutexctl that ran a command under it (pid {pid}) has exited on this host without releasing it"
+    return f"holder pid {pid} has exited on this host and nobody renews the lease"
 
 
 def _why_slots(state: MutexState, this_host: str | None) -> str:

@@ -82,9 +82,11 @@ def conflicts(state: MutexState, kind: str, limit: int | None) -> bool:
 class Leases:
     """Leases of one node on one store."""
 
-    def __init__(self, store: LeaseStore, settings: Settings) -> None:
+    def __init__(self, store: LeaseStore, settings: Settings, *, via: str | None = None) -> None:
+        """``via``: what takes the leases, stamped on them for on-call (models.Holder.via)."""
         self.store = store
         self.settings = settings
+        self.via = via
         self._default_holder: Holder | None = None
         self.recorder = Recorder(store)  # writes the history events a store queued (MongoDB)
 
@@ -97,7 +99,7 @@ class Leases:
                 limit: int | None = None, shared: bool = False) -> LeaseRequest:
         """The lease asked for, resolved once (see requests.resolve) on this node's settings."""
         return resolve(self.settings, mutex_id, timeout=timeout, wait=wait, node_id=node_id, command=command,
-                       exec_mode=exec_mode, limit=limit, shared=shared)
+                       exec_mode=exec_mode, limit=limit, shared=shared, via=self.via)
 
     def take(self, request: LeaseRequest, *, waited_ms: int = 0, explain: bool = True) -> Lease:
         """Take the mutex now or raise LockHeldError. Holders of one name must ask for it the same
@@ -326,7 +328,7 @@ class Leases:
 
     def holder(self, command: str | None) -> Holder:
         """Who this process is, for on-call (see requests.this_process)."""
-        return this_process(command)
+        return this_process(command)._replace(via=self.via)
 
     def _timed_out(self, mutex_id: str, held: LockHeldError, wait_s: float) -> LockHeldError:
         if isinstance(held, DuplicateMutexError) or (wait_s <= 0 and isinstance(held, HeldOnHostError)):

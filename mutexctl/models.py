@@ -18,7 +18,9 @@ class Holder(NamedTuple):
 
     ``exec_mode``: a running ``mutexctl acquire NAME -- CMD`` holds the lease for its command, so a
     release without the lease's token must not end it (that would let another node in while the
-    command runs).
+    command runs). ``via``: what took it — ``SERVICE`` (a program through the library), ``CLI`` (a
+    token-mode ``mutexctl acquire``, whose lease outlives the process on purpose), None (not known:
+    written by an older release or another program); exec mode is ``exec_mode``.
     """
 
     host: str
@@ -26,6 +28,16 @@ class Holder(NamedTuple):
     user: str
     command: str
     exec_mode: bool = False
+    via: str | None = None
+
+    @property
+    def taken_as(self) -> str | None:
+        """How the lease is held: ``exec`` (a supervised command), ``service``, ``cli``, None (not known)."""
+        return "exec" if self.exec_mode else self.via
+
+
+SERVICE = "service"  # Holder.via
+CLI = "cli"
 
 
 class Lease(NamedTuple):

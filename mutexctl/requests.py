@@ -23,7 +23,7 @@ MAX_COMMAND_CHARS = 500  # of a holder's command line kept for on-call
 
 def resolve(settings: Settings, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
             node_id: str | None = None, command: str | None = None, exec_mode: bool = False,
-            limit: int | None = None, shared: bool = False) -> LeaseRequest:
+            limit: int | None = None, shared: bool = False, via: str | None = None) -> LeaseRequest:
     """The request for ``mutex_id``: each value as given, else the mutex's entry in the settings, else
     the default; ``command``: the holder's command line (default: this process's)."""
     validate_mutex_id(mutex_id)
@@ -31,8 +31,8 @@ def resolve(settings: Settings, mutex_id: str, *, timeout: Duration | None = Non
     timeout_ms = settings.timeout_for(mutex_id) if timeout is None else duration_ms(timeout, "timeout")
     wait_s = settings.wait_for(mutex_id) if wait is None else wait_seconds(wait)
     node = settings.node_id if node_id is None else validate_node_id(node_id, what="node id")
-    return LeaseRequest(mutex_id, node, timeout_ms, this_process(command)._replace(exec_mode=exec_mode), wait_s,
-                        kind, limit)
+    holder = this_process(command)._replace(exec_mode=exec_mode, via=via)
+    return LeaseRequest(mutex_id, node, timeout_ms, holder, wait_s, kind, limit)
 
 
 def duration_ms(value: Duration, what: str) -> int:

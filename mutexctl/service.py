@@ -17,7 +17,9 @@ from .errors import LockHeldError, NotOwnerError, UsageError
 from .leases import Leases, WaitAbandoned, WaitCallback
 from .lifecycle import Lifecycle, on_signals
 from .models import (
+    CLI,
     DEFAULT_CHANNEL,
+    SERVICE,
     AckReport,
     ForcedRelease,
     InitResult,
@@ -56,14 +58,16 @@ class Service:
     """Mutexes and broadcasts on one store for one node. Thread-safe for one lease per thread.
 
     Its life (see lifecycle): ``close()`` releases every lease it holds, after telling its running
-    ``lock()`` blocks to stop; ``release_on_signals()`` does that on SIGTERM/SIGINT. ``keep_leases``
-    (the CLI's token mode, whose leases outlive the process on purpose): close releases nothing.
+    ``lock()`` blocks to stop; ``release_on_signals()`` does that on SIGTERM/SIGINT. ``via``: what
+    uses it, stamped on its leases for on-call — a program (``SERVICE``), or the command line
+    (``CLI``), whose token-mode leases outlive the process on purpose: then close releases nothing.
     """
 
-    def __init__(self, settings: Settings, store: Store | None = None, *, keep_leases: bool = False) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None, *, via: str = SERVICE) -> None:
         self.settings = settings
         self.store: Store = store if store is not None else open_store(settings)
-        self.leases = Leases(self.store, settings)
+        self.leases = Leases(self.store, settings, via=via)
+        keep_leases = via == CLI
         self._intracom: Intracom | None = None
         self._taken: dict[str, tuple[str, int]] = {}  # what P() took, so V() releases exactly that lease
         self._keep_leases = keep_leases

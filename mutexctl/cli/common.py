@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..config import load_settings, parse_wait_s
+from ..models import CLI
 from ..service import Service
 from . import exit_codes
 from .output import Output
@@ -56,7 +57,7 @@ class Invocation:
         drops its connections. (Closing a MongoDB client first sends endSessions, one more round
         trip for nothing: the server forgets idle sessions by itself.)"""
         yield Service(load_settings(config=self.config, store=self.store, node_id=self.node_id, given=FLAG_SOURCES),
-                      keep_leases=True)  # token mode: the lease outlives this process
+                      via=CLI)  # token mode: the lease outlives this process
 
 
 # Where a value the user typed came from, as errors and ``config show`` tell it: the flag.

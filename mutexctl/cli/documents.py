@@ -55,6 +55,7 @@ def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
         "foreign": state.foreign,
         "host": holder.host if holder else None, "pid": holder.pid if holder else None,
         "user": holder.user if holder else None, "command": holder.command if holder else None,
+        "held_as": holder.taken_as if holder else None,
         "taken_at": iso_ms(state.taken_at) if taken and state.taken_at else None,
         "since": iso_ms(state.since) if taken and state.since else None,
         "expires_at": iso_ms(state.expires_at) if taken and state.expires_at else None,
@@ -73,7 +74,8 @@ def slot_doc(slot: SlotHolder) -> dict[str, Any]:
     return {"node": slot.node, "fence": slot.fence, "since": iso_ms(slot.since) if slot.since else None,
             "expires_at": iso_ms(slot.expires_at) if slot.expires_at else None, "remaining_ms": slot.remaining_ms,
             "timeout_ms": slot.timeout_ms, "host": h.host if h else None, "pid": h.pid if h else None,
-            "user": h.user if h else None, "command": h.command if h else None, "exec": h.exec_mode if h else None}
+            "user": h.user if h else None, "command": h.command if h else None, "exec": h.exec_mode if h else None,
+            "held_as": h.taken_as if h else None}
 
 
 def marker_doc(marker: OnceMarker) -> dict[str, Any]:

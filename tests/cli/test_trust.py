@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from mutexctl import NotOwnerError, Service, Settings, StoreUnavailableError
+from mutexctl.models import CLI
 from mutexctl.stores.steps import SCHEMA_VERSION
 
 from ..conftest import Cli, store_rows, wait_until
@@ -101,7 +102,7 @@ def _as_nobody(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 def test_status_works_for_a_user_who_may_only_read_the_store(tmp_path: Path, checkpointed: bool) -> None:
     folder = tmp_path / "store"
     url = f"sqlite://{folder / 'm.db'}"
-    with Service(Settings(node_id="writer", store=url)) as svc:
+    with Service(Settings(node_id="writer", store=url), via=CLI) as svc:  # (its lease outlives it)
         svc.init_schema()
         svc.try_acquire("deploy", timeout="1h", command="./deploy.sh")
     if checkpointed:
@@ -130,7 +131,7 @@ def test_status_works_for_a_user_who_may_only_read_the_store(tmp_path: Path, che
 def test_a_read_only_store_of_an_older_release_is_read_without_its_later_tables(tmp_path: Path) -> None:
     folder = tmp_path / "store"
     url = f"sqlite://{folder / 'm.db'}"
-    with Service(Settings(node_id="writer", store=url)) as svc:
+    with Service(Settings(node_id="writer", store=url), via=CLI) as svc:  # (its lease outlives it)
         svc.try_acquire("deploy", timeout="1h", command="./deploy.sh")
     with sqlite3.connect(folder / "m.db") as db:  # as a release before the history, the queue and slots
         for table in ("history", "waiters", "slots", "once_markers"):

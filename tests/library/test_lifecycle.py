@@ -4,6 +4,7 @@ service's work and hand its leases to the next waiter at once, loss and shutdown
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from mutexctl import LeaseLostError, Service, Settings, ShutdownError
 from mutexctl.models import SEMAPHORE
 
-from ..conftest import BUSY_S, HELPERS, StoreClock, wait_until
+from ..conftest import BUSY_S, HELPERS, Cli, StoreClock, wait_until
 
 LEASE_S = 60  # the helper's leases: a release at shutdown is told from an expiry by far
 
@@ -175,3 +176,27 @@ def test_the_interpreter_s_exit_releases_what_a_service_left_held(store_url: str
     assert holder.wait(timeout=30 * BUSY_S) == 0
     with Service(Settings(node_id="after", store=store_url)) as after:
         assert not after.status("p")[0].taken and _releases(after, "p") == ["shutdown"]
+
+
+def test_status_tells_a_service_s_lease_from_the_cli_s_and_exec_mode_s(cli: Cli, store_url: str) -> None:
+    """The holder stamp says how the lease is held; an exited service is told as one."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+    holder = subprocess.Popen([sys.executable, str(HELPERS / "hold.py"), store_url, "svc-job", "1h", "svc"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert holder.stdout is not None and holder.stdout.readline()
+    assert cli("acquire", "cli-job", "--timeout", "1h").returncode == 0
+    job = cli.popen("acquire", "exec-job", "--timeout", "1h", "--", "sleep", "60")
+    with Service(Settings(node_id="reader", store=store_url)) as reader:
+        wait_until(lambda: reader.status("exec-job") and reader.status("exec-job")[0].taken, timeout=10 * BUSY_S)
+        shown = json.loads(cli("--json", "status").stdout)["mutexes"]
+        held_as = {m["mutex"]: m["held_as"] for m in shown}
+        assert held_as == {"svc-job": "service", "cli-job": "cli", "exec-job": "exec"}
+        running = {m["mutex"]: m["why"] for m in shown}
+        assert "(a service) is running" in running["svc-job"]
+        holder.kill()  # no release: the service is gone
+        holder.wait()
+        why = {m["mutex"]: m["why"] for m in json.loads(cli("--json", "status").stdout)["mutexes"]}
+        assert why["svc-job"].startswith(f"the service that held it (pid {holder.pid}) has exited on this host")
+        assert "normal after acquire without a command" not in why["svc-job"]
+    job.terminate()
+    job.wait(timeout=30 * BUSY_S)

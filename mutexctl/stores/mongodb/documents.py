@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...models import (
+    CLI,
     SEMAPHORE,
+    SERVICE,
     SHARED,
     AppliedStep,
     ForcedRelease,
@@ -43,7 +45,7 @@ FENCE: dict[str, Any] = {"$cond": [{"$and": [{"$in": [{"$type": "$fence"}, ["int
 
 def details_of(holder: Holder) -> dict[str, Any]:
     return {"host": holder.host, "pid": holder.pid, "user": holder.user, "command": holder.command,
-            "exec": holder.exec_mode}
+            "exec": holder.exec_mode, "via": holder.via}
 
 
 # How long the lease in the document has been held (its holder stamp current), or null.
@@ -236,7 +238,12 @@ def _holder(value: Any) -> Holder | None:
         return None
     pid = value.get("pid")
     return Holder(_text(value.get("host")) or "", pid if isinstance(pid, int) and not isinstance(pid, bool) else 0,
-                  _text(value.get("user")) or "", _text(value.get("command")) or "", value.get("exec") is True)
+                  _text(value.get("user")) or "", _text(value.get("command")) or "", value.get("exec") is True,
+                  _via(value.get("via")))
+
+
+def _via(value: Any) -> str | None:
+    return value if value in (SERVICE, CLI) else None
 
 
 def _since(holder: Any) -> datetime | None:

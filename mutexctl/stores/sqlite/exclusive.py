@@ -10,7 +10,7 @@ from ...models import Lease, LeaseRequest, iso_ms
 from . import events
 from .base import SQLiteBase
 from .guard import Beacon
-from .rows import COLUMNS
+from .rows import COLUMNS, holder_code
 from .statements import Now, Operation, row, run
 
 # One statement: insert a new mutex, or take an existing one only if it is free or expired.
@@ -29,7 +29,7 @@ RETURNING fence
 # Our lease: with its fence, that very lease; without one (a plain release, the seed's V), only a
 # lease no running `mutexctl acquire -- CMD` supervises.
 OURS = ("mutexId = :id AND taken = 1 AND takenBy = :node "
-        "AND (fence = :fence OR (:fence IS NULL AND COALESCE(execMode, 0) = 0))")
+        "AND (fence = :fence OR (:fence IS NULL AND COALESCE(execMode, 0) <> 1))")
 LIVE = "bootId = :boot AND expiresNs > :now_ns"
 
 
@@ -50,7 +50,7 @@ def take(store: SQLiteBase, request: LeaseRequest, waited_ms: int, now: Now) -> 
         "id": mutex_id, "at": iso_ms(now.wall), "node": node_id, "timeout": timeout_ms,
         "expires_at": iso_ms(expires), "boot": store._boot, "now_ns": now.ns,
         "expires_ns": now.ns + timeout_ms * 1_000_000, "host": holder.host, "pid": holder.pid,
-        "user": holder.user, "command": holder.command, "exec": int(holder.exec_mode)})
+        "user": holder.user, "command": holder.command, "exec": holder_code(holder)})
     if found is None:
         return None
     conflict = store.guard.claim(mutex_id, found[0], timeout_ms, store._file, slot=False)

@@ -28,7 +28,7 @@ TABLES = {
         bootId    TEXT,
         expiresNs INTEGER,            -- CLOCK_BOOTTIME nanoseconds
         host TEXT, pid INTEGER, user TEXT, command TEXT,
-        execMode INTEGER,             -- 1: a running mutexctl supervises a command under this lease
+        execMode INTEGER,             -- 1: a running mutexctl supervises a command under this lease (rows.py)
         kind TEXT, slotLimit INTEGER, -- while slots are held: semaphore (of slotLimit) or shared
         writerWaiting TEXT, writerUntilNs INTEGER,  -- shared: an exclusive waiter new holds wait for
         slotsAt TEXT)                 -- the takenAt the slots belong to (another writer's take voids them)""",

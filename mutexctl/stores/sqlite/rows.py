@@ -6,7 +6,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ...models import EXCLUSIVE, SEMAPHORE, SHARED, ForcedRelease, Holder, MutexState, OnceMarker, SlotHolder, parse_iso
+from ...models import (
+    CLI,
+    EXCLUSIVE,
+    SEMAPHORE,
+    SERVICE,
+    SHARED,
+    ForcedRelease,
+    Holder,
+    MutexState,
+    OnceMarker,
+    SlotHolder,
+    parse_iso,
+)
 from ..common import slot_owner
 from .statements import Operation, rows
 
@@ -14,6 +26,23 @@ COLUMNS = ("mutexId, taken, takenAt, takenBy, timeout, expiresAt, fence, bootId,
            "execMode")
 SLOT_COLUMNS = ("kind", "slotLimit", "writerWaiting", "writerUntilNs", "slotsAt")
 FORCED_COLUMNS = "mutexId, at, byNode, byUser, byHost, reason, previousHolder, previousFence"
+
+
+# The execMode column: 1 exec mode (a token-less release cannot end it), 2 a library service, 0 the
+# CLI's token mode, NULL not known (a file from before the column, or before 2 was written).
+_VIA_CODES = {CLI: 0, SERVICE: 2}
+_VIA_OF = {0: CLI, 1: None, 2: SERVICE}
+
+
+def holder_code(holder: Holder) -> int | None:
+    """A holder's execMode value (see above)."""
+    return 1 if holder.exec_mode else _VIA_CODES.get(holder.via or "")
+
+
+def holder_of(host: str | None, pid: int, user: str, command: str, code: int | None) -> Holder | None:
+    if host is None:
+        return None
+    return Holder(host, pid, user, command, code == 1, _VIA_OF.get(code) if code is not None else None)
 
 
 def mutex_state(row: tuple[Any, ...], now_ns: int, now: datetime, this_boot: str) -> MutexState:
@@ -25,7 +54,7 @@ def mutex_state(row: tuple[Any, ...], now_ns: int, now: datetime, this_boot: str
     if taken:
         # Rounded up, so that a lease with any time left never reads as 0 ms (expired).
         remaining = max(0, -((now_ns - expires_ns) // 1_000_000)) if boot == this_boot else 0
-    holder = Holder(host, pid, user, command, bool(exec_mode)) if host is not None else None
+    holder = holder_of(host, pid, user, command, exec_mode)
     state = MutexState(mutex_id, bool(taken), taken_by, parse_iso(taken_at) if taken_at else None,
                        parse_iso(expires_at) if expires_at else None, timeout, fence, holder, now, remaining,
                        since=parse_iso(taken_at) if taken_at else None)
@@ -51,7 +80,7 @@ def with_slots(states: list[MutexState], boot: str, now_ns: int) -> Operation[li
          exec_mode) in found_rows:
         found.setdefault(mutex_id, []).append(SlotHolder(
             node, fence, parse_iso(since), parse_iso(expires_at), -((now_ns - expires_ns) // 1_000_000), timeout,
-            Holder(host, pid, user, command, bool(exec_mode)) if host is not None else None))
+            holder_of(host, pid, user, command, exec_mode)))
     return [s._replace(slots=tuple(found.get(s.mutex_id, ())),
                        remaining_ms=max((h.remaining_ms for h in found.get(s.mutex_id, ())), default=0))
             if s.kind != EXCLUSIVE else s for s in states]

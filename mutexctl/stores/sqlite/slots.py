@@ -18,7 +18,7 @@ from ..steps import FORCED_RETENTION_S
 from . import events
 from .base import SQLiteBase, read_state
 from .exclusive import HeldElsewhereError
-from .rows import COLUMNS, FORCED_COLUMNS
+from .rows import COLUMNS, FORCED_COLUMNS, holder_code
 from .statements import Now, Operation, row, run
 from .times import SQL_NOW, sql_ago
 
@@ -86,7 +86,7 @@ def take_slot(store: SQLiteBase, request: LeaseRequest, waited_ms: int, now: Now
     yield run(f"INSERT INTO slots ({_SLOT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
               (mutex_id, fence, node_id, store._boot, now.ns + timeout_ms * 1_000_000, iso_ms(ends),
                iso_ms(now.wall), timeout_ms, holder.host, holder.pid, holder.user, holder.command,
-               int(holder.exec_mode)))
+               holder_code(holder)))
     conflict = store.guard.claim(mutex_id, fence, timeout_ms, store._file, slot=True)
     if conflict is not None:
         raise HeldElsewhereError(conflict)
