@@ -15,12 +15,13 @@ refuses as Refused. No driver is imported here.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from .documents import literal_expr
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class Cmd(NamedTuple):
@@ -150,3 +151,28 @@ def run_sync(op: Operation[T], send: Any, duplicate: type[BaseException], refuse
         return result
     except Refused as unanswered:  # the operation did not take it as an answer: the server's error stands
         raise unanswered.cause from None
+
+
+class Executor(Protocol):
+    def _run(self, op: Operation[T]) -> T: ...
+
+
+S = TypeVar("S", bound=Executor)
+OPERATION = "__mutexctl_operation__"  # where ``operation`` keeps a method's builder
+
+
+def operation(build: Callable[Concatenate[S, P], Operation[T]]) -> Callable[Concatenate[S, P], T]:
+    """A store method that is one operation: calling it runs the operation ``build`` returns through
+    the store's executor; ``builder_of`` gives ``build`` itself to any other executor (asynchronous)."""
+    def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(build(self, *args, **kwargs))
+
+    method.__name__, method.__doc__, method.__qualname__ = build.__name__, build.__doc__, build.__qualname__
+    setattr(method, OPERATION, build)
+    return method
+
+
+def builder_of(store: object, name: str) -> Callable[..., Operation[Any]] | None:
+    """The operation builder behind store method ``name``, if it is one operation."""
+    build = getattr(getattr(type(store), name, None), OPERATION, None)
+    return build if callable(build) else None

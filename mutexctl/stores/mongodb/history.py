@@ -9,15 +9,16 @@ from typing import Any
 
 from ...models import LeaseEvent
 from .base import MongoBase
-from .commands import Operation, find, insert_stamped
+from .commands import Operation, find, insert_stamped, operation
 from .documents import lease_event
 
 
 class MongoHistory(MongoBase):
-    def record_event(self, event: LeaseEvent) -> None:
+    @operation
+    def record_event(self, event: LeaseEvent) -> Operation[None]:
         """An event noticed outside a store operation (a keeper's loss, a refused release): one
         write to the history collection, stamped with the server's clock."""
-        self._run(record_event(event, record_id=uuid.uuid4().hex))
+        return record_event(event, record_id=uuid.uuid4().hex)
 
     def history(self, mutex_ids: list[str] | None, *, since_s: float | None = None, node: str | None = None,
                 limit: int = 100) -> list[LeaseEvent]:

@@ -10,24 +10,29 @@ from ...models import Holder, Lease, LeaseEvent, LeaseRequest, MutexState, WakeL
 from ..common import released_late_error
 from ..seed_document import EXPIRED, EXPIRED_OWN, ISO_NOW, LIVE, holder_is_current
 from .base import MongoBase, copy_forced, forced_at, loss, may_upsert
-from .commands import Operation, find_one_and_update
+from .commands import Operation, find_one_and_update, operation
 from .documents import force_pipeline, holder_of, int_or_none, ms_between, mutex_state, subdocument, utc
 from .exclusive import take
 from .waiters import live_waiters
 
 
 class MongoLeases(MongoBase):
-    def try_acquire(self, request: LeaseRequest, *, waited_ms: int = 0) -> Lease:
-        return self._run(take(self, request, waited_ms))
+    @operation
+    def try_acquire(self, request: LeaseRequest, *, waited_ms: int = 0) -> Operation[Lease]:
+        return take(self, request, waited_ms)
 
-    def renew(self, lease: Lease) -> Lease:
-        return self._run(renew(self, lease))
+    @operation
+    def renew(self, lease: Lease) -> Operation[Lease]:
+        return renew(self, lease)
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> WakeList:
-        return self._run(release(self, mutex_id, node_id, fence, reason))
+    @operation
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *,
+                reason: str | None = None) -> Operation[WakeList]:
+        return release(self, mutex_id, node_id, fence, reason)
 
-    def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> MutexState | None:
-        return self._run(force_release(self, mutex_id, by_node, by, reason, record_id=uuid.uuid4().hex))
+    @operation
+    def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> Operation[MutexState | None]:
+        return force_release(self, mutex_id, by_node, by, reason, record_id=uuid.uuid4().hex)
 
 
 def renew(store: MongoBase, lease: Lease) -> Operation[Lease]:

@@ -18,47 +18,60 @@ from .commands import (
     find_one,
     find_one_and_update,
     insert_stamped,
+    operation,
     update_one,
 )
 from .documents import literal_expr, message, utc
 
 
 class MongoLog(MongoBase):
-    def next_seq(self, channel: str) -> int:
-        return self._run(next_seq(channel))
+    @operation
+    def next_seq(self, channel: str) -> Operation[int]:
+        return next_seq(channel)
 
-    def latest_seq(self, channel: str) -> int:
-        return self._run(latest_seq(channel))
+    @operation
+    def latest_seq(self, channel: str) -> Operation[int]:
+        return latest_seq(channel)
 
-    def append_message(self, msg: Message) -> Message:
-        return self._run(append_message(msg))
+    @operation
+    def append_message(self, msg: Message) -> Operation[Message]:
+        return append_message(msg)
 
-    def messages_after(self, channel: str, seq: int, limit: int = 100) -> list[Message]:
-        return self._run(messages_after(channel, seq, limit))
+    @operation
+    def messages_after(self, channel: str, seq: int, limit: int = 100) -> Operation[list[Message]]:
+        return messages_after(channel, seq, limit)
 
-    def get_message(self, message_id: str) -> Message | None:
-        return self._run(get_message(message_id))
+    @operation
+    def get_message(self, message_id: str) -> Operation[Message | None]:
+        return get_message(message_id)
 
-    def record_ack(self, message_id: str, node: str, status: int, duration_ms: int) -> bool:
-        return self._run(record_ack(message_id, node, status, duration_ms))
+    @operation
+    def record_ack(self, message_id: str, node: str, status: int, duration_ms: int) -> Operation[bool]:
+        return record_ack(message_id, node, status, duration_ms)
 
-    def acks(self, message_id: str) -> list[Ack]:
-        return self._run(acks(message_id))
+    @operation
+    def acks(self, message_id: str) -> Operation[list[Ack]]:
+        return acks(message_id)
 
-    def acked(self, node: str, message_ids: list[str]) -> set[str]:
-        return self._run(acked(node, message_ids))
+    @operation
+    def acked(self, node: str, message_ids: list[str]) -> Operation[set[str]]:
+        return acked(node, message_ids)
 
-    def register_node(self, node: str, channel: str, host: str, pid: int, *, since: int) -> Registration:
-        return self._run(register_node(node, channel, host, pid, since=since))
+    @operation
+    def register_node(self, node: str, channel: str, host: str, pid: int, *, since: int) -> Operation[Registration]:
+        return register_node(node, channel, host, pid, since=since)
 
-    def save_cursor(self, node: str, channel: str, cursor: int) -> None:
-        self._run(save_cursor(node, channel, cursor))
+    @operation
+    def save_cursor(self, node: str, channel: str, cursor: int) -> Operation[None]:
+        return save_cursor(node, channel, cursor)
 
-    def live_nodes(self, channel: str, within_s: float) -> list[str]:
-        return self._run(live_nodes(channel, within_s))
+    @operation
+    def live_nodes(self, channel: str, within_s: float) -> Operation[list[str]]:
+        return live_nodes(channel, within_s)
 
-    def nodes(self, channel: str | None) -> tuple[datetime, list[NodeInfo]]:
-        return self._run(nodes(channel))
+    @operation
+    def nodes(self, channel: str | None) -> Operation[tuple[datetime, list[NodeInfo]]]:
+        return nodes(channel)
 
 
 def next_seq(channel: str) -> Operation[int]:

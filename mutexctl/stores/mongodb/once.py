@@ -7,19 +7,24 @@ import uuid
 
 from ...models import Holder, OnceMarker
 from .base import MongoBase
-from .commands import DuplicateKey, Operation, delete_one, find_one, insert_stamped
+from .commands import DuplicateKey, Operation, delete_one, find_one, insert_stamped, operation
 from .documents import once_marker
 
 
 class MongoOnce(MongoBase):
-    def once_marker(self, mutex_id: str, key: str) -> OnceMarker | None:
-        return self._run(read_marker(mutex_id, key))
+    @operation
+    def once_marker(self, mutex_id: str, key: str) -> Operation[OnceMarker | None]:
+        return read_marker(mutex_id, key)
 
-    def mark_once(self, mutex_id: str, key: str, node_id: str, fence: int | None, holder: Holder) -> OnceMarker:
-        return self._run(mark_once(mutex_id, key, node_id, fence, holder))
+    @operation
+    def mark_once(self, mutex_id: str, key: str, node_id: str, fence: int | None,
+                  holder: Holder) -> Operation[OnceMarker]:
+        return mark_once(mutex_id, key, node_id, fence, holder)
 
-    def clear_once(self, mutex_id: str, key: str, by_node: str, by: Holder, reason: str) -> OnceMarker | None:
-        return self._run(clear_once(mutex_id, key, by_node, by, reason, record_id=uuid.uuid4().hex))
+    @operation
+    def clear_once(self, mutex_id: str, key: str, by_node: str, by: Holder,
+                   reason: str) -> Operation[OnceMarker | None]:
+        return clear_once(mutex_id, key, by_node, by, reason, record_id=uuid.uuid4().hex)
 
 
 def read_marker(mutex_id: str, key: str) -> Operation[OnceMarker | None]:

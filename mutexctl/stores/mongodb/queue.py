@@ -7,18 +7,20 @@ from ...errors import LockHeldError
 from ...models import LeaseRequest, Turn
 from ..common import waiting_turn
 from .base import MongoBase
-from .commands import DuplicateKey, Operation, find_one_and_update, update_one
+from .commands import DuplicateKey, Operation, find_one_and_update, operation, update_one
 from .documents import TOOK, mutex_state, subdocument
 from .exclusive import take, taken
 from .waiters import leave_pipeline, my_place, wait_pipeline
 
 
 class MongoQueue(MongoBase):
-    def wait_turn(self, request: LeaseRequest, *, token: str, waited_ms: int) -> Turn:
-        return self._run(wait_turn(self, request, token, waited_ms))
+    @operation
+    def wait_turn(self, request: LeaseRequest, *, token: str, waited_ms: int) -> Operation[Turn]:
+        return wait_turn(self, request, token, waited_ms)
 
-    def leave_queue(self, mutex_id: str, token: str) -> None:
-        self._run(leave_queue(mutex_id, token))
+    @operation
+    def leave_queue(self, mutex_id: str, token: str) -> Operation[None]:
+        return leave_queue(mutex_id, token)
 
 
 def wait_turn(store: MongoBase, request: LeaseRequest, token: str, waited_ms: int) -> Operation[Turn]:

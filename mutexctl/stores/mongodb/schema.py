@@ -24,6 +24,7 @@ from .commands import (
     find_one,
     has_collection,
     index_information,
+    operation,
     update_upsert,
 )
 from .documents import has_unique_ids, schema_state
@@ -53,8 +54,9 @@ class MongoSchema(MongoBase):
         self._prepared = (state,)
         return state
 
-    def schema_state(self) -> SchemaState | None:
-        return self._run(read_schema())
+    @operation
+    def schema_state(self) -> Operation[SchemaState | None]:
+        return read_schema()
 
     def apply_schema_step(self, step: int) -> None:
         """Apply the items of step ``step``; creating what exists already is a no-op."""
@@ -84,8 +86,9 @@ class MongoSchema(MongoBase):
         lease history's."""
         return self._run(retention_drift(self._retained()))
 
-    def apply_retention(self) -> None:
-        self._run(apply_retention(self._retained()))
+    @operation
+    def apply_retention(self) -> Operation[None]:
+        return apply_retention(self._retained())
 
     def _retained(self) -> list[tuple[str, str, str, int]]:
         """(setting, collection, field, seconds configured) of each TTL index a setting rules."""
@@ -98,8 +101,9 @@ class MongoSchema(MongoBase):
         concern = self._mutexes.write_concern.document or {"w": 1}
         return self._run(server_report(self.database, concern))
 
-    def store_time(self) -> datetime:
-        return self._run(store_time())
+    @operation
+    def store_time(self) -> Operation[datetime]:
+        return store_time()
 
     def _seconds(self, item: Expiry) -> int:
         if item.seconds == LOG_RETENTION:

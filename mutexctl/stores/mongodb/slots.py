@@ -12,7 +12,7 @@ from ...errors import LockHeldError
 from ...models import SHARED, Holder, Lease, LeaseEvent, LeaseRequest, MutexState
 from ..common import released_late_error, slot_loss_error, token_mode_slot
 from .base import MongoBase, copy_forced, forced_at, may_upsert, read_state
-from .commands import DuplicateKey, Operation, find_one, find_one_and_update, update_one
+from .commands import DuplicateKey, Operation, find_one, find_one_and_update, operation, update_one
 from .documents import (
     MAX_OUTBOX,
     holder_of,
@@ -29,22 +29,28 @@ from .slot_pipelines import take_slot as slot_pipeline
 
 
 class MongoSlots(MongoBase):
-    def try_acquire_slot(self, request: LeaseRequest, *, waited_ms: int = 0) -> Lease:
-        return self._run(take_slot(self, request, waited_ms, token=uuid.uuid4().hex))
+    @operation
+    def try_acquire_slot(self, request: LeaseRequest, *, waited_ms: int = 0) -> Operation[Lease]:
+        return take_slot(self, request, waited_ms, token=uuid.uuid4().hex)
 
-    def renew_slot(self, lease: Lease) -> Lease:
-        return self._run(renew_slot(lease))
+    @operation
+    def renew_slot(self, lease: Lease) -> Operation[Lease]:
+        return renew_slot(lease)
 
-    def release_slot(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> None:
-        self._run(release_slot(self, mutex_id, node_id, fence, reason))
+    @operation
+    def release_slot(self, mutex_id: str, node_id: str, fence: int | None, *,
+                     reason: str | None = None) -> Operation[None]:
+        return release_slot(self, mutex_id, node_id, fence, reason)
 
+    @operation
     def force_release_slots(self, mutex_id: str, by_node: str, by: Holder, reason: str, *, node: str | None,
-                            fence: int | None) -> MutexState | None:
-        return self._run(force_release_slots(self, mutex_id, by_node, by, reason, node=node, fence=fence,
-                                              record_id=uuid.uuid4().hex))
+                            fence: int | None) -> Operation[MutexState | None]:
+        return force_release_slots(self, mutex_id, by_node, by, reason, node=node, fence=fence,
+                                              record_id=uuid.uuid4().hex)
 
-    def announce_writer(self, mutex_id: str, node_id: str) -> None:
-        self._run(announce(mutex_id, node_id))
+    @operation
+    def announce_writer(self, mutex_id: str, node_id: str) -> Operation[None]:
+        return announce(mutex_id, node_id)
 
 
 def take_slot(store: MongoBase, request: LeaseRequest, waited_ms: int, *, token: str) -> Operation[Lease]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ...models import ForcedRelease, Overview
 from .base import READ, MongoBase
-from .commands import Operation, aggregate, find
+from .commands import Operation, aggregate, find, operation
 from .documents import (
     by_name,
     kept_forced_records,
@@ -24,11 +24,13 @@ MAX_MARKERS = 50  # run-once markers status shows, newest first
 
 
 class MongoStatus(MongoBase):
-    def overview(self, mutex_id: str | None, forced_limit: int, recent: int = 0) -> Overview:
-        return self._run(overview(mutex_id, forced_limit, recent))
+    @operation
+    def overview(self, mutex_id: str | None, forced_limit: int, recent: int = 0) -> Operation[Overview]:
+        return overview(mutex_id, forced_limit, recent)
 
-    def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]:
-        return self._run(forced_releases(mutex_id, limit))
+    @operation
+    def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> Operation[list[ForcedRelease]]:
+        return forced_releases(mutex_id, limit)
 
 
 def overview(mutex_id: str | None, forced_limit: int, recent: int) -> Operation[Overview]:
