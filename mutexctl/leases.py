@@ -24,6 +24,7 @@ from .errors import (
     StoreUnavailableError,
     WaitTimeoutError,
 )
+from .flows import Flow, call, drive, nap
 from .identity import host_name
 from .inputs import (
     MAX_REASON_CHARS,
@@ -102,20 +103,22 @@ class Leases:
                        exec_mode=exec_mode, limit=limit, shared=shared, via=self.via)
 
     def take(self, request: LeaseRequest, *, waited_ms: int = 0, explain: bool = True) -> Lease:
+        """Take the mutex now or raise LockHeldError (see ``take_flow``)."""
+        return drive(self.take_flow(request, waited_ms=waited_ms, explain=explain), self.store)
+
+    def take_flow(self, request: LeaseRequest, *, waited_ms: int = 0, explain: bool = True) -> Flow[Lease]:
         """Take the mutex now or raise LockHeldError. Holders of one name must ask for it the same
         way (kind and limit): else LimitConflictError. A store that answers "held" without the holder
         (MongoDB's refused upsert) costs one more read to name the holder, unless ``explain`` is false."""
-        self.store.prepare_writes()
+        yield from call("prepare_writes")
         sent = lease_clock()
         try:
-            if request.kind == EXCLUSIVE:
-                lease = self.store.try_acquire(request, waited_ms=waited_ms)
-            else:
-                lease = self.store.try_acquire_slot(request, waited_ms=waited_ms)
+            method = "try_acquire" if request.kind == EXCLUSIVE else "try_acquire_slot"
+            lease: Lease = yield from call(method, request, waited_ms=waited_ms)
         except HeldOnHostError:
             raise  # (its message names the holder the store cannot see)
         except LockHeldError as held:
-            state = held.state if held.state is not None or not explain else self.store.get(request.mutex_id)
+            state = held.state if held.state is not None or not explain else (yield from call("get", request.mutex_id))
             if state is not None and conflicts(state, request.kind, request.limit):
                 raise conflict_error(request.mutex_id, request.kind, request.limit, state) from None
             if state is held.state:
@@ -126,6 +129,11 @@ class Leases:
 
     def acquire(self, request: LeaseRequest, *, on_wait: WaitCallback | None = None,
                 give_up: Callable[[], bool] | None = None) -> Lease:
+        """Take the mutex, waiting up to ``request.wait_s`` (see ``acquire_flow``)."""
+        return drive(self.acquire_flow(request, on_wait=on_wait, give_up=give_up), self.store)
+
+    def acquire_flow(self, request: LeaseRequest, *, on_wait: WaitCallback | None = None,
+                     give_up: Callable[[], bool] | None = None) -> Flow[Lease]:
         """Take the mutex, waiting up to ``request.wait_s`` (inf: for ever; 0: one try).
 
         An exclusive waiter joins the mutex's queue and is served first come, first served (see
@@ -138,21 +146,21 @@ class Leases:
         """
         waiting = _Waiting(self, request, on_wait, give_up)
         if request.kind == EXCLUSIVE and request.wait_s > 0:
-            return self._wait_in_line(request, waiting)
-        return self._wait_with_backoff(request, waiting)
+            return (yield from self._wait_in_line(request, waiting))
+        return (yield from self._wait_with_backoff(request, waiting))
 
-    def _wait_in_line(self, request: LeaseRequest, waiting: _Waiting) -> Lease:
+    def _wait_in_line(self, request: LeaseRequest, waiting: _Waiting) -> Flow[Lease]:
         """Each poll is one write that joins or refreshes our place or, our turn come, takes the
         lease; between polls we sleep until the holder's expiry on the store's clock, the next poll,
         or a ring from the releaser (waitline), whichever is sooner. Waiting for shared holders, we
         announce ourselves at each poll, so that new shared holds wait for us (writers are not starved)."""
-        line = Queue(self.store, request.mutex_id)
+        line = Queue(request.mutex_id)
         try:
             while True:
                 pause = None
                 try:
                     sent = lease_clock()
-                    turn = line.poll(request, waiting.waited_ms())
+                    turn = yield from line.poll(request, waiting.waited_ms())
                     if turn.lease is not None:
                         self.recorder.poke()
                         return turn.lease.with_deadline(sent + request.timeout_ms / 1000)
@@ -164,42 +172,49 @@ class Leases:
                     waiting.outage(outage)
                     held = None
                 if held is not None:
-                    waiting.check(held)
+                    yield from waiting.check(held)
                     seen = waiting.seen
                     if seen is not None and seen.state is not None and seen.state.kind == SHARED:
-                        self.store.announce_writer(request.mutex_id, request.node_id)
+                        yield from call("announce_writer", request.mutex_id, request.node_id)
                     waiting.tell(held)
-                line.bell.sleep(waiting.nap_s(pause))  # (a ring wakes us)
+                yield from nap(waiting.nap_s(pause), line.bell)  # (a ring wakes us)
         finally:
-            line.leave()
+            yield from line.leave()
 
-    def _wait_with_backoff(self, request: LeaseRequest, waiting: _Waiting) -> Lease:
+    def _wait_with_backoff(self, request: LeaseRequest, waiting: _Waiting) -> Flow[Lease]:
         """A try, then jittered exponential backoff (never past the first holder's expiry) until the
         wait ends. After the first, tries skip the extra read that names the holder: one round trip each."""
         while True:
             try:
-                return self.take(request, waited_ms=waiting.waited_ms(), explain=waiting.seen is None)
+                return (yield from self.take_flow(request, waited_ms=waiting.waited_ms(), explain=waiting.seen is None))
             except LockHeldError as refused:
                 held = waiting.saw(refused)
-                waiting.check(held)
+                yield from waiting.check(held)
                 waiting.tell(held)
             except StoreUnavailableError as outage:
                 waiting.outage(outage)
-            time.sleep(waiting.nap_s(None))
+            yield from nap(waiting.nap_s(None))
 
     def renew(self, lease: Lease) -> Lease:
         """Extend our lease by its timeout; raises LeaseExpiredError/NotOwnerError if it is gone."""
+        return drive(self.renew_flow(lease), self.store)
+
+    def renew_flow(self, lease: Lease) -> Flow[Lease]:
         sent = lease_clock()
-        renewed = self.store.renew(lease) if lease.kind == EXCLUSIVE else self.store.renew_slot(lease)
+        renewed: Lease = yield from call("renew" if lease.kind == EXCLUSIVE else "renew_slot", lease)
         return renewed.with_deadline(sent + lease.timeout_ms / 1000)
 
     def renew_token(self, mutex_id: str, token: int, *, timeout: Duration | None = None,
                     node_id: str | None = None) -> Lease:
         """Renew a token-mode lease (or slot) by its fence (``mutexctl renew``, etcd's keep-alive): for
         another ``timeout`` from now, or for its own timeout. LeaseExpiredError/NotOwnerError if it is gone."""
+        return drive(self.renew_token_flow(mutex_id, token, timeout=timeout, node_id=node_id), self.store)
+
+    def renew_token_flow(self, mutex_id: str, token: int, *, timeout: Duration | None = None,
+                         node_id: str | None = None) -> Flow[Lease]:
         validate_mutex_id(mutex_id)
         validate_token(token)
-        state = self.store.get(mutex_id)
+        state: MutexState | None = yield from call("get", mutex_id)
         kind, limit = (state.kind, state.limit) if state is not None else (EXCLUSIVE, None)
         slot = next((s for s in state.slots if s.fence == token), None) if state is not None else None
         if timeout is not None:
@@ -209,14 +224,14 @@ class Leases:
         else:  # keep the lease's own length
             timeout_ms = state.timeout_ms if state is not None and state.timeout_ms and kind == EXCLUSIVE else \
                 self.settings.timeout_for(mutex_id)
-        self.store.prepare_writes()
+        yield from call("prepare_writes")
         now = datetime.now(UTC)
         try:
-            return self.renew(Lease(mutex_id, node_id or self.node_id, token, timeout_ms, now, now, kind=kind,
-                                    limit=limit))
+            return (yield from self.renew_flow(Lease(mutex_id, node_id or self.node_id, token, timeout_ms, now, now,
+                                                     kind=kind, limit=limit)))
         except NotOwnerError as refused:
-            self.record(mutex_id, "refused", token, f"renew: {refused.message}", node_id=node_id,
-                        slot=None if kind == EXCLUSIVE else kind)
+            yield from self.record_flow(mutex_id, "refused", token, f"renew: {refused.message}", node_id=node_id,
+                                        slot=None if kind == EXCLUSIVE else kind)
             raise
 
     def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None,
@@ -224,44 +239,53 @@ class Leases:
         """Free the mutex (or this node's slot) if this node (and ``token``, the fence, when given)
         holds it; else NotOwnerError. ``kind``: the lease's, when known (saves a try on a slot);
         ``reason``: why, in the history (a shutdown)."""
+        drive(self.release_flow(mutex_id, token=token, node_id=node_id, kind=kind, reason=reason), self.store)
+
+    def release_flow(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None,
+                     kind: str | None = None, reason: str | None = None) -> Flow[None]:
         if token is not None:
             validate_token(token)
-        self.store.prepare_writes()
+        yield from call("prepare_writes")
         try:
-            ring_first_here(self._release(validate_mutex_id(mutex_id), node_id or self.node_id, token, kind, reason),
-                            host_name())
+            line = yield from self._release(validate_mutex_id(mutex_id), node_id or self.node_id, token, kind, reason)
+            ring_first_here(line, host_name())
         except NotOwnerError as refused:
             if not isinstance(refused, LeaseExpiredError) or refused.state is None:  # (a late release is recorded)
-                self.record(mutex_id, "refused", token, f"release: {refused.message}", node_id=node_id)
+                yield from self.record_flow(mutex_id, "refused", token, f"release: {refused.message}", node_id=node_id)
             raise
         finally:
             self.recorder.poke()
         log.debug("released %s (fence %s)", mutex_id, token)
 
     def _release(self, mutex_id: str, node_id: str, token: int | None, kind: str | None,
-                 reason: str | None) -> WakeList:
+                 reason: str | None) -> Flow[WakeList]:
         """The one place that chooses between an exclusive release and a slot's: by the lease's kind,
         or, not known (a release by name or token alone), the exclusive one first and a slot's when
         the state it read back shows slots holding the mutex."""
         if kind is not None and kind != EXCLUSIVE:
-            self.store.release_slot(mutex_id, node_id, token, reason=reason)
+            yield from call("release_slot", mutex_id, node_id, token, reason=reason)
             return ()
         try:
-            return self.store.release(mutex_id, node_id, token, reason=reason)
+            line: WakeList = yield from call("release", mutex_id, node_id, token, reason=reason)
+            return line
         except NotOwnerError as refused:
             if kind is not None or not isinstance(refused.state, MutexState) or refused.state.kind == EXCLUSIVE:
                 raise
-        self.store.release_slot(mutex_id, node_id, token, reason=reason)
+        yield from call("release_slot", mutex_id, node_id, token, reason=reason)
         return ()
 
     def record(self, mutex_id: str, kind: str, fence: int | None, reason: str, *, node_id: str | None = None,
                slot: str | None = None) -> None:
         """Put an event that no store operation recorded (a loss a keeper noticed, a refused release
         or renewal) in the history; a store that cannot take it now only loses that entry."""
+        drive(self.record_flow(mutex_id, kind, fence, reason, node_id=node_id, slot=slot), self.store)
+
+    def record_flow(self, mutex_id: str, kind: str, fence: int | None, reason: str, *, node_id: str | None = None,
+                    slot: str | None = None) -> Flow[None]:
         try:
-            self.store.record_event(LeaseEvent(mutex_id, kind, datetime.now(UTC), node_id or self.node_id, fence,
-                                               self.holder(None), reason=mask_url(reason)[:MAX_REASON_CHARS],
-                                               slot=slot))
+            yield from call("record_event", LeaseEvent(mutex_id, kind, datetime.now(UTC), node_id or self.node_id,
+                                                        fence, self.holder(None),
+                                                        reason=mask_url(reason)[:MAX_REASON_CHARS], slot=slot))
         except StoreError as exc:
             log.info("could not record %s of %s in the history: %s", kind, mutex_id, exc.message)
 
@@ -269,21 +293,26 @@ class Leases:
                       fence: int | None = None) -> MutexState | None:
         """Break what holds the mutex, on the record: every holder, or (``node``, ``fence``) the one
         of a semaphore or shared lock chosen. Returns the state it had (None: nothing matched)."""
+        return drive(self.force_release_flow(mutex_id, reason=reason, node=node, fence=fence), self.store)
+
+    def force_release_flow(self, mutex_id: str, *, reason: str, node: str | None = None,
+                           fence: int | None = None) -> Flow[MutexState | None]:
         text = mask_url(validate_reason(reason))
         validate_mutex_id(mutex_id)
         if node is not None:
             validate_node_id(node, what="holder")
         if fence is not None:
             validate_token(fence, what="fence")
-        self.store.prepare_writes()
-        state = self.store.get(mutex_id)
+        yield from call("prepare_writes")
+        state: MutexState | None = yield from call("get", mutex_id)
+        before: MutexState | None
         if state is not None and state.kind != EXCLUSIVE:
-            before = self.store.force_release_slots(mutex_id, self.node_id, self.holder(None), text, node=node,
-                                                    fence=fence)
+            before = yield from call("force_release_slots", mutex_id, self.node_id, self.holder(None), text, node=node,
+                                     fence=fence)
         elif state is None or node not in (None, state.taken_by) or fence not in (None, state.fence):
             before = None  # an exclusive lease that is not the one named
         else:
-            before = self.store.force_release(mutex_id, self.node_id, self.holder(None), text)
+            before = yield from call("force_release", mutex_id, self.node_id, self.holder(None), text)
         log.info("force-released %s (was %s): %s", mutex_id, before.shown_state if before else "free", text)
         self.recorder.poke()
         return before
@@ -311,9 +340,15 @@ class Leases:
         """Every mutex (or the one named, or those whose names match any of the glob ``patterns``),
         in one read; ``held_only`` keeps the held ones; ``recent``: with that many of the newest
         events of their history."""
+        return drive(self.overview_flow(mutex_id, patterns=patterns, held_only=held_only, forced_limit=forced_limit,
+                                        recent=recent), self.store)
+
+    def overview_flow(self, mutex_id: str | None = None, *, patterns: Sequence[str] = (), held_only: bool = False,
+                      forced_limit: int = 5, recent: int = 0) -> Flow[Overview]:
         if mutex_id is None and len(patterns) == 1 and not any(ch in patterns[0] for ch in "*?["):
             mutex_id, patterns = patterns[0], ()  # one plain name: read just that one
-        view = self.store.overview(None if mutex_id is None else validate_mutex_id(mutex_id), forced_limit, recent)
+        view: Overview = yield from call("overview", None if mutex_id is None else validate_mutex_id(mutex_id),
+                                         forced_limit, recent)
         if patterns:
             chosen = {s.mutex_id for s in view.states if any(fnmatch.fnmatchcase(s.mutex_id, p) for p in patterns)}
             view = view._replace(states=tuple(s for s in view.states if s.mutex_id in chosen),
@@ -330,10 +365,10 @@ class Leases:
         """Who this process is, for on-call (see requests.this_process)."""
         return this_process(command)._replace(via=self.via)
 
-    def _timed_out(self, mutex_id: str, held: LockHeldError, wait_s: float) -> LockHeldError:
+    def _timed_out(self, mutex_id: str, held: LockHeldError, wait_s: float) -> Flow[LockHeldError]:
         if isinstance(held, DuplicateMutexError) or (wait_s <= 0 and isinstance(held, HeldOnHostError)):
             return held  # its message says what to fix (or what holds it, which the store cannot see)
-        state = held.state if held.state is not None else self.store.get(mutex_id)
+        state = held.state if held.state is not None else (yield from call("get", mutex_id))
         if wait_s <= 0:
             if state is not None and state.taken and state.remaining_ms is None:  # its end cannot be read
                 return LockHeldError(mutex_id, state, remedy="force")
@@ -372,12 +407,13 @@ class _Waiting:
             self.backoff.holder_state(held.state)
         return self.seen
 
-    def check(self, held: LockHeldError) -> None:
+    def check(self, held: LockHeldError) -> Flow[None]:
         """After a refused try: stop if the caller gives up or the wait is over."""
         if self.give_up is not None and self.give_up():
             raise WaitAbandoned(self.request.mutex_id) from None
         if time.monotonic() >= self.deadline:
-            raise self.leases._timed_out(self.request.mutex_id, self.seen or held, self.request.wait_s) from None
+            raise (yield from self.leases._timed_out(self.request.mutex_id, self.seen or held,
+                                                      self.request.wait_s)) from None
 
     def tell(self, held: LockHeldError) -> None:
         if self.on_wait is not None:

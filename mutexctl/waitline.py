@@ -26,32 +26,33 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .errors import StoreError
+from .flows import Flow, call
 from .models import LeaseRequest, MutexState, Turn
 
 if TYPE_CHECKING:
     import socket
-
-    from .stores.protocols import LeaseStore
 
 MIN_POLL_S = 0.025
 MAX_POLL_S = 1.0
 
 
 class Queue:
-    def __init__(self, store: LeaseStore, mutex_id: str) -> None:
-        self.store, self.mutex_id = store, mutex_id
+    """A waiter's place in a mutex's queue; ``poll`` and ``leave`` are flows (see flows)."""
+
+    def __init__(self, mutex_id: str) -> None:
+        self.mutex_id = mutex_id
         import uuid  # (only a waiter pays for it)
 
         self.token = uuid.uuid4().hex  # names this waiter's entry, and its doorbell
         self.joined = False  # our entry may be in the queue
         self.bell = Doorbell(None)
 
-    def poll(self, request: LeaseRequest, waited_ms: int) -> Turn:
+    def poll(self, request: LeaseRequest, waited_ms: int) -> Flow[Turn]:
         """One write: join the queue (the first time: rings reach us from then on), refresh our
         place, or take the lease (which leaves the queue)."""
         if not self.joined:
             self.joined, self.bell = True, Doorbell(self.token)
-        turn = self.store.wait_turn(request, token=self.token, waited_ms=waited_ms)
+        turn: Turn = yield from call("wait_turn", request, token=self.token, waited_ms=waited_ms)
         if turn.lease is not None:
             self.joined = False
         return turn
@@ -64,12 +65,14 @@ class Queue:
             return MAX_POLL_S if left is None or turn.position > 1 else min(MAX_POLL_S, left / 1000 + 0.001)
         return poll_interval_s(turn)
 
-    def leave(self) -> None:
+    def leave(self) -> Flow[None]:
         """Best effort: an entry left behind goes stale on its own."""
         self.bell.close()
         if self.joined:
-            with contextlib.suppress(StoreError):
-                self.store.leave_queue(self.mutex_id, self.token)
+            try:
+                yield from call("leave_queue", self.mutex_id, self.token)
+            except StoreError:
+                pass
 
 
 def _bell_address(token: str) -> bytes:
@@ -109,6 +112,33 @@ class Doorbell:
             return False
         with contextlib.suppress(OSError):
             while self.sock.recv(16):
+                pass
+        return True
+
+    async def asleep(self, seconds: float) -> bool:
+        """``sleep`` for an event loop: the loop goes on meanwhile."""
+        import asyncio
+
+        if self.sock is None:
+            await asyncio.sleep(max(0.0, seconds))
+            return False
+        loop = asyncio.get_running_loop()
+        rung: asyncio.Future[None] = loop.create_future()
+        fd = self.sock.fileno()
+
+        def ring() -> None:
+            if not rung.done():
+                rung.set_result(None)
+
+        loop.add_reader(fd, ring)
+        try:
+            await asyncio.wait_for(rung, max(0.0, seconds))
+        except TimeoutError:
+            return False
+        finally:
+            loop.remove_reader(fd)
+        with contextlib.suppress(OSError):
+            while self.sock is not None and self.sock.recv(16):
                 pass
         return True
 

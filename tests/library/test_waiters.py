@@ -211,14 +211,15 @@ def test_ring_first_here_wakes_the_first_waiter_on_this_host_only() -> None:
 
 
 def test_a_waiter_polls_only_when_no_ring_is_coming(service: Service) -> None:
+    from mutexctl.flows import drive
     from mutexctl.models import Turn
     from mutexctl.waitline import MAX_POLL_S, MIN_POLL_S, Queue, poll_interval_s
 
-    line = Queue(service.store, "m")
+    line = Queue("m")
     young = Turn(None, 1, 30_000, 40, "elsewhere")
     assert line.pause_s(young, "here") == poll_interval_s(young) == MIN_POLL_S  # not listening yet: polls
     service.try_acquire("m", timeout="10s")
-    assert line.poll(LeaseRequest("m", "n", 5000, WHO), 0).position == 1  # joins: listening from now on
+    assert drive(line.poll(LeaseRequest("m", "n", 5000, WHO), 0), service.store).position == 1  # joins: listens
     try:
         assert line.bell.listening
         assert line.pause_s(young, "here") == MIN_POLL_S  # the holder is elsewhere: nobody will ring
@@ -227,5 +228,5 @@ def test_a_waiter_polls_only_when_no_ring_is_coming(service: Service) -> None:
         assert 0.2 <= line.pause_s(ending, "here") < 0.25  # the holder's expiry (a crash is not rung)
         assert line.pause_s(ending._replace(position=2), "here") == MAX_POLL_S
     finally:
-        line.leave()
+        drive(line.leave(), service.store)
     assert not line.bell.listening
