@@ -131,13 +131,20 @@ class Lifecycle:
             if not held.done_event.wait(max(0.0, left)):
                 log.warning("the block holding %s (fence %s) did not stop within its grace: its lease is left "
                             "to run out", held.lease.mutex_id, held.fence)
+        for lease in self.take_all():
+            self._release(lease)
+        self.mark_closed()
+        self._on_close()
+
+    def take_all(self) -> list[Lease]:
+        """The leases taken without a block, forgotten here (their releases follow)."""
         with self._mutex:
             taken, self._taken = list(self._taken.values()), {}
-        for lease in taken:
-            self._release(lease)
+        return taken
+
+    def mark_closed(self) -> None:
         self._closed = True
         _open.discard(self)
-        self._on_close()
 
     def _release(self, lease: Lease) -> None:
         try:

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
+from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
@@ -51,12 +52,13 @@ class MongoBase:
         self.log_retention_s = log_retention_s
         self.url = mask_url(url)
         self._secrets = secrets_of(url)
-        self.client = open_client(url, connect_timeout_ms=connect_timeout_ms, scrub=self._scrub)
+        self.client: MongoClient[dict[str, Any]] = open_client(url, connect_timeout_ms=connect_timeout_ms,
+                                                               scrub=self._scrub)
         # Until something is seen listening, each operation first checks for refused connections.
         self._probe_ms: int | None = connect_timeout_ms if url.lower().startswith("mongodb://") else None
         try:
-            db = self.client.get_default_database(default=database or "mutexctl") if not database \
-                else self.client[database]
+            db: Database[dict[str, Any]] = self.client.get_default_database(default=database or "mutexctl") \
+                if not database else self.client[database]
         except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
             raise ConfigError(f"bad MongoDB URL {self.url}: {self._scrub(str(exc))}", hint=URL_HINT) from None
         self.database = db.name
@@ -112,10 +114,11 @@ class MongoBase:
         self.client.close()
 
     @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, *, probe: bool = True) -> Iterator[None]:
         """Driver errors become StoreUnavailableError/StoreError/ConfigError, credentials scrubbed.
-        DuplicateKeyError passes: callers decide what it means ("held", "acked already")."""
-        if self._probe_ms is not None:
+        DuplicateKeyError passes: callers decide what it means ("held", "acked already"). ``probe``:
+        first check for refused connections (a blocking check an event loop does without)."""
+        if probe and self._probe_ms is not None:
             hosts = refused(self.client, self._probe_ms)
             if hosts:
                 raise StoreUnavailableError(f"store {self.url} is unreachable: connection refused by "

@@ -18,15 +18,16 @@ from ...redact import mask_url
 URL_HINT = "see the URL forms in README.md, section MongoDB"
 
 
-def open_client(url: str, *, connect_timeout_ms: int, scrub: Any) -> pymongo.MongoClient[dict[str, Any]]:
-    """The client for ``url``; ConfigError names a bad option, StoreUnavailableError a name that does
-    not resolve or a port that refuses connections. ``scrub`` hides the URL's credentials."""
+def open_client(url: str, *, connect_timeout_ms: int, scrub: Any, kind: Any = None) -> Any:
+    """The client for ``url`` (``kind``: the client class, default pymongo.MongoClient; the event
+    loop's is pymongo.AsyncMongoClient); ConfigError names a bad option, StoreUnavailableError a
+    name that does not resolve or a port that refuses connections. ``scrub`` hides the URL's credentials."""
     shown = mask_url(url)
     _check_options(url, shown)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            client: Any = (kind or pymongo.MongoClient)(
                 url, serverSelectionTimeoutMS=connect_timeout_ms, connectTimeoutMS=connect_timeout_ms,
                 socketTimeoutMS=max(2 * connect_timeout_ms, 10_000), w="majority", tz_aware=True,
                 appname="mutexctl")

@@ -153,6 +153,27 @@ def run_sync(op: Operation[T], send: Any, duplicate: type[BaseException], refuse
         raise unanswered.cause from None
 
 
+async def run_async(op: Operation[T], send: Callable[[Cmd], Any], duplicate: type[BaseException],
+                    refused: type[BaseException]) -> T:
+    """``run_sync`` for an event loop: ``send`` returns an awaitable reply."""
+    try:
+        command = next(op)
+        while True:
+            try:
+                reply = await send(command)
+            except duplicate:
+                command = op.throw(DuplicateKey())
+            except refused as exc:
+                command = op.throw(Refused(exc))
+            else:
+                command = op.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    except Refused as unanswered:
+        raise unanswered.cause from None
+
+
 class Executor(Protocol):
     def _run(self, op: Operation[T]) -> T: ...
 

@@ -34,7 +34,8 @@ UNIQUE_INDEX = "mutexId_unique"
 
 
 class MongoSchema(MongoBase):
-    def prepare_writes(self) -> SchemaState | None:
+    @operation
+    def prepare_writes(self) -> Operation[SchemaState | None]:
         """Before the first write: refuse a store newer than this tool, and make sure ``mutexId`` is
         unique, which makes acquire atomic (once per store object; later calls answer from memory).
 
@@ -42,17 +43,7 @@ class MongoSchema(MongoBase):
         created here (as SQLite creates its tables on first use); where it cannot be (documents
         already share a name, or the user may not create indexes) acquire looks before it writes.
         """
-        if self._prepared is not None:
-            return self._prepared[0]
-        state = self.schema_state()
-        if state is not None and state.version > SCHEMA_VERSION:
-            raise newer_store_error(state.version)
-        if state is not None and state.version >= UNIQUE_IDS_STEP:
-            self._unique_ids = True
-        else:
-            self._unique_ids = self._run(unique_ids_if_allowed(self))
-        self._prepared = (state,)
-        return state
+        return prepare_writes(self)
 
     @operation
     def schema_state(self) -> Operation[SchemaState | None]:
@@ -214,6 +205,20 @@ def ensure_unique_ids() -> Operation[bool]:
         return True
     yield create_index("mutexes", [("mutexId", 1)], name=UNIQUE_INDEX, unique=True)
     return True
+
+
+def prepare_writes(store: MongoBase) -> Operation[SchemaState | None]:
+    if store._prepared is not None:
+        return store._prepared[0]
+    state = yield from read_schema()
+    if state is not None and state.version > SCHEMA_VERSION:
+        raise newer_store_error(state.version)
+    if state is not None and state.version >= UNIQUE_IDS_STEP:
+        store._unique_ids = True
+    else:
+        store._unique_ids = yield from unique_ids_if_allowed(store)
+    store._prepared = (state,)
+    return state
 
 
 def unique_ids_if_allowed(store: MongoBase) -> Operation[bool]:

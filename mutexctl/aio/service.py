@@ -1,0 +1,218 @@
+"""``AsyncService``: the Service's surface for asyncio, on the same rules (the lease flows, the
+lifecycle's book) and never blocking the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..config import Settings, load_settings
+from ..errors import LockHeldError, NotOwnerError, UsageError
+from ..keeper import lease_stop_grace_s
+from ..leases import Leases, WaitAbandoned, WaitCallback
+from ..lifecycle import SHUTDOWN, Lifecycle
+from ..logs import logger
+from ..models import SERVICE, Lease, LeaseEvent, MutexState, Overview
+from ..requests import Duration, wait_seconds
+from ..stores import open_store
+from .keeper import AsyncHeldLease, AsyncLock
+from .store import AsyncStore, adrive, open_async_store
+
+if TYPE_CHECKING:
+    from ..keeper import LostCallback
+
+log = logger(__name__)
+
+
+async def connect(config: str | None = None, *, store: str | None = None, node_id: str | None = None,
+                  release_on_signals: bool = False) -> AsyncService:
+    """``mutexctl.connect`` for asyncio: the settings read and the store opened off the loop."""
+    settings = await asyncio.to_thread(load_settings, config=config, store=store, node_id=node_id)
+    service = await AsyncService.open(settings)
+    if release_on_signals:
+        service.release_on_signals()
+    return service
+
+
+class AsyncService:
+    """Mutexes on one store for one node, for coroutines. Its life is the Service's (see lifecycle):
+    ``await close()`` (or leaving ``async with``) cancels the running ``lock()`` blocks, waits for
+    them within their stop grace, and releases every lease it holds, on the record."""
+
+    def __init__(self, settings: Settings, store: AsyncStore) -> None:
+        self.settings = settings
+        self._store = store
+        self.store = store.store
+        self.leases = Leases(self.store, settings, via=SERVICE)
+        self.lifecycle = Lifecycle(self.leases, on_close=lambda: None, at_exit=False)
+        self._taken: dict[str, tuple[str, int]] = {}  # what P() took, so V() releases exactly that lease
+        self._signalled: int | None = None
+        self._main: asyncio.Task[Any] | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings) -> AsyncService:
+        store = await asyncio.to_thread(open_store, settings)
+        return cls(settings, await open_async_store(settings, store))
+
+    @property
+    def node_id(self) -> str:
+        return self.settings.node_id
+
+    # -- the seed's interface -------------------------------------------------------------------
+
+    async def P(self, mutex_id: str, node_id: str, timeout_ms: int) -> bool:  # noqa: N802 - the seed's names
+        """Try once to take ``mutex_id`` for ``node_id`` for ``timeout_ms``; True if taken."""
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 1:
+            raise UsageError(f"timeout_ms must be a positive integer, not {timeout_ms!r}")
+        self.lifecycle.check_open()
+        request = self.leases.request(mutex_id, timeout=timedelta(milliseconds=timeout_ms), node_id=node_id)
+        try:
+            lease = await adrive(self.leases.take_flow(request, explain=False), self._store)
+        except LockHeldError:
+            return False
+        self._taken[mutex_id] = (node_id, lease.fence)
+        self.lifecycle.took(lease)
+        return True
+
+    async def V(self, mutex_id: str) -> bool:  # noqa: N802 - the seed's names
+        """Release what P() took; False if the lease was no longer ours."""
+        node_id, fence = self._taken.pop(mutex_id, (self.node_id, None))
+        try:
+            await self.release(mutex_id, token=fence, node_id=node_id)
+        except NotOwnerError:
+            return False
+        return True
+
+    # -- leases -----------------------------------------------------------------------------------
+
+    async def try_acquire(self, mutex_id: str, *, timeout: Duration | None = None, node_id: str | None = None,
+                          limit: int | None = None, shared: bool = False) -> Lease:
+        request = self.leases.request(mutex_id, timeout=timeout, node_id=node_id, limit=limit, shared=shared)
+        self.lifecycle.check_open()
+        return self.lifecycle.took(await adrive(self.leases.take_flow(request), self._store))
+
+    async def acquire(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
+                      node_id: str | None = None, on_wait: WaitCallback | None = None, limit: int | None = None,
+                      shared: bool = False) -> Lease:
+        """Take the mutex, waiting up to ``wait``; cancelling the awaiting task leaves the queue."""
+        request = self.leases.request(mutex_id, timeout=timeout, wait=wait, node_id=node_id, limit=limit,
+                                      shared=shared)
+        self.lifecycle.check_open()
+        flow = self.leases.acquire_flow(request, on_wait=on_wait, give_up=lambda: self.lifecycle.closing is not None)
+        try:
+            return self.lifecycle.took(await adrive(flow, self._store))
+        except WaitAbandoned:
+            self.lifecycle.check_open()  # (what ended the wait)
+            raise
+
+    async def renew(self, lease: Lease) -> Lease:
+        return self.lifecycle.renewed(await adrive(self.leases.renew_flow(lease), self._store))
+
+    async def renew_token(self, mutex_id: str, token: int, *, timeout: Duration | None = None) -> Lease:
+        flow = self.leases.renew_token_flow(mutex_id, token, timeout=timeout)
+        return self.lifecycle.renewed(await adrive(flow, self._store))
+
+    async def release(self, mutex_id: str, *, token: int | None = None, node_id: str | None = None) -> None:
+        try:
+            await adrive(self.leases.release_flow(mutex_id, token=token, node_id=node_id), self._store)
+        finally:
+            self.lifecycle.released(mutex_id, token, node_id or self.node_id)
+
+    async def force_release(self, mutex_id: str, *, reason: str, node: str | None = None,
+                            fence: int | None = None) -> MutexState | None:
+        return await adrive(self.leases.force_release_flow(mutex_id, reason=reason, node=node, fence=fence),
+                            self._store)
+
+    def lock(self, mutex_id: str, *, timeout: Duration | None = None, wait: Duration | None = None,
+             limit: int | None = None, shared: bool = False, on_lost: LostCallback | None = None) -> AsyncLock:
+        """``async with svc.lock(name) as held:`` hold the mutex for the block, renewed by a task. At
+        the loss instant (early enough to stop before the lease could pass on) ``on_lost`` is called
+        and the block's task is cancelled; the block then raises LeaseLostError. A shutdown cancels it
+        too (the CancelledError stands)."""
+        request = self.leases.request(mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared)
+        return AsyncLock(self.leases, self._store, request, self.lifecycle, on_lost)
+
+    def held(self) -> list[Lease]:
+        return self.lifecycle.held()
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def status(self, mutex_id: str | None = None) -> list[MutexState]:
+        view = await adrive(self.leases.overview_flow(mutex_id, forced_limit=0), self._store)
+        return list(view.states)
+
+    async def overview(self, mutex_id: str | None = None, *, patterns: Sequence[str] = (), held_only: bool = False,
+                       forced_limit: int = 5, recent: int = 0) -> Overview:
+        flow = self.leases.overview_flow(mutex_id, patterns=patterns, held_only=held_only,
+                                         forced_limit=forced_limit, recent=recent)
+        return await adrive(flow, self._store)
+
+    async def history(self, patterns: Sequence[str] = (), *, since: Duration | None = None, node: str | None = None,
+                      limit: int = 100) -> list[LeaseEvent]:
+        from .. import history
+
+        since_s = None if since is None else wait_seconds(since, "since")
+        return await asyncio.to_thread(history.read, self.store, patterns,
+                                       since_s=None if since_s == float("inf") else since_s, node=node, limit=limit)
+
+    # -- the end ----------------------------------------------------------------------------------
+
+    def release_on_signals(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        """On any of ``signals``: take no new lease, cancel every running ``lock()`` block and the task
+        that called this (``asyncio.run``'s main, typically); leaving ``async with`` the service then
+        releases the rest and raises SystemExit(128+N), the status a shell gives signal N."""
+        loop = asyncio.get_running_loop()
+        self._main = asyncio.current_task()
+        for signum in signals:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self._signalled = signum
+        self.lifecycle.begin(f"{SHUTDOWN} on {signal.Signals(signum).name}")
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
+
+    async def close(self) -> None:
+        """As Service.close: blocks told to stop (cancelled) and given their stop grace, then every
+        other lease released on the record; idempotent."""
+        book = self.lifecycle
+        if book.closed:
+            return
+        book.begin(SHUTDOWN)
+        blocks = [h for h in list(book._holds) if isinstance(h, AsyncHeldLease)]
+        for held in blocks:
+            try:
+                await asyncio.wait_for(held.ended.wait(), lease_stop_grace_s(held.lease.timeout_ms))
+            except TimeoutError:
+                log.warning("the block holding %s (fence %s) did not stop within its grace: its lease is left to "
+                            "run out", held.lease.mutex_id, held.fence)
+        for lease in book.take_all():
+            try:
+                await adrive(self.leases.release_flow(lease.mutex_id, token=lease.fence, node_id=lease.node_id,
+                                                      kind=lease.kind, reason=book.closing), self._store)
+            except NotOwnerError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - the lease runs out by itself
+                log.warning("could not release %s (fence %s) at %s: %s", lease.mutex_id, lease.fence,
+                            book.closing, exc)
+        book.mark_closed()
+        await asyncio.to_thread(self.leases.recorder.flush)
+        await self._store.close()
+        await asyncio.to_thread(self.store.close)
+
+    async def __aenter__(self) -> AsyncService:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        await asyncio.shield(self.close())
+        if self._signalled is not None and kind is asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise SystemExit(128 + self._signalled)
+
+
+__all__ = ["AsyncHeldLease", "AsyncService", "connect"]

@@ -1,0 +1,97 @@
+"""The store for an event loop, and the executor of the lease flows on it (see flows).
+
+MongoDB: each store operation through PyMongo's asynchronous client (stores.mongodb.aio). SQLite: the
+store's own methods in a worker thread — its statements take microseconds, and the file is opened
+in a thread too. Either way the loop never waits on I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from ..flows import Flow, Nap
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..stores.protocols import Store
+
+T = TypeVar("T")
+
+
+class AsyncStore(Protocol):
+    @property
+    def store(self) -> Store: ...
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+class ThreadStore:
+    """A store whose methods run in worker threads (SQLite)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(getattr(self.store, method), *args, **kwargs)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.store.close)
+
+
+async def open_async_store(settings: Settings, store: Store) -> AsyncStore:
+    """The event loop's access to ``store`` (opened on ``settings``): native on MongoDB."""
+    scheme = settings.store.split(":", 1)[0].lower()
+    if scheme in ("mongodb", "mongodb+srv"):
+        from ..stores.mongodb.aio import AsyncMongo  # (pymongo only for a MongoDB URL)
+        from ..stores.mongodb.base import MongoBase
+
+        assert isinstance(store, MongoBase)
+        mongo = AsyncMongo(store, settings.store, connect_timeout_ms=settings.connect_timeout_ms)
+        return _Native(mongo, store)
+    return ThreadStore(store)
+
+
+class _Native:
+    """An asynchronous MongoDB executor as an AsyncStore (its ``store`` seen as the whole Store)."""
+
+    def __init__(self, executor: Any, store: Store) -> None:
+        self._executor, self._store = executor, store
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._executor.call(method, *args, **kwargs)
+
+    async def close(self) -> None:
+        await self._executor.close()
+
+
+async def adrive(flow: Flow[T], store: AsyncStore) -> T:
+    """``flows.drive`` for an event loop: each call awaited on ``store``, each nap on the loop (a
+    doorbell's ring ends it early); a cancellation is thrown into the flow like any error, so a
+    waiter leaves its queue before the task ends."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = flow.send(reply) if error is None else flow.throw(error)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        reply, error = None, None
+        try:
+            if isinstance(step, Nap):
+                if step.bell is not None:
+                    reply = await step.bell.asleep(step.seconds)
+                else:
+                    await asyncio.sleep(max(0.0, step.seconds))
+                    reply = False
+            else:
+                reply = await store.call(step.method, *step.args, **step.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the flow, which re-raises what it does not take
+            error = exc
