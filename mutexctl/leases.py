@@ -321,19 +321,31 @@ class Leases:
 
     def once_done(self, mutex_id: str, key: str) -> OnceMarker | None:
         """Who ran (``mutex_id``, ``key``) to success, if anyone has."""
-        return self.store.once_marker(validate_mutex_id(mutex_id), validate_once_key(key))
+        return drive(self.once_done_flow(mutex_id, key), self.store)
+
+    def once_done_flow(self, mutex_id: str, key: str) -> Flow[OnceMarker | None]:
+        marker: OnceMarker | None = yield from call("once_marker", validate_mutex_id(mutex_id), validate_once_key(key))
+        return marker
 
     def mark_once(self, lease: Lease, key: str, command: str | None = None) -> OnceMarker:
         """Record (the lease's mutex, ``key``) done by this holder; the first record stands."""
-        return self.store.mark_once(lease.mutex_id, validate_once_key(key), lease.node_id, lease.fence,
-                                    self.holder(command))
+        return drive(self.mark_once_flow(lease, key, command), self.store)
+
+    def mark_once_flow(self, lease: Lease, key: str, command: str | None = None) -> Flow[OnceMarker]:
+        marker: OnceMarker = yield from call("mark_once", lease.mutex_id, validate_once_key(key), lease.node_id,
+                                             lease.fence, self.holder(command))
+        return marker
 
     def clear_once(self, mutex_id: str, key: str, *, reason: str) -> OnceMarker | None:
         """Remove a done marker, on the record, so the next ``--once`` runs again."""
+        return drive(self.clear_once_flow(mutex_id, key, reason=reason), self.store)
+
+    def clear_once_flow(self, mutex_id: str, key: str, *, reason: str) -> Flow[OnceMarker | None]:
         text = mask_url(validate_reason(reason))
-        self.store.prepare_writes()
-        return self.store.clear_once(validate_mutex_id(mutex_id), validate_once_key(key), self.node_id,
-                                     self.holder(None), text)
+        yield from call("prepare_writes")
+        marker: OnceMarker | None = yield from call("clear_once", validate_mutex_id(mutex_id), validate_once_key(key),
+                                                    self.node_id, self.holder(None), text)
+        return marker
 
     def overview(self, mutex_id: str | None = None, *, patterns: Sequence[str] = (), held_only: bool = False,
                  forced_limit: int = 5, recent: int = 0) -> Overview:

@@ -82,7 +82,7 @@ class Service:
         if self._intracom is None:
             from .intracom import Intracom
 
-            self._intracom = Intracom(self.store, self.settings, self.store.prepare_writes)
+            self._intracom = Intracom(self.store, self.settings)
         return self._intracom
 
     # -- the seed's interface -------------------------------------------------------------------

@@ -8,9 +8,11 @@ in a thread too. Either way the loop never waits on I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..flows import Flow, Nap
+from ..flows import Call, Flow, Handed, LoopEnded, Nap
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -71,12 +73,12 @@ class _Native:
         await self._executor.close()
 
 
-async def adrive(flow: Flow[T], store: AsyncStore) -> T:
+async def adrive(flow: Flow[T], store: AsyncStore, *, throw: BaseException | None = None) -> T:
     """``flows.drive`` for an event loop: each call awaited on ``store``, each nap on the loop (a
     doorbell's ring ends it early); a cancellation is thrown into the flow like any error, so a
     waiter leaves its queue before the task ends."""
     reply: Any = None
-    error: BaseException | None = None
+    error = throw
     while True:
         try:
             step = flow.send(reply) if error is None else flow.throw(error)
@@ -85,13 +87,62 @@ async def adrive(flow: Flow[T], store: AsyncStore) -> T:
             return result
         reply, error = None, None
         try:
-            if isinstance(step, Nap):
-                if step.bell is not None:
-                    reply = await step.bell.asleep(step.seconds)
-                else:
-                    await asyncio.sleep(max(0.0, step.seconds))
-                    reply = False
-            else:
-                reply = await store.call(step.method, *step.args, **step.kwargs)
+            reply = await _do(step, store)
         except BaseException as exc:  # noqa: BLE001 - handed to the flow, which re-raises what it does not take
             error = exc
+
+
+async def ahand(flow: Flow[None], store: AsyncStore) -> AsyncGenerator[Any, Any]:
+    """``flows.drive_handing`` for an event loop: an asynchronous generator of the values the flow
+    hands out (``asend`` answers one); closed, the flow finishes where it handed the last one."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = flow.send(reply) if error is None else flow.throw(error)
+        except StopIteration:
+            return
+        reply, error = None, None
+        if isinstance(step, Handed):
+            try:
+                reply = yield step.value
+            except GeneratorExit:
+                with contextlib.suppress(LoopEnded):
+                    await adrive(flow, store, throw=LoopEnded())
+                raise
+            continue
+        try:
+            reply = await _do(step, store)
+        except BaseException as exc:  # noqa: BLE001 - as in adrive
+            error = exc
+
+
+async def _do(step: Call | Nap | Handed, store: AsyncStore) -> Any:
+    if isinstance(step, Nap):
+        if step.bell is not None:
+            return await step.bell.asleep(step.seconds)
+        await asyncio.sleep(max(0.0, step.seconds))
+        return False
+    if isinstance(step, Handed):
+        raise TypeError("this flow hands values out: drive it with ahand")
+    return await store.call(step.method, *step.args, **step.kwargs)
+
+
+class LoopBell:
+    """An asyncio.Event as a nap's bell and a listen's stop."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self.event = event
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def sleep(self, seconds: float) -> bool:
+        raise TypeError("an asyncio.Event is awaited, not waited for")
+
+    async def asleep(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.event.wait(), max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True

@@ -15,31 +15,36 @@ from typing import TYPE_CHECKING, overload
 
 from ..config import Settings
 from ..errors import MessageNotFoundError, NoListenersError, SchemaError
+from ..flows import EventBell, Flow, call, drive, drive_handing
 from ..inputs import validate_action, validate_channel, validate_message_id, validate_recipients
-from ..models import DEFAULT_CHANNEL, AckReport, Message, NodeInfo, SchemaState
+from ..models import DEFAULT_CHANNEL, AckReport, Message, NodeInfo
 from ..stores.steps import INTRACOM_STEP
 from .acks import wait_for_acks
-from .listen import GAP_GRACE_S, LIVE_WINDOW_S, Handler, deliveries, handle_all
+from .listen import GAP_GRACE_S, LIVE_WINDOW_S, Handler, Stop, deliveries, handle_all
 from .messages import message_id, payload_text
 
 if TYPE_CHECKING:
     from ..stores.protocols import LogStore
 
 _UNSENT = datetime.fromtimestamp(0, UTC)  # a draft's time: the store stamps the message with its own clock
-Prepare = Callable[[], SchemaState | None]  # the store's prepare_writes: refuses a newer store, returns its schema
 
 
 class Intracom:
-    """Broadcasts of one node on one store."""
+    """Broadcasts of one node on one store. Each method has its flow (``*_flow``, see flows), which
+    the asynchronous API drives too."""
 
-    def __init__(self, store: LogStore, settings: Settings, prepare_writes: Prepare) -> None:
+    def __init__(self, store: LogStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self._prepare_writes = prepare_writes
         self._ready = False
 
     def broadcast(self, action: str, payload: object = "{}", *, channel: str = DEFAULT_CHANNEL,
                   to: Sequence[str] = (), require_listeners: bool = False) -> Message:
+        return drive(self.broadcast_flow(action, payload, channel=channel, to=to, require_listeners=require_listeners),
+                     self.store)
+
+    def broadcast_flow(self, action: str, payload: object = "{}", *, channel: str = DEFAULT_CHANNEL,
+                       to: Sequence[str] = (), require_listeners: bool = False) -> Flow[Message]:
         """Append a message to the channel's log for every other listening node (or just ``to``).
 
         The nodes expected to answer are fixed now: ``to``, else the channel's live listeners minus
@@ -52,40 +57,53 @@ class Intracom:
         validate_channel(channel)
         recipients = validate_recipients(list(to))
         text = payload_text(payload)
-        self._check_schema()
+        yield from self._check_schema()
         node = self.settings.node_id
         # The registry is read before the number is taken: see cursor.Cursor.start.
-        expected = recipients or tuple(n for n in self.store.live_nodes(channel, LIVE_WINDOW_S) if n != node)
+        live = () if recipients else (yield from call("live_nodes", channel, LIVE_WINDOW_S))
+        expected = recipients or tuple(n for n in live if n != node)
         if require_listeners and not expected:
             raise NoListenersError(f"no node listens on channel {channel!r} (none sent a heartbeat in the last "
                                    f"{LIVE_WINDOW_S:.0f}s besides this one): nobody would answer; nothing was sent",
                                    remedy="allow-none")
-        seq = self.store.next_seq(channel)
+        seq = yield from call("next_seq", channel)
         draft = Message(message_id(channel, seq), channel, seq, action, text, node, recipients, expected, _UNSENT)
-        return self.store.append_message(draft)
+        sent: Message = yield from call("append_message", draft)
+        return sent
 
     def nodes(self, channel: str | None = None) -> tuple[datetime, list[NodeInfo]]:
+        return drive(self.nodes_flow(channel), self.store)
+
+    def nodes_flow(self, channel: str | None = None) -> Flow[tuple[datetime, list[NodeInfo]]]:
         """The store's now and the registered nodes (of ``channel``, or all), with each one's last
         heartbeat on the store's clock and its place in the log."""
         if channel is not None:
             validate_channel(channel)
-        self._check_schema()
-        return self.store.nodes(channel)
+        yield from self._check_schema()
+        found: tuple[datetime, list[NodeInfo]] = yield from call("nodes", channel)
+        return found
 
     def ack_report(self, message_id: str) -> AckReport:
+        return drive(self.ack_report_flow(message_id), self.store)
+
+    def ack_report_flow(self, message_id: str) -> Flow[AckReport]:
         """Who acked ``message_id``, who failed and who is silent so far."""
         validate_message_id(message_id)
-        self._check_schema()
-        message = self.store.get_message(message_id)
+        yield from self._check_schema()
+        message = yield from call("get_message", message_id)
         if message is None:
             raise MessageNotFoundError(f"no message {message_id!r} in the log (never sent, or older than the "
                                        "log's retention)", hint="use the id broadcast printed, e.g. default:12")
-        return AckReport(message, tuple(self.store.acks(message.id)))
+        return AckReport(message, tuple((yield from call("acks", message.id))))
 
     def wait_acks(self, message: Message, *, wait_s: float,
                   on_progress: Callable[[AckReport], None] | None = None) -> AckReport:
+        return drive(self.wait_acks_flow(message, wait_s=wait_s, on_progress=on_progress), self.store)
+
+    def wait_acks_flow(self, message: Message, *, wait_s: float,
+                       on_progress: Callable[[AckReport], None] | None = None) -> Flow[AckReport]:
         """Poll the acks until every expected node answered or ``wait_s`` ends; returns the last report."""
-        return wait_for_acks(self.store, message, wait_s=wait_s, poll_interval_s=self.settings.poll_interval_s,
+        return wait_for_acks(message, wait_s=wait_s, poll_interval_s=self.settings.poll_interval_s,
                              on_progress=on_progress)
 
     @overload
@@ -110,17 +128,23 @@ class Intracom:
         handled again, also across restarts.
         """
         validate_channel(channel)
-        self._check_schema()
-        messages = deliveries(self.store, self.settings.node_id, channel, include_self=include_self,
-                              from_start=from_start, once=once, stop=stop or threading.Event(),
-                              poll_interval_s=self.settings.poll_interval_s, gap_grace_s=gap_grace_s)
+        drive(self._check_schema(), self.store)
+        flow = self.listen_flow(channel=channel, include_self=include_self, from_start=from_start, once=once,
+                                stop=EventBell(stop or threading.Event()), gap_grace_s=gap_grace_s)
+        messages = drive_handing(flow, self.store)
         return messages if handler is None else handle_all(messages, handler)
 
-    def _check_schema(self) -> None:
+    def listen_flow(self, *, channel: str, include_self: bool, from_start: bool, once: bool, stop: Stop,
+                    gap_grace_s: float = GAP_GRACE_S) -> Flow[None]:
+        """The messages for this node, handed out (flows.Handed) and acked with the answer."""
+        return deliveries(self.settings.node_id, channel, include_self=include_self, from_start=from_start,
+                          once=once, stop=stop, poll_interval_s=self.settings.poll_interval_s, gap_grace_s=gap_grace_s)
+
+    def _check_schema(self) -> Flow[None]:
         """Broadcast needs its tables (INTRACOM_STEP); checked once, with the newer-store refusal."""
         if self._ready:
             return
-        state = self._prepare_writes()
+        state = yield from call("prepare_writes")
         version = state.version if state is not None else None
         if version is None or version < INTRACOM_STEP:
             raise SchemaError(f"broadcast needs the store's schema (version {INTRACOM_STEP} or newer); it is "

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ..errors import HandlerFailedError, NodesSilentError
+from ..flows import Flow, call, nap
 from ..models import AckReport, Message
 
-if TYPE_CHECKING:
-    from ..stores.protocols import LogStore
 
-
-def wait_for_acks(store: LogStore, message: Message, *, wait_s: float, poll_interval_s: float,
-                  on_progress: Callable[[AckReport], None] | None = None) -> AckReport:
+def wait_for_acks(message: Message, *, wait_s: float, poll_interval_s: float,
+                  on_progress: Callable[[AckReport], None] | None = None) -> Flow[AckReport]:
     """Poll the acks until every expected node answered or ``wait_s`` passed; returns the last report."""
     deadline = time.monotonic() + wait_s
     delay = 0.02
     while True:
-        report = AckReport(message, tuple(store.acks(message.id)))
+        report = AckReport(message, tuple((yield from call("acks", message.id))))
         now = time.monotonic()
         if report.complete or now >= deadline:
             return report
         if on_progress is not None:
             on_progress(report)
-        time.sleep(min(delay, deadline - now))
+        yield from nap(min(delay, deadline - now))
         delay = min(poll_interval_s / 2, delay * 2)
 
 

@@ -4,19 +4,16 @@ save the position reached; a heartbeat keeps the node in the live-node registry.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from ..flows import Flow, Handed, LoopEnded, call, nap
 from ..identity import host_name
 from ..logs import logger
 from ..models import Message
 from .cursor import Cursor
 from .messages import is_for
-
-if TYPE_CHECKING:
-    from ..stores.protocols import LogStore
 
 log = logger(__name__)
 
@@ -29,20 +26,31 @@ LOG_BATCH = 100
 Handler = Callable[[Message], int]
 
 
-def deliveries(store: LogStore, node: str, channel: str, *, include_self: bool, from_start: bool, once: bool,
-               stop: threading.Event, poll_interval_s: float,
-               gap_grace_s: float = GAP_GRACE_S) -> Generator[Message, int | None, None]:
-    """Yield each message for this node; the status sent back is its ack (a message this node acked
-    is never yielded again, also across restarts)."""
+class Stop(Protocol):
+    """What ends a listen: set from elsewhere, it also ends the idle nap between polls (flows.EventBell
+    for a thread, an asyncio.Event's for the event loop)."""
+
+    def is_set(self) -> bool: ...
+
+    def sleep(self, seconds: float) -> bool: ...
+
+    async def asleep(self, seconds: float) -> bool: ...
+
+
+def deliveries(node: str, channel: str, *, include_self: bool, from_start: bool, once: bool, stop: Stop,
+               poll_interval_s: float, gap_grace_s: float = GAP_GRACE_S) -> Flow[None]:
+    """Hand out each message for this node (flows.Handed); the answer is its ack (a message this
+    node acked is never handed out again, also across restarts). A consumer that stops asking
+    (LoopEnded) acks the message it was handed with status 0."""
     host, pid = host_name(), os.getpid()
-    latest = store.latest_seq(channel)  # before registering: see Cursor.start
-    registration = store.register_node(node, channel, host, pid, since=latest)
+    latest = yield from call("latest_seq", channel)  # before registering: see Cursor.start
+    registration = yield from call("register_node", node, channel, host, pid, since=latest)
     cursor = Cursor.start(registration, latest, from_start=from_start, gap_grace_s=gap_grace_s)
     beat = time.monotonic()
     while True:
-        batch = store.messages_after(channel, cursor.position, limit=LOG_BATCH)
+        batch: list[Message] = yield from call("messages_after", channel, cursor.position, limit=LOG_BATCH)
         mine = [m for m in batch if cursor.wanted(m) and is_for(m, node, include_self=include_self)]
-        answered = store.acked(node, [m.id for m in mine])
+        answered = yield from call("acked", node, [m.id for m in mine])
         stopped = False
         for message in mine:
             if message.id not in answered:
@@ -51,29 +59,30 @@ def deliveries(store: LogStore, node: str, channel: str, *, include_self: bool, 
                     break
                 started = time.monotonic()
                 try:
-                    status = yield message
-                except GeneratorExit:  # the loop ended (break, close, garbage collection): it was handed over
-                    store.record_ack(message.id, node, 0, round((time.monotonic() - started) * 1000))
+                    status = yield Handed(message)
+                except LoopEnded:  # it was handed over
+                    yield from call("record_ack", message.id, node, 0, round((time.monotonic() - started) * 1000))
                     cursor.mark(message.seq)
                     if cursor.advance(time.monotonic()):
-                        store.save_cursor(node, channel, cursor.position)
-                    raise
-                store.record_ack(message.id, node, status or 0, round((time.monotonic() - started) * 1000))
+                        yield from call("save_cursor", node, channel, cursor.position)
+                    return
+                yield from call("record_ack", message.id, node, status or 0,
+                                round((time.monotonic() - started) * 1000))
                 log.debug("acked %s with %s", message.id, status or 0)
             cursor.mark(message.seq)
         if not stopped:  # the rest of the batch was not for this node
             for other in batch:
                 cursor.mark(other.seq)
         if cursor.advance(time.monotonic()):
-            store.save_cursor(node, channel, cursor.position)
+            yield from call("save_cursor", node, channel, cursor.position)
         caught_up = len(batch) < LOG_BATCH
         if stop.is_set() or (once and caught_up):  # --once drains the log, batch after batch
             return
         if time.monotonic() - beat >= HEARTBEAT_S:
-            store.register_node(node, channel, host, pid, since=latest)
+            yield from call("register_node", node, channel, host, pid, since=latest)
             beat = time.monotonic()
         if caught_up:  # idle until the next poll
-            stop.wait(poll_interval_s)
+            yield from nap(poll_interval_s, stop)
 
 
 def handle_all(messages: Generator[Message, int | None, None], handler: Handler) -> int:
