@@ -4,9 +4,10 @@ lifecycle's book) and never blocking the event loop."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings, load_settings
@@ -15,13 +16,26 @@ from ..keeper import lease_stop_grace_s
 from ..leases import Leases, WaitAbandoned, WaitCallback
 from ..lifecycle import SHUTDOWN, Lifecycle
 from ..logs import logger
-from ..models import SERVICE, Lease, LeaseEvent, MutexState, Overview
+from ..models import (
+    DEFAULT_CHANNEL,
+    SERVICE,
+    AckReport,
+    InitResult,
+    Lease,
+    LeaseEvent,
+    Message,
+    MutexState,
+    NodeInfo,
+    OnceMarker,
+    Overview,
+)
 from ..requests import Duration, wait_seconds
 from ..stores import open_store
 from .keeper import AsyncHeldLease, AsyncLock
-from .store import AsyncStore, adrive, open_async_store
+from .store import AsyncStore, LoopBell, adrive, ahand, open_async_store
 
 if TYPE_CHECKING:
+    from ..intracom import Intracom
     from ..keeper import LostCallback
 
 log = logger(__name__)
@@ -50,6 +64,7 @@ class AsyncService:
         self.lifecycle = Lifecycle(self.leases, on_close=lambda: None, at_exit=False)
         self._taken: dict[str, tuple[str, int]] = {}  # what P() took, so V() releases exactly that lease
         self._signalled: int | None = None
+        self._intracom: Intracom | None = None
         self._main: asyncio.Task[Any] | None = None
 
     @classmethod
@@ -157,6 +172,99 @@ class AsyncService:
         since_s = None if since is None else wait_seconds(since, "since")
         return await asyncio.to_thread(history.read, self.store, patterns,
                                        since_s=None if since_s == float("inf") else since_s, node=node, limit=limit)
+
+    async def run_once(self, mutex_id: str, key: str, work: Callable[[AsyncHeldLease], Awaitable[object]], *,
+                       timeout: Duration | None = None, wait: Duration | None = "inf") -> OnceMarker:
+        """Service.run_once for coroutines: ``await work(held)`` once for (``mutex_id``, ``key``) among
+        every instance; the others wait and return the marker of the one that ran it."""
+        marker = await adrive(self.leases.once_done_flow(mutex_id, key), self._store)
+        if marker is not None:
+            return marker
+        request = self.leases.request(mutex_id, timeout=timeout, wait=wait)
+        try:
+            async with AsyncLock(self.leases, self._store, request, self.lifecycle, None) as held:
+                marker = await adrive(self.leases.once_done_flow(mutex_id, key), self._store)
+                if marker is None:
+                    await work(held)
+                    if not held.lost:
+                        marker = await adrive(self.leases.mark_once_flow(held.lease, key), self._store)
+        except WaitAbandoned:
+            marker = await adrive(self.leases.once_done_flow(mutex_id, key), self._store)
+            if marker is None:
+                self.lifecycle.check_open()
+        assert marker is not None  # marked here or by another instance
+        return marker
+
+    async def init_schema(self, *, wait: Duration | None = None, timeout: Duration | None = None,
+                          dry_run: bool = False) -> InitResult:
+        """Service.init_schema, in a worker thread (a deploy step, run once: its index builds wait on
+        the server, not on the loop)."""
+        from ..schema.initialize import initialize
+
+        return await asyncio.to_thread(initialize, self.store, self.leases, wait=wait, timeout=timeout,
+                                       dry_run=dry_run)
+
+    # -- intracom ---------------------------------------------------------------------------------
+
+    @property
+    def intracom(self) -> Intracom:
+        if self._intracom is None:
+            from ..intracom import Intracom
+
+            self._intracom = Intracom(self.store, self.settings)
+        return self._intracom
+
+    async def broadcast(self, action: str, payload: object = "{}", *, channel: str = DEFAULT_CHANNEL,
+                        to: Sequence[str] = (), require_listeners: bool = False) -> Message:
+        flow = self.intracom.broadcast_flow(action, payload, channel=channel, to=to,
+                                            require_listeners=require_listeners)
+        return await adrive(flow, self._store)
+
+    async def nodes(self, channel: str | None = None) -> tuple[datetime, list[NodeInfo]]:
+        return await adrive(self.intracom.nodes_flow(channel), self._store)
+
+    async def ack_report(self, message_id: str) -> AckReport:
+        return await adrive(self.intracom.ack_report_flow(message_id), self._store)
+
+    async def wait_acks(self, message: Message, *, wait: Duration,
+                        on_progress: Callable[[AckReport], None] | None = None) -> AckReport:
+        flow = self.intracom.wait_acks_flow(message, wait_s=wait_seconds(wait, "wait"), on_progress=on_progress)
+        return await adrive(flow, self._store)
+
+    def listen(self, *, channel: str = DEFAULT_CHANNEL, include_self: bool = False, from_start: bool = False,
+               once: bool = False, stop: asyncio.Event | None = None) -> AsyncGenerator[Message, int | None]:
+        """``async for message in svc.listen():`` each message meant for this node; it is acked with
+        status 0 when the next is asked for or when the loop ends (break, ``aclose()``, garbage
+        collection), with another status by ``asend(status)``. Ends when ``stop`` is set (or, with
+        ``once``, when the log is drained)."""
+        flow = self.intracom.listen_flow(channel=channel, include_self=include_self, from_start=from_start,
+                                         once=once, stop=LoopBell(stop or asyncio.Event()))
+        return ahand(flow, self._store)
+
+    async def handle(self, handler: Callable[[Message], Awaitable[int] | int], *, channel: str = DEFAULT_CHANNEL,
+                     include_self: bool = False, from_start: bool = False, once: bool = False,
+                     stop: asyncio.Event | None = None) -> int:
+        """Run ``handler`` (a coroutine function or a plain one; message -> status, an exception
+        counts as 1) on each message until ``stop`` is set; how many it handled."""
+        messages = self.listen(channel=channel, include_self=include_self, from_start=from_start, once=once,
+                                     stop=stop)
+        handled = 0
+        try:
+            message = await anext(messages)
+            while True:
+                try:
+                    status = handler(message)
+                    if inspect.isawaitable(status):
+                        status = await status
+                except Exception:
+                    log.exception("handler failed on %s", message.id)
+                    status = 1
+                handled += 1
+                message = await messages.asend(int(status))
+        except StopAsyncIteration:
+            return handled
+        finally:
+            await messages.aclose()
 
     # -- the end ----------------------------------------------------------------------------------
 

@@ -137,8 +137,11 @@ class Intracom:
     def listen_flow(self, *, channel: str, include_self: bool, from_start: bool, once: bool, stop: Stop,
                     gap_grace_s: float = GAP_GRACE_S) -> Flow[None]:
         """The messages for this node, handed out (flows.Handed) and acked with the answer."""
-        return deliveries(self.settings.node_id, channel, include_self=include_self, from_start=from_start,
-                          once=once, stop=stop, poll_interval_s=self.settings.poll_interval_s, gap_grace_s=gap_grace_s)
+        validate_channel(channel)
+        yield from self._check_schema()
+        yield from deliveries(self.settings.node_id, channel, include_self=include_self, from_start=from_start,
+                              once=once, stop=stop, poll_interval_s=self.settings.poll_interval_s,
+                              gap_grace_s=gap_grace_s)
 
     def _check_schema(self) -> Flow[None]:
         """Broadcast needs its tables (INTRACOM_STEP); checked once, with the newer-store refusal."""

@@ -198,3 +198,47 @@ def test_importing_the_asyncio_api_loads_neither_the_cli_nor_the_mongodb_driver(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2])))
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_broadcast_listen_and_acks_from_coroutines(store_url: str) -> None:
+    async def body(svc: AsyncService) -> None:
+        await svc.init_schema()
+        listener = await AsyncService.open(Settings(node_id="listener", store=store_url))
+        try:
+            first = await svc.broadcast("one", {"n": 1}, to=["listener"])
+            second = await svc.broadcast("two", [2], to=["listener"])
+            got = []
+            async for message in listener.listen(from_start=True):
+                got.append(message.value)
+                break  # acks the one handed over
+            assert got == [{"n": 1}]
+            report = await svc.wait_acks(first, wait="5s")
+            assert [a.node for a in report.acks] == ["listener"]
+            stop = asyncio.Event()
+
+            async def handler(message: object) -> int:
+                stop.set()
+                return 3
+
+            assert await listener.handle(handler, stop=stop) == 1
+            assert [(a.node, a.status) for a in (await svc.ack_report(second.id)).acks] == [("listener", 3)]
+            _, nodes = await svc.nodes("default")
+            assert "listener" in [n.node for n in nodes]
+        finally:
+            await listener.close()
+
+    _run(store_url, body)
+
+
+def test_run_once_runs_the_work_once_among_tasks(store_url: str) -> None:
+    async def body(svc: AsyncService) -> None:
+        ran: list[int] = []
+
+        async def work(held: object) -> None:
+            ran.append(1)
+            await asyncio.sleep(0.2)
+
+        markers = await asyncio.gather(*(svc.run_once("migrate", "v1", work, timeout="10s") for _ in range(3)))
+        assert ran == [1] and len({m.fence for m in markers}) == 1
+
+    _run(store_url, body)
