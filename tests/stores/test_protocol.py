@@ -4,8 +4,10 @@ on top of these. SQLite's clock is injected (expiry tests move time); MongoDB's 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from mutexctl import LeaseExpiredError, LockHeldError, NotOwnerError, SchemaError, Settings, StoreError
@@ -19,13 +21,38 @@ HOLDER = Holder("host-1", 4242, "ops", "./job --all")
 OTHER = Holder("host-2", 4343, "ops", "./other")
 
 
-@pytest.fixture
-def raw_store(store_url: str, clock: StoreClock) -> Iterator[Store]:
-    store = clock.open(Settings(node_id="unused", store=store_url))
+class _ThroughTheLoop:
+    """A store seen through the asynchronous executor (mutexctl.aio): each method call is awaited on
+    an event loop, so the protocol suite proves the async path sends the same operations."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        from mutexctl.aio.store import open_async_store
+
+        self._store = store
+        self._loop = asyncio.new_event_loop()
+        self._async = self._loop.run_until_complete(open_async_store(settings, store))
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if not callable(found) or name.startswith("_"):
+            return found
+        return lambda *args, **kwargs: self._loop.run_until_complete(self._async.call(name, *args, **kwargs))
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._async.close())
+        self._loop.close()
+        self._store.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def raw_store(request: pytest.FixtureRequest, store_url: str, clock: StoreClock) -> Iterator[Store]:
+    settings = Settings(node_id="unused", store=store_url)
+    store = clock.open(settings)
+    through: Any = store if request.param == "sync" else _ThroughTheLoop(store, settings)
     try:
-        yield store
+        yield through
     finally:
-        store.close()
+        through.close()
 
 
 def test_a_free_mutex_is_taken_with_the_first_fence_and_then_refused_to_everyone(raw_store: Store) -> None:
