@@ -37,6 +37,7 @@ from .store import AsyncStore, LoopBell, adrive, ahand, open_async_store
 if TYPE_CHECKING:
     from ..intracom import Intracom
     from ..keeper import LostCallback
+    from ..stores.protocols import Store
 
 log = logger(__name__)
 
@@ -69,7 +70,7 @@ class AsyncService:
 
     @classmethod
     async def open(cls, settings: Settings) -> AsyncService:
-        store = await asyncio.to_thread(open_store, settings)
+        store = await asyncio.to_thread(_open, settings)
         return cls(settings, await open_async_store(settings, store))
 
     @property
@@ -321,6 +322,21 @@ class AsyncService:
             if task is not None:
                 task.uncancel()
             raise SystemExit(128 + self._signalled)
+
+
+def _open(settings: Settings) -> Store:
+    """Open the store, and pay off the loop what the first lease, wait and broadcast would import
+    (tens of milliseconds the loop would otherwise stand still for)."""
+    import random  # noqa: F401 - a waiter's backoff
+    import select  # noqa: F401 - a waiter's doorbell
+    import socket  # noqa: F401
+    import uuid  # noqa: F401 - a waiter's queue token
+
+    from .. import history, intracom  # noqa: F401
+    from ..requests import this_process
+
+    this_process()  # (the holder stamp, built once per process)
+    return open_store(settings)
 
 
 __all__ = ["AsyncHeldLease", "AsyncService", "connect"]

@@ -30,17 +30,30 @@ class AsyncStore(Protocol):
     async def close(self) -> None: ...
 
 
+# What keeps a lease or ends one: these never queue behind other tasks' polls (a renewal that waits
+# for a free worker while 50 waiters poll could come too late).
+URGENT = frozenset({"renew", "renew_slot", "release", "release_slot", "record_event"})
+
+
 class ThreadStore:
-    """A store whose methods run in worker threads (SQLite)."""
+    """A store whose methods run in worker threads (SQLite): the loop's default pool, and a thread of
+    their own for the URGENT ones."""
 
     def __init__(self, store: Store) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.store = store
+        self._urgent = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mutexctl-urgent")
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(getattr(self.store, method), *args, **kwargs)
+        import functools
+
+        work = functools.partial(getattr(self.store, method), *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._urgent if method in URGENT else None, work)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.store.close)
+        self._urgent.shutdown(wait=False)
 
 
 async def open_async_store(settings: Settings, store: Store) -> AsyncStore:

@@ -3,6 +3,8 @@
 Usage: interop_side.py MODE STORE MUTEX WHO LOG TIMEOUT HOLD_MS SECONDS
   pv       the library's P/V (the seed's interface)
   lock     the library's ``with svc.lock(...)`` (renewed in the background)
+  apv      the asyncio API's P/V (mutexctl.aio)
+  alock    the asyncio API's ``async with svc.lock(...)`` (the section's task cancelled at a loss)
   cli      the CLI in exec mode: ``mutexctl acquire MUTEX --wait 30s -- interop_side.py section ...``
   cli:ARG,ARG  the same with more acquire arguments, e.g. ``cli:--limit,2`` (a semaphore), ``cli:--shared``
   section  (the command the CLI runs) one critical section of HOLD_MS
@@ -63,6 +65,12 @@ def main() -> None:
             time.sleep(random.uniform(0.005, 0.025))
         print(json.dumps({"turns": turns, "lost": lost}))
         return
+    if mode in ("apv", "alock"):
+        import asyncio
+
+        turns, lost = asyncio.run(on_the_loop(mode, store, mutex, who, log, timeout, hold, stop_at))
+        print(json.dumps({"turns": turns, "lost": lost}))
+        return
     from mutexctl import LeaseLostError, Service, Settings
     from mutexctl.config import parse_timeout_ms
 
@@ -88,6 +96,41 @@ def main() -> None:
             turns += 1
             time.sleep(random.uniform(0.005, 0.025))
     print(json.dumps({"turns": turns, "lost": lost}))
+
+
+async def on_the_loop(mode: str, store: str, mutex: str, who: str, log: str, timeout: str, hold: float,
+                      stop_at: float) -> tuple[int, int]:
+    import asyncio
+
+    import mutexctl.aio
+    from mutexctl import LeaseLostError
+    from mutexctl.config import parse_timeout_ms
+
+    turns = lost = 0
+    async with await mutexctl.aio.connect(store=store, node_id=who) as svc:
+        while time.monotonic() < stop_at:
+            if mode == "apv":
+                if not await svc.P(mutex, who, parse_timeout_ms(timeout)):
+                    await asyncio.sleep(random.uniform(0.005, 0.025))
+                    continue
+                log_line(log, "enter", who)
+                await asyncio.sleep(hold)
+                log_line(log, "exit", who)
+                await svc.V(mutex)
+            else:
+                try:
+                    async with svc.lock(mutex, timeout=timeout, wait="30s"):
+                        log_line(log, "enter", who)
+                        try:
+                            await asyncio.sleep(hold)  # cancelled at once if the lease is lost
+                        finally:
+                            log_line(log, "exit", who)
+                except LeaseLostError:
+                    lost += 1
+                    continue
+            turns += 1
+            await asyncio.sleep(random.uniform(0.005, 0.025))
+    return turns, lost
 
 
 if __name__ == "__main__":

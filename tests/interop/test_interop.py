@@ -158,6 +158,19 @@ def test_naive_services_in_every_value_form_share_a_mutex_with_library_lock_and_
 
 
 @on_mongodb
+def test_readme_and_naive_services_share_a_mutex_with_the_asyncio_api_s_lock_and_P_and_V(
+        store_url: str, cli: Cli, node_modules: Path, tmp_path: Path) -> None:
+    assert cli("init-schema").returncode == 0
+    log = tmp_path / "sections.log"
+    sides = [node_side(store_url, "shared", "js-readme", log, "readme", timeout_ms=1500, hold_ms=250),
+             node_side(store_url, "shared", NAIVE_STYLES[0], log, NAIVE_STYLES[0], timeout_ms=1500, hold_ms=250)]
+    sides += [mutexctl_side("alock", store_url, "shared", "alock-1", log, "500ms", 900),
+              mutexctl_side("apv", store_url, "shared", "apv-1", log, "400ms", 100)]
+    run_phase("readme and naive P/V (1.5s timeout) vs asyncio lock() (500ms lease, 900ms sections) and P/V",
+              sides, log, node_modules)
+
+
+@on_mongodb
 def test_a_naive_V_by_mutexId_of_an_exec_mode_lease_stops_the_command_at_the_next_renewal(
         store_url: str, cli: Cli, node_modules: Path, tmp_path: Path) -> None:
     job = cli.popen("acquire", "job", "--timeout", "3s", "--", "sleep", "60")
