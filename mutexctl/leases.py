@@ -7,7 +7,6 @@ jittered exponential backoff (5 ms doubling to 1 s) and never sleeps past the ho
 from __future__ import annotations
 
 import fnmatch
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -15,14 +14,12 @@ from typing import TYPE_CHECKING
 from .clock import lease_clock
 from .config import Settings
 from .errors import (
-    DuplicateMutexError,
     HeldOnHostError,
     LeaseExpiredError,
     LockHeldError,
     NotOwnerError,
     StoreError,
     StoreUnavailableError,
-    WaitTimeoutError,
 )
 from .flows import Flow, call, drive, nap
 from .identity import host_name
@@ -53,20 +50,13 @@ from .recorder import Recorder
 from .redact import mask_url
 from .requests import Duration, duration_ms, resolve, this_process
 from .stores.common import conflict_error
-from .waitline import Backoff, Queue, ring_first_here, suggested_wait
+from .waiting import WaitCallback, Waiting
+from .waitline import Queue, ring_first_here
 
 if TYPE_CHECKING:
     from .stores.protocols import LeaseStore
 
 log = logger(__name__)
-
-# Told, while a waiter waits, why (the holder, or the store's outage) and how long it has waited.
-WaitCallback = Callable[[LockHeldError | StoreUnavailableError, float], None]
-
-
-class WaitAbandoned(Exception):  # noqa: N818 - not an error: the caller asked to stop waiting
-    """Leases.acquire's ``give_up`` said to stop waiting."""
-
 
 def conflicts(state: MutexState, kind: str, limit: int | None) -> bool:
     """Whether ``state``'s holders took the name in a way that excludes asking for it as ``kind``:
@@ -144,12 +134,12 @@ class Leases:
         the wait ends. ``give_up`` is asked after each refused try: true ends the wait with
         WaitAbandoned.
         """
-        waiting = _Waiting(self, request, on_wait, give_up)
+        waiting = Waiting(request, on_wait, give_up)
         if request.kind == EXCLUSIVE and request.wait_s > 0:
             return (yield from self._wait_in_line(request, waiting))
         return (yield from self._wait_with_backoff(request, waiting))
 
-    def _wait_in_line(self, request: LeaseRequest, waiting: _Waiting) -> Flow[Lease]:
+    def _wait_in_line(self, request: LeaseRequest, waiting: Waiting) -> Flow[Lease]:
         """Each poll is one write that joins or refreshes our place or, our turn come, takes the
         lease; between polls we sleep until the holder's expiry on the store's clock, the next poll,
         or a ring from the releaser (waitline), whichever is sooner. Waiting for shared holders, we
@@ -181,7 +171,7 @@ class Leases:
         finally:
             yield from line.leave()
 
-    def _wait_with_backoff(self, request: LeaseRequest, waiting: _Waiting) -> Flow[Lease]:
+    def _wait_with_backoff(self, request: LeaseRequest, waiting: Waiting) -> Flow[Lease]:
         """A try, then jittered exponential backoff (never past the first holder's expiry) until the
         wait ends. After the first, tries skip the extra read that names the holder: one round trip each."""
         while True:
@@ -376,69 +366,3 @@ class Leases:
     def holder(self, command: str | None) -> Holder:
         """Who this process is, for on-call (see requests.this_process)."""
         return this_process(command)._replace(via=self.via)
-
-    def _timed_out(self, mutex_id: str, held: LockHeldError, wait_s: float) -> Flow[LockHeldError]:
-        if isinstance(held, DuplicateMutexError) or (wait_s <= 0 and isinstance(held, HeldOnHostError)):
-            return held  # its message says what to fix (or what holds it, which the store cannot see)
-        state = held.state if held.state is not None else (yield from call("get", mutex_id))
-        if wait_s <= 0:
-            if state is not None and state.taken and state.remaining_ms is None:  # its end cannot be read
-                return LockHeldError(mutex_id, state, remedy="force")
-            return LockHeldError(mutex_id, state, hint=f"wait for it (e.g. {suggested_wait(state)}), or see what "
-                                                       "holds it", remedy="wait")
-        said = held.message if isinstance(held, HeldOnHostError) else LockHeldError(mutex_id, state).message
-        return WaitTimeoutError(mutex_id, state, message=f"{said} (gave up after {wait_s:g}s)",
-                                remedy="wait-longer")
-
-
-class _Waiting:
-    """What both ways of waiting share: the deadline, the holder as last described (for progress and
-    the error at the end), store outages, ``give_up`` and ``on_wait``."""
-
-    def __init__(self, leases: Leases, request: LeaseRequest, on_wait: WaitCallback | None,
-                 give_up: Callable[[], bool] | None) -> None:
-        self.leases, self.request, self.on_wait, self.give_up = leases, request, on_wait, give_up
-        self.started = time.monotonic()
-        self.deadline = self.started + request.wait_s
-        self.seen: LockHeldError | None = None
-        self.backoff = Backoff()
-        self._first_try = True
-
-    def waited_ms(self) -> int:
-        """How long the wait has lasted when a try is sent; the first try has not waited (the time
-        spent getting ready for it, a queue entry's token and doorbell, is no waiting)."""
-        if self._first_try:
-            self._first_try = False
-            return 0
-        return round((time.monotonic() - self.started) * 1000)
-
-    def saw(self, held: LockHeldError, *, told: bool = True) -> LockHeldError:
-        """A refused try; ``told``: it says who holds the mutex (else the last description stands)."""
-        if self.seen is None or (told and held.state is not None):
-            self.seen = held
-            self.backoff.holder_state(held.state)
-        return self.seen
-
-    def check(self, held: LockHeldError) -> Flow[None]:
-        """After a refused try: stop if the caller gives up or the wait is over."""
-        if self.give_up is not None and self.give_up():
-            raise WaitAbandoned(self.request.mutex_id) from None
-        if time.monotonic() >= self.deadline:
-            raise (yield from self.leases._timed_out(self.request.mutex_id, self.seen or held,
-                                                      self.request.wait_s)) from None
-
-    def tell(self, held: LockHeldError) -> None:
-        if self.on_wait is not None:
-            self.on_wait(self.seen or held, time.monotonic() - self.started)
-
-    def outage(self, outage: StoreUnavailableError) -> None:
-        """The store did not answer: keep trying within the wait, or raise at its end."""
-        if time.monotonic() >= self.deadline:
-            raise outage
-        log.info("store unreachable while waiting for %s, retrying: %s", self.request.mutex_id, outage.message)
-        if self.on_wait is not None:
-            self.on_wait(outage, time.monotonic() - self.started)
-
-    def nap_s(self, pause: float | None) -> float:
-        """How long to sleep: ``pause`` (None: the backoff's next), never past the deadline."""
-        return max(0.0, min(self.backoff.pause_s() if pause is None else pause, self.deadline - time.monotonic()))

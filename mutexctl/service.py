@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings
 from .errors import LockHeldError, NotOwnerError, UsageError
-from .leases import Leases, WaitAbandoned, WaitCallback
+from .leases import Leases
 from .lifecycle import Lifecycle, on_signals
 from .models import (
     CLI,
@@ -35,6 +35,7 @@ from .models import (
 )
 from .requests import Duration, wait_seconds
 from .stores import open_store
+from .waiting import WaitAbandoned, WaitCallback
 
 if TYPE_CHECKING:
     from .intracom import Intracom

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings, load_settings
 from ..errors import LockHeldError, NotOwnerError, UsageError
 from ..keeper import lease_stop_grace_s
-from ..leases import Leases, WaitAbandoned, WaitCallback
+from ..leases import Leases
 from ..lifecycle import SHUTDOWN, Lifecycle
 from ..logs import logger
 from ..models import (
@@ -31,6 +31,7 @@ from ..models import (
 )
 from ..requests import Duration, wait_seconds
 from ..stores import open_store
+from ..waiting import WaitAbandoned, WaitCallback
 from .keeper import AsyncHeldLease, AsyncLock
 from .store import AsyncStore, LoopBell, adrive, ahand, open_async_store
 

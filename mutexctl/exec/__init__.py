@@ -16,9 +16,10 @@ from collections.abc import Sequence
 
 from ..errors import NotOwnerError, StoreError, UsageError
 from ..keeper import LeaseKeeper, lease_stop_grace_s
-from ..leases import Leases, WaitAbandoned, WaitCallback
+from ..leases import Leases
 from ..logs import logger
 from ..models import Lease, LeaseRequest, OnceMarker, RunResult, human_ms
+from ..waiting import WaitAbandoned, WaitCallback
 from .group import CommandGroup
 
 log = logger(__name__)
