@@ -95,6 +95,11 @@ class Lifecycle:
         with self._mutex:
             self._holds.discard(held)
 
+    def blocks(self) -> list[HeldLease]:
+        """The running ``lock()`` blocks."""
+        with self._mutex:
+            return list(self._holds)
+
     def held(self) -> list[Lease]:
         """Every lease this Service holds now: the blocks' and the others."""
         with self._mutex:

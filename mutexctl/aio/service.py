@@ -292,7 +292,7 @@ class AsyncService:
         if book.closed:
             return
         book.begin(SHUTDOWN)
-        blocks = [h for h in list(book._holds) if isinstance(h, AsyncHeldLease)]
+        blocks = [h for h in book.blocks() if isinstance(h, AsyncHeldLease)]
         for held in blocks:
             try:
                 await asyncio.wait_for(held.ended.wait(), lease_stop_grace_s(held.lease.timeout_ms))

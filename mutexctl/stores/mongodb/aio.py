@@ -11,7 +11,7 @@ from typing import Any
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from .base import MongoBase
+from .base import MongoBase, already_had
 from .client import open_client
 from .commands import Cmd, builder_of, run_async
 
@@ -68,11 +68,8 @@ class AsyncMongo:
         if verb == "insert_many":
             try:
                 await found.insert_many(command.args[0], ordered=False)
-            except BulkWriteError as exc:  # a retry of a batch the server had partly taken: ids repeat
-                errors = exc.details.get("writeErrors", [])
-                if any(e.get("code") != 11000 for e in errors):
-                    raise
-                return len(errors)
+            except BulkWriteError as exc:
+                return already_had(exc)
             return 0
         if verb == "command":
             return await self._db.command(command.args[0])

@@ -200,11 +200,8 @@ class MongoBase:
         if command.verb == "insert_many":
             try:
                 found.insert_many(command.args[0], ordered=False)
-            except BulkWriteError as exc:  # a retry of a batch the server had partly taken: ids repeat
-                errors = exc.details.get("writeErrors", [])
-                if any(e.get("code") != 11000 for e in errors):
-                    raise
-                return len(errors)
+            except BulkWriteError as exc:
+                return already_had(exc)
             return 0
         if command.verb == "insert_one":
             found.insert_one(*command.args)
@@ -242,6 +239,15 @@ class MongoBase:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def already_had(exc: BulkWriteError) -> int:
+    """An unordered insert refused only as duplicates is a retry of a batch the server had partly
+    taken (ids repeat): how many it had. Any other refusal stands."""
+    errors = exc.details.get("writeErrors", [])
+    if any(e.get("code") != 11000 for e in errors):
+        raise exc
+    return len(errors)
 
 
 # -- operations every part uses (see commands) -------------------------------------------------------
