@@ -203,7 +203,7 @@ class HeldLease:
         self.stop_reason: str | None = None
         self.thread = threading.get_ident()  # the thread that runs the block
         self.released = False  # released before the block ended (the Service was closed from inside it)
-        self._telling = threading.Lock()
+        self._telling = threading.RLock()  # (a signal handler may run while this thread holds it)
 
     @property
     def lease(self) -> Lease:

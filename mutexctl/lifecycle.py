@@ -46,7 +46,7 @@ class Lifecycle:
     def __init__(self, leases: Leases, *, on_close: Callable[[], None], at_exit: bool = True) -> None:
         self._leases = leases
         self._on_close = on_close  # closes the store, after the releases
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()  # (a signal handler may run while this thread holds it)
         self._taken: dict[tuple[str, int], Lease] = {}  # taken without a block, by (mutex, fence)
         self._holds: set[HeldLease] = set()
         self._closing: str | None = None
