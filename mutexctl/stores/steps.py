@@ -59,7 +59,7 @@ STEPS: tuple[Step, ...] = (
           # have to handle: init-schema moves a store set up with the former 24 h to the log's retention.
           Expiry("nodes", "lastSeen", LOG_RETENTION))),
     Step(4, "mutexes: a unique index on mutexId (documents other services create are found by it)",
-         (Index("mutexes", ("mutexId",), "mutexId_unique", unique=True),)),
+         (Index("mutexes", ("mutexId",), "mutexId_1", unique=True),)),
     Step(5, "lease history: acquires, releases, take-overs, forced releases and losses (kept 30 days, TTL)",
          (Table("history"), Index("history", ("mutexId", "at"), "mutex_at"),
           Expiry("history", "at", HISTORY_RETENTION))),

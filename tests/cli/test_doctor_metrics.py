@@ -77,7 +77,7 @@ def test_a_missing_unique_index_is_named(cli: Cli, store_url: str) -> None:
 
     assert cli("init-schema").returncode == 0
     with pymongo.MongoClient(store_url) as client:
-        client.get_default_database()["mutexes"].drop_index("mutexId_unique")
+        client.get_default_database()["mutexes"].drop_index("mutexId_1")
     code, found = checks(cli)
     assert code == 1 and found["schema"]["status"] == "warn" and "unique index on mutexId" in found["schema"]["message"]
     assert cli("init-schema").returncode == 0 and checks(cli)[0] == 0

@@ -288,7 +288,7 @@ def test_check_reports_a_missing_unique_index_and_init_schema_repairs_it(
         collection: pymongo.collection.Collection, cli: Cli) -> None:
     assert cli("init-schema").returncode == 0
     assert cli("init-schema", "--check").returncode == 0
-    collection.drop_index("mutexId_unique")
+    collection.drop_index("mutexId_1")
     check = cli("init-schema", "--check")
     assert check.returncode == 4 and "unique index on mutexId" in check.stderr
     dry = cli("init-schema", "--dry-run")
@@ -341,3 +341,40 @@ def test_a_forced_release_killed_after_its_one_write_keeps_its_record(
     service.force_release("stuck", reason="INC-2")  # copies what the dead one left, too
     assert sorted(d["reason"] for d in history.find()) == ["INC-1: vm gone", "INC-2"]
     assert [f.reason for f in service.forced_releases("stuck")] == ["INC-2", "INC-1: vm gone"]
+
+
+def _mutex_id_indexes(collection: pymongo.collection.Collection) -> dict[str, bool]:
+    return {name: bool(spec.get("unique")) for name, spec in collection.index_information().items()
+            if [tuple(k) for k in spec["key"]] == [("mutexId", 1)]}
+
+
+def test_the_unique_index_has_the_name_a_service_s_natural_create_index_gives(
+        collection: pymongo.collection.Collection, cli: Cli) -> None:
+    """A service that runs createIndex({mutexId: 1}, {unique: true}) after init-schema meets the same
+    index (a real mongod refuses the same keys under another name: IndexOptionsConflict)."""
+    assert cli("init-schema").returncode == 0
+    assert _mutex_id_indexes(collection) == {"mutexId_1": True}
+    assert collection.create_index([("mutexId", 1)], unique=True) == "mutexId_1"
+    assert _mutex_id_indexes(collection) == {"mutexId_1": True}
+    assert cli("init-schema", "--check").returncode == 0
+
+
+@pytest.mark.parametrize("name", ["mutexId_1", "by_mutex", "mutexId_unique"])
+def test_a_unique_index_on_mutexId_of_any_name_counts_and_no_second_one_is_made(
+        collection: pymongo.collection.Collection, cli: Cli, name: str) -> None:
+    collection.create_index([("mutexId", 1)], unique=True, name=name)  # a service's, before init-schema
+    assert cli("init-schema").returncode == 0
+    assert cli("init-schema", "--check").returncode == 0
+    assert _mutex_id_indexes(collection) == {name: True}
+    assert cli("acquire", "x", "--", "true").returncode == 0
+
+
+def test_a_plain_index_under_the_unique_index_s_name_is_told_not_taken_for_unique(
+        collection: pymongo.collection.Collection, cli: Cli) -> None:
+    collection.create_index([("mutexId", 1)], name="mutexId_1")  # not unique
+    init = cli("init-schema")
+    assert init.returncode == 4 and "mutexId cannot be made unique" in init.stderr, init.stderr
+    assert "Traceback" not in init.stderr and "hint: drop the conflicting index" in init.stderr
+    assert cli("init-schema", "--check").returncode == 4  # (stopped before the step)
+    collection.drop_index("mutexId_1")
+    assert cli("init-schema").returncode == 0 and _mutex_id_indexes(collection) == {"mutexId_1": True}

@@ -30,7 +30,11 @@ from .commands import (
 from .documents import has_unique_ids, schema_state
 
 MIN_SERVER_VERSION = (4, 2)  # $$NOW and update pipelines
-UNIQUE_INDEX = "mutexId_unique"
+# The name the server gives ``createIndex({mutexId: 1}, {unique: true})``: a service that runs that
+# natural call after init-schema (or before it) meets the same index, not a conflict (code 85). Any
+# unique index on exactly {mutexId: 1} counts, whatever its name (an older release made mutexId_unique).
+UNIQUE_INDEX = "mutexId_1"
+INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict: the keys exist, otherwise named or made
 
 
 class MongoSchema(MongoBase):
@@ -203,7 +207,17 @@ def ensure_unique_ids() -> Operation[bool]:
     already share a name refuses it (DuplicateKey)."""
     if has_unique_ids((yield index_information("mutexes"))):
         return True
-    yield create_index("mutexes", [("mutexId", 1)], name=UNIQUE_INDEX, unique=True)
+    try:
+        yield create_index("mutexes", [("mutexId", 1)], name=UNIQUE_INDEX, unique=True)
+    except Refused as refused:
+        if refused.code not in INDEX_CONFLICTS:
+            raise
+        if has_unique_ids((yield index_information("mutexes"))):  # made meanwhile, under another name
+            return True
+        raise SchemaError("mutexId cannot be made unique: an index of the collection conflicts (one on mutexId "
+                          f"that is not unique, or another under the name {UNIQUE_INDEX}): {refused}",
+                          hint="drop the conflicting index (a unique index on mutexId, of any name, is what "
+                               "mutexctl needs), then initialize the schema again") from None
     return True
 
 
@@ -226,7 +240,7 @@ def unique_ids_if_allowed(store: MongoBase) -> Operation[bool]:
     name or the user may not create indexes (acquire then looks before it writes)."""
     try:
         return (yield from ensure_unique_ids())
-    except (DuplicateKey, Refused) as exc:
+    except (DuplicateKey, Refused, SchemaError) as exc:
         log.debug("no unique index on mutexId: %s", store._scrub(str(exc)))
         return False
 
