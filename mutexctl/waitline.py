@@ -46,6 +46,7 @@ class Queue:
         self.token = uuid.uuid4().hex  # names this waiter's entry, and its doorbell
         self.joined = False  # our entry may be in the queue
         self.bell = Doorbell(None)
+        self._unknown_since: float | None = None  # when we first saw a holder whose age the store cannot tell
 
     def poll(self, request: LeaseRequest, waited_ms: int) -> Flow[Turn]:
         """One write: join the queue (the first time: rings reach us from then on), refresh our
@@ -63,6 +64,14 @@ class Queue:
         if self.bell.listening and host is not None and turn.holder_host == host:
             left = turn.holder_left_ms
             return MAX_POLL_S if left is None or turn.position > 1 else min(MAX_POLL_S, left / 1000 + 0.001)
+        if turn.held_for_ms is None and turn.holder_left_ms is not None:
+            # Held, but for how long is not written (another service's lease): its age is at least what
+            # we have seen of it, so the half-age rule backs off instead of polling at the floor throughout.
+            now = time.monotonic()
+            self._unknown_since = now if self._unknown_since is None else self._unknown_since
+            turn = turn._replace(held_for_ms=round((now - self._unknown_since) * 1000))
+        else:
+            self._unknown_since = None
         return poll_interval_s(turn)
 
     def leave(self) -> Flow[None]:

@@ -4,6 +4,7 @@ found by mutexId whatever their _id, mutexctl's own fields void after a foreign 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -14,7 +15,7 @@ from bson import Int64, ObjectId
 from mutexctl import DuplicateMutexError, LockHeldError, Service, Settings
 from mutexctl.stores import seed_document
 
-from ..conftest import Cli, wait_until
+from ..conftest import BUSY_S, Cli, wait_until
 
 pytestmark = pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)
 
@@ -378,3 +379,24 @@ def test_a_plain_index_under_the_unique_index_s_name_is_told_not_taken_for_uniqu
     assert cli("init-schema", "--check").returncode == 4  # (stopped before the step)
     collection.drop_index("mutexId_1")
     assert cli("init-schema").returncode == 0 and _mutex_id_indexes(collection) == {"mutexId_1": True}
+
+
+def test_a_waiter_behind_another_service_s_lease_backs_off_instead_of_polling_at_the_floor(
+        service: Service, collection: pymongo.collection.Collection) -> None:
+    """A foreign lease says nothing of its age: the waiter takes the age it has seen, so it polls
+    about a dozen times in 3 s (the 25 ms floor would be 120), and still takes the lease at its end."""
+    collection.insert_one(foreign_doc("shared", datetime.now(UTC), 2500))
+    polls: list[float] = []
+    real = service.store.wait_turn
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        polls.append(time.monotonic())
+        return real(*args, **kwargs)
+
+    service.store.wait_turn = counted  # type: ignore[method-assign]
+    started = time.monotonic()
+    lease = service.acquire("shared", timeout="5s", wait="30s")
+    waited = time.monotonic() - started
+    behind = [p for p in polls if p - started < 2.0]  # while the foreign lease surely ran
+    assert len(behind) <= 12, len(behind)  # 25, 25, 50, 100 … ms, then at most one a second
+    assert lease.fence >= 1 and waited < 2.5 + 1.0 + BUSY_S  # taken within about a poll of its end
