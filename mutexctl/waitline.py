@@ -10,7 +10,8 @@ its own host (``ring_first_here``: no store command, a few microseconds), which 
 takes its turn. So while the holder runs on the waiter's host, the waiter only refreshes its entry
 (every MAX_POLL_S) between rings. Otherwise (the holder on another host, or a client that does not
 ring: another language's, an older mutexctl) the poll interval follows the current lease's age —
-half of it, from MIN_POLL_S up to MAX_POLL_S — so a short hold is handed on within a few tens of
+half of it, from MIN_POLL_S up to MAX_POLL_S; for another service's lease, which does not say its
+age, the age this waiter has seen — so a short hold is handed on within a few tens of
 milliseconds and a long one costs one poll a second; each place further back in line doubles it.
 A ring is only a hint to look now: a stray one costs one poll, a lost one at most MAX_POLL_S.
 
