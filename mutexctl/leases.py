@@ -142,8 +142,9 @@ class Leases:
     def _wait_in_line(self, request: LeaseRequest, waiting: Waiting) -> Flow[Lease]:
         """Each poll is one write that joins or refreshes our place or, our turn come, takes the
         lease; between polls we sleep until the holder's expiry on the store's clock, the next poll,
-        or a ring from the releaser (waitline), whichever is sooner. Waiting for shared holders, we
-        announce ourselves at each poll, so that new shared holds wait for us (writers are not starved)."""
+        or a ring from the releaser (waitline), whichever is sooner. Waiting for shared holders or a
+        semaphore's, we announce ourselves at each poll, so that new holders of either kind wait for us
+        (an exclusive waiter is not starved by overlapping slot holders)."""
         line = Queue(request.mutex_id)
         try:
             while True:
@@ -164,7 +165,7 @@ class Leases:
                 if held is not None:
                     yield from waiting.check(held)
                     seen = waiting.seen
-                    if seen is not None and seen.state is not None and seen.state.kind == SHARED:
+                    if seen is not None and seen.state is not None and seen.state.kind in (SHARED, SEMAPHORE):
                         yield from call("announce_writer", request.mutex_id, request.node_id)
                     waiting.tell(held)
                 yield from nap(waiting.nap_s(pause), line.bell)  # (a ring wakes us)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mutexctl import LimitConflictError, Service, Settings
 
-from ..conftest import HELPERS, Cli, mutexctl_argv, pid_alive, wait_until
+from ..conftest import BUSY_S, HELPERS, Cli, mutexctl_argv, pid_alive, wait_until
 
 SECTION = [sys.executable, str(HELPERS / "section.py")]
 
@@ -85,6 +85,35 @@ def test_writers_exclude_everyone_readers_share_and_writers_are_not_starved(cli:
             others = [o for o in found if o[0] != who and o[1] < end and start < o[2]]
             assert not others, f"writer {who} overlapped {others}"
     assert most_inside(found, "r") >= 2, "readers never shared"
+
+
+def test_an_exclusive_waiter_is_not_starved_by_overlapping_semaphore_holders(cli: Cli, tmp_path: Path) -> None:
+    """Four loops that keep a --limit 2 semaphore from ever being empty: an exclusive waiter announces
+    itself and new slots wait for it, so it gets in once the slots held when it asked end (before, it
+    waited out its whole wait and exited 1)."""
+    log = tmp_path / "sections.log"
+    stop = tmp_path / "stop"
+    loop = (f'while [ ! -e {stop} ]; do "$@" || exit 1; done')
+    slots = [subprocess.Popen(["sh", "-c", loop, "sh", *mutexctl_argv(), "acquire", "pool", "--limit", "2",
+                               "--wait", "inf", "--timeout", "5s", "--", *SECTION, str(log), f"s{n}", "400"],
+                              env={**cli.env, "MUTEXCTL_NODE_ID": f"s{n}"}, cwd=cli.cwd,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(4)]
+    try:
+        wait_until(lambda: log.exists() and {"s0", "s1"} <= {line.split()[1] for line in log.read_text().splitlines()},
+                   timeout=30 * BUSY_S)  # both loops inside, their sections overlapping
+        asked = time.monotonic()
+        writer = cli("acquire", "pool", "--wait", f"{10 * BUSY_S:.0f}s", "--", *SECTION, str(log), "w", "100",
+                     env={"MUTEXCTL_NODE_ID": "w"}, timeout=30 * BUSY_S)
+        assert writer.returncode == 0, writer.stderr
+        # In once the slots held when it asked have ended (400 ms sections) and its next poll came (<= 1 s).
+        assert time.monotonic() - asked < 3 * BUSY_S
+    finally:
+        stop.touch()
+        for proc in slots:
+            proc.communicate(timeout=60 * BUSY_S)
+    found = sections(log)
+    [(_, start, end)] = [s for s in found if s[0] == "w"]
+    assert not [o for o in found if o[0] != "w" and o[1] < end and start < o[2]], "the writer shared the mutex"
 
 
 def test_the_once_command_runs_exactly_once_across_8_instances(cli: Cli, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from ...models import SEMAPHORE, Holder
 from ..common import slot_owner
 from ..seed_document import EXPIRED, ISO_NOW
 from .documents import FENCE, details_of, literal_expr
+from .waiters import NO_LIVE_WAITERS
 
 ANNOUNCE_MS = 3000  # a waiting writer's announcement holds off new shared holds this long unless renewed
 
@@ -58,7 +59,8 @@ def take_slot(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, k
     (a semaphore: fewer than ``limit`` live slots; shared: no writer announced). The new holder
     carries ``token``: the caller finds it in the returned document iff it got in."""
     owner = slot_owner(kind)
-    room = {"$lt": [{"$size": "$_l"}, limit]} if kind == SEMAPHORE else _not("$_w")
+    # An exclusive waiter announced (writerWaiting) holds off new holders of either kind: it is next.
+    room = {"$and": [{"$lt": [{"$size": "$_l"}, limit]}, _not("$_w")]} if kind == SEMAPHORE else _not("$_w")
     same = {"$or": [{"$eq": [{"$size": "$_l"}, 0]},
                     {"$and": [{"$eq": ["$slots.kind", kind]}, {"$eq": [{"$ifNull": ["$slots.limit", None]}, limit]}]}]}
     details = details_of(holder)
@@ -72,7 +74,8 @@ def take_slot(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, k
     return [
         {"$set": {"_v": VALID, "_x": EXCLUSIVE_LIVE, "_w": WRITER_WAITING}},
         {"$set": {"_l": {"$cond": ["$_v", live("$slots.holders"), []]}}},
-        {"$set": {"_ok": {"$and": [_not("$_x"), same, room]}, "_f": {"$add": [FENCE, 1]}}},
+        # Exclusive waiters in line go first (as they do before a plain acquire): fair across kinds.
+        {"$set": {"_ok": {"$and": [_not("$_x"), same, room, NO_LIVE_WAITERS]}, "_f": {"$add": [FENCE, 1]}}},
         {"$set": {"_h": {"$concatArrays": ["$_l", [new]]}}},
         {"$set": {
             "_id": {"$ifNull": ["$_id", literal_expr(mutex_id)]}, "mutexId": literal_expr(mutex_id),

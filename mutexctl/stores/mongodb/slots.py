@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ...errors import LockHeldError
-from ...models import SHARED, Holder, Lease, LeaseEvent, LeaseRequest, MutexState
+from ...models import SEMAPHORE, SHARED, Holder, Lease, LeaseEvent, LeaseRequest, MutexState
 from ..common import released_late_error, slot_loss_error, token_mode_slot
 from .base import MongoBase, copy_forced, forced_at, may_upsert, read_state
 from .commands import DuplicateKey, Operation, find_one, find_one_and_update, operation, update_one
@@ -129,8 +129,8 @@ def force_release_slots(store: MongoBase, mutex_id: str, by_node: str, by: Holde
 
 
 def announce(mutex_id: str, node_id: str) -> Operation[None]:
-    yield update_one("mutexes", {"mutexId": mutex_id, "taken": True, "slots.kind": SHARED, "$expr": VALID},
-                     announce_writer(node_id))
+    yield update_one("mutexes", {"mutexId": mutex_id, "taken": True, "slots.kind": {"$in": [SHARED, SEMAPHORE]},
+                              "$expr": VALID}, announce_writer(node_id))
 
 
 def _holders(doc: dict[str, Any] | None) -> list[dict[str, Any]]:

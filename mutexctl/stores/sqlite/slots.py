@@ -15,7 +15,7 @@ from ...errors import LeaseExpiredError, LockHeldError
 from ...models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, Lease, LeaseRequest, MutexState, iso_ms
 from ..common import released_late_error, slot_loss_error, slot_owner, token_mode_slot
 from ..steps import FORCED_RETENTION_S
-from . import events
+from . import events, waiters
 from .base import SQLiteBase, read_state
 from .exclusive import HeldElsewhereError
 from .rows import COLUMNS, FORCED_COLUMNS, holder_code
@@ -75,6 +75,8 @@ def take_slot(store: SQLiteBase, request: LeaseRequest, waited_ms: int, now: Now
     state = yield from read_state(store, mutex_id, now)
     if state is not None and _refused(state, kind, limit):
         raise LockHeldError(mutex_id, state)
+    if store._has_waiters and (yield from waiters.someone_waits(mutex_id, store._boot, now.ns)):
+        raise LockHeldError(mutex_id, state)  # exclusive waiters in line go first: fair across kinds
     current = state is not None and state.kind != EXCLUSIVE
     if current:  # ended slots make room
         yield run("DELETE FROM slots WHERE mutexId = ? AND (bootId IS NOT ? OR expiresNs <= ?)",
@@ -153,8 +155,9 @@ def force_release_slots(store: SQLiteBase, mutex_id: str, by_node: str, by: Hold
 
 def announce(mutex_id: str, node_id: str, now: Now) -> Operation[None]:
     yield run("UPDATE mutexes SET writerWaiting = ?, writerUntilNs = ? WHERE mutexId = ? AND taken = 1 "
-              "AND kind = ? AND takenBy = ? AND slotsAt = takenAt",
-              (node_id, now.ns + ANNOUNCE_NS, mutex_id, SHARED, slot_owner(SHARED)))
+              "AND ((kind = ? AND takenBy = ?) OR (kind = ? AND takenBy = ?)) AND slotsAt = takenAt",
+              (node_id, now.ns + ANNOUNCE_NS, mutex_id, SHARED, slot_owner(SHARED), SEMAPHORE,
+               slot_owner(SEMAPHORE)))
 
 
 def seed_view(store: SQLiteBase, mutex_id: str, now: Now, *, fence: int | None = None, kind: str | None = None,
@@ -184,6 +187,6 @@ def _refused(state: MutexState, kind: str, limit: int | None) -> bool:
         return state.state == "held"  # a live exclusive lease, or one whose end cannot be read
     if state.slots and (state.kind != kind or state.limit != limit):
         return True  # held another way: the caller tells it apart
-    if kind == SEMAPHORE:
-        return limit is not None and len(state.slots) >= limit
-    return state.writer_waiting is not None
+    if state.writer_waiting is not None:
+        return True  # an exclusive waiter is next: new slots wait for it (it waits for these to end)
+    return kind == SEMAPHORE and limit is not None and len(state.slots) >= limit
