@@ -400,3 +400,82 @@ def test_a_waiter_behind_another_service_s_lease_backs_off_instead_of_polling_at
     behind = [p for p in polls if p - started < 2.0]  # while the foreign lease surely ran
     assert len(behind) <= 12, len(behind)  # 25, 25, 50, 100 … ms, then at most one a second
     assert lease.fence >= 1 and waited < 2.5 + 1.0 + BUSY_S  # taken within about a poll of its end
+
+
+def test_after_a_dead_slot_holder_the_name_is_free_for_an_exclusive_taker(
+        service: Service, other: Service, collection: pymongo.collection.Collection) -> None:
+    """The seed view of a semaphore (its latest slot's end) is computed alike by every server: after
+    the last slot ran out, an exclusive acquire gets the name (it was "held, ends in 0ms" for ever)."""
+    service.try_acquire("s1", timeout="600ms", limit=2)  # its holder dies: never renewed nor released
+    doc = collection.find_one({"mutexId": "s1"})
+    assert doc is not None and isinstance(doc["timeout"], int) and not isinstance(doc["timeout"], Int64)
+    assert 0 < doc["timeout"] <= 600  # the latest slot's time left, an int32 as an exclusive lease's
+    wait_until(lambda: _try(other, "s1"), timeout=10 * BUSY_S)
+    assert other.status("s1")[0].taken_by == "node-b"
+
+
+def test_every_operator_the_store_sends_is_in_the_checked_list_and_the_readme_names_the_minimum(
+        service: Service, other: Service) -> None:
+    """Each command of a workload that uses every kind of lease, the queue, run-once, forced releases,
+    status, history and broadcast is searched for operators: each must be in stores/mongodb/operators.py
+    (with the version that introduced it), whose highest version is the README's minimum."""
+    from pathlib import Path
+
+    from mutexctl.stores.mongodb.base import MongoBase
+    from mutexctl.stores.mongodb.operators import MIN_SERVER_VERSION, OPERATORS
+
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and key.startswith("$"):
+                    found.add(key)
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and value.startswith("$$") and value[2:3].isupper():  # a system variable
+            found.add(value.split(".")[0])
+
+    real = MongoBase._send
+
+    def spy(self: MongoBase, command: Any) -> Any:
+        walk(command.args)
+        return real(self, command)
+
+    MongoBase._send = spy  # type: ignore[method-assign]
+    try:
+        service.init_schema()
+        lease = service.try_acquire("x", timeout="5s")
+        service.renew(lease)
+        service.release("x")
+        with service.lock("y", timeout="2s"):
+            pass
+        slot = service.try_acquire("s", timeout="5s", limit=2)
+        service.renew(slot)
+        service.release("s", token=slot.fence)
+        shared = service.try_acquire("r", timeout="5s", shared=True)
+        with pytest.raises(LockHeldError):
+            other.acquire("r", timeout="5s", wait="300ms")  # waits in line, announced
+        service.release("r", token=shared.fence)
+        service.try_acquire("f", timeout="5s")
+        other.force_release("f", reason="test")
+        service.try_acquire("fs", timeout="5s", limit=3)
+        other.force_release("fs", reason="test")
+        service.run_once("o", "k", lambda held: None)
+        service.clear_once("o", "k", reason="test")
+        service.overview(recent=5)
+        service.history()
+        message = service.broadcast("z", {"q": 1})
+        other.listen(once=True, handler=lambda m: 0)
+        service.wait_acks(message, wait="1s")
+        service.nodes()
+        service.store.server_report()
+        service.store.schema_problems()
+    finally:
+        MongoBase._send = real  # type: ignore[method-assign]
+    assert {"$set", "$$NOW", "$reduce", "$expr"} <= found  # (the workload reached the pipelines)
+    assert found - set(OPERATORS) == set(), "operators sent but not in the checked list"
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert f"minimum server version, {'.'.join(map(str, MIN_SERVER_VERSION))}**" in readme

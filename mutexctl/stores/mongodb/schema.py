@@ -28,8 +28,8 @@ from .commands import (
     update_upsert,
 )
 from .documents import has_unique_ids, schema_state
+from .operators import MIN_SERVER_VERSION
 
-MIN_SERVER_VERSION = (4, 2)  # $$NOW and update pipelines
 # The name the server gives ``createIndex({mutexId: 1}, {unique: true})``: a service that runs that
 # natural call after init-schema (or before it) meets the same index, not a conflict (code 85). Any
 # unique index on exactly {mutexId: 1} counts, whatever its name (an older release made mutexId_unique).
@@ -246,10 +246,11 @@ def unique_ids_if_allowed(store: MongoBase) -> Operation[bool]:
 
 
 def check_server_version(build_info: dict[str, Any]) -> str:
-    """The server's version string; StoreUnavailableError below 4.2, which lacks $$NOW."""
+    """The server's version string; StoreUnavailableError below MIN_SERVER_VERSION (4.2: $$NOW)."""
     version = str(build_info.get("version", "?"))
     parts = build_info.get("versionArray") or [int(p) for p in version.split(".")[:2] if p.isdigit()]
     if tuple(int(p) for p in parts[:2]) < MIN_SERVER_VERSION:
-        raise StoreUnavailableError(f"MongoDB {version} is too old: mutexctl needs 4.2 or newer ($$NOW in updates)",
+        needs = ".".join(map(str, MIN_SERVER_VERSION))
+        raise StoreUnavailableError(f"MongoDB {version} is too old: mutexctl needs {needs} or newer ($$NOW in updates)",
                                     hint="upgrade the server, or use another one")
     return version

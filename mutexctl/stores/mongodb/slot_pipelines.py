@@ -45,11 +45,25 @@ def _ours(var: str, node: str, fence: int) -> dict[str, Any]:
     return {"$and": [{"$eq": [f"$${var}.fence", fence]}, {"$eq": [f"$${var}.node", literal_expr(node)]}]}
 
 
+def latest(dates: str) -> dict[str, Any]:
+    """The latest of an array of dates, by ``$reduce`` and ``$gt``: every server reads it alike (a
+    wire-compatible one answered null for ``$max`` over dates, and the mutex stayed held for ever)."""
+    return {"$reduce": {"input": {"$ifNull": [dates, []]}, "initialValue": None,
+                        "in": {"$cond": [{"$or": [{"$eq": ["$$value", None]}, {"$gt": ["$$this", "$$value"]}]},
+                                         "$$this", "$$value"]}}}
+
+
+def time_left(dates: str) -> dict[str, Any]:
+    """Milliseconds from now to the latest of ``dates``, as the integer type an exclusive lease's
+    ``timeout`` has: an int32 when it fits (a long only past 24.8 days), so a seed reader reads both alike."""
+    left = {"$subtract": [latest(dates), "$$NOW"]}
+    return {"$convert": {"input": left, "to": "int", "onError": left, "onNull": None}}
+
+
 def _seed_fields(holders: str, *, when: Any = True) -> dict[str, Any]:
     """The seed's view of the slots in ``holders``: taken until the latest one ends (when ``when``)."""
     keep = {"takenAt": "$takenAt", "timeout": "$timeout", "slots.takenAt": "$slots.takenAt"}
-    new = {"takenAt": ISO_NOW, "timeout": {"$subtract": [{"$max": f"{holders}.expiresAt"}, "$$NOW"]},
-           "slots.takenAt": ISO_NOW}
+    new = {"takenAt": ISO_NOW, "timeout": time_left(f"{holders}.expiresAt"), "slots.takenAt": ISO_NOW}
     return {key: {"$cond": [when, new[key], keep[key]]} for key in new}
 
 
@@ -81,7 +95,7 @@ def take_slot(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder, *, k
             "_id": {"$ifNull": ["$_id", literal_expr(mutex_id)]}, "mutexId": literal_expr(mutex_id),
             "taken": either(True, "$taken"), "takenAt": either(ISO_NOW, "$takenAt"),
             "takenBy": either(owner, "$takenBy"),
-            "timeout": either({"$subtract": [{"$max": "$_h.expiresAt"}, "$$NOW"]}, "$timeout"),
+            "timeout": either(time_left("$_h.expiresAt"), "$timeout"),
             "fence": either("$_f", "$fence"),
             "slots": either({"takenAt": ISO_NOW, "takenBy": owner, "kind": kind, "limit": limit, "holders": "$_h",
                              "writerWaiting": {"$cond": ["$_w", "$slots.writerWaiting", None]}}, "$slots"),
