@@ -59,12 +59,13 @@ def test_an_ended_slot_is_reclaimed_by_the_next_taker_and_its_late_release_says_
 
 def test_renew_moves_only_its_own_slot_and_the_seed_view_follows_the_latest_end(raw_store: Store,
                                                                                clock: StoreClock) -> None:
-    first = _slot(raw_store, "a", ms=600)
-    _slot(raw_store, "b", ms=600)
-    clock.advance(400, raw_store)
+    # (1.5 s of room on each side: on MongoDB the server's clock runs, and a loaded machine overshoots)
+    first = _slot(raw_store, "a", ms=3000)
+    _slot(raw_store, "b", ms=3000)
+    clock.advance(1500, raw_store)
     renewed = raw_store.renew_slot(first)
     assert renewed.expires_at > first.expires_at
-    clock.advance(350, raw_store)  # b's slot ended, a's did not
+    clock.advance(1600, raw_store)  # b's slot ended, a's (renewed to 4.5 s) did not
     state = raw_store.get("s")
     assert state is not None and [h.node for h in state.slots] == ["a"]
     assert state.taken and state.remaining_ms is not None and state.remaining_ms > 0
