@@ -51,20 +51,24 @@ FILES = (
 
 # The README's section "Sharing mutexes with other services", in short.
 SHARING = (
-    ("mutexId", "The mutex's name, a string with a unique index {mutexId: 1} (mutexctl init-schema, step 4). "
-                "Documents are found by it, never by _id; those mutexctl inserts get _id = mutexId."),
+    ("mutexId", "The mutex's name, a string with a unique index {mutexId: 1} (mutexctl init-schema, step 4; "
+                "named mutexId_1, and any unique index on that key counts). Documents are found by it, never "
+                "by _id; those mutexctl inserts get _id = mutexId."),
     ("taken", "true while held; V sets false and keeps the document."),
     ("takenAt", 'When the lease was taken or last renewed, "2026-11-27T12:03:06.908Z" (UTC, ms), from the '
                 "server's clock ($$NOW)."),
     ("takenBy", "The holder's node id."),
-    ("timeout", "The lease's length in milliseconds."),
+    ("timeout", "The lease's length in milliseconds (an int32; a long only past 24.8 days)."),
 )
 SHARING_RULES = (
     "A lease ends at takenAt + timeout, on the server's clock, for every reader; a renewal rewrites takenAt. "
     "Take a mutex with one findOneAndUpdate (upsert: true) whose filter matches free or ended: a duplicate "
     "key error (11000) from the unique index means held. Write with w: majority; guard V by takenBy and the "
-    "takenAt your P wrote. mutexctl's own fields (fence, holder) carry the takenAt and takenBy they belong "
-    "to: a foreign write makes them void. mutexctl's waiters queue in the array waiters and are served in "
+    "takenAt your P wrote. Update with $set, never replace the document (a replace drops the fence). "
+    "Leave mutexctl's own fields alone (fence, holder, releasedLate, waiters, slots, forced): they carry the "
+    "takenAt and takenBy they belong to, and a foreign write makes them void. A reader judges every kind of "
+    "document (exclusive, semaphore, shared) the same way: held iff taken and now < takenAt + timeout, "
+    "with the document's own timeout. mutexctl's waiters queue in the array waiters and are served in "
     "order; a foreign P that takes a free mutex ahead of them keeps exclusion, only not their order.",
     "mutexctl also reads takenAt as ISO-8601 with any fraction, Z, an offset or no zone (UTC), a BSON Date, "
     "or epoch milliseconds (number or digit string), and timeout as int, long, double or digit string. Any "
