@@ -27,11 +27,12 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from .errors import MutexctlError, NotOwnerError, ShutdownError, UsageError
-from .keeper import HeldLease, lease_stop_grace_s
+from .flows import Flow, drive
 from .logs import logger
 from .models import Lease
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (the keeper is imported when a block ends the Service: not on every CLI run's start)
+    from .keeper import HeldLease
     from .leases import Leases
 
 log = logger(__name__)
@@ -120,6 +121,8 @@ class Lifecycle:
         """End the Service as the module's rules say; idempotent."""
         if self._closed:
             return
+        from .keeper import lease_stop_grace_s
+
         self.begin(reason)
         me = threading.get_ident()
         started = time.monotonic()
@@ -152,9 +155,13 @@ class Lifecycle:
         _open.discard(self)
 
     def _release(self, lease: Lease) -> None:
+        drive(self.release_flow(lease), self._leases.store)
+
+    def release_flow(self, lease: Lease) -> Flow[None]:
+        """Release ``lease`` at the end, on the record (either executor drives it)."""
         try:
-            self._leases.release(lease.mutex_id, token=lease.fence, node_id=lease.node_id,
-                                 kind=lease.kind, reason=self._closing)
+            yield from self._leases.release_flow(lease.mutex_id, token=lease.fence, node_id=lease.node_id,
+                                                 kind=lease.kind, reason=self._closing)
         except NotOwnerError:
             pass  # it had ended (expired, broken, released by its token elsewhere)
         except MutexctlError as exc:  # a store that does not answer: the lease runs out by itself

@@ -300,14 +300,7 @@ class AsyncService:
                 log.warning("the block holding %s (fence %s) did not stop within its grace: its lease is left to "
                             "run out", held.lease.mutex_id, held.fence)
         for lease in book.take_all():
-            try:
-                await adrive(self.leases.release_flow(lease.mutex_id, token=lease.fence, node_id=lease.node_id,
-                                                      kind=lease.kind, reason=book.closing), self._store)
-            except NotOwnerError:
-                pass
-            except Exception as exc:  # noqa: BLE001 - the lease runs out by itself
-                log.warning("could not release %s (fence %s) at %s: %s", lease.mutex_id, lease.fence,
-                            book.closing, exc)
+            await adrive(book.release_flow(lease), self._store)
         book.mark_closed()
         await asyncio.to_thread(self.leases.recorder.flush)
         await self._store.close()
