@@ -8,16 +8,19 @@ from datetime import datetime
 
 from .identity import host_name
 from .keeper import renew_interval_s
-from .models import CLI, EXCLUSIVE, SEMAPHORE, SERVICE, MutexState, human_ms
+from .models import CLI, EXCLUSIVE, SEMAPHORE, SERVICE, Holder, MutexState, human_ms
 
 
 def holder_alive(state: MutexState, this_host: str | None = None) -> bool | None:
     """Whether the holder's process still runs: known only when it ran on this host."""
-    this_host = this_host or host_name()
-    if state.holder is None or state.holder.host != this_host or not state.holder.pid:
+    return _alive(state.holder, this_host or host_name())
+
+
+def _alive(holder: Holder | None, this_host: str) -> bool | None:
+    if holder is None or holder.host != this_host or not holder.pid:
         return None
     try:
-        os.kill(state.holder.pid, 0)
+        os.kill(holder.pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -91,7 +94,7 @@ def _why_slots(state: MutexState, this_host: str | None) -> str:
                else f"{len(state.slots)} shared holder{'s' if len(state.slots) > 1 else ''}")
     text = f"{counted}; the next to end is {soonest.node}'s (fence {soonest.fence}) in {human_ms(soonest.remaining_ms)}"
     dead = [slot for slot in state.slots if slot.holder is not None
-            and holder_alive(state._replace(holder=slot.holder), this_host) is False]
+            and _alive(slot.holder, this_host or host_name()) is False]
     if dead:
         text += (f"; exited on this host without releasing: {', '.join(f'fence {d.fence}' for d in dead)} "
                  "(release --force --reason --fence F frees one)")

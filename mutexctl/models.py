@@ -366,8 +366,7 @@ def utcnow() -> datetime:
 
 def iso_ms(moment: datetime) -> str:
     """The seed's ``takenAt`` form: ``2026-11-27T12:03:06.908Z``."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"  # (without "+00:00")
 
 
 def parse_iso(text: str) -> datetime:

@@ -85,6 +85,9 @@ def render(states: Sequence[MutexState]) -> list[str]:
     lines = [GAP.join(COLUMNS[i].title.ljust(widths[i]) for i in shown).rstrip()]
     if colour:
         lines[0] = f"\x1b[1m{lines[0]}\x1b[0m"
+    if width is None:  # piped: every cell whole, in columns as wide as their widest cell
+        lines += [GAP.join([cell.ljust(w) for cell, w in zip(row, widths, strict=True)]).rstrip() for row in table]
+        return lines
     for state, row in coloured:
         cells = [_cut(row[i], widths[i]).ljust(widths[i]) for i in shown]
         if colour and state in _COLOURS:

@@ -479,3 +479,75 @@ def test_every_operator_the_store_sends_is_in_the_checked_list_and_the_readme_na
     assert found - set(OPERATORS) == set(), "operators sent but not in the checked list"
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert f"minimum server version, {'.'.join(map(str, MIN_SERVER_VERSION))}**" in readme
+
+
+def test_status_streams_a_fleet_in_batches_and_keeps_each_names_copies_together(
+        service: Service, collection: pymongo.collection.Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mutexctl.stores.mongodb import status
+
+    monkeypatch.setattr(status, "PAGE", 4)
+    for i in range(9):
+        service.try_acquire(f"m{i}", timeout="1h")
+    # copies of one name that straddle a batch's end, and a batch's worth of copies of another (written
+    # by a service of old, before the unique index)
+    for name, info in collection.index_information().items():
+        if info["key"] == [("mutexId", 1)]:
+            collection.drop_index(name)
+    collection.insert_many([{"_id": ObjectId(), "mutexId": "m3", "taken": False} for _ in range(2)]
+                           + [{"_id": ObjectId(), "mutexId": "m6x", "taken": False} for _ in range(5)])
+    reads: list[Any] = []
+    send = service.store._send  # type: ignore[attr-defined]
+    monkeypatch.setattr(service.store, "_send", lambda cmd: reads.append(cmd) or send(cmd))
+    view = service.overview()
+    by_name = {s.mutex_id: s for s in view.states}
+    assert [s.mutex_id for s in view.states] == sorted(by_name) == [*(f"m{i}" for i in range(7)), "m6x", "m7", "m8"]
+    assert (by_name["m3"].state, by_name["m3"].copies) == ("duplicate", 3)
+    assert (by_name["m6x"].state, by_name["m6x"].copies) == ("duplicate", 5)
+    assert all(by_name[f"m{i}"].state == "held" for i in (0, 1, 2, 4, 5, 6, 7, 8))
+    [read] = [c for c in reads if c.collection == "mutexes"]  # one cursor, in batches of PAGE, time-limited
+    assert read.verb == "find" and read.options["batch_size"] == 4 and read.options["max_time_ms"]
+
+
+def test_a_read_over_the_servers_time_limit_is_store_unavailable_not_an_internal_error(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mutexctl import StoreUnavailableError
+    from pymongo.errors import ExecutionTimeout
+
+    def hopeless(cmd: Any) -> Any:
+        raise ExecutionTimeout("operation exceeded time limit", code=50)
+
+    monkeypatch.setattr(service.store, "_send", hopeless)
+    with pytest.raises(StoreUnavailableError, match="too slowly"):
+        service.overview()
+
+
+@pytest.mark.parametrize("foreign_write", ["replaceOne", "deleteOne", "replace-unflushed"])
+def test_the_fence_never_goes_back_after_another_service_replaces_or_deletes_the_document(
+        foreign_write: str, service: Service, collection: pymongo.collection.Collection) -> None:
+    for _ in range(3):
+        lease = service.try_acquire("fenced", timeout="1h")
+        service.release("fenced", token=lease.fence)
+    assert lease.fence == 3
+    if foreign_write != "replace-unflushed":
+        service.store.flush_events()  # type: ignore[attr-defined]  # (in the history now, as after a while)
+        assert service.store.pending_events() == 0  # type: ignore[attr-defined]
+    if foreign_write == "deleteOne":
+        collection.delete_one({"mutexId": "fenced"})
+    else:  # a seed service's save(): every field it does not write is gone, fence with them
+        collection.replace_one({"mutexId": "fenced"}, {"mutexId": "fenced", "taken": False})
+    assert "fence" not in (collection.find_one({"mutexId": "fenced"}) or {})
+    after = service.try_acquire("fenced", timeout="1h")
+    assert after.fence == 4
+    assert collection.find_one({"mutexId": "fenced"})["fence"] == 4  # the document says so, too
+    service.release("fenced", token=after.fence)  # the lease is whole: its own fence releases it
+    assert service.try_acquire("fenced", timeout="1h").fence == 5
+
+
+def test_a_waiter_that_takes_a_replaced_document_goes_on_from_the_fence_on_record(
+        service: Service, other: Service, collection: pymongo.collection.Collection) -> None:
+    first = service.try_acquire("queued", timeout="1h")
+    service.store.flush_events()  # type: ignore[attr-defined]
+    collection.replace_one({"mutexId": "queued"}, {"mutexId": "queued", "taken": True, "takenBy": "seed-svc",
+                                                   "takenAt": datetime.now(UTC), "timeout": 1500})
+    got = other.acquire("queued", timeout="1h", wait=f"{BUSY_S + 5}s")  # waits in line, then takes it
+    assert got is not None and got.fence > first.fence

@@ -59,6 +59,10 @@ class AsyncMongo:
             cursor = found.find(command.args[0], options["projection"])
             if options["sort"]:
                 cursor = cursor.sort(options["sort"])
+            if options.get("max_time_ms"):
+                cursor = cursor.max_time_ms(options["max_time_ms"])
+            if options.get("batch_size"):
+                cursor = cursor.batch_size(options["batch_size"])
             return await cursor.limit(options["limit"]).to_list()
         if verb == "delete_one":
             return (await found.delete_one(command.args[0])).deleted_count

@@ -32,7 +32,7 @@ from ..common import loss_error
 from ..seed_document import EXPIRY, HOLDER_CURRENT, TAKEN_AT, TIMEOUT
 from ..steps import HISTORY_RETENTION_S, LOG_RETENTION_S
 from .client import URL_HINT, open_client, refused
-from .commands import Cmd, DuplicateKey, Operation, T, aggregate, count, insert_many, insert_one, run_sync
+from .commands import TIME_LIMIT, Cmd, DuplicateKey, Operation, T, aggregate, count, insert_many, insert_one, run_sync
 from .documents import history_entry, int_or_none, kept_forced_records, listing_pipeline, mutex_state, text_of, utc
 
 log = logger("mutexctl.stores.mongodb")
@@ -95,6 +95,11 @@ class MongoBase:
     def pending_events(self) -> int:
         return len(self._pending)
 
+    def pending_for(self, mutex_id: str) -> list[dict[str, Any]]:
+        """This process's events of ``mutex_id`` not yet in the history."""
+        with self._pending_lock:
+            return [e for e in self._pending if e.get("mutexId") == mutex_id]
+
     def flush_events(self) -> None:
         """Write what this process's operations recorded to the history: one insert; kept for the
         next try when the store does not take it."""
@@ -140,6 +145,9 @@ class MongoBase:
                                              "connect_timeout sets how long to look for it") from exc
         except OperationFailure as exc:
             message = self._scrub(str((exc.details or {}).get("errmsg") or exc))
+            if exc.code == TIME_LIMIT:  # (a read already in its smallest pages: the server is overloaded)
+                raise StoreUnavailableError(f"store {self.url} answered too slowly: {message}",
+                                            hint="the server is overloaded; try again in a moment") from exc
             if "auth" in message.lower():
                 raise ConfigError(f"store {self.url} refused the credentials: {message}",
                                   hint="check the user, password and authSource in the URL") from None
@@ -179,6 +187,10 @@ class MongoBase:
             cursor = found.find(command.args[0], options["projection"])
             if options["sort"]:
                 cursor = cursor.sort(options["sort"])
+            if options.get("max_time_ms"):
+                cursor = cursor.max_time_ms(options["max_time_ms"])
+            if options.get("batch_size"):
+                cursor = cursor.batch_size(options["batch_size"])
             return list(cursor.limit(options["limit"]))
         if command.verb == "delete_one":
             return found.delete_one(command.args[0]).deleted_count

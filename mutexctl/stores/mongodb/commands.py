@@ -51,6 +51,7 @@ class Refused(Exception):  # noqa: N818 - an answer from the server
 
 
 NAMESPACE_EXISTS = 48  # the server's code for "collection already exists"
+TIME_LIMIT = 50  # the server's code for "operation exceeded time limit" (MaxTimeMSExpired)
 
 
 def find_one_and_update(collection: str, filter_: dict[str, Any], update: Any, *, upsert: bool = False,
@@ -76,8 +77,12 @@ def find_one(collection: str, filter_: dict[str, Any], projection: dict[str, Any
 
 
 def find(collection: str, filter_: dict[str, Any], projection: dict[str, Any] | None = None, *,
-         sort: list[tuple[str, int]] | None = None, limit: int = 0) -> Cmd:
-    return Cmd("find", collection, (filter_,), {"projection": projection, "sort": sort, "limit": limit})
+         sort: list[tuple[str, int]] | None = None, limit: int = 0, batch_size: int = 0,
+         max_time_ms: int | None = None) -> Cmd:
+    """``batch_size``: documents per round trip (0: the server's default); ``max_time_ms``: the
+    server's own time limit for the whole read (over it: the server's error, code TIME_LIMIT)."""
+    return Cmd("find", collection, (filter_,), {"projection": projection, "sort": sort, "limit": limit,
+                                                "batch_size": batch_size, "max_time_ms": max_time_ms})
 
 
 def delete_one(collection: str, filter_: dict[str, Any]) -> Cmd:

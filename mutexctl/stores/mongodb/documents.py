@@ -119,9 +119,11 @@ def mutex_state(copies: list[dict[str, Any]], now: datetime | None, *, listed: b
     rule, on this host's clock). Whatever another service wrote, this never raises."""
     doc = next((d for d in copies if d.get("taken") is True), copies[0])
     taken = doc.get("taken") is True
-    expires = doc.get("_expires") if listed else doc_expiry(doc)
-    taken_at = doc.get("_takenAt") if listed else taken_at_time(doc.get("takenAt"))
-    timeout = doc.get("_timeout") if listed else timeout_ms(doc.get("timeout"))
+    if listed:
+        expires, taken_at, timeout = doc.get("_expires"), doc.get("_takenAt"), doc.get("_timeout")
+    else:  # (as doc_expiry reads it, each field read once)
+        taken_at, timeout = taken_at_time(doc.get("takenAt")), timeout_ms(doc.get("timeout"))
+        expires = None if taken_at is None or timeout is None else taken_at + timedelta(milliseconds=timeout)
     now = utc(now) if now is not None else datetime.now(UTC)
     remaining = None
     if taken and isinstance(expires, datetime):
@@ -314,8 +316,10 @@ def lease_event(doc: dict[str, Any]) -> LeaseEvent:
 
 def live_entries(doc: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
     """The entries of a mutex document's queue refreshed within WAITER_STALE_MS of ``now``, in ticket order."""
-    fresh = now - timedelta(milliseconds=WAITER_STALE_MS)
     queue = doc.get("waiters")
+    if not queue:
+        return []
+    fresh = now - timedelta(milliseconds=WAITER_STALE_MS)
     live = [w for w in (queue if isinstance(queue, list) else []) if isinstance(w, dict)
             and isinstance(w.get("seen"), datetime) and utc(w["seen"]) > fresh]
     return sorted(live, key=lambda w: int_or_none(w.get("ticket")) or 0)

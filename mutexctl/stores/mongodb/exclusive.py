@@ -11,7 +11,7 @@ from ...errors import LockHeldError
 from ...models import Lease, LeaseEvent, LeaseRequest, parse_iso
 from ..seed_document import EXPIRED
 from .base import MongoBase, log, may_upsert
-from .commands import DuplicateKey, Operation, find_one_and_update
+from .commands import DuplicateKey, Operation, find, find_one_and_update, update_one
 from .documents import previous_lease, subdocument, take_pipeline
 from .waiters import NO_LIVE_WAITERS
 
@@ -38,7 +38,26 @@ def take(store: MongoBase, request: LeaseRequest, waited_ms: int) -> Operation[L
         raise LockHeldError(request.mutex_id) from None
     if doc is None:  # no upsert (see above), and held
         raise LockHeldError(request.mutex_id)
-    return taken(store, request, waited_ms, doc)
+    return taken(store, request, waited_ms, (yield from continued_fence(store, request, doc)))
+
+
+def continued_fence(store: MongoBase, request: LeaseRequest, doc: dict[str, Any]) -> Operation[dict[str, Any]]:
+    """A take that got fence 1 took a document without a fence: a new one, or one another service
+    replaced (a ``replaceOne`` drops every field it does not write) or deleted and wrote anew. The
+    fence goes on after the highest this mutex had on record (the history, kept history_retention,
+    and this process's events not yet written there), so a fence never goes back. Only this path pays
+    the extra read; the lease is ours meanwhile, so the raise cannot race another take."""
+    if doc.get("fence") != 1:
+        return doc
+    pending = [e.get("fence") for e in store.pending_for(request.mutex_id)]
+    found = yield find("history", {"mutexId": request.mutex_id, "fence": {"$type": "number"}}, {"fence": 1},
+                       sort=[("fence", -1)], limit=1)
+    high = max([f for f in [*pending, *(d.get("fence") for d in found)] if isinstance(f, int)], default=0)
+    if high < 1:
+        return doc
+    raised = yield update_one("mutexes", {"mutexId": request.mutex_id, "taken": True, "takenBy": request.node_id,
+                                          "takenAt": doc["takenAt"], "fence": 1}, {"$set": {"fence": high + 1}})
+    return {**doc, "fence": high + 1} if raised else doc
 
 
 def taken(store: MongoBase, request: LeaseRequest, waited_ms: int, doc: dict[str, Any]) -> Lease:

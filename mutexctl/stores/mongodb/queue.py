@@ -9,7 +9,7 @@ from ..common import waiting_turn
 from .base import MongoBase
 from .commands import DuplicateKey, Operation, find_one_and_update, operation, update_one
 from .documents import TOOK, mutex_state, subdocument
-from .exclusive import take, taken
+from .exclusive import continued_fence, take, taken
 from .waiters import leave_pipeline, my_place, wait_pipeline
 
 
@@ -37,7 +37,7 @@ def wait_turn(store: MongoBase, request: LeaseRequest, token: str, waited_ms: in
     if doc is None:  # no document, and no unique index to upsert safely beside another service's copy
         return Turn((yield from take(store, request, waited_ms)))
     if subdocument(doc, "holder").get("token") == token and doc.get("takenBy") == request.node_id:
-        return Turn(taken(store, request, waited_ms, doc))
+        return Turn(taken(store, request, waited_ms, (yield from continued_fence(store, request, doc))))
     place, now = my_place(doc, token)
     return waiting_turn(place, mutex_state([doc], now, listed=False))
 

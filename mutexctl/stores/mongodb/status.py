@@ -1,18 +1,18 @@
-"""What on-call reads on MongoDB: the overview (every mutex, the forced releases, the schema record,
-run-once markers and recent history, joined in one aggregate) and the forced-release records."""
+"""What on-call reads on MongoDB: the overview (every mutex, streamed in batches; the forced releases, the
+schema record, run-once markers and recent history, joined in one aggregate) and the forced-release
+records."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ...models import ForcedRelease, Overview
-from .base import READ, MongoBase
+from .base import MongoBase
 from .commands import Operation, aggregate, find, operation
 from .documents import (
     by_name,
     kept_forced_records,
     lease_event,
-    listing_pipeline,
     merge_forced,
     mutex_state,
     once_marker,
@@ -21,6 +21,8 @@ from .documents import (
 )
 
 MAX_MARKERS = 50  # run-once markers status shows, newest first
+PAGE = 1000  # mutex documents per batch of the overview's cursor
+READ_TIME_MS = 120_000  # the server's time limit for reading every mutex document
 
 
 class MongoStatus(MongoBase):
@@ -34,14 +36,26 @@ class MongoStatus(MongoBase):
 
 
 def overview(mutex_id: str | None, forced_limit: int, recent: int) -> Operation[Overview]:
-    """One aggregate: $facet always yields one document (even from an empty collection), to which the
-    server's now, the forced-release history and the schema record are joined."""
-    match: dict[str, Any] = {"mutexId": {"$type": "string"}} if mutex_id is None else {"mutexId": mutex_id}
+    """The server's now and the small joins first (one aggregate), then the mutex documents (streamed),
+    each judged here by the rules the server applies (seed_document: the tests hold the two alike).
+    The now is read before the documents, so a lease is never shown as ended before it did."""
+    [doc] = yield aggregate("meta", joins_pipeline(mutex_id, forced_limit, recent))
+    now = utc(doc["now"])
+    docs = yield from mutex_documents(mutex_id)
+    forced = merge_forced(doc.get("forced", []), kept_forced_records(docs), forced_limit) if forced_limit else ()
+    return Overview(tuple(mutex_state(copies, now, listed=False) for copies in by_name(docs)), forced,
+                    schema_state(doc["meta"][0]) if doc["meta"] else None, now,
+                    tuple(once_marker(d) for d in doc.get("once", [])),
+                    tuple(lease_event(e) for e in doc.get("recent", [])))
+
+
+def joins_pipeline(mutex_id: str | None, forced_limit: int, recent: int) -> list[dict[str, Any]]:
+    """One document, even where nothing exists yet ($facet always yields one): the schema record, the
+    server's now, the latest forced releases, history events and run-once markers."""
     same = {} if mutex_id is None else {"mutexId": mutex_id}
     pipeline: list[dict[str, Any]] = [
-        {"$facet": {"mutexes": listing_pipeline(match, READ)}},
+        {"$facet": {"meta": [{"$match": {"_id": "schema"}}]}},
         {"$addFields": {"now": "$$NOW"}},
-        {"$lookup": {"from": "meta", "as": "meta", "pipeline": [{"$match": {"_id": "schema"}}]}},
     ]
     if forced_limit > 0:  # $limit must be positive
         pipeline.append({"$lookup": {"from": "forced_releases", "as": "forced", "pipeline": [
@@ -51,14 +65,16 @@ def overview(mutex_id: str | None, forced_limit: int, recent: int) -> Operation[
             {"$match": same}, {"$sort": {"at": -1}}, {"$limit": recent}]}})
     pipeline.append({"$lookup": {"from": "once", "as": "once", "pipeline": [
         {"$match": same}, {"$sort": {"at": -1}}, {"$limit": MAX_MARKERS}]}})
-    [doc] = yield aggregate("mutexes", pipeline)
-    now = utc(doc["now"])
-    forced = merge_forced(doc.get("forced", []), kept_forced_records(doc["mutexes"]), forced_limit) \
-        if forced_limit else ()
-    return Overview(tuple(mutex_state(copies, now) for copies in by_name(doc["mutexes"])), forced,
-                    schema_state(doc["meta"][0]) if doc["meta"] else None, now,
-                    tuple(once_marker(d) for d in doc.get("once", [])),
-                    tuple(lease_event(e) for e in doc.get("recent", [])))
+    return pipeline
+
+
+def mutex_documents(mutex_id: str | None) -> Operation[list[dict[str, Any]]]:
+    """The mutex documents in name order (copies of one name together), streamed from one cursor in
+    batches of PAGE: each batch is a short round trip, however big the fleet (one aggregate's single
+    reply outlasted the socket's timeout, and would meet the 16 MB document limit). The server's own
+    time limit for the whole read, READ_TIME_MS, stops it there (then: the store answered too slowly)."""
+    query = {"mutexId": {"$type": "string"} if mutex_id is None else mutex_id}
+    return list((yield find("mutexes", query, sort=[("mutexId", 1)], batch_size=PAGE, max_time_ms=READ_TIME_MS)))
 
 
 def forced_releases(mutex_id: str | None, limit: int) -> Operation[list[ForcedRelease]]:
