@@ -219,3 +219,23 @@ def _try(svc: Service, name: str) -> object:
         return svc.try_acquire(name, timeout="5s")
     except LockHeldError:
         return None
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_process_out_of_file_descriptors_gets_a_clear_error_and_holds_nothing_half(store_url: str) -> None:
+    import subprocess
+    import sys
+
+    from mutexctl import Service, Settings
+
+    from ..conftest import HELPERS
+
+    done = subprocess.run([sys.executable, str(HELPERS / "many_leases.py"), store_url, "64"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    taken, error, message, hint = done.stdout.splitlines()[:4]
+    assert error == "StoreUnavailableError" and "Too many open files" in message and "ulimit -n" in hint
+    with Service(Settings(node_id="on-call", store=store_url)) as svc:
+        states = {s.mutex_id: s.state for s in svc.overview().states}
+    assert 5 < int(taken) < 64 and states[f"m{int(taken) - 1}"] == "held"
+    assert states.get(f"m{taken}", "free") == "free"  # the refused take left nothing held

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from ...errors import StoreUnavailableError
+
 GUARD = "mutexctl-guard/"
 BEACON = "mutexctl-lease/"
 EXCLUSIVE_KIND, SLOT_KIND = "x", "s"
@@ -79,7 +81,12 @@ class HostGuard:
             if conflict is not None:
                 return conflict
         kind = SLOT_KIND if slot else EXCLUSIVE_KIND
-        beacon = _bind(_beacon_name(key, file, fence, boot_now_ms() + timeout_ms, kind))
+        try:
+            beacon = _bind(_beacon_name(key, file, fence, boot_now_ms() + timeout_ms, kind))
+        except BaseException:
+            if guard is not None:
+                guard.close()
+            raise
         if beacon is None:  # (only a beacon of ours could have this name)
             if guard is not None:
                 guard.close()
@@ -130,7 +137,15 @@ def _beacon_name(key: str, file: str, fence: int, ends_ms: int, kind: str) -> st
 
 def _bind(name: str) -> socket.socket | None:
     """A datagram socket bound to the abstract ``name``; None if another socket has it."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # (the take is rolled back: nothing is held)
+            raise StoreUnavailableError(
+                f"cannot mark a lease held on this host: {os.strerror(exc.errno)} (each SQLite lease a process "
+                "holds keeps two descriptors)", hint="raise the open-file limit (ulimit -n), or hold fewer "
+                "leases in one process") from None
+        raise
     try:
         sock.bind(b"\0" + name.encode())
     except OSError as exc:
