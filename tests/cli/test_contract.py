@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mutexctl import Service
 
-from ..conftest import Cli, mutexctl_argv, wait_until
+from ..conftest import BUSY_S, Cli, mutexctl_argv, wait_until
 
 
 def test_acquire_prints_only_the_fence_on_stdout(cli: Cli) -> None:
@@ -146,8 +146,8 @@ def test_version_is_json_with_json_and_nothing_after_the_separator_is_an_error(c
 def test_ctrl_c_under_json_still_gives_the_error_document(cli: Cli, service: Service) -> None:
     service.try_acquire("busy", timeout="1h")
     proc = cli.popen("--json", "acquire", "busy", "--wait", "1m")
-    wait_until(lambda: proc.poll() is not None or len(service.status("busy")) == 1, timeout=10)
-    time.sleep(0.5)  # it is waiting now
+    wait_until(lambda: proc.poll() is not None or bool(service.status("busy")[0].waiters), timeout=BUSY_S * 10)
+    assert proc.poll() is None  # it is waiting in line now
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 130

@@ -521,8 +521,8 @@ def test_a_read_over_the_servers_time_limit_is_store_unavailable_not_an_internal
         service.overview()
 
 
-@pytest.mark.parametrize("foreign_write", ["replaceOne", "deleteOne", "replace-unflushed"])
-def test_the_fence_never_goes_back_after_another_service_replaces_or_deletes_the_document(
+@pytest.mark.parametrize("foreign_write", ["replaceOne", "delete-then-seed-insert", "replace-unflushed"])
+def test_the_fence_never_goes_back_after_another_service_replaces_the_document(
         foreign_write: str, service: Service, collection: pymongo.collection.Collection) -> None:
     for _ in range(3):
         lease = service.try_acquire("fenced", timeout="1h")
@@ -531,8 +531,10 @@ def test_the_fence_never_goes_back_after_another_service_replaces_or_deletes_the
     if foreign_write != "replace-unflushed":
         service.store.flush_events()  # type: ignore[attr-defined]  # (in the history now, as after a while)
         assert service.store.pending_events() == 0  # type: ignore[attr-defined]
-    if foreign_write == "deleteOne":
+    if foreign_write == "delete-then-seed-insert":  # a seed P's upsert after someone deleted it
         collection.delete_one({"mutexId": "fenced"})
+        collection.insert_one({"mutexId": "fenced", "taken": False, "takenBy": "js", "takenAt": iso(datetime.now(UTC)),
+                               "timeout": 1000})
     else:  # a seed service's save(): every field it does not write is gone, fence with them
         collection.replace_one({"mutexId": "fenced"}, {"mutexId": "fenced", "taken": False})
     assert "fence" not in (collection.find_one({"mutexId": "fenced"}) or {})

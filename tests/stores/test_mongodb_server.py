@@ -106,7 +106,7 @@ def test_acquire_renew_and_release_are_one_round_trip_each(store_url: str, comma
         wait_until(lambda: commands.history_writes >= 1, timeout=5)  # ... the history followed, separately
         commands.events.clear()
         svc.status()
-        assert commands.names() == ["aggregate"]
+        assert commands.names() == ["aggregate", "find"]  # the joins, then the documents' cursor
 
 
 @pytest.mark.parametrize("slots", [{"limit": 3}, {"shared": True}], ids=["semaphore", "shared"])
@@ -125,7 +125,7 @@ def test_a_slot_s_acquire_renew_and_release_are_one_round_trip_each(store_url: s
         assert all(e.command["writeConcern"] == {"w": "majority"} for e in commands.events)
 
 
-def test_status_is_one_query_with_history_and_schema(store_url: str, commands: Commands) -> None:
+def test_status_is_two_reads_the_joins_then_the_documents_cursor(store_url: str, commands: Commands) -> None:
     with Service(Settings(node_id="node-a", store=store_url)) as svc:
         svc.init_schema()
         svc.try_acquire("stuck", timeout="1m")
@@ -133,13 +133,13 @@ def test_status_is_one_query_with_history_and_schema(store_url: str, commands: C
         svc.try_acquire("other", timeout="1m")
         commands.events.clear()
         view = svc.overview()
-        assert commands.names() == ["aggregate"]
+        assert commands.names() == ["aggregate", "find"]  # now, schema, forced, markers; then every document
         assert [(s.mutex_id, s.state) for s in view.states] == [
             ("mutexctl.schema", "free"), ("other", "held"), ("stuck", "free")]
         assert [(f.mutex_id, f.reason) for f in view.forced] == [("stuck", "INC-7")]
         assert view.schema is not None and view.schema.version == SCHEMA_VERSION
         commands.events.clear()
-        assert svc.overview("other").forced == () and commands.names() == ["aggregate"]
+        assert svc.overview("other").forced == () and commands.names() == ["aggregate", "find"]
 
 
 def test_status_shows_the_store_clock_skew(cli: Cli) -> None:

@@ -43,6 +43,12 @@ FENCE: dict[str, Any] = {"$cond": [{"$and": [{"$in": [{"$type": "$fence"}, ["int
                                    {"$toLong": "$fence"}, {"$toLong": 0}]}
 
 
+# A document that existed (it has ``taken``) without a readable fence: another service replaced it,
+# or deleted it and wrote it anew. (An upsert's new document has only the filter's mutexId.)
+FENCELESS: dict[str, Any] = {"$and": [{"$ne": [{"$type": "$taken"}, "missing"]},
+                                      {"$eq": [{"$in": [{"$type": "$fence"}, ["int", "long", "double"]]}, False]}]}
+
+
 def details_of(holder: Holder) -> dict[str, Any]:
     return {"host": holder.host, "pid": holder.pid, "user": holder.user, "command": holder.command,
             "exec": holder.exec_mode, "via": holder.via}
@@ -71,7 +77,7 @@ def take_pipeline(mutex_id: str, node_id: str, timeout_ms: int, holder: Holder) 
         "timeout": timeout_ms, "fence": {"$add": [FENCE, 1]},
         "holder": {"$mergeObjects": [literal_expr(details_of(holder)),
                                      {"takenAt": ISO_NOW, "takenBy": literal_expr(node_id), "since": "$$NOW",
-                                      "took": TOOK}]}}},
+                                      "took": TOOK, "fenceless": FENCELESS}]}}},
         {"$unset": ["expiresAt", "releasedLate", "slots", "waiters"]}]
 
 

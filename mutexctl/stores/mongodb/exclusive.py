@@ -46,9 +46,10 @@ def continued_fence(store: MongoBase, request: LeaseRequest, doc: dict[str, Any]
     replaced (a ``replaceOne`` drops every field it does not write) or deleted and wrote anew. The
     fence goes on after the highest this mutex had on record (the history, kept history_retention,
     and this process's events not yet written there), so a fence never goes back. Only this path pays
-    the extra read; the lease is ours meanwhile, so the raise cannot race another take."""
-    if doc.get("fence") != 1:
-        return doc
+    the extra read (a brand-new document does not: the take's pipeline tells, ``holder.fenceless``);
+    the lease is ours meanwhile, so the raise cannot race another take."""
+    if doc.get("fence") != 1 or subdocument(doc, "holder").get("fenceless") is False:
+        return doc  # (False: a new document, whose fence rightly starts at 1; a waiter's take says nothing)
     pending = [e.get("fence") for e in store.pending_for(request.mutex_id)]
     found = yield find("history", {"mutexId": request.mutex_id, "fence": {"$type": "number"}}, {"fence": 1},
                        sort=[("fence", -1)], limit=1)
