@@ -93,8 +93,8 @@ def _why_slots(state: MutexState, this_host: str | None) -> str:
     counted = (f"{len(state.slots)} of {state.limit} slots held" if state.kind == SEMAPHORE
                else f"{len(state.slots)} shared holder{'s' if len(state.slots) > 1 else ''}")
     text = f"{counted}; the next to end is {soonest.node}'s (fence {soonest.fence}) in {human_ms(soonest.remaining_ms)}"
-    dead = [slot for slot in state.slots if slot.holder is not None
-            and _alive(slot.holder, this_host or host_name()) is False]
+    here = this_host or host_name()
+    dead = [slot for slot in state.slots if slot.holder is not None and _alive(slot.holder, here) is False]
     if dead:
         text += (f"; exited on this host without releasing: {', '.join(f'fence {d.fence}' for d in dead)} "
                  "(release --force --reason --fence F frees one)")

@@ -147,11 +147,16 @@ def timeout_ms(value: object) -> float | None:
     return None
 
 
-def expiry(doc: dict[str, Any]) -> datetime | None:
+def lease_times(doc: dict[str, Any]) -> tuple[datetime | None, float | None, datetime | None]:
+    """(takenAt, timeout in ms, their sum: the lease's end), each None when it cannot be read."""
     taken_at, timeout = taken_at_time(doc.get("takenAt")), timeout_ms(doc.get("timeout"))
     if taken_at is None or timeout is None:
-        return None
-    return taken_at + timedelta(milliseconds=timeout)
+        return taken_at, timeout, None
+    return taken_at, timeout, taken_at + timedelta(milliseconds=timeout)
+
+
+def expiry(doc: dict[str, Any]) -> datetime | None:
+    return lease_times(doc)[2]
 
 
 def unreadable(doc: dict[str, Any]) -> str | None:

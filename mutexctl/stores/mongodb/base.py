@@ -145,7 +145,7 @@ class MongoBase:
                                              "connect_timeout sets how long to look for it") from exc
         except OperationFailure as exc:
             message = self._scrub(str((exc.details or {}).get("errmsg") or exc))
-            if exc.code == TIME_LIMIT:  # (a read already in its smallest pages: the server is overloaded)
+            if exc.code == TIME_LIMIT:  # (a read over the server's own time limit: it is overloaded)
                 raise StoreUnavailableError(f"store {self.url} answered too slowly: {message}",
                                             hint="the server is overloaded; try again in a moment") from exc
             if "auth" in message.lower():

@@ -26,7 +26,7 @@ from ...models import (
     Waiter,
 )
 from ..common import WAITER_STALE_MS
-from ..seed_document import HOLDER_CURRENT, ISO_NOW, holder_is_current, taken_at_time, timeout_ms, unreadable
+from ..seed_document import HOLDER_CURRENT, ISO_NOW, holder_is_current, lease_times, unreadable
 from ..seed_document import expiry as doc_expiry
 
 MAX_OUTBOX = 5  # forced-release records a mutex document keeps until they are copied to the history
@@ -127,9 +127,8 @@ def mutex_state(copies: list[dict[str, Any]], now: datetime | None, *, listed: b
     taken = doc.get("taken") is True
     if listed:
         expires, taken_at, timeout = doc.get("_expires"), doc.get("_takenAt"), doc.get("_timeout")
-    else:  # (as doc_expiry reads it, each field read once)
-        taken_at, timeout = taken_at_time(doc.get("takenAt")), timeout_ms(doc.get("timeout"))
-        expires = None if taken_at is None or timeout is None else taken_at + timedelta(milliseconds=timeout)
+    else:
+        taken_at, timeout, expires = lease_times(doc)
     now = utc(now) if now is not None else datetime.now(UTC)
     remaining = None
     if taken and isinstance(expires, datetime):
