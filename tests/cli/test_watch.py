@@ -125,4 +125,5 @@ def test_one_read_per_interval_on_mongodb(cli: Cli, store_url: str) -> None:
     sent = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("COMMAND ")]
     sent = [name for name in sent if name not in ("hello", "isMaster", "ping", "endSessions")]
     reads = [tuple(sent[i:i + 2]) for i in range(0, len(sent), 2)]  # a read: the joins, then the documents
-    assert set(reads) == {("aggregate", "find")} and 4 <= len(reads) <= 6, (sent, done.stderr[-2000:])
+    # At most one read per 250 ms in 1.1 s; at least two, however busy the machine is.
+    assert set(reads) == {("aggregate", "find")} and 2 <= len(reads) <= 6, (sent, done.stderr[-2000:])

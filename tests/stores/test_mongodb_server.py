@@ -14,7 +14,7 @@ import pytest
 from mutexctl import SCHEMA_VERSION, LockHeldError, Service, Settings
 from pymongo import monitoring
 
-from ..conftest import Cli, pid_alive, start_job, wait_until
+from ..conftest import BUSY_S, Cli, pid_alive, start_job, wait_until
 from ..helpers.mongo_server import MongoServer, ServerUnavailableError, with_database
 
 pytestmark = pytest.mark.parametrize("store_url", ["mongodb"], indirect=True)
@@ -76,17 +76,18 @@ def test_the_document_keeps_the_seed_s_shape(service: Service, collection: pymon
 
 def test_a_seed_shaped_document_from_another_service_is_understood(
         service: Service, collection: pymongo.collection.Collection, cli: Cli) -> None:
+    lease_ms = int(BUSY_S * 2000)  # long enough to be read as held by a CLI started on a busy machine
     now = datetime.now(UTC)
     iso = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
     collection.insert_one({"_id": "legacy", "mutexId": "legacy", "taken": True, "takenAt": iso,
-                           "takenBy": "java-service-3", "timeout": 1200})
+                           "takenBy": "java-service-3", "timeout": lease_ms})
     with pytest.raises(LockHeldError) as caught:
         service.try_acquire("legacy", timeout="5s")
     assert "java-service-3" in str(caught.value)
     [state] = json.loads(cli("status", "legacy", "--json").stdout)["mutexes"]
-    assert state["state"] == "held" and state["taken_by"] == "java-service-3" and state["timeout_ms"] == 1200
-    assert 0 < state["remaining_ms"] <= 1200
-    lease = wait_until(lambda: _try(service, "legacy"), timeout=10)
+    assert state["state"] == "held" and state["taken_by"] == "java-service-3" and state["timeout_ms"] == lease_ms
+    assert 0 < state["remaining_ms"] <= lease_ms
+    lease = wait_until(lambda: _try(service, "legacy"), timeout=lease_ms / 1000 + BUSY_S * 3)
     assert lease.fence == 1  # a seed document has no fence: ours starts at 1
     assert collection.find_one({"_id": "legacy"})["takenBy"] == "node-a"
 
