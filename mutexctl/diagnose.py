@@ -4,16 +4,34 @@ judgement ``status`` prints per mutex. Library users get the same answers the CL
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime
 
 from .identity import host_name
 from .keeper import renew_interval_s
 from .models import CLI, EXCLUSIVE, SEMAPHORE, SERVICE, Holder, MutexState, human_ms
 
+Alive = Callable[[Holder | None], bool | None]
+
 
 def holder_alive(state: MutexState, this_host: str | None = None) -> bool | None:
     """Whether the holder's process still runs: known only when it ran on this host."""
     return _alive(state.holder, this_host or host_name())
+
+
+def liveness(this_host: str) -> Alive:
+    """``holder_alive`` for one reading of many leases: each pid is asked once (a fleet's status has
+    thousands of leases and a few processes holding them)."""
+    seen: dict[int, bool | None] = {}
+
+    def alive(holder: Holder | None) -> bool | None:
+        if holder is None or holder.host != this_host or not holder.pid:
+            return None
+        if holder.pid not in seen:
+            seen[holder.pid] = _alive(holder, this_host)
+        return seen[holder.pid]
+
+    return alive
 
 
 def _alive(holder: Holder | None, this_host: str) -> bool | None:
@@ -28,9 +46,9 @@ def _alive(holder: Holder | None, this_host: str) -> bool | None:
     return True
 
 
-def why(state: MutexState, this_host: str | None = None) -> str:
-    """Why a mutex is in its state, and who waits for it."""
-    text = _why(state, this_host)
+def why(state: MutexState, this_host: str | None = None, alive: Alive | None = None) -> str:
+    """Why a mutex is in its state, and who waits for it (``alive``: a ``liveness`` shared by a reading)."""
+    text = _why(state, alive or liveness(this_host or host_name()))
     if state.waiters:
         first = state.waiters[0]
         text += (f"; {len(state.waiters)} waiting, served in order (next: {first.node}, waiting "
@@ -38,17 +56,18 @@ def why(state: MutexState, this_host: str | None = None) -> str:
     return text
 
 
-def _why(state: MutexState, this_host: str | None = None) -> str:
-    if state.state == "duplicate":
+def _why(state: MutexState, alive: Alive) -> str:
+    shown = state.state
+    if shown == "duplicate":
         return state.problem or "several documents carry this name: mutexctl will not take it"
     taker = "the first waiter in line takes it at its next poll" if state.waiters else "the next acquire takes it"
-    if state.state == "free":
+    if shown == "free":
         last = f" (last held by {state.taken_by})" if state.taken_by else ""
         return f"free{last}: {taker}"
-    if state.state == "expired":
+    if shown == "expired":
         return f"lease expired: {taker}"
     if state.kind != EXCLUSIVE:
-        return _why_slots(state, this_host)
+        return _why_slots(state, alive)
     if state.remaining_ms is None:
         return (f"held by {state.taken_by}, expiry unknown: {state.problem}; it is never judged expired: "
                 f"free it with release --force --reason once its holder is done")
@@ -56,12 +75,12 @@ def _why(state: MutexState, this_host: str | None = None) -> str:
     if state.foreign:
         return (f"held by {state.taken_by}, a lease another service wrote (not mutexctl); it ends in {left} "
                 f"unless that service renews it")
-    alive = holder_alive(state, this_host)
+    running = alive(state.holder)
     pid = state.holder.pid if state.holder else "?"
-    if alive is False:
+    if running is False:
         return f"{_exited(state, pid)}: it frees itself in {left}, when released by its token, or with " \
                "release --force --reason"
-    if alive:
+    if running:
         return f"holder pid {pid} ({_taken_as(state)}) is running; lease ends in {left} unless renewed"
     return f"held by {state.taken_by} on another host; lease ends in {left} unless renewed"
 
@@ -87,14 +106,13 @@ def _exited(state: MutexState, pid: object) -> str:
     return f"holder pid {pid} has exited on this host and nobody renews the lease"
 
 
-def _why_slots(state: MutexState, this_host: str | None) -> str:
+def _why_slots(state: MutexState, alive: Alive) -> str:
     """A semaphore's or shared lock's holders: how many, the next to end, the dead ones here."""
     soonest = min(state.slots, key=lambda slot: slot.remaining_ms)
     counted = (f"{len(state.slots)} of {state.limit} slots held" if state.kind == SEMAPHORE
                else f"{len(state.slots)} shared holder{'s' if len(state.slots) > 1 else ''}")
     text = f"{counted}; the next to end is {soonest.node}'s (fence {soonest.fence}) in {human_ms(soonest.remaining_ms)}"
-    here = this_host or host_name()
-    dead = [slot for slot in state.slots if slot.holder is not None and _alive(slot.holder, here) is False]
+    dead = [slot for slot in state.slots if alive(slot.holder) is False]
     if dead:
         text += (f"; exited on this host without releasing: {', '.join(f'fence {d.fence}' for d in dead)} "
                  "(release --force --reason --fence F frees one)")

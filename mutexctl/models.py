@@ -8,6 +8,7 @@ about 0.9 ms at import, a NamedTuple 0.15 ms, and every CLI run imports all of t
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 DEFAULT_CHANNEL = "default"  # the broadcast channel when none is named
@@ -343,6 +344,7 @@ class AckReport(NamedTuple):
         return not self.silent
 
 
+@lru_cache(maxsize=4096)  # (status at fleet scale says the same timeouts thousands of times)
 def human_ms(milliseconds: float) -> str:
     """``850ms``, ``12.3s``, ``4m05s``, ``2h03m``, ``3d04h``."""
     if milliseconds < 1000:
@@ -366,8 +368,11 @@ def utcnow() -> datetime:
 
 def iso_ms(moment: datetime) -> str:
     """The seed's ``takenAt`` form: ``2026-11-27T12:03:06.908Z``."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"  # (without "+00:00")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"  # (without "+00:00")
 
 
 def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An ISO 8601 time as the stores write it (``…Z`` reads as UTC, since Python 3.11)."""
+    return datetime.fromisoformat(text)

@@ -57,6 +57,6 @@ def secrets_of(url: str) -> list[str]:
 
 def printable(text: str) -> str:
     """``text`` with control characters (a terminal's escape sequences, newlines) shown as escapes."""
-    if not _CONTROL.search(text):
+    if text.isprintable() or not _CONTROL.search(text):  # (every character _CONTROL finds is unprintable)
         return text
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)

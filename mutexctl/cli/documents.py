@@ -42,12 +42,18 @@ def lease_doc(lease: Lease) -> dict[str, Any]:
             "taken_at": iso_ms(lease.taken_at), "expires_at": iso_ms(lease.expires_at)}
 
 
-def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
-    """A mutex for --json. Holder fields describe the current lease only: null when free (the last
-    holder is ``last_taken_by``) and for another service's lease (``foreign``)."""
-    from ..diagnose import why  # (status only: the lock commands' start-up does without it)
-
-    holder, taken = state.holder if state.taken else None, state.taken
+def state_doc(state: MutexState, why: str) -> dict[str, Any]:
+    """A mutex for --json, with ``why`` (``diagnose.why``'s judgement of it). Holder fields describe
+    the current lease only: null when free (the last holder is ``last_taken_by``) and for another
+    service's lease (``foreign``)."""
+    taken = state.taken
+    holder = state.holder if taken else None
+    taken_at = since = expires_at = None
+    if taken:  # (each time written once: a fleet's status writes tens of thousands)
+        taken_at = iso_ms(state.taken_at) if state.taken_at else None
+        if state.since:
+            since = taken_at if state.since is state.taken_at else iso_ms(state.since)
+        expires_at = iso_ms(state.expires_at) if state.expires_at else None
     return {
         "mutex": state.mutex_id, "state": state.state, "taken": taken,
         "taken_by": state.taken_by if taken else None,
@@ -56,16 +62,15 @@ def state_doc(state: MutexState, this_host: str) -> dict[str, Any]:
         "host": holder.host if holder else None, "pid": holder.pid if holder else None,
         "user": holder.user if holder else None, "command": holder.command if holder else None,
         "held_as": holder.taken_as if holder else None,
-        "taken_at": iso_ms(state.taken_at) if taken and state.taken_at else None,
-        "since": iso_ms(state.since) if taken and state.since else None,
-        "expires_at": iso_ms(state.expires_at) if taken and state.expires_at else None,
+        "taken_at": taken_at, "since": since, "expires_at": expires_at,
         "remaining_ms": state.remaining_ms, "timeout_ms": state.timeout_ms, "fence": state.fence,
         "problem": state.problem, "documents": state.copies,
         "kind": state.kind, "limit": state.limit, "held_slots": len(state.slots) if state.kind != EXCLUSIVE else None,
-        "holders": [slot_doc(slot) for slot in state.slots], "writer_waiting": state.writer_waiting,
+        "holders": [slot_doc(slot) for slot in state.slots] if state.slots else [],
+        "writer_waiting": state.writer_waiting,
         "waiters": [{"node": w.node, "host": w.host, "pid": w.pid, "since": iso_ms(w.since), "waited_ms": w.waited_ms,
-                     "ticket": w.ticket} for w in state.waiters],
-        "why": why(state, this_host),
+                     "ticket": w.ticket} for w in state.waiters] if state.waiters else [],
+        "why": why,
     }
 
 

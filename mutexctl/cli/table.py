@@ -53,12 +53,13 @@ def rows(states: Sequence[MutexState], *, compact_times: bool) -> list[tuple[str
                                      str(slot.fence))))
             continue
         held = s.taken
+        state = s.state
         h = s.holder if held else None
         command = printable(h.command) if h else ("(another service)" if s.foreign else "-")
         left = "-"
-        if s.state == "held":
+        if state == "held":
             left = human_ms(s.remaining_ms) if s.remaining_ms is not None else "unknown"
-        out.append((s.state, (printable(s.mutex_id), s.state, printable(s.taken_by or "-") if held else "-",
+        out.append((state, (printable(s.mutex_id), state, printable(s.taken_by or "-") if held else "-",
                               printable(h.host) if h else "-", str(h.pid) if h else "-", command,
                               when(s.since or s.taken_at) if held else "-", left,
                               human_ms(s.timeout_ms) if s.timeout_ms is not None else "-",
@@ -86,7 +87,8 @@ def render(states: Sequence[MutexState]) -> list[str]:
     if colour:
         lines[0] = f"\x1b[1m{lines[0]}\x1b[0m"
     if width is None:  # piped: every cell whole, in columns as wide as their widest cell
-        lines += [GAP.join([cell.ljust(w) for cell, w in zip(row, widths, strict=True)]).rstrip() for row in table]
+        line = GAP.join(f"%-{w}s" for w in widths)  # (one format for every row: the fastest way to pad them)
+        lines += [(line % row).rstrip() for row in table]
         return lines
     for state, row in coloured:
         cells = [_cut(row[i], widths[i]).ljust(widths[i]) for i in shown]
@@ -98,7 +100,8 @@ def render(states: Sequence[MutexState]) -> list[str]:
 
 def layout(table: list[tuple[str, ...]], width: int | None) -> tuple[list[int], list[int]]:
     """(the columns shown, every column's width): natural widths, or fitted to ``width``."""
-    widths = [max([len(c.title), *(len(r[i]) for r in table)]) for i, c in enumerate(COLUMNS)]
+    widths = [max(len(c.title), max(map(len, cells), default=0))
+              for c, cells in zip(COLUMNS, zip(*table, strict=True) if table else [()] * len(COLUMNS), strict=True)]
     shown = list(range(len(COLUMNS)))
     if width is None:
         return shown, widths

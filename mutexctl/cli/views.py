@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from ..diagnose import why
+from ..diagnose import liveness, why
 from ..identity import host_name
 from ..models import ForcedRelease, InitResult, MutexState, OnceMarker, human_ms, iso_ms
 from ..redact import printable
@@ -25,9 +25,9 @@ def render_status(states: Sequence[MutexState], forced: Sequence[ForcedRelease],
     Text users wrote (names, reasons, command lines) is shown with control characters escaped."""
     from .table import render
 
-    this_host = host_name()
+    alive = liveness(host_name())
     lines = render(states)
-    lines += [f"# {printable(state.mutex_id)}: {printable(why(state, this_host))}"
+    lines += [f"# {printable(state.mutex_id)}: {printable(why(state, alive=alive))}"
               for state in states if state.state != "free"]
     lines += [printable(f"# forced release of {record.mutex_id} at {iso_ms(record.at)} by {record.by_user}@"
                         f"{record.by_host} ({record.by_node}): {record.reason} "

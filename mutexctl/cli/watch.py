@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..diagnose import why
+from ..diagnose import liveness, why
 from ..errors import StoreUnavailableError
 from ..identity import host_name
 from ..models import LeaseEvent, MutexState, Overview, human_ms, iso_ms
@@ -60,8 +60,9 @@ def _snapshots(inv: Invocation, svc: Service, patterns: Sequence[str], held_only
             inv.out.note(f"store unavailable, trying again in {human_ms(interval_s * 1000)}: {exc.message}")
         else:
             if inv.as_json:
+                alive = liveness(host)
                 inv.out.doc({"ok": True, "at": iso_ms(view.store_now),
-                             "mutexes": [state_doc(s, host) for s in view.states],
+                             "mutexes": [state_doc(s, why(s, alive=alive)) for s in view.states],
                              "events": [event_doc(e) for e in view.events]})
             else:
                 inv.out.data(f"# at {iso_ms(view.store_now)} (store)")
@@ -100,7 +101,7 @@ def _screen(view: Overview | None, problem: str | None, elapsed_s: float, interv
 
     if view is None:
         return Text(f"store unavailable, trying again every {human_ms(interval_s * 1000)}: {problem}", style="red")
-    host = host_name()
+    alive = liveness(host_name())
     table = Table(box=None, pad_edge=False, header_style="bold")
     for title in ("MUTEX", "STATE", "NODE", "HOST:PID", "LEFT", "FENCE", "WAITING", "WHY"):
         table.add_column(title, no_wrap=title != "WHY", overflow="ellipsis")
@@ -108,7 +109,7 @@ def _screen(view: Overview | None, problem: str | None, elapsed_s: float, interv
         table.add_row(printable(state.mutex_id), Text(state.state, style=_STYLE.get(state.state, "")),
                       printable(state.taken_by or "-") if state.taken else "-", _where(state),
                       _left(state, elapsed_s), str(state.fence), _waiting(state, elapsed_s),
-                      printable(why(state, host)))
+                      printable(why(state, alive=alive)))
     if not view.states:
         table.add_row("(no mutex)", "", "", "", "", "", "", "")
     events = Table(box=None, pad_edge=False, header_style="bold", title="recent events", title_justify="left")

@@ -123,32 +123,34 @@ def mutex_state(copies: list[dict[str, Any]], now: datetime | None, *, listed: b
     """A mutex from its document(s): from a listing (the server read takenAt, timeout and expiry:
     ``_takenAt``, ``_timeout``, ``_expires``), or raw (force_release's report: read here by the same
     rule, on this host's clock). Whatever another service wrote, this never raises."""
-    doc = next((d for d in copies if d.get("taken") is True), copies[0])
+    doc = copies[0] if len(copies) == 1 else next((d for d in copies if d.get("taken") is True), copies[0])
     taken = doc.get("taken") is True
     if listed:
         expires, taken_at, timeout = doc.get("_expires"), doc.get("_takenAt"), doc.get("_timeout")
     else:
         taken_at, timeout, expires = lease_times(doc)
     now = utc(now) if now is not None else datetime.now(UTC)
+    expires = utc(expires) if isinstance(expires, datetime) else None
     remaining = None
-    if taken and isinstance(expires, datetime):
-        remaining = max(0, math.ceil((utc(expires) - now) / timedelta(milliseconds=1)))
+    if taken and expires is not None:
+        remaining = max(0, math.ceil((expires - now) / _MS))
     current = holder_is_current(doc)
     problem = None
     if len(copies) > 1:
         problem = duplicate_problem(str(doc.get("mutexId")), [d.get("_id") for d in copies])
     elif taken and remaining is None:
         problem = unreadable(doc) or "its expiry cannot be read"
+    holder = doc.get("holder") if current else None
     state = MutexState(
         str(doc.get("mutexId")), taken, _text(doc.get("takenBy")),
-        utc(taken_at) if isinstance(taken_at, datetime) else None,
-        utc(expires) if isinstance(expires, datetime) else None,
+        utc(taken_at) if isinstance(taken_at, datetime) else None, expires,
         round(timeout) if isinstance(timeout, (int, float)) else None, _fence(doc.get("fence")),
-        _holder(doc.get("holder")) if current else None, now, remaining,
-        foreign=taken and not current, problem=problem, copies=len(copies),
-        since=_since(doc.get("holder")) if current else None)
-    state = state._replace(waiters=waiters_of(doc, now))
+        _holder(holder), now, remaining, foreign=taken and not current, problem=problem, copies=len(copies),
+        since=_since(holder), waiters=waiters_of(doc, now))
     return _with_slots(state, doc) if slots_current(doc) else state
+
+
+_MS = timedelta(milliseconds=1)
 
 
 def slots_current(doc: dict[str, Any]) -> bool:

@@ -54,16 +54,16 @@ def mutex_state(row: tuple[Any, ...], now_ns: int, now: datetime, this_boot: str
     if taken:
         # Rounded up, so that a lease with any time left never reads as 0 ms (expired).
         remaining = max(0, -((now_ns - expires_ns) // 1_000_000)) if boot == this_boot else 0
-    holder = holder_of(host, pid, user, command, exec_mode)
     start = parse_iso(taken_at) if taken_at else None
-    state = MutexState(mutex_id, bool(taken), taken_by, start, parse_iso(expires_at) if expires_at else None,
-                       timeout, fence, holder, now, remaining, since=start)
+    expires = parse_iso(expires_at) if expires_at else None
     # Slots count while the row is still the one their taker wrote (see the slots part).
     if taken and kind in (SEMAPHORE, SHARED) and taken_by == slot_owner(kind) and slots_at == taken_at:
         waiting = writer if writer_until_ns is not None and boot == this_boot and writer_until_ns > now_ns \
             else None
-        state = state._replace(kind=kind, limit=limit, holder=None, since=None, writer_waiting=waiting)
-    return state
+        return MutexState(mutex_id, True, taken_by, start, expires, timeout, fence, None, now, remaining, kind=kind,
+                          limit=limit, writer_waiting=waiting)
+    return MutexState(mutex_id, bool(taken), taken_by, start, expires, timeout, fence,
+                      holder_of(host, pid, user, command, exec_mode), now, remaining, since=start)
 
 
 def with_slots(states: list[MutexState], boot: str, now_ns: int) -> Operation[list[MutexState]]:
