@@ -14,6 +14,24 @@ _SCHEME = re.compile(r"[\"'(<\[{]*[A-Za-z][A-Za-z0-9+.-]{0,31}:/{0,3}")
 _SPACE = re.compile(r"(\s+)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
+# Secret-bearing arguments of a command line (README, "What a stored command line hides"). A word of
+# shell text: quoted pieces and bare characters run together, as shlex.join writes them.
+_WORD = r"""(?:'[^']*'|"[^"]*"|[^\s'"])+"""
+_SECRET_NAME = (r"[\w.-]*(?:passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
+                r"|credentials?)")
+_SECRET_ARGS = [
+    # --password=VALUE, --db-password VALUE, --api-token VALUE (an option whose name ends so; not
+    # --password-file or --password-stdin, whose value is no secret)
+    re.compile(rf"(?i)(?<![\w-])(--?{_SECRET_NAME})(=|\s+(?!-))({_WORD})"),
+    # NAME=VALUE, as an argument, an environment assignment or in a query string (token=…&)
+    re.compile(rf"(?i)(?<![\w-])({_SECRET_NAME})(=)([^\s&;'\"]+)"),
+    # HTTP credentials in a header: "Authorization: Bearer …", "X-Api-Key: …", "Cookie: …"
+    re.compile(r"(?i)((?:proxy-)?authorization:\s*(?:bearer|basic|token|digest|negotiate)?|"
+               r"x-[\w-]*(?:token|key|secret):|cookie:)(\s*)([^\s'\"]+)"),
+]
+_MYSQL = re.compile(r"(?<![\w-])(?:mysql|mariadb)[\w-]*(?![\w-])")
+_ATTACHED_P = re.compile(r"(?<![\w-])(-p)()([^\s'\"]+)")
+
 
 def mask_url(text: str) -> str:
     """Hide ``user:password@`` wherever it appears: in a URL, however malformed (``mongodb:/u:p@h``,
@@ -38,6 +56,24 @@ def _mask_word(word: str) -> str:
     if start == at:
         return word  # "scheme:@host": nothing between
     return word[:start] + "***" + word[at:]
+
+
+def mask_command(text: str) -> str:
+    """A command line safe to store and show: ``mask_url``, and the value of every secret-bearing
+    argument (``--password=…``, ``--password …``, ``-p…``, ``token=…``, ``Authorization: Bearer …``,
+    see ``_SECRET_ARGS``) replaced by ``***``. Like ``mask_url`` it may hide more, never less."""
+    text = mask_url(text)
+    for pattern in _SECRET_ARGS:
+        text = pattern.sub(_masked, text)
+    client = _MYSQL.search(text)  # -pSECRET: the password flag of the MySQL/MariaDB clients, value attached
+    if client:                    # (elsewhere -p… is a port, -print, -pthread: left as it is)
+        text = text[:client.end()] + _ATTACHED_P.sub(_masked, text[client.end():])
+    return text
+
+
+def _masked(found: re.Match[str]) -> str:
+    name, between, value = found.group(1), found.group(2), found.group(3)
+    return f"{name}{between}***" if value != "***" else found.group(0)
 
 
 def secrets_of(url: str) -> list[str]:

@@ -12,7 +12,7 @@ from .errors import UsageError
 from .identity import host_name, user_name
 from .inputs import parse_timeout_ms, parse_wait_s, shown, validate_mutex_id, validate_node_id
 from .models import EXCLUSIVE, SEMAPHORE, SHARED, Holder, LeaseRequest
-from .redact import mask_url
+from .redact import mask_command
 
 # A duration: "30s"-style text, a number of seconds, or a timedelta.
 Duration = str | float | int | timedelta
@@ -78,8 +78,8 @@ def this_process(command: str | None = None) -> Holder:
         text = shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
     else:
         text = command
-    # The command line is stored for on-call and shown by status: a --store URL in it keeps no password.
-    holder = Holder(host_name(), os.getpid(), user_name(), mask_url(text)[:MAX_COMMAND_CHARS])
+    # The command line is stored for on-call and shown by status: no password of a URL or an argument.
+    holder = Holder(host_name(), os.getpid(), user_name(), mask_command(text)[:MAX_COMMAND_CHARS])
     if command is None:
         _this = holder
     return holder

@@ -16,7 +16,7 @@ from mutexctl import NotOwnerError, Service, Settings, StoreUnavailableError
 from mutexctl.models import CLI
 from mutexctl.stores.steps import SCHEMA_VERSION
 
-from ..conftest import Cli, store_rows, wait_until
+from ..conftest import BUSY_S, Cli, store_rows, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,6 +65,26 @@ def test_a_password_on_the_command_line_is_never_stored(cli: Cli, service: Servi
     finally:
         job.terminate()
         job.communicate(timeout=20)
+
+
+SECRETS_IN_ARGV = ["--password=hunter2", "--db-password", "hunter3", "token=tok4", "--api-key", "key5",
+                   "Authorization: Bearer bear6", "PGPASSWORD=pg7", "mysql -psql8", "https://h/x?access_token=q9&a=1"]
+
+
+def test_secret_bearing_arguments_are_masked_before_anything_is_stored(cli: Cli, service: Service) -> None:
+    secrets = ["hunter2", "hunter3", "tok4", "key5", "bear6", "pg7", "sql8", "q9"]
+    job = cli.popen("acquire", "job", "--timeout", "1h", "--", "sh", "-c", "sleep 30", *SECRETS_IN_ARGV)
+    try:
+        wait_until(lambda: service.status("job") and service.status("job")[0].state == "held", timeout=20 * BUSY_S)
+        shown = [cli("status").stdout, cli("--json", "status").stdout,
+                 json.dumps(store_rows(cli.store_url), default=str)]
+    finally:
+        job.terminate()
+        job.communicate(timeout=20 * BUSY_S)
+    shown += [cli("history").stdout, cli("--json", "history").stdout]
+    for text in shown:
+        assert not [s for s in secrets if s in text], text
+    assert "--password=***" in shown[1] and "Bearer ***" in shown[1], shown[1]
 
 
 def test_masking_is_linear_and_what_is_stored_is_bounded(cli: Cli, service: Service) -> None:
