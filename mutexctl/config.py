@@ -76,6 +76,9 @@ class Settings(NamedTuple):
         return _BUILT_IN[mutex_id][1] if mutex_id in _BUILT_IN else self.wait_s
 
 
+DEFAULT_STORE_SOURCE = "default ($XDG_STATE_HOME)"
+
+
 def default_store_url(env: Mapping[str, str]) -> str:
     state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return f"sqlite://{Path(state_home).absolute() / 'mutexctl' / 'mutexctl.db'}"  # an absolute path: sqlite:///…
@@ -156,7 +159,7 @@ def resolve(*, config: str | None = None, store: str | None = None, node_id: str
     if "node_id" not in values:
         values["node_id"], sources["node_id"] = host_name(), "default (the host name)"
     if "store" not in values:
-        values["store"], sources["store"] = default_store_url(env), "default ($XDG_STATE_HOME)"
+        values["store"], sources["store"] = default_store_url(env), DEFAULT_STORE_SOURCE
     settings = Settings(config_file=path, **values)
     return settings, {field: sources.get(field, "default") for field in Settings._fields if field != "config_file"}
 

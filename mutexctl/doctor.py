@@ -37,6 +37,9 @@ class Check(NamedTuple):
 def run(svc: Service) -> list[Check]:
     """Every check, in order; a store that cannot be reached fails the first and skips the rest."""
     checks = [_config(svc)]
+    if getattr(svc.store, "missing", False):  # (a SQLite store read, not made: see Service's if_missing)
+        return [*checks, Check("store", OK, "not made yet: nothing has used it (the first lock command or "
+                                            "init-schema makes it); nothing else to check", data={"missing": True})]
     reachable = _reachable(svc)
     checks.append(reachable)
     if reachable.status == FAIL:

@@ -76,6 +76,10 @@ class ConfigError(MutexctlError, ValueError):
     kind = "config"
 
 
+class StoreMissingError(ConfigError):
+    """A store that was to be read, not made, does not exist (``if_missing="fail"``): nothing was created."""
+
+
 class LockHeldError(MutexctlError):
     """The mutex is held by a live lease. ``state`` is the holder's record when the store returned it."""
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .intracom import Intracom
     from .keeper import HeldLease
     from .schema.initialize import StepCallback
-    from .stores.protocols import Store
+    from .stores.protocols import IfMissing, Store
 
 
 
@@ -64,9 +64,10 @@ class Service:
     (``CLI``), whose token-mode leases outlive the process on purpose: then close releases nothing.
     """
 
-    def __init__(self, settings: Settings, store: Store | None = None, *, via: str = SERVICE) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None, *, via: str = SERVICE,
+                 if_missing: IfMissing = "create") -> None:
         self.settings = settings
-        self.store: Store = store if store is not None else open_store(settings)
+        self.store: Store = store if store is not None else open_store(settings, if_missing=if_missing)
         self.leases = Leases(self.store, settings, via=via)
         keep_leases = via == CLI
         self._intracom: Intracom | None = None

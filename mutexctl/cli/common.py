@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..config import load_settings, parse_wait_s
+from ..config import DEFAULT_STORE_SOURCE, parse_wait_s, resolve
 from ..models import CLI
 from ..service import Service
 from . import exit_codes
@@ -52,12 +52,21 @@ class Invocation:
         return self
 
     @contextlib.contextmanager
-    def service(self) -> Iterator[Service]:
+    def service(self, *, reading: bool = False, missing_reads_empty: bool = False) -> Iterator[Service]:
         """The command's Service. It is not closed: a CLI run ends with it, and the process's exit
         drops its connections. (Closing a MongoDB client first sends endSessions, one more round
-        trip for nothing: the server forgets idle sessions by itself.)"""
-        yield Service(load_settings(config=self.config, store=self.store, node_id=self.node_id, given=FLAG_SOURCES),
-                      via=CLI)  # token mode: the lease outlives this process
+        trip for nothing: the server forgets idle sessions by itself.)
+
+        ``reading``: a command that only reads never makes a store. One that was named (a flag, the
+        environment, the parameter file) and does not exist is an error naming it; the default one,
+        not made yet, reads as empty, and a line says so (as a named one does with ``missing_reads_empty``)."""
+        settings, sources = resolve(config=self.config, store=self.store, node_id=self.node_id, given=FLAG_SOURCES)
+        named = sources["store"] != DEFAULT_STORE_SOURCE and not missing_reads_empty
+        svc = Service(settings, via=CLI,  # token mode: the lease outlives this process
+                      if_missing=("fail" if named else "empty") if reading else "create")
+        yield svc
+        if reading and getattr(svc.store, "missing", False):
+            self.out.note(f"store {svc.store.url} does not exist yet (nothing has used it): shown empty")
 
 
 # Where a value the user typed came from, as errors and ``config show`` tell it: the flag.

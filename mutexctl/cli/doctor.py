@@ -28,7 +28,7 @@ def doctor(
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
     from .. import doctor as checks_of
 
-    with inv.service() as svc:
+    with inv.service(reading=True) as svc:
         checks = checks_of.run(svc)
     passed = checks_of.verdict(checks)
     code = exit_codes.SUCCESS if passed else exit_codes.SILENT

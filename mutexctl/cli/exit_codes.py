@@ -57,8 +57,8 @@ EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
            "is left"),
     ("75", "lease lost while the command ran; the command was stopped"),
     ("78", "configuration error (parameter file, environment, store URL and its options, a store file that is "
-          "not a database, another program's or a damaged one, refused credentials; a metrics file that is not a "
-          "regular file)"),
+          "not a database, another program's or a damaged one, a named store file that does not exist for a "
+          "reading command, refused credentials; a metrics file that is not a regular file)"),
     ("126, 127", "exec mode: the command could not be run (not executable, not found)"),
     ("130", "interrupted (Ctrl-C); 129 and 143 for SIGHUP and SIGTERM while waiting"),
     ("141", "the reader of stdout went away (a closed pipe, as in '| head -1'): 128 + SIGPIPE, quietly"),

@@ -50,7 +50,7 @@ def history(
         validate_mutex_id(pattern)
     if node is not None:
         validate_node_id(node, what="--node")
-    with inv.service() as svc:
+    with inv.service(reading=True) as svc:
         found = svc.history(patterns or (), since=since, node=node, limit=limit)
         url = svc.store.url
 

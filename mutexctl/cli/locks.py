@@ -319,7 +319,7 @@ def status(
     for pattern in patterns or ():
         validate_mutex_id(pattern)
     interval_s = _interval(interval) if watch else None
-    with inv.service() as svc:
+    with inv.service(reading=True) as svc:
         if interval_s is not None:
             from .watch import watch as watch_status
 

@@ -37,7 +37,7 @@ def metrics(
     if textfile is not None:
         prometheus.check_textfile(textfile)  # before the store is opened
 
-    with inv.service() as svc:
+    with inv.service(reading=True) as svc:
         if textfile is None:
             text = prometheus.exposition(svc)
         else:

@@ -34,7 +34,7 @@ def nodes(
     of the log it has still to read.
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
-    with inv.service() as svc:
+    with inv.service(reading=True) as svc:
         now, found = svc.nodes(channel)
         url = svc.store.url
     docs = [node_doc(n, now) for n in found]

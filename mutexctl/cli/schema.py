@@ -52,7 +52,8 @@ def init_schema(
     if dry_run and check:
         raise UsageError("--dry-run and --check exclude each other")
     wait_s, lease_length = wait_option(wait), timeout_option(timeout)
-    with inv.service() as svc:
+    # (--dry-run of a store not made yet lists every step: what init-schema would do there)
+    with inv.service(reading=check or dry_run, missing_reads_empty=dry_run) as svc:
         if check:
             _report_check(inv, svc.store.url, svc.check_schema())
             return exit_codes.SUCCESS

@@ -79,7 +79,7 @@ class Intracom:
         heartbeat on the store's clock and its place in the log."""
         if channel is not None:
             validate_channel(channel)
-        yield from self._check_schema()
+        yield from self._check_schema(reading=True)
         found: tuple[datetime, list[NodeInfo]] = yield from call("nodes", channel)
         return found
 
@@ -89,7 +89,7 @@ class Intracom:
     def ack_report_flow(self, message_id: str) -> Flow[AckReport]:
         """Who acked ``message_id``, who failed and who is silent so far."""
         validate_message_id(message_id)
-        yield from self._check_schema()
+        yield from self._check_schema(reading=True)
         message = yield from call("get_message", message_id)
         if message is None:
             raise MessageNotFoundError(f"no message {message_id!r} in the log (never sent, or older than the "
@@ -143,17 +143,18 @@ class Intracom:
                               once=once, stop=stop, poll_interval_s=self.settings.poll_interval_s,
                               gap_grace_s=gap_grace_s)
 
-    def _check_schema(self) -> Flow[None]:
-        """Broadcast needs its tables (INTRACOM_STEP); checked once, with the newer-store refusal."""
+    def _check_schema(self, *, reading: bool = False) -> Flow[None]:
+        """Broadcast needs its tables (INTRACOM_STEP); checked once, with the newer-store refusal
+        before a write. A read (the node list, an ack report) only looks: it makes nothing."""
         if self._ready:
             return
-        state = yield from call("prepare_writes")
+        state = yield from call("schema_state" if reading else "prepare_writes")
         version = state.version if state is not None else None
         if version is None or version < INTRACOM_STEP:
             raise SchemaError(f"broadcast needs the store's schema (version {INTRACOM_STEP} or newer); it is "
                               + ("not initialized" if version is None else f"at version {version}"),
                               hint="run mutexctl init-schema")
-        self._ready = True
+        self._ready = not reading  # (a write after a read still prepares the store for writes)
 
 
 __all__ = ["DEFAULT_CHANNEL", "Intracom"]

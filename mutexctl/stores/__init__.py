@@ -11,17 +11,19 @@ from ..redact import mask_url
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from .protocols import Store
+    from .protocols import IfMissing, Store
 
 
-def open_store(settings: Settings) -> Store:
-    """Open the store named by ``settings.store``."""
+def open_store(settings: Settings, *, if_missing: IfMissing = "create") -> Store:
+    """Open the store named by ``settings.store``. ``if_missing``: what a SQLite store file that does
+    not exist is — made on first use ("create"), StoreMissingError ("fail"), or read as empty
+    ("empty"; ``store.missing`` says so). Reading a MongoDB database creates nothing either way."""
     url = settings.store
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
-        store: Store = SQLiteStore.from_url(url, log_retention_s=settings.log_retention_s)
+        store: Store = SQLiteStore.from_url(url, log_retention_s=settings.log_retention_s, if_missing=if_missing)
         store.history_retention_s = settings.history_retention_s
         return store
     if scheme in ("mongodb", "mongodb+srv"):

@@ -8,7 +8,7 @@ become StoreUnavailableError/StoreError, the driver's error kept as ``__cause__`
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from ..models import (
     Ack,
@@ -27,6 +27,10 @@ from ..models import (
     Turn,
     WakeList,
 )
+
+# What a store that does not exist is, to its opener: made ("create", the default: lock commands and
+# services), refused ("fail": StoreMissingError; nothing is created), or read as empty ("empty").
+IfMissing = Literal["create", "fail", "empty"]
 
 
 class StoreInfo(Protocol):

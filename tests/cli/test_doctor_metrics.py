@@ -42,7 +42,8 @@ def test_a_healthy_store_passes_every_check(cli: Cli) -> None:
 
 
 def test_each_problem_warns_with_its_fix_and_exit_1(cli: Cli, store_url: str) -> None:
-    code, found = checks(cli)  # never initialized
+    assert cli("acquire", "made", "--", "true").returncode == 0  # the store exists, never initialized
+    code, found = checks(cli)
     assert code == 1 and found["schema"]["status"] == "warn" and "init-schema" in found["schema"]["fix"]
     assert cli("init-schema").returncode == 0
     # a lease whose process has exited on this host (acquire without a command, then gone)

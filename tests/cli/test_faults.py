@@ -42,7 +42,8 @@ LEASE = "9s"  # renewed every 3 s: the holder notices the file's fate at its nex
 
 def _replace_with_a_fresh_store(db: Path, cli: Cli) -> None:
     other = db.with_name("other.db")
-    assert cli("--store", f"sqlite://{other}", "status").returncode == 0  # a mutexctl store of its own, empty
+    with Service(Settings(node_id="probe", store=f"sqlite://{other}")) as fresh:
+        assert fresh.status() == []  # a mutexctl store of its own, empty
     os.replace(other, db)
 
 
@@ -257,6 +258,7 @@ def test_a_home_behind_a_0700_directory_is_no_internal_error(cli: Cli, tmp_path:
         os.chown(locked, 65534, 65534)  # someone else's, so that the 0700 keeps root out too
     else:
         locked.chmod(0)
+    assert cli("acquire", "made", "--", "true").returncode == 0  # the store exists: status reads it
     try:
         env = {**cli.env, "HOME": str(locked / "home"), "XDG_CONFIG_HOME": str(locked / "home" / ".config")}
         done = subprocess.run([*_without_root_s_reach(), *mutexctl_argv(), "status"], env=env, cwd=cli.cwd,
@@ -340,6 +342,7 @@ def test_sigterm_or_sighup_to_a_waiting_acquire_leaves_the_queue_and_exits_128_p
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_a_closed_pipe_ends_status_watch_with_the_sigpipe_status_quietly(cli: Cli) -> None:
+    assert cli("acquire", "made", "--", "true").returncode == 0  # the store exists: status reads it
     for flags in ([], ["--json"]):
         reader = subprocess.Popen([*mutexctl_argv(), *flags, "status", "--watch", "--interval", "100ms"],
                                   env=cli.env, cwd=cli.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -37,6 +37,8 @@ def until_held(cli: Cli, proc: subprocess.Popen[str], name: str, node: str) -> N
 
 def held_by(cli: Cli, name: str, node: str) -> bool:
     done = cli("--json", "status", name)
+    if done.returncode == 78 and "does not exist" in done.stdout:
+        return False  # the holder has not made the store yet
     docs = json.loads(done.stdout)["mutexes"]
     return bool(docs) and docs[0]["state"] == "held" and docs[0]["taken_by"] == node
 

@@ -62,6 +62,7 @@ def test_a_run_killed_after_a_step_leaves_a_store_the_next_run_completes(store_u
 
 
 def test_check_exits_4_naming_both_versions_unless_the_store_is_current(cli: Cli, service: Service) -> None:
+    assert cli("acquire", "made", "--", "true").returncode == 0  # the store exists, never initialized
     done = cli("init-schema", "--check")
     assert done.returncode == 4 and "not initialized" in done.stderr and str(SCHEMA_VERSION) in done.stderr
     service.store.record_schema_step(1, "old-tool", "0.0.1")

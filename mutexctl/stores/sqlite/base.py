@@ -17,6 +17,7 @@ from ...errors import ConfigError, HeldOnHostError, NotOwnerError, StoreError, S
 from ...models import AppliedStep, MutexState, SchemaState, parse_iso
 from ...redact import mask_url
 from ..common import loss_error
+from ..protocols import IfMissing
 from ..steps import HISTORY_RETENTION_S, LOG_RETENTION_S
 from . import waiters
 from .files import (
@@ -49,8 +50,9 @@ class SQLiteBase:
     history_retention_s: float = HISTORY_RETENTION_S  # (open_store sets the configured one)
 
     def __init__(self, path: Path, url: str, *, log_retention_s: float = LOG_RETENTION_S,
-                 clock_ns: Callable[[], int] | None = None) -> None:
+                 clock_ns: Callable[[], int] | None = None, if_missing: IfMissing = "create") -> None:
         self.log_retention_s = log_retention_s
+        self.if_missing: IfMissing = if_missing
         self.path = path
         self.url = mask_url(url)
         self._boot = boot_id()
@@ -65,15 +67,25 @@ class SQLiteBase:
             return self._opened
         with self._lock:
             if self._opened is None:
-                db, read_only = open_file(self.path, self.url)
+                missing = self.if_missing == "empty" and not self.path.exists()
+                db, read_only = open_file(self.path, self.url, self.if_missing)
                 # Files made before a column existed get it on their first writable open; read-only,
                 # they read it as NULL (and miss the tables that came with it).
                 columns = {column: column if has_column(db, table, column) else f"NULL AS {column}"
                            for table, column, _ in ADDED_COLUMNS if table == "mutexes"}
                 self._opened = _Opened(db, read_only, columns, has_tables(db, "slots", "once_markers"),
                                        has_tables(db, "history"), has_tables(db, "waiters"),
-                                       marks := file_marks(self.path), identity(marks))
+                                       marks := file_marks(self.path), identity(marks), missing)
             return self._opened
+
+    @property
+    def missing(self) -> bool:
+        """The store file does not exist (yet), and it is read as empty (``if_missing="empty"``).
+        Asking opens nothing (a file that is not a store is the first read's error)."""
+        opened = self._opened
+        if opened is not None:
+            return opened.missing
+        return self.if_missing == "empty" and not self.path.exists()
 
     @property
     def _file(self) -> str:
@@ -127,7 +139,7 @@ class SQLiteBase:
         return self._open_once().has_waiters
 
     @classmethod
-    def from_url(cls, url: str, *, log_retention_s: float = LOG_RETENTION_S) -> Any:
+    def from_url(cls, url: str, *, log_retention_s: float = LOG_RETENTION_S, if_missing: IfMissing = "create") -> Any:
         rest = url.split(":", 1)[1]
         if rest.startswith("//"):
             authority, _, rest = rest[2:].partition("/")
@@ -138,7 +150,7 @@ class SQLiteBase:
         path = rest.split("?", 1)[0]
         if path in ("", "/"):
             raise ConfigError(f"store URL {mask_url(url)!r} has no file path", hint="use sqlite:///absolute/path.db")
-        return cls(Path(path), url, log_retention_s=log_retention_s)
+        return cls(Path(path), url, log_retention_s=log_retention_s, if_missing=if_missing)
 
     def close(self) -> None:
         # A renewal thread may still be inside a statement (blocked on a busy database); closing the
@@ -169,6 +181,9 @@ class SQLiteBase:
 
     def _run(self, op: Operation[T], *, write: bool = True) -> T:
         """The executor: the operation's statements, one by one, in one transaction."""
+        if self._opened is not None and self._opened.missing and self.path.exists():
+            with self._lock:  # a store read as empty has been made since: read it from now on
+                self._opened = None
         with self._transaction(write) as db:
             return run_sync(op, db)
 
@@ -216,6 +231,7 @@ class _Opened(NamedTuple):
     has_waiters: bool
     marks: tuple[str, str, str] | None
     file: str  # the marks as the host guard's beacons carry them
+    missing: bool = False  # no file: an empty one in memory stands for it (if_missing="empty")
 
 
 class Transaction:

@@ -11,7 +11,8 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
-from ...errors import ConfigError, MutexctlError, StoreUnavailableError
+from ...errors import ConfigError, MutexctlError, StoreMissingError, StoreUnavailableError
+from ..protocols import IfMissing
 
 BUSY_TIMEOUT_S = 10.0
 # Tables by schema name. mutexes and forced_releases exist from the first use (lock commands work
@@ -139,11 +140,16 @@ def has_tables(db: sqlite3.Connection, *names: str) -> bool:
     return bool(found.fetchone()[0] == len(names))
 
 
-def open_file(path: Path, url: str) -> tuple[sqlite3.Connection, bool]:
+def open_file(path: Path, url: str, if_missing: IfMissing = "create") -> tuple[sqlite3.Connection, bool]:
     """The connection, and whether it is read-only (the file or its directory is not ours to write:
-    reading commands still work)."""
+    reading commands still work). A missing file read as empty is an empty database in memory, read-only."""
     if path.is_dir():
         raise ConfigError(f"store {url} is a directory", hint="name a file in it, e.g. sqlite:///path/to/mutexctl.db")
+    if if_missing != "create" and not path.exists():
+        if if_missing == "fail":
+            raise StoreMissingError(f"store {url} does not exist (nothing was created)",
+                                    hint="check the path: the first lock command or init-schema creates the store")
+        return _empty(), True
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _drop_orphans(path)
@@ -220,6 +226,15 @@ ADDED_COLUMNS = (("mutexes", "execMode", "INTEGER"), ("nodes", "since", "INTEGER
 def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
     return [(table, column, kind) for table, column, kind in ADDED_COLUMNS
             if has_tables(db, table) and not has_column(db, table, column)]
+
+
+def _empty() -> sqlite3.Connection:
+    """A store with every table and nothing in them, in memory: what a store not made yet holds."""
+    db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    for statement in TABLES.values():
+        db.execute(statement)
+    db.execute("PRAGMA query_only = ON")
+    return db
 
 
 def _open_read_only(path: Path, url: str) -> sqlite3.Connection:
