@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from .errors import ConfigError, OutputError
-from .models import LeaseEvent, Overview
+from .models import EXCLUSIVE, SEMAPHORE, SHARED, LeaseEvent, Overview
 from .redact import printable
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 # Seconds: from a quick hand-over to a job that waited most of a day.
 BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+KINDS = (EXCLUSIVE, SHARED, SEMAPHORE)
 MAX_EVENTS = 100_000  # the newest events the histograms are made of
 WAITS, HOLDS = ("acquire", "takeover"), ("release", "release-late", "forced")
 
@@ -47,7 +48,8 @@ class LeaseCollector(Collector):
         left = GaugeMetricFamily("mutexctl_mutex_seconds_left",
                                  "Seconds until the lease (the first slot to end) expires, on the store's clock",
                                  labels=["mutex"])
-        holders = GaugeMetricFamily("mutexctl_mutex_holders", "Live holders: 1 for an exclusive lease, else slots",
+        holders = GaugeMetricFamily("mutexctl_mutex_holders", "Live holders by kind of lease: 1 for an exclusive "
+                                    "lease, else slots held; every kind is given, 0 where not held so",
                                     labels=["mutex", "kind"])
         limit = GaugeMetricFamily("mutexctl_mutex_limit", "A semaphore's number of slots", labels=["mutex"])
         waiters = GaugeMetricFamily("mutexctl_mutex_waiters", "Processes queued for the mutex (acquire --wait)",
@@ -65,7 +67,9 @@ class LeaseCollector(Collector):
                 remaining = min((s.remaining_ms for s in state.slots), default=state.remaining_ms)
                 if remaining is not None:
                     left.add_metric([name], remaining / 1000)
-            holders.add_metric([name, state.kind], float(len(state.slots) if state.slots else int(is_held)))
+            count = float(len(state.slots) if state.slots else int(is_held))
+            for kind in KINDS:  # a series per kind, always: a label that flipped would churn Prometheus series
+                holders.add_metric([name, kind], count if kind == state.kind and is_held else 0.0)
             if state.limit is not None:
                 limit.add_metric([name], float(state.limit))
             waiters.add_metric([name], float(len(state.waiters)))
@@ -124,6 +128,14 @@ def registry_of(svc: Service) -> CollectorRegistry:
 
 def exposition(svc: Service) -> str:
     return generate_latest(registry_of(svc)).decode()
+
+
+def documents(svc: Service) -> list[dict[str, object]]:
+    """The same reading as the exposition, as JSON-ready families: name, type, help and samples
+    (each with its own name, labels and value: a histogram's buckets, count and sum are samples)."""
+    return [{"name": family.name, "type": family.type, "help": family.documentation,
+             "samples": [{"name": s.name, "labels": dict(s.labels), "value": s.value} for s in family.samples]}
+            for family in registry_of(svc).collect()]
 
 
 def check_textfile(path: str) -> None:

@@ -38,11 +38,16 @@ def metrics(
         prometheus.check_textfile(textfile)  # before the store is opened
 
     with inv.service(reading=True) as svc:
-        if textfile is None:
-            text = prometheus.exposition(svc)
-        else:
+        if textfile is not None:
             prometheus.write_textfile(svc, textfile)
-    if textfile is None:
+        elif inv.as_json:
+            families = prometheus.documents(svc)
+        else:
+            text = prometheus.exposition(svc)
+        url = svc.store.url
+    if textfile is None and inv.as_json:
+        inv.out.doc({"ok": True, "store": url, "metrics": families})
+    elif textfile is None:
         inv.out.data(text.rstrip("\n"))
     elif inv.as_json:
         inv.out.doc({"ok": True, "textfile": textfile})

@@ -169,6 +169,41 @@ def test_metrics_show_leases_slots_and_the_history(cli: Cli, tmp_path: Path, sto
     assert sorted(p.name for p in target.parent.iterdir()) == ["mutexctl.prom"]
 
 
+def test_json_metrics_is_the_same_reading_as_a_json_document(cli: Cli) -> None:
+    assert cli("acquire", "a", "--timeout", "1m").returncode == 0
+    done = cli("--json", "metrics")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)  # one JSON document, not Prometheus text
+    assert document["ok"] is True and document["store"]
+    families = {f["name"]: f for f in document["metrics"]}
+    assert families["mutexctl_mutex_held"]["type"] == "gauge"
+    assert {"name": "mutexctl_mutex_held", "labels": {"mutex": "a"}, "value": 1.0} in \
+        families["mutexctl_mutex_held"]["samples"]
+    text = samples(cli("metrics").stdout)
+    from_json = {(s["name"], tuple(sorted(s["labels"].items()))) for f in document["metrics"] for s in f["samples"]}
+    assert from_json == {key for key in text if key[0] != "mutexctl_mutex_seconds_left"} | \
+        {key for key in from_json if key[0] == "mutexctl_mutex_seconds_left"}
+
+
+def test_the_kind_label_of_holders_never_flips(cli: Cli) -> None:
+    def holders() -> dict[str, float]:
+        found = samples(cli("metrics").stdout)
+        return {dict(labels)["kind"]: value for (name, labels), value in found.items()
+                if name == "mutexctl_mutex_holders" and dict(labels)["mutex"] == "m"}
+
+    seen = []
+    assert cli("acquire", "m", "--", "true").returncode == 0
+    seen.append(holders())  # free
+    for flags in (["--timeout", "1m"], ["--shared", "--timeout", "1m"], ["--limit", "2", "--timeout", "1m"]):
+        token = cli("acquire", "m", *flags)
+        assert token.returncode == 0, token.stderr
+        seen.append(holders())
+        assert cli("release", "m", "--token", token.stdout.strip()).returncode == 0
+    assert [sorted(s) for s in seen] == [["exclusive", "semaphore", "shared"]] * 4  # the same series each time
+    assert seen == [{"exclusive": 0, "shared": 0, "semaphore": 0}, {"exclusive": 1, "shared": 0, "semaphore": 0},
+                    {"exclusive": 0, "shared": 1, "semaphore": 0}, {"exclusive": 0, "shared": 0, "semaphore": 1}]
+
+
 @pytest.mark.parametrize(("where", "why"), [("missing/dir/x.prom", "its directory does not exist"),
                                             (".", "it is a directory")])
 def test_metrics_to_a_place_it_cannot_write_is_exit_78(cli: Cli, tmp_path: Path, where: str, why: str) -> None:
