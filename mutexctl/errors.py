@@ -86,10 +86,11 @@ class LockHeldError(MutexctlError):
     kind = "held"
 
     def __init__(self, mutex_id: str, state: MutexState | None = None, *, message: str | None = None,
-                 hint: str | None = None, remedy: str | None = None) -> None:
+                 hint: str | None = None, remedy: str | None = None, asked: str | None = None) -> None:
         self.mutex_id = mutex_id
         self.state = state
-        super().__init__(message or _held_message(mutex_id, state), hint=hint, remedy=remedy)
+        self.asked = asked  # the kind of hold that was refused (exclusive, shared, semaphore), if known
+        super().__init__(message or _held_message(mutex_id, state, asked), hint=hint, remedy=remedy)
 
 
 class DuplicateMutexError(LockHeldError):
@@ -232,18 +233,31 @@ class NoListenersError(BroadcastError):
     kind = "no_listeners"
 
 
-def _held_message(mutex_id: str, state: MutexState | None) -> str:
+def _holders(state: MutexState) -> str:
+    nodes = list(dict.fromkeys(slot.node for slot in state.slots))
+    return ", ".join(nodes) if len(nodes) <= 3 else f"{', '.join(nodes[:2])} and {len(nodes) - 2} more"
+
+
+def _held_message(mutex_id: str, state: MutexState | None, asked: str | None = None) -> str:
     if state is not None and state.kind != "exclusive" and state.slots:
         from .models import human_ms
 
-        soonest = min(state.slots, key=lambda slot: slot.remaining_ms)
+        count, plural = len(state.slots), "s" if len(state.slots) > 1 else ""
         if state.kind == "semaphore":
-            text = f"all {state.limit} slots of '{mutex_id}' are held"
+            held = f"{count} of its {state.limit} slots held" if count < (state.limit or 0) else \
+                f"all {state.limit} slots held"
+            how = f"'{mutex_id}' is a semaphore with {held} (by {_holders(state)})"
         else:
-            text = f"'{mutex_id}' has {len(state.slots)} shared holder{'s' if len(state.slots) > 1 else ''}"
+            how = f"'{mutex_id}' has {count} shared holder{plural} ({_holders(state)})"
+        if asked == "exclusive":  # it waits for every slot, not the next one
+            last = max(state.slots, key=lambda slot: slot.remaining_ms)
+            return how + f": an exclusive hold waits until every {'slot' if state.kind == 'semaphore' else 'holder'}" \
+                f" has ended; the last ends in {human_ms(last.remaining_ms)} ({last.node}) unless renewed"
         if state.writer_waiting:
-            text += f" and {state.writer_waiting} waits to take it exclusively (new shared holds wait for it)"
-        return text + f"; the next slot ends in {human_ms(soonest.remaining_ms)} ({soonest.node}) unless renewed"
+            return how + f" and {state.writer_waiting} waits to take it exclusively: new " \
+                f"{'slots' if state.kind == 'semaphore' else 'shared holds'} wait for it"
+        soonest = min(state.slots, key=lambda slot: slot.remaining_ms)
+        return how + f"; the next slot ends in {human_ms(soonest.remaining_ms)} ({soonest.node}) unless renewed"
     if state is not None and state.waiters and state.state in ("free", "expired"):
         from .models import human_ms
 

@@ -111,9 +111,9 @@ class Leases:
             state = held.state if held.state is not None or not explain else (yield from call("get", request.mutex_id))
             if state is not None and conflicts(state, request.kind, request.limit):
                 raise conflict_error(request.mutex_id, request.kind, request.limit, state) from None
-            if state is held.state:
-                raise
-            raise LockHeldError(request.mutex_id, state) from None
+            if type(held) is not LockHeldError:
+                raise  # (its message says what it is)
+            raise LockHeldError(request.mutex_id, state, asked=request.kind) from None
         self.recorder.poke()
         return lease.with_deadline(sent + request.timeout_ms / 1000)
 
@@ -146,6 +146,7 @@ class Leases:
         semaphore's, we announce ourselves at each poll, so that new holders of either kind wait for us
         (an exclusive waiter is not starved by overlapping slot holders)."""
         line = Queue(request.mutex_id)
+        announced = False
         try:
             while True:
                 pause = None
@@ -153,9 +154,11 @@ class Leases:
                     sent = lease_clock()
                     turn = yield from line.poll(request, waiting.waited_ms())
                     if turn.lease is not None:
+                        announced = False  # (taking it ended the slots and the announcement)
                         self.recorder.poke()
                         return turn.lease.with_deadline(sent + request.timeout_ms / 1000)
-                    held = waiting.saw(LockHeldError(request.mutex_id, turn.state), told=turn.state is not None)
+                    held = waiting.saw(LockHeldError(request.mutex_id, turn.state, asked=EXCLUSIVE),
+                                       told=turn.state is not None)
                     pause = line.pause_s(turn, host_name())
                 except LockHeldError as refused:
                     held = waiting.saw(refused)
@@ -167,10 +170,16 @@ class Leases:
                     seen = waiting.seen
                     if seen is not None and seen.state is not None and seen.state.kind in (SHARED, SEMAPHORE):
                         yield from call("announce_writer", request.mutex_id, request.node_id)
+                        announced = True
                     waiting.tell(held)
                 yield from nap(waiting.nap_s(pause), line.bell)  # (a ring wakes us)
         finally:
             yield from line.leave()
+            if announced:  # best effort: left behind, it lapses in a few seconds
+                try:
+                    yield from call("withdraw_writer", request.mutex_id, request.node_id)
+                except StoreError:
+                    pass
 
     def _wait_with_backoff(self, request: LeaseRequest, waiting: Waiting) -> Flow[Lease]:
         """A try, then jittered exponential backoff (never past the first holder's expiry) until the

@@ -83,9 +83,10 @@ def timed_out(mutex_id: str, held: LockHeldError, wait_s: float) -> Flow[LockHel
     state = held.state if held.state is not None else (yield from call("get", mutex_id))
     if wait_s <= 0:
         if state is not None and state.taken and state.remaining_ms is None:  # its end cannot be read
-            return LockHeldError(mutex_id, state, remedy="force")
+            return LockHeldError(mutex_id, state, remedy="force", asked=held.asked)
         return LockHeldError(mutex_id, state, hint=f"wait for it (e.g. {suggested_wait(state)}), or see what "
-                                                   "holds it", remedy="wait")
-    said = held.message if isinstance(held, HeldOnHostError) else LockHeldError(mutex_id, state).message
+                                                   "holds it", remedy="wait", asked=held.asked)
+    said = held.message if isinstance(held, HeldOnHostError) else LockHeldError(mutex_id, state,
+                                                                                 asked=held.asked).message
     return WaitTimeoutError(mutex_id, state, message=f"{said} (gave up after {wait_s:g}s)",
-                            remedy="wait-longer")
+                            remedy="wait-longer", asked=held.asked)

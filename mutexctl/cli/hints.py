@@ -50,8 +50,13 @@ def hint(error: BaseException) -> str | None:
         from ..waitline import suggested_wait
 
         state = getattr(error, "state", None)
-        return f"wait for it with --wait {suggested_wait(state if isinstance(state, MutexState) else None)}, " \
-               "or see 'mutexctl status'"
+        state = state if isinstance(state, MutexState) else None
+        wait = f"--wait {suggested_wait(state)}"
+        if state is not None and state.slots and getattr(error, "asked", None) == "exclusive":
+            if state.kind == "semaphore":
+                return f"take one of its slots with --limit {state.limit}, or wait for every slot to end with {wait}"
+            return f"take a shared hold with --shared, or wait for every holder to end with {wait}"
+        return f"wait for it with {wait}, or see 'mutexctl status'"
     name = getattr(error, "mutex_id", None)
     if remedy == "force" and isinstance(name, str):
         return f"mutexctl release {name} --force --reason '…' breaks it, on the record"

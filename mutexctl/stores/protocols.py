@@ -112,6 +112,10 @@ class SlotLeases(StoreInfo, Protocol):
         """An exclusive acquirer waiting on shared holders: new shared holds wait while it waits
         (the announcement lasts a few seconds; each failed try renews it)."""
 
+    def withdraw_writer(self, mutex_id: str, node_id: str) -> None:
+        """The announced acquirer stopped waiting (it took the mutex, gave up, or was interrupted):
+        new shared holds no longer wait for it."""
+
 
 class OnceMarkers(StoreInfo, Protocol):
     """The run-once part."""

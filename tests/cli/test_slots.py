@@ -192,6 +192,45 @@ def test_status_shows_every_holder_and_force_release_ends_one_on_the_record(cli:
     assert json.loads(cli("status", "pool", "--json").stdout)["mutexes"][0]["state"] == "free"
 
 
+def test_an_exclusive_ask_of_a_semaphore_or_shared_holds_is_told_how_it_is_held(cli: Cli) -> None:
+    assert cli("acquire", "sem3", "--limit", "3", "--timeout", "1h", env={"MUTEXCTL_NODE_ID": "n0"}).returncode == 0
+    refused = cli("acquire", "sem3")  # 1 of 3 held: not "all 3 slots are held"
+    lines = refused.stderr.splitlines()
+    assert refused.returncode == 1 and len(lines) == 2, refused.stderr
+    assert "'sem3' is a semaphore with 1 of its 3 slots held (by n0)" in lines[0] and "all 3" not in lines[0]
+    assert "an exclusive hold waits until every slot has ended" in lines[0]
+    assert lines[1].startswith("hint: take one of its slots with --limit 3, or wait for every slot"), lines[1]
+    waited = cli("acquire", "sem3", "--wait", "1s")
+    assert waited.returncode == 1 and "1 of its 3 slots held" in waited.stderr, waited.stderr
+    assert "every slot has ended" in waited.stderr and "gave up after 1s" in waited.stderr
+    document = json.loads(cli("--json", "acquire", "sem3").stdout)["error"]
+    assert document["kind"] == "held" and "--limit 3" in document["hint"]
+    for node in ("n1", "n2"):
+        assert cli("acquire", "sem3", "--limit", "3", "--timeout", "1h", env={"MUTEXCTL_NODE_ID": node}).returncode == 0
+    full = cli("acquire", "sem3", "--limit", "3")  # a slot asked of a full semaphore: that is what it says
+    assert full.returncode == 1 and "all 3 slots held (by n0, n1, n2)" in full.stderr, full.stderr
+    assert "the next slot ends in" in full.stderr and "wait for it with --wait" in full.stderr
+    assert cli("acquire", "rw", "--shared", "--timeout", "1h").returncode == 0
+    reader = cli("acquire", "rw")
+    assert reader.returncode == 1 and "'rw' has 1 shared holder" in reader.stderr, reader.stderr
+    assert "hint: take a shared hold with --shared, or wait for every holder" in reader.stderr
+
+
+def test_a_slot_asked_while_a_writer_waits_is_told_the_writer_goes_first(cli: Cli) -> None:
+    assert cli("acquire", "sem3", "--limit", "3", "--timeout", "1h", env={"MUTEXCTL_NODE_ID": "n0"}).returncode == 0
+    writer = cli.popen("acquire", "sem3", "--wait", "1h", "--", "true", env={"MUTEXCTL_NODE_ID": "w"})
+    try:
+        def told() -> str | None:
+            done = cli("acquire", "sem3", "--limit", "3", "--timeout", "1h", env={"MUTEXCTL_NODE_ID": "n1"})
+            assert done.returncode == 1, done.stderr  # (never a slot beside a waiting writer)
+            return done.stderr if "waits to take it" in done.stderr else None
+        said = str(wait_until(told, timeout=20 * BUSY_S))
+        assert "1 of its 3 slots held (by n0) and w waits to take it exclusively: new slots wait for it" in said, said
+    finally:
+        writer.kill()
+        writer.communicate(timeout=20 * BUSY_S)
+
+
 def test_a_slot_in_token_mode_is_renewed_and_released_by_its_fence(cli: Cli) -> None:
     token = cli("acquire", "pool", "--limit", "2", "--timeout", "2s").stdout.strip()
     renewed = cli("renew", "pool", "--token", token, "--timeout", "1h", "--json")

@@ -118,6 +118,18 @@ def test_a_writer_s_announcement_lapses_when_it_stops_waiting(raw_store: Store, 
     assert _slot(raw_store, "r2", limit=None).fence == 2
 
 
+def test_a_writer_that_stops_waiting_withdraws_its_announcement_at_once(raw_store: Store) -> None:
+    _slot(raw_store, "r1", limit=None, ms=60_000)
+    raw_store.announce_writer("s", "writer")
+    raw_store.withdraw_writer("s", "someone-else")  # only the announcer's own
+    assert raw_store.get("s").writer_waiting == "writer"  # type: ignore[union-attr]
+    raw_store.withdraw_writer("s", "writer")
+    assert raw_store.get("s").writer_waiting is None  # type: ignore[union-attr]
+    assert _slot(raw_store, "r2", limit=None).fence == 2
+    raw_store.withdraw_writer("never-held", "writer")  # nothing to withdraw: no error, no record
+    assert raw_store.get("never-held") is None
+
+
 def test_a_forced_release_ends_one_holder_by_node_or_fence_or_all_on_the_record(raw_store: Store) -> None:
     leases = [_slot(raw_store, f"n{i}") for i in range(3)]
     before = raw_store.force_release_slots("s", "oncall", H, "INC-1", node="n1", fence=None)

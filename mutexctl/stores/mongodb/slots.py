@@ -52,6 +52,10 @@ class MongoSlots(MongoBase):
     def announce_writer(self, mutex_id: str, node_id: str) -> Operation[None]:
         return announce(mutex_id, node_id)
 
+    @operation
+    def withdraw_writer(self, mutex_id: str, node_id: str) -> Operation[None]:
+        return withdraw(mutex_id, node_id)
+
 
 def take_slot(store: MongoBase, request: LeaseRequest, waited_ms: int, *, token: str) -> Operation[Lease]:
     """Add this holder (``token`` names it) if there is room, one findAndModify; else LockHeldError."""
@@ -131,6 +135,11 @@ def force_release_slots(store: MongoBase, mutex_id: str, by_node: str, by: Holde
 def announce(mutex_id: str, node_id: str) -> Operation[None]:
     yield update_one("mutexes", {"mutexId": mutex_id, "taken": True, "slots.kind": {"$in": [SHARED, SEMAPHORE]},
                               "$expr": VALID}, announce_writer(node_id))
+
+
+def withdraw(mutex_id: str, node_id: str) -> Operation[None]:
+    yield update_one("mutexes", {"mutexId": mutex_id, "slots.writerWaiting.node": node_id},
+                     {"$set": {"slots.writerWaiting": None}})
 
 
 def _holders(doc: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -68,6 +68,14 @@ class SQLiteSlots(SQLiteBase):
     def announce_writer(self, mutex_id: str, node_id: str) -> None:
         self._run(announce(mutex_id, node_id, self._now()))
 
+    def withdraw_writer(self, mutex_id: str, node_id: str) -> None:
+        self._run(withdraw(mutex_id, node_id))
+
+
+def withdraw(mutex_id: str, node_id: str) -> Operation[None]:
+    yield run("UPDATE mutexes SET writerWaiting = NULL, writerUntilNs = NULL WHERE mutexId = ? AND writerWaiting = ?",
+              (mutex_id, node_id))
+
 
 def take_slot(store: SQLiteBase, request: LeaseRequest, waited_ms: int, now: Now) -> Operation[Lease]:
     mutex_id, node_id, timeout_ms, holder = request.mutex_id, request.node_id, request.timeout_ms, request.holder
