@@ -345,6 +345,7 @@ class Leases:
         yield from call("prepare_writes")
         marker: OnceMarker | None = yield from call("clear_once", validate_mutex_id(mutex_id), validate_once_key(key),
                                                     self.node_id, self.holder(None), text)
+        self.recorder.poke()
         return marker
 
     def overview(self, mutex_id: str | None = None, *, patterns: Sequence[str] = (), held_only: bool = False,
@@ -365,7 +366,9 @@ class Leases:
             chosen = {s.mutex_id for s in view.states if any(fnmatch.fnmatchcase(s.mutex_id, p) for p in patterns)}
             view = view._replace(states=tuple(s for s in view.states if s.mutex_id in chosen),
                                  forced=tuple(f for f in view.forced if f.mutex_id in chosen),
-                                 events=tuple(e for e in view.events if e.mutex_id in chosen))
+                                 events=tuple(e for e in view.events if e.mutex_id in chosen),
+                                 markers=tuple(m for m in view.markers
+                                               if any(fnmatch.fnmatchcase(m.mutex_id, p) for p in patterns)))
         if held_only:
             view = view._replace(states=tuple(s for s in view.states if s.state == "held"))
         return view

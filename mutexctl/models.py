@@ -64,6 +64,7 @@ class Lease(NamedTuple):
 
 
 EXCLUSIVE, SEMAPHORE, SHARED = "exclusive", "semaphore", "shared"
+ONCE_CLEARED = "once-cleared"  # the lease history's event of a run-once marker removed by an operator
 
 
 class LeaseRequest(NamedTuple):
@@ -186,7 +187,9 @@ class LeaseEvent(NamedTuple):
     """One entry of a mutex's history, stamped with the store's clock. ``kind``: ``acquire``,
     ``takeover`` (of a lease that had expired: ``previous_holder``, ``late_ms`` past its end),
     ``release``, ``release-late`` (after the lease's end), ``forced`` (``reason``), ``lost`` (a keeper
-    noticed its lease gone: ``reason``), ``refused`` (a release or renewal that was not the holder's)."""
+    noticed its lease gone: ``reason``), ``refused`` (a release or renewal that was not the holder's),
+    ``once-cleared`` (a run-once marker removed by an operator, so it runs again: ``previous_holder`` and
+    ``previous_fence`` of the run it had recorded, ``reason`` ``[once KEY] …``)."""
 
     mutex_id: str
     kind: str

@@ -34,7 +34,8 @@ def history(
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:
-    """Show the lease history, newest first: acquires, take-overs of expired leases, releases, forced releases, losses.
+    """Show the lease history, newest first: acquires, take-overs of expired leases, releases, forced releases, losses,
+    run-once markers cleared.
 
     Each event has the store's time, the node, host, pid and (masked) command, the fence, how long
     the acquirer waited and how long the lease was held. A take-over names the previous holder and

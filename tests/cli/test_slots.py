@@ -154,6 +154,28 @@ def test_a_failed_once_run_records_nothing_and_the_next_instance_runs_it(cli: Cl
     assert rerun.returncode == 0 and ran.read_text().split()[-1] == "rerun"
 
 
+def test_status_shows_the_run_once_markers_of_the_names_asked_and_history_records_a_cleared_one(cli: Cli) -> None:
+    for name, key in (("mig", "v1"), ("other", "v2"), ("plain", None)):
+        assert cli("acquire", name, *(["--once", key] if key else []), "--", "true").returncode == 0
+    for asked, markers in ((["pl*"], []), (["mig"], ["mig"]), (["mig", "plain"], ["mig"]), (["o*", "m*"],
+                                                                                             ["mig", "other"])):
+        shown = cli("status", *asked)
+        assert sorted(line.split()[2] for line in shown.stdout.splitlines() if line.startswith("# once:")) == \
+            markers, (asked, shown.stdout)
+        document = json.loads(cli("--json", "status", *asked).stdout)
+        assert sorted(m["mutex"] for m in document["once"]) == markers, (asked, document["once"])
+    cleared = cli("release", "mig", "--once", "v1", "--force", "--reason", "INC-7 rerun")
+    assert cleared.returncode == 0, cleared.stderr
+    events = json.loads(cli("--json", "history", "mig").stdout)["events"]
+    assert events[0]["event"] == "once-cleared", events[0]
+    assert (events[0]["previous_holder"], events[0]["previous_fence"]) == ("cli-node", 1), events[0]
+    assert events[0]["reason"] == "[once v1] INC-7 rerun" and events[0]["node"] == "cli-node"
+    table = cli("history", "mig").stdout.splitlines()
+    assert table[1].split()[1:3] == ["mig", "once-cleared"] and "reason: [once v1] INC-7 rerun" in table[1]
+    assert [e["event"] for e in json.loads(cli("--json", "history", "other").stdout)["events"]] == \
+        ["release", "acquire"]  # (only the cleared one)
+
+
 def test_a_killed_holder_s_slot_frees_only_when_its_lease_ends(cli: Cli, tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     holder = cli.popen("acquire", "pool", "--limit", "1", "--timeout", "2s", "--", "sh", "-c",

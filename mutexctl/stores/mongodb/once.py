@@ -1,14 +1,15 @@
 """Run-once markers on MongoDB: a document per (mutex, key) in ``once``, stamped with the server's
-clock; the first record stands; clearing one is on the forced-release record."""
+clock; the first record stands; clearing one is on the forced-release record and in the lease
+history (``once-cleared``)."""
 
 from __future__ import annotations
 
 import uuid
 
-from ...models import Holder, OnceMarker
+from ...models import ONCE_CLEARED, Holder, LeaseEvent, OnceMarker
 from .base import MongoBase
 from .commands import DuplicateKey, Operation, delete_one, find_one, insert_stamped, operation
-from .documents import once_marker
+from .documents import once_marker, utc
 
 
 class MongoOnce(MongoBase):
@@ -24,7 +25,7 @@ class MongoOnce(MongoBase):
     @operation
     def clear_once(self, mutex_id: str, key: str, by_node: str, by: Holder,
                    reason: str) -> Operation[OnceMarker | None]:
-        return clear_once(mutex_id, key, by_node, by, reason, record_id=uuid.uuid4().hex)
+        return clear_once(self, mutex_id, key, by_node, by, reason, record_id=uuid.uuid4().hex)
 
 
 def read_marker(mutex_id: str, key: str) -> Operation[OnceMarker | None]:
@@ -45,7 +46,7 @@ def mark_once(mutex_id: str, key: str, node_id: str, fence: int | None, holder: 
     return once_marker(doc)
 
 
-def clear_once(mutex_id: str, key: str, by_node: str, by: Holder, reason: str, *,
+def clear_once(store: MongoBase, mutex_id: str, key: str, by_node: str, by: Holder, reason: str, *,
                record_id: str) -> Operation[OnceMarker | None]:
     """Remove the marker, on the record (the history of forced releases): the record is written
     first, so a clear that dies midway leaves the marker and its record, never a silent removal."""
@@ -54,8 +55,11 @@ def clear_once(mutex_id: str, key: str, by_node: str, by: Holder, reason: str, *
         return None
     record = {"mutexId": mutex_id, "byNode": by_node, "byUser": by.user, "byHost": by.host,
               "reason": f"[once {key}] {reason}", "previousHolder": marker.by_node, "previousFence": marker.fence}
-    yield insert_stamped("forced_releases", record_id, record)
+    stamped = yield insert_stamped("forced_releases", record_id, record)
     yield delete_one("once", {"_id": _once_id(mutex_id, key)})
+    store.queue_event(LeaseEvent(mutex_id, ONCE_CLEARED, utc(stamped["at"]), by_node, None, by,
+                                 previous_holder=marker.by_node, previous_fence=marker.fence,
+                                 reason=f"[once {key}] {reason}"))
     return marker
 
 
