@@ -4,11 +4,12 @@
 # annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from ..config import validate_mutex_id
 from ..errors import LeaseLostError, LockHeldError, NotHeldError, StoreUnavailableError, UsageError
@@ -37,7 +38,42 @@ from .output import Output
 ACQUIRE, RENEW, RELEASE, STATUS = (typer.Typer(**APP_SETTINGS) for _ in range(4))
 
 
-@ACQUIRE.command(context_settings={"ignore_unknown_options": False})
+def command_start(args: list[str], params: Sequence[Any]) -> int | None:
+    """Where the command begins in ``acquire``'s arguments given without ``--``: the first word after
+    NAME that is neither an option of ours nor an option's value (flock's rule). None: there is none,
+    or a ``--`` marks it already."""
+    takes_value = {flag: not (param.is_flag or param.count) for param in params if param.param_type_name == "option"
+                   for flag in (*param.opts, *param.secondary_opts)}
+    words, skip = 0, False
+    for at, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg == "--":
+            return None
+        elif arg.startswith("--"):
+            skip = "=" not in arg and takes_value.get(arg, False)
+        elif arg.startswith("-") and len(arg) > 1:  # a cluster of short options: -nE 3, -w5s
+            for letter, flag in enumerate(arg[1:], 2):
+                if takes_value.get(f"-{flag}", False):
+                    skip = letter == len(arg)  # its value is the next word, unless it is the rest of this one
+                    break
+        else:
+            words += 1
+            if words == 2:  # NAME, then the command's first word
+                return at
+    return None
+
+
+class CommandAfterName(TyperCommand):
+    """``acquire NAME CMD ARGS…`` as ``acquire NAME -- CMD ARGS…``: options after the command's first
+    word are the command's (``acquire mx1 ls -la``, ``acquire mx1 echo --timeout 5s``), as flock's are."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        at = command_start(args, self.params)
+        return super().parse_args(ctx, args if at is None else [*args[:at], "--", *args[at:]])
+
+
+@ACQUIRE.command(cls=CommandAfterName, context_settings={"ignore_unknown_options": False})
 def acquire(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],

@@ -39,6 +39,25 @@ def test_the_lease_is_released_when_the_command_ends(cli: Cli, service: Service)
     assert service.status("job")[0].state == "free"
 
 
+@pytest.mark.parametrize(("args", "argv"), [
+    (["mx1", "sh", "-c", "echo $0 $1", "-la", "/x"], "-la /x"),  # (ls -la: -l is not ours)
+    (["mx1", "sh", "-c", "echo $0 $1", "--timeout", "5s"], "--timeout 5s"),  # after the word: the command's
+    (["-t", "1m", "mx1", "-w1s", "-E", "3", "sh", "-c", "echo $MUTEXCTL_FENCE $0", "--json"], "1 --json"),
+    (["mx1", "--timeout=1m", "-nE", "3", "sh", "-c", "echo $0 $1", "--", "x"], "-- x"),  # a later -- is its own
+])
+def test_a_command_given_without_double_dash_owns_every_word_from_its_first(cli: Cli, args: list[str],
+                                                                            argv: str) -> None:
+    done = cli("acquire", *args)
+    assert (done.returncode, done.stdout.strip()) == (0, argv), done.stderr
+    assert cli("--json", "status", "mx1").returncode == 0  # (the lease was released: it is free)
+
+
+def test_an_unknown_option_before_the_command_hints_where_the_command_goes(cli: Cli) -> None:
+    done = cli("acquire", "-la", "mx1")
+    assert done.returncode == 2 and "No such option: -l" in done.stderr
+    assert "hint: a command to run goes after NAME, or after '--'" in done.stderr, done.stderr
+
+
 def test_a_missing_command_gives_127_and_releases_the_lease(cli: Cli, service: Service) -> None:
     done = cli("acquire", "job", "--", "no-such-command-here")
     assert done.returncode == 127 and "command not found" in done.stderr
