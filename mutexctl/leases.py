@@ -261,17 +261,19 @@ class Leases:
                  reason: str | None) -> Flow[WakeList]:
         """The one place that chooses between an exclusive release and a slot's: by the lease's kind,
         or, not known (a release by name or token alone), the exclusive one first and a slot's when
-        the state it read back shows slots holding the mutex."""
+        the state it read back shows slots holding the mutex. Without a token, only a lease this
+        process's user took: the node id (the host name by default) is shared by every user of a host."""
+        user = None if token is not None else self.holder(None).user
         if kind is not None and kind != EXCLUSIVE:
-            yield from call("release_slot", mutex_id, node_id, token, reason=reason)
+            yield from call("release_slot", mutex_id, node_id, token, reason=reason, user=user)
             return ()
         try:
-            line: WakeList = yield from call("release", mutex_id, node_id, token, reason=reason)
+            line: WakeList = yield from call("release", mutex_id, node_id, token, reason=reason, user=user)
             return line
         except NotOwnerError as refused:
             if kind is not None or not isinstance(refused.state, MutexState) or refused.state.kind == EXCLUSIVE:
                 raise
-        yield from call("release_slot", mutex_id, node_id, token, reason=reason)
+        yield from call("release_slot", mutex_id, node_id, token, reason=reason, user=user)
         return ()
 
     def record(self, mutex_id: str, kind: str, fence: int | None, reason: str, *, node_id: str | None = None,

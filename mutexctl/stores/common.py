@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ..errors import LeaseExpiredError, LimitConflictError, NotOwnerError, SchemaError
-from ..models import EXCLUSIVE, SEMAPHORE, MutexState, Turn
+from ..models import EXCLUSIVE, SEMAPHORE, Holder, MutexState, Turn
 from .steps import SCHEMA_VERSION
 
 # A waiter refreshes its queue entry at every poll (at least every second); one not refreshed for
@@ -27,8 +27,10 @@ def waiting_turn(position: int, state: MutexState | None) -> Turn:
     return Turn(None, position, state.remaining_ms, held, state.holder.host if state.holder else None, state)
 
 
-def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state: MutexState | None) -> NotOwnerError:
-    """Why a guarded release/renew matched nothing, from the mutex's state read after it."""
+def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state: MutexState | None,
+               user: str | None = None) -> NotOwnerError:
+    """Why a guarded release/renew matched nothing, from the mutex's state read after it (``user``: a
+    release without a fence ends only a lease that user took)."""
     ours = state is not None and state.taken and state.taken_by == node_id and fence in (None, state.fence) \
         and not state.foreign
     if ours and state is not None and state.state == "expired":
@@ -44,6 +46,10 @@ def loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str, state:
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': a running 'mutexctl acquire … -- CMD' holds "
                              f"it (pid {holder.pid} on {holder.host}, fence {state.fence}); releasing it would let "
                              "another node in while the command runs", state, remedy="stop-or-force")
+    if fence is None and state.taken_by == node_id and holder is not None and other_user(holder, user):
+        return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': user {holder.user} took it (pid {holder.pid} on "
+                             f"{holder.host}, fence {state.fence}), not {user}; without its token a release ends "
+                             "only a lease of the same user", state, remedy="token-or-force")
     if fence is not None and state.fence > fence:
         # The token was right: the lease ran out and passed on. Breaking the new one would be wrong.
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': its lease (fence {fence}) ended and it passed "
@@ -91,25 +97,37 @@ def conflict_error(mutex_id: str, kind: str, limit: int | None, state: MutexStat
                               state, remedy="same-kind")
 
 
-def token_mode_slots(state: MutexState, node_id: str) -> list[int]:
+def other_user(holder: Holder | None, user: str | None) -> bool:
+    """Whether a lease's holder is another user than ``user`` (never, where either is unknown)."""
+    return bool(user and holder is not None and holder.user and holder.user != user)
+
+
+def token_mode_slots(state: MutexState, node_id: str, user: str | None = None) -> list[int]:
     """The fences of ``node_id``'s live slots that a release without a token may end (the seed's V for
-    a slot): those no running ``mutexctl acquire … -- CMD`` supervises."""
-    return [s.fence for s in state.slots if s.node == node_id and not (s.holder and s.holder.exec_mode)]
+    a slot): those no running ``mutexctl acquire … -- CMD`` supervises (and, ``user`` given, that user took)."""
+    return [s.fence for s in state.slots if s.node == node_id and not (s.holder and s.holder.exec_mode)
+            and not other_user(s.holder, user)]
 
 
-def token_mode_slot(state: MutexState, node_id: str) -> int | None:
+def token_mode_slot(state: MutexState, node_id: str, user: str | None = None) -> int | None:
     """The one slot a release without a token ends: ``node_id``'s only token-mode slot, else None."""
-    mine = token_mode_slots(state, node_id)
+    mine = token_mode_slots(state, node_id, user)
     return mine[0] if len(mine) == 1 else None
 
 
 def slot_loss_error(mutex_id: str, node_id: str, fence: int | None, verb: str,
-                    state: MutexState | None) -> NotOwnerError:
+                    state: MutexState | None, user: str | None = None) -> NotOwnerError:
     """Why a guarded release/renew of a slot matched nothing."""
     if state is None or state.kind == EXCLUSIVE or not state.slots:
-        return loss_error(mutex_id, node_id, fence, verb, state)
+        return loss_error(mutex_id, node_id, fence, verb, state, user)
     if fence is None:
-        mine = token_mode_slots(state, node_id)
+        mine = token_mode_slots(state, node_id, user)
+        others = sorted({s.holder.user for s in state.slots if s.fence not in mine and s.node == node_id
+                         and s.holder is not None and other_user(s.holder, user)})
+        if not mine and others:
+            return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': this node's slots of it were taken by user "
+                                 f"{', '.join(others)}, not {user}; without its token a release ends only a slot of "
+                                 "the same user", state, remedy="token-or-force")
         return NotOwnerError(mutex_id, f"cannot {verb} '{mutex_id}': this node holds "
                              f"{'no slot of it' if not mine else f'{len(mine)} slots of it'} that a release without "
                              "a token may end", state, remedy="token")

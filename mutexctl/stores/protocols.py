@@ -59,9 +59,11 @@ class ExclusiveLeases(StoreInfo, Protocol):
     def renew(self, lease: Lease) -> Lease:
         """Extend our unexpired exclusive lease by its timeout; else raise LeaseExpiredError/NotOwnerError."""
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> WakeList:
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None,
+                user: str | None = None) -> WakeList:
         """Free the exclusive lease iff ``node_id`` (and ``fence``, when given) hold it; else
         NotOwnerError (its ``state``, read after it, tells whether slots hold the mutex instead).
+        Without a fence, ``user`` given: only a lease that user took (or one whose user is not recorded).
         Returns the mutex's live waiters, read in the same operation.
 
         Raises LeaseExpiredError (after freeing it) if our lease had already expired. ``reason``
@@ -98,8 +100,9 @@ class SlotLeases(StoreInfo, Protocol):
     def renew_slot(self, lease: Lease) -> Lease:
         """Extend our live slot by its timeout; else NotOwnerError."""
 
-    def release_slot(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> None:
-        """End our slot (``fence`` None: this node's one token-mode slot, stores.common.token_mode_slot);
+    def release_slot(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None,
+                     user: str | None = None) -> None:
+        """End our slot (``fence`` None: this node's one token-mode slot of ``user``, stores.common.token_mode_slot);
         else NotOwnerError. LeaseExpiredError (after ending it) if it had already expired. ``reason``:
         as for ``release``."""
 

@@ -43,6 +43,27 @@ def test_a_plain_release_still_ends_this_node_s_token_mode_lease(cli: Cli) -> No
     assert cli("acquire", "nightly").returncode == 0  # it was free again
 
 
+def test_a_plain_release_never_ends_another_user_s_token_mode_lease(cli: Cli, service: Service) -> None:
+    alice, bob = ({"LOGNAME": who, "USER": who} for who in ("alice", "bob"))  # one host, one node id, two users
+    assert cli("acquire", "nightly", "--timeout", "1h", env=alice).stdout.strip() == "1"
+    refused = cli("release", "nightly", env=bob)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 3 and len(lines) == 2, refused.stderr
+    assert "cannot release 'nightly': user alice took it" in lines[0] and "not bob" in lines[0], lines[0]
+    assert lines[1] == "hint: pass the --token that acquire printed, or --force --reason to break it"
+    assert service.status("nightly")[0].state == "held"
+    assert cli("--json", "release", "nightly", env=bob).returncode == 3
+    assert cli("release", "nightly", "--token", "1", env=bob).returncode == 0  # the token is the proof
+    assert cli("acquire", "nightly", "--timeout", "1h", env=alice).returncode == 0
+    assert cli("release", "nightly", "--force", "--reason", "INC-3", env=bob).returncode == 0
+    assert cli("acquire", "pool", "--limit", "2", "--timeout", "1h", env=alice).returncode == 0
+    slot = cli("release", "pool", env=bob)
+    assert slot.returncode == 3 and "this node's slots of it were taken by user alice, not bob" in slot.stderr
+    assert cli("release", "pool", env=alice).returncode == 0  # the user's own: the seed's V
+    events = [e["event"] for e in json.loads(cli("--json", "history", "nightly").stdout)["events"]]
+    assert events.count("refused") == 2 and "forced" in events
+
+
 @pytest.mark.parametrize("url", [
     "redis://admin:s3cret@db.example/0", "mongodb://admin:p#ss@db1:27017/x", "mongodb://admin:p@ss@db1/x", "mongodb://admin:p?ss@db1/x",
     "mongodb://admin:p/ss@db1/x", "mongodb:/admin:pw-s3cret@db1/x", "mongodb:admin:pw-s3cret@db1/x",

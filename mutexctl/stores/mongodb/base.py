@@ -220,10 +220,12 @@ class MongoBase:
             return None
         raise ValueError(f"unknown command {command.verb}")
 
-    def _ours(self, mutex_id: str, node_id: str, fence: int | None, *also: dict[str, Any]) -> dict[str, Any]:
+    def _ours(self, mutex_id: str, node_id: str, fence: int | None, *also: dict[str, Any],
+              user: str | None = None) -> dict[str, Any]:
         """Our lease: taken by ``node_id`` and, given a fence, that very lease — its holder stamp
         still current, so another service's take-over under the same node id is not ours. Without a
-        fence (a plain release, the seed's V), only a lease no running ``acquire -- CMD`` supervises."""
+        fence (a plain release, the seed's V), only a lease no running ``acquire -- CMD`` supervises
+        and, ``user`` given, one that user took (or whose user is not recorded)."""
         guard: dict[str, Any] = {"mutexId": mutex_id, "taken": True, "takenBy": node_id}
         checks = list(also)
         if fence is not None:
@@ -231,6 +233,8 @@ class MongoBase:
             checks.append(HOLDER_CURRENT)
         else:
             guard["holder.exec"] = {"$ne": True}
+            if user:
+                guard["holder.user"] = {"$in": [user, "", None]}
         if checks:
             guard["$expr"] = {"$and": checks}
         return guard
@@ -272,9 +276,10 @@ def read_state(mutex_id: str) -> Operation[MutexState | None]:
     return mutex_state(docs, docs[0]["_now"]) if docs else None
 
 
-def loss(mutex_id: str, node_id: str, fence: int | None, verb: str) -> Operation[NotOwnerError]:
+def loss(mutex_id: str, node_id: str, fence: int | None, verb: str,
+         user: str | None = None) -> Operation[NotOwnerError]:
     """Why a guarded write matched nothing, from the state read after it (on the failure path only)."""
-    return loss_error(mutex_id, node_id, fence, verb, (yield from read_state(mutex_id)))
+    return loss_error(mutex_id, node_id, fence, verb, (yield from read_state(mutex_id)), user)
 
 
 def may_upsert(store: MongoBase, mutex_id: str, *, verb: str = "take") -> Operation[bool]:

@@ -27,8 +27,8 @@ class MongoLeases(MongoBase):
 
     @operation
     def release(self, mutex_id: str, node_id: str, fence: int | None, *,
-                reason: str | None = None) -> Operation[WakeList]:
-        return release(self, mutex_id, node_id, fence, reason)
+                reason: str | None = None, user: str | None = None) -> Operation[WakeList]:
+        return release(self, mutex_id, node_id, fence, reason, user)
 
     @operation
     def force_release(self, mutex_id: str, by_node: str, by: Holder, reason: str) -> Operation[MutexState | None]:
@@ -49,17 +49,17 @@ def renew(store: MongoBase, lease: Lease) -> Operation[Lease]:
 
 
 def release(store: MongoBase, mutex_id: str, node_id: str, fence: int | None,
-            reason: str | None = None) -> Operation[WakeList]:
+            reason: str | None = None, user: str | None = None) -> Operation[WakeList]:
     """One write: free it, and tell in the same operation whether it had already expired (kept in
     releasedLate until the next acquire). With a fence the guard proves the lease is the one we
     wrote, whose takenAt is in the seed's form: the smaller test suffices."""
     free = [{"$set": {"taken": False, "releasedLate": EXPIRED if fence is None else EXPIRED_OWN,
                       "holder.releasedAt": "$$NOW"}}]
-    doc = yield find_one_and_update("mutexes", store._ours(mutex_id, node_id, fence), free,
+    doc = yield find_one_and_update("mutexes", store._ours(mutex_id, node_id, fence, user=user), free,
                                     projection={"releasedLate": 1, "fence": 1, "holder": 1, "takenAt": 1,
                                                 "takenBy": 1, "waiters": 1})
     if doc is None:
-        raise (yield from loss(mutex_id, node_id, fence, "release"))
+        raise (yield from loss(mutex_id, node_id, fence, "release", user))
     mine = subdocument(doc, "holder")
     current, at = holder_is_current(doc), mine.get("releasedAt")
     if isinstance(at, datetime):

@@ -39,8 +39,8 @@ class MongoSlots(MongoBase):
 
     @operation
     def release_slot(self, mutex_id: str, node_id: str, fence: int | None, *,
-                     reason: str | None = None) -> Operation[None]:
-        return release_slot(self, mutex_id, node_id, fence, reason)
+                     reason: str | None = None, user: str | None = None) -> Operation[None]:
+        return release_slot(self, mutex_id, node_id, fence, reason, user)
 
     @operation
     def force_release_slots(self, mutex_id: str, by_node: str, by: Holder, reason: str, *, node: str | None,
@@ -93,12 +93,12 @@ def renew_slot(lease: Lease) -> Operation[Lease]:
 
 
 def release_slot(store: MongoBase, mutex_id: str, node_id: str, fence: int | None,
-                 reason: str | None = None) -> Operation[None]:
+                 reason: str | None = None, user: str | None = None) -> Operation[None]:
     if fence is None:  # the seed's V for a slot
         state = yield from read_state(mutex_id)
-        fence = token_mode_slot(state, node_id) if state is not None else None
+        fence = token_mode_slot(state, node_id, user) if state is not None else None
         if fence is None:
-            raise slot_loss_error(mutex_id, node_id, None, "release", state)
+            raise slot_loss_error(mutex_id, node_id, None, "release", state, user)
     doc = yield find_one_and_update("mutexes", slot_filter(mutex_id, node_id, fence, live_only=False),
                                     release_pipeline(node_id, fence),
                                     projection={"releasedLate": 1, "slots.released": 1, "slots.kind": 1})

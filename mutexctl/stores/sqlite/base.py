@@ -323,6 +323,6 @@ def with_waiters(store: SQLiteBase, states: list[MutexState], now_ns: int) -> Op
 
 
 def loss(store: SQLiteBase, mutex_id: str, node_id: str, fence: int | None, verb: str,
-         now: Now) -> Operation[NotOwnerError]:
+         now: Now, user: str | None = None) -> Operation[NotOwnerError]:
     """Why a guarded write matched nothing, from the state read in the same transaction."""
-    return loss_error(mutex_id, node_id, fence, verb, (yield from read_state(store, mutex_id, now)))
+    return loss_error(mutex_id, node_id, fence, verb, (yield from read_state(store, mutex_id, now)), user)

@@ -31,6 +31,8 @@ RETURNING fence
 OURS = ("mutexId = :id AND taken = 1 AND takenBy = :node "
         "AND (fence = :fence OR (:fence IS NULL AND COALESCE(execMode, 0) <> 1))")
 LIVE = "bootId = :boot AND expiresNs > :now_ns"
+# A plain release by a user (:user) ends only a lease that user took: another user's needs its fence.
+SAME_USER = "(:fence IS NOT NULL OR :user IS NULL OR COALESCE(user, '') IN ('', :user))"
 
 
 class HeldElsewhereError(Exception):

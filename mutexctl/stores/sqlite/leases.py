@@ -12,7 +12,7 @@ from ..common import released_late_error
 from ..steps import FORCED_RETENTION_S
 from . import events, waiters
 from .base import SQLiteBase, loss, read_state
-from .exclusive import LIVE, OURS, HeldElsewhereError, take
+from .exclusive import LIVE, OURS, SAME_USER, HeldElsewhereError, take
 from .rows import FORCED_COLUMNS
 from .statements import Now, Operation, changed, row, run
 from .times import SQL_NOW, sql_ago
@@ -38,11 +38,12 @@ class SQLiteLeases(SQLiteBase):
         self.guard.refresh(lease.mutex_id, lease.fence, lease.timeout_ms, self._file, slot=False)
         return renewed
 
-    def release(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> WakeList:
+    def release(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None,
+                user: str | None = None) -> WakeList:
         self.guard.drop(mutex_id, fence)  # first: the next taker of this file may then bind it
         if self._replaced():
             raise self._file_lost(mutex_id, node_id, fence, "release")
-        line, late = self._run(release(self, mutex_id, node_id, fence, self._now(), reason))
+        line, late = self._run(release(self, mutex_id, node_id, fence, self._now(), reason, user))
         if late is not None:  # (raised once the release has committed: it stands)
             raise late
         return line
@@ -75,13 +76,14 @@ def renew(store: SQLiteBase, lease: Lease, now: Now) -> Operation[Lease]:
 
 
 def release(store: SQLiteBase, mutex_id: str, node_id: str, fence: int | None, now: Now,
-            reason: str | None = None) -> Operation[tuple[WakeList, LeaseExpiredError | None]]:
-    """Free our lease; (its waiters in line, and the error to raise if it had already expired)."""
-    params = store._params(mutex_id, node_id, fence, now.ns)
-    found = yield row(f"UPDATE mutexes SET taken = 0 WHERE {OURS} "
+            reason: str | None = None, user: str | None = None) -> Operation[tuple[WakeList, LeaseExpiredError | None]]:
+    """Free our lease; (its waiters in line, and the error to raise if it had already expired).
+    Without a fence, ``user`` given: only a lease that user took (or whose user is not recorded)."""
+    params = {**store._params(mutex_id, node_id, fence, now.ns), "user": user}
+    found = yield row(f"UPDATE mutexes SET taken = 0 WHERE {OURS} AND {SAME_USER} "
                       f"RETURNING ({LIVE}), fence, takenAt, host, pid, user, command", params)
     if found is None:
-        raise (yield from loss(store, mutex_id, node_id, fence, "release", now))
+        raise (yield from loss(store, mutex_id, node_id, fence, "release", now, user))
     if store._has_history:
         holder = Holder(found[3], found[4], found[5], found[6]) if found[3] is not None else None
         yield from events.record(store.history_retention_s, mutex_id, "release" if found[0] else "release-late",

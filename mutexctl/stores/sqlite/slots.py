@@ -53,11 +53,12 @@ class SQLiteSlots(SQLiteBase):
         self.guard.refresh(lease.mutex_id, lease.fence, lease.timeout_ms, self._file, slot=True)
         return renewed
 
-    def release_slot(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None) -> None:
+    def release_slot(self, mutex_id: str, node_id: str, fence: int | None, *, reason: str | None = None,
+                     user: str | None = None) -> None:
         self.guard.drop(mutex_id, fence)
         if self._replaced():
             raise self._file_lost(mutex_id, node_id, fence, "release")
-        late = self._run(release_slot(self, mutex_id, node_id, fence, self._now(), reason))
+        late = self._run(release_slot(self, mutex_id, node_id, fence, self._now(), reason, user))
         if late is not None:  # (raised once the release has committed: it stands)
             raise late
 
@@ -119,17 +120,17 @@ def renew_slot(store: SQLiteBase, lease: Lease, now: Now) -> Operation[Lease]:
 
 
 def release_slot(store: SQLiteBase, mutex_id: str, node_id: str, fence: int | None, now: Now,
-                 reason: str | None = None) -> Operation[LeaseExpiredError | None]:
+                 reason: str | None = None, user: str | None = None) -> Operation[LeaseExpiredError | None]:
     """End our slot; the error to raise if it had already expired (the release stands)."""
     state = yield from read_state(store, mutex_id, now)
     if fence is None and state is not None:  # the seed's V for a slot
-        fence = token_mode_slot(state, node_id)
+        fence = token_mode_slot(state, node_id, user)
     found = None
     if state is not None and state.kind != EXCLUSIVE and fence is not None:
         found = yield row("SELECT bootId = ? AND expiresNs > ? FROM slots WHERE mutexId = ? AND fence = ? "
                           "AND node = ?", (store._boot, now.ns, mutex_id, fence, node_id))
     if found is None:
-        raise slot_loss_error(mutex_id, node_id, fence, "release", state)
+        raise slot_loss_error(mutex_id, node_id, fence, "release", state, user)
     yield run("DELETE FROM slots WHERE mutexId = ? AND fence = ?", (mutex_id, fence))
     yield from seed_view(store, mutex_id, now)
     if store._has_history:
