@@ -120,10 +120,15 @@ def run(argv: list[str]) -> int:
         return result if isinstance(result, int) else exit_codes.SUCCESS
     except typer.TyperException as exc:  # the parser's usage errors
         where = getattr(getattr(exc, "ctx", None), "command_path", "mutexctl")
-        hint = f"see '{where} --help'"
+        from .hints import bad_number
+
+        text, hint = exc.format_message().strip(), f"see '{where} --help'"
         if type(exc).__name__ == "NoSuchOption" and where.endswith(" acquire"):  # (a command's own option)
             hint = f"a command to run goes after NAME, or after '--': mutexctl acquire NAME -- COMMAND ARGS…; or {hint}"
-        error = UsageError(exc.format_message().strip(), hint=hint)
+        number = bad_number(exc)
+        if number is not None:
+            text, hint = number
+        error = UsageError(text, hint=hint)
         inv.out.fail(error, exc.exit_code)
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt, CancelledByUserError) as exc:  # Ctrl-C, TERM, HUP

@@ -69,3 +69,26 @@ def hint(error: BaseException) -> str | None:
 def message_of(error: BaseException) -> str:
     """The error's message as the CLI shows it: credentials masked, the flag where it names an argument."""
     return mask_url(message(error, getattr(error, "message", None) or str(error) or error.__class__.__name__))
+
+
+# What a whole-number option takes, for the parser's "not a valid int" (said in our words).
+NUMBERS = {
+    "token": "the fence that acquire printed", "fence": "the holder's fence, as 'mutexctl status' shows it",
+    "limit": "a whole number", "conflict_exit_code": "an exit status, 0-255",
+}
+
+
+def bad_number(error: BaseException) -> tuple[str, str] | None:
+    """The parser's refusal of a whole-number option (``--token abc``) as our message and hint, or None."""
+    import re
+
+    from ..inputs import shown
+
+    param = getattr(error, "param", None)
+    found = re.fullmatch(r"'(.*)' is not a valid int(?:eger)?\.?", str(getattr(error, "message", "")), re.S)
+    if found is None or param is None or not getattr(param, "opts", None):
+        return None
+    flag = max(param.opts, key=len)
+    return f"{flag} {shown(found.group(1))} is not a whole number", \
+        f"{flag} takes {NUMBERS.get(param.name, 'a whole number')}"
+

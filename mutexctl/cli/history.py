@@ -30,7 +30,8 @@ def history(
         show_default=False)] = None,
     node: Annotated[Optional[str], typer.Option(
         "--node", metavar="NODE", help="Only what NODE did, or what was taken from it.", show_default=False)] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", metavar="K", help="At most K events (newest).")] = 50,
+    limit: Annotated[int, typer.Option("--limit", metavar="K", help="At most K events (newest).")] = 50,
+    limit_n: Annotated[Optional[int], typer.Option("-n", hidden=True, help="Deprecated spelling of --limit.")] = None,
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:
@@ -43,6 +44,9 @@ def history(
     node that no longer held the lease. Kept for history_retention (default 30d).
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    if limit_n is not None:
+        inv.out.note("mutexctl: warning: 'history -n' is deprecated: use --limit (-n is --nonblock on acquire)")
+        limit = limit_n
     if not 1 <= limit <= MAX_LIMIT:
         from ..errors import UsageError
 

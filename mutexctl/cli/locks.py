@@ -337,10 +337,12 @@ def status(
         metavar="[PATTERN]...", help="Only these mutexes: names, or globs such as 'deploy-*'.",
         show_default=False)] = None,
     held: Annotated[bool, typer.Option("--held", help="Only held mutexes; exit 1 when none is.")] = False,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep showing it: live on a terminal (Ctrl-C quits, "
-                                                              "exit 0); piped, a snapshot per interval.")] = False,
-    interval: Annotated[str, typer.Option("--interval", metavar="DURATION",
-                                          help="With --watch: how often to read the store.")] = "1s",
+    watch: Annotated[bool, typer.Option("--watch", help="Keep showing it: live on a terminal (Ctrl-C quits, "
+                                                        "exit 0); piped, a snapshot per interval.")] = False,
+    watch_w: Annotated[bool, typer.Option("-w", hidden=True, help="Deprecated spelling of --watch.")] = False,
+    interval: Annotated[Optional[str], typer.Option("--interval", metavar="DURATION", show_default=False,
+                                                    help="With --watch: how often to read the store; default 1s.")
+                        ] = None,
     config: ConfigOpt = None, store: StoreOpt = None, node_id: NodeOpt = None, as_json: JsonOpt = False,
     verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> int:
@@ -354,7 +356,12 @@ def status(
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
     for pattern in patterns or ():
         validate_mutex_id(pattern)
-    interval_s = _interval(interval) if watch else None
+    if watch_w:
+        _deprecated_w(inv, patterns or [])
+    watch = watch or watch_w
+    if interval is not None and not watch:
+        raise UsageError("--interval applies to --watch only", hint="add --watch, or leave --interval out")
+    interval_s = _interval(interval or "1s") if watch else None
     with inv.service(reading=True) as svc:
         if interval_s is not None:
             from .watch import watch as watch_status
@@ -379,6 +386,20 @@ def status(
         return _show_status(inv, view, patterns, held, store_url, skew_ms)
     finally:
         gc.enable()
+
+
+def _deprecated_w(inv: Invocation, patterns: list[str]) -> None:
+    """``status -w``, once the short form of --watch: -w is --wait on every other command."""
+    from ..inputs import parse_duration
+
+    for pattern in patterns:  # `status -w 5s` watched a mutex named "5s"
+        try:
+            parse_duration(pattern, allow_zero=False)
+        except UsageError:
+            continue
+        raise UsageError(f"'{pattern}' after -w reads as a duration, not a mutex name",
+                         hint=f"to watch every {pattern}: mutexctl status --watch --interval {pattern}")
+    inv.out.note("mutexctl: warning: 'status -w' is deprecated: use --watch (-w is --wait on the other commands)")
 
 
 def _interval(interval: str) -> float:

@@ -44,6 +44,8 @@ USAGE = [
     ("reason without force", ["release", "held", "--reason", "x"]),
     ("token and force", ["release", "held", "--force", "--reason", "x", "--token", "1"]),
     ("token not a number", ["release", "held", "--token", "one"]),
+    ("interval without watch", ["status", "--interval", "5s"]),
+    ("a duration after status -w", ["status", "-w", "5s"]),
     ("bad node id flag", ["--node-id", "", "acquire", "job"]),
 ]
 
@@ -63,6 +65,42 @@ YAML = {
     "mutexes not a mapping": "mutexes: [a]\n",
     "not utf-8": b"node_id: \xff\xfe\n",
 }
+
+
+@pytest.mark.parametrize(("args", "line", "hint"), [
+    (["release", "x", "--token", "abc"], "--token 'abc' is not a whole number", "--token takes the fence that acquire"),
+    (["renew", "x", "--token", "1.5"], "--token '1.5' is not a whole number", "--token takes the fence that acquire"),
+    (["acquire", "x", "--limit", "three"], "--limit 'three' is not a whole number", "--limit takes a whole number"),
+    (["release", "x", "--force", "--reason", "r", "--fence", "f"], "--fence 'f' is not a whole number",
+     "--fence takes the holder's fence"),
+    (["status", "--interval", "5s"], "--interval applies to --watch only", "add --watch"),
+    (["status", "-w", "5s"], "'5s' after -w reads as a duration, not a mutex name",
+     "mutexctl status --watch --interval 5s"),
+])
+def test_flags_answer_in_mutexctl_s_own_words(cli: Cli, args: list[str], line: str, hint: str) -> None:
+    done = cli(*args)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines[0] == f"mutexctl: {line}", done.stderr
+    assert lines[1].startswith("hint: ") and hint in lines[1], done.stderr
+
+
+def test_old_short_flags_still_work_with_a_deprecation_line(cli: Cli) -> None:
+    assert cli("acquire", "a", "--", "true").returncode == 0
+    limited = cli("history", "-n", "1")  # -n was --limit here; it is --nonblock on acquire
+    assert limited.returncode == 0 and len([line for line in limited.stdout.splitlines()
+                                            if not line.startswith("#")]) == 2, limited.stdout
+    assert limited.stderr == "mutexctl: warning: 'history -n' is deprecated: use --limit " \
+                             "(-n is --nonblock on acquire)\n"
+    watched = cli.popen("status", "-w", "a")  # -w was --watch here; it is --wait on every other command
+    try:
+        first = watched.stdout.readline() if watched.stdout else ""
+        assert first.startswith("# at "), first  # watching: a snapshot per interval
+    finally:
+        watched.terminate()
+        _, err = watched.communicate(timeout=30)
+    assert "'status -w' is deprecated: use --watch" in err, err
+    for text in (cli("status", "--help").stdout, cli("history", "--help").stdout):
+        assert "-w" not in text.replace("--", "  ") and " -n " not in text  # the old spellings are not offered
 
 
 @pytest.fixture
