@@ -7,6 +7,7 @@ with a safe loader that refuses duplicate keys and bounds the file's size and it
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import os
 from collections.abc import Mapping
@@ -62,18 +63,42 @@ class Settings(NamedTuple):
     config_file: Path | None = None
 
     def timeout_for(self, mutex_id: str) -> int:
-        """The lease timeout (ms) of ``mutex_id``: its ``mutexes:`` entry, a built-in one, or the default."""
-        override = self.mutexes.get(mutex_id)
-        if override and override.timeout_ms:
-            return override.timeout_ms
+        """The lease timeout (ms) of ``mutex_id``: its ``mutexes:`` entry (see ``override``), a built-in
+        one, or the default."""
+        found = self.override(mutex_id, "timeout_ms")
+        if found is not None:
+            return int(found)
         return _BUILT_IN[mutex_id][0] if mutex_id in _BUILT_IN else self.timeout_ms
 
     def wait_for(self, mutex_id: str) -> float:
         """How long to wait for ``mutex_id`` (seconds): its entry, a built-in one, or the default."""
-        override = self.mutexes.get(mutex_id)
-        if override and override.wait_s is not None:
-            return override.wait_s
+        found = self.override(mutex_id, "wait_s")
+        if found is not None:
+            return found
         return _BUILT_IN[mutex_id][1] if mutex_id in _BUILT_IN else self.wait_s
+
+    def override(self, mutex_id: str, field: str) -> float | None:
+        """``field`` of ``mutex_id``'s ``mutexes:`` entries: its own name's, else that of the most specific
+        glob that matches it and sets the field (the most characters that are not wildcards; the first
+        in the file among equals). Globs never apply to mutexctl's own mutexes (``mutexctl.schema``)."""
+        exact = self.mutexes.get(mutex_id)
+        if exact is not None and getattr(exact, field) is not None:
+            return float(getattr(exact, field))
+        if mutex_id in _BUILT_IN:
+            return None
+        best: tuple[int, float] | None = None
+        for pattern, entry in self.mutexes.items():
+            value = getattr(entry, field)
+            if value is None or not is_glob(pattern) or not fnmatch.fnmatchcase(mutex_id, pattern):
+                continue
+            literal = len(pattern) - sum(pattern.count(ch) for ch in "*?[]")
+            if best is None or literal > best[0]:
+                best = (literal, float(value))
+        return None if best is None else best[1]
+
+
+def is_glob(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
 
 
 DEFAULT_STORE_SOURCE = "default ($XDG_STATE_HOME)"
@@ -133,6 +158,35 @@ _ENV = (("node_id", "MUTEXCTL_NODE_ID"), ("store", "MUTEXCTL_STORE"), ("database
         ("collection", "MUTEXCTL_COLLECTION"), ("timeout", "MUTEXCTL_TIMEOUT"), ("wait", "MUTEXCTL_WAIT"),
         ("connect_timeout", "MUTEXCTL_CONNECT_TIMEOUT"), ("log_retention", "MUTEXCTL_LOG_RETENTION"),
         ("history_retention", "MUTEXCTL_HISTORY_RETENTION"), ("poll_interval", "MUTEXCTL_POLL_INTERVAL"))
+
+
+# Variables mutexctl sets for the commands and handlers it runs (a nested mutexctl sees them), and those
+# of its own test suite: known, though no setting.
+SET_FOR_COMMANDS = ("MUTEXCTL_MUTEX_ID", "MUTEXCTL_FENCE", "MUTEXCTL_LOCK_HELD", "MUTEXCTL_ACTION", "MUTEXCTL_CHANNEL",
+                    "MUTEXCTL_MESSAGE_ID", "MUTEXCTL_SENDER", "MUTEXCTL_REQUIRE_MONGODB")
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """The ``MUTEXCTL_*`` variables mutexctl does not read (a misspelt ``MUTEXCTL_TIMOUT`` is otherwise
+    silently ignored), each with the nearest variable it does read, if one is near."""
+    import difflib
+
+    env = os.environ if env is None else env
+    settings = ["CONFIG", *(var.removeprefix("MUTEXCTL_") for _, var in _ENV)]  # (the prefix is no likeness)
+    known = {*(f"MUTEXCTL_{name}" for name in settings), *SET_FOR_COMMANDS}
+
+    def nearest(name: str) -> str | None:
+        found = difflib.get_close_matches(name.removeprefix("MUTEXCTL_"), settings, n=1, cutoff=0.75)
+        return f"MUTEXCTL_{found[0]}" if found else None
+
+    return [(name, nearest(name)) for name in sorted(env)
+            if name.startswith("MUTEXCTL_") and name not in known and not name.startswith("MUTEXCTL_TEST_")]
+
+
+def file_key(field: str) -> str:
+    """A Settings field by the parameter file's name for it (``timeout_ms``: ``defaults.timeout``)."""
+    key = _KEY_OF.get(field, field)
+    return f"defaults.{key}" if key in _LEASE_KEYS else key
 
 
 def resolve(*, config: str | None = None, store: str | None = None, node_id: str | None = None,
@@ -212,6 +266,7 @@ def _validate_db_name(value: object, what: str) -> str:
 _FIELD = {"timeout": "timeout_ms", "wait": "wait_s", "connect_timeout": "connect_timeout_ms",
           "log_retention": "log_retention_s", "history_retention": "history_retention_s",
           "poll_interval": "poll_interval_s"}
+_KEY_OF = {field: key for key, field in _FIELD.items()}
 _TOP_KEYS = ("node_id", "store", "database", "collection", "connect_timeout", "log_retention", "history_retention",
              "poll_interval", "defaults", "mutexes")
 _LEASE_KEYS = ("timeout", "wait")

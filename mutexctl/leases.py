@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from .clock import lease_clock
-from .config import Settings
+from .config import Settings, is_glob
 from .errors import (
     HeldOnHostError,
     LeaseExpiredError,
@@ -360,7 +360,7 @@ class Leases:
 
     def overview_flow(self, mutex_id: str | None = None, *, patterns: Sequence[str] = (), held_only: bool = False,
                       forced_limit: int = 5, recent: int = 0) -> Flow[Overview]:
-        if mutex_id is None and len(patterns) == 1 and not any(ch in patterns[0] for ch in "*?["):
+        if mutex_id is None and len(patterns) == 1 and not is_glob(patterns[0]):
             mutex_id, patterns = patterns[0], ()  # one plain name: read just that one
         view: Overview = yield from call("overview", None if mutex_id is None else validate_mutex_id(mutex_id),
                                          forced_limit, recent)

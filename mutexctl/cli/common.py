@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..config import DEFAULT_STORE_SOURCE, parse_wait_s, resolve
+from ..config import DEFAULT_STORE_SOURCE, Settings, parse_wait_s, resolve
 from ..models import CLI
 from ..service import Service
 from . import exit_codes
@@ -51,6 +51,16 @@ class Invocation:
             show_logs(self.verbose)
         return self
 
+    def settings(self) -> tuple[Settings, dict[str, str]]:
+        """The settings resolved (see config.resolve), after a warning for each MUTEXCTL_* variable
+        that is none of ours."""
+        from ..config import unknown_variables
+
+        for name, near in unknown_variables():
+            self.out.note(f"mutexctl: warning: {name} is not a mutexctl variable and is ignored"
+                          + (f" (did you mean {near}?)" if near else ""))
+        return resolve(config=self.config, store=self.store, node_id=self.node_id, given=FLAG_SOURCES)
+
     @contextlib.contextmanager
     def service(self, *, reading: bool = False, missing_reads_empty: bool = False) -> Iterator[Service]:
         """The command's Service. It is not closed: a CLI run ends with it, and the process's exit
@@ -60,7 +70,7 @@ class Invocation:
         ``reading``: a command that only reads never makes a store. One that was named (a flag, the
         environment, the parameter file) and does not exist is an error naming it; the default one,
         not made yet, reads as empty, and a line says so (as a named one does with ``missing_reads_empty``)."""
-        settings, sources = resolve(config=self.config, store=self.store, node_id=self.node_id, given=FLAG_SOURCES)
+        settings, sources = self.settings()
         named = sources["store"] != DEFAULT_STORE_SOURCE and not missing_reads_empty
         svc = Service(settings, via=CLI,  # token mode: the lease outlives this process
                       if_missing=("fail" if named else "empty") if reading else "create")

@@ -7,11 +7,11 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from ..config import resolve
+from ..config import file_key
 from ..models import human_ms
 from ..redact import mask_url
 from . import exit_codes
-from .common import APP_SETTINGS, FLAG_SOURCES, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, invocation
+from .common import APP_SETTINGS, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, invocation
 
 CONFIG = typer.Typer(name="config", cls=TyperGroup, no_args_is_help=True, **APP_SETTINGS)
 
@@ -32,17 +32,20 @@ def show(
     Credentials in the store URL are masked. Nothing is connected to.
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
-    settings, sources = resolve(config=inv.config, store=inv.store, node_id=inv.node_id, given=FLAG_SOURCES)
+    settings, sources = inv.settings()
     values = _values(settings._asdict())
     if inv.as_json:
         inv.out.doc({"ok": True, "config_file": str(settings.config_file) if settings.config_file else None,
-                     "settings": values, "sources": sources})
+                     "settings": values, "sources": sources, "keys": {field: file_key(field) for field in values}})
         return exit_codes.SUCCESS
     inv.out.data(f"config file: {settings.config_file or '(none found)'}")
-    width = max(len(key) for key in values)
-    for key, value in values.items():
-        shown = _text(key, value)
-        inv.out.data(f"{key.ljust(width)}  {shown}  [{sources[key]}]")
+    rows = [(file_key(field), _text(field, value), sources[field]) for field, value in values.items()
+            if field != "mutexes"]
+    rows += [(f"mutexes.{name}", _override_text(entry), sources["mutexes"])
+             for name, entry in values["mutexes"].items()] or [("mutexes", "-", sources["mutexes"])]
+    width = max(len(key) for key, _, _ in rows)
+    for key, shown, source in rows:  # the parameter file's names for them
+        inv.out.data(f"{key.ljust(width)}  {shown}  [{source}]")
     return exit_codes.SUCCESS
 
 
@@ -61,8 +64,9 @@ def _text(key: str, value: Any) -> str:
         return human_ms(value)
     if key.endswith("_s"):
         return "inf" if value == float("inf") else human_ms(value * 1000)
-    if key == "mutexes":
-        return ", ".join(f"{n} (timeout {human_ms(o['timeout_ms']) if o['timeout_ms'] else '-'}, wait "
-                         f"{human_ms(o['wait_s'] * 1000) if o['wait_s'] is not None else '-'})"
-                         for n, o in value.items()) or "-"
     return str(value)
+
+
+def _override_text(entry: dict[str, Any]) -> str:
+    return f"timeout {human_ms(entry['timeout_ms']) if entry['timeout_ms'] else '-'}, wait " \
+           f"{_text('wait_s', entry['wait_s'])}"

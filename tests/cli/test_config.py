@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from mutexctl import ConfigError, load_settings
 from mutexctl.config import parse_duration
 
-from ..conftest import Cli
+from ..conftest import Cli, mutexctl_argv
 
 
 def test_durations_take_units_and_a_bare_number_is_seconds() -> None:
@@ -34,10 +35,47 @@ def test_precedence_is_flags_then_environment_then_file_then_defaults(tmp_path: 
 
 def test_per_mutex_overrides(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("mutexes:\n  schema-init: {timeout: 2m, wait: 5m}\n  forever: {wait: inf}\n")
+    config.write_text("mutexes:\n  mutexctl.schema: {timeout: 4m, wait: 6m}\n  forever: {wait: inf}\n")
     settings = load_settings(config=str(config), env={"HOME": str(tmp_path)})
-    assert settings.timeout_for("schema-init") == 120_000 and settings.wait_for("schema-init") == 300
+    assert settings.timeout_for("mutexctl.schema") == 240_000 and settings.wait_for("mutexctl.schema") == 360
     assert settings.timeout_for("other") == 30_000 and settings.wait_for("forever") == float("inf")
+
+
+def test_glob_entries_apply_the_most_specific_first_field_by_field(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text('mutexes:\n  "*": {timeout: 1m}\n  "deploy-*": {timeout: 9m}\n  "deploy-db-*": {wait: 5m}\n'
+                      '  deploy-db-main: {timeout: 2m}\n')
+    settings = load_settings(config=str(config), env={"HOME": str(tmp_path)})
+    found = {name: (settings.timeout_for(name), settings.wait_for(name))
+             for name in ("deploy-web", "deploy-db-x", "deploy-db-main", "other", "mutexctl.schema")}
+    assert found == {"deploy-web": (540_000, 0), "deploy-db-x": (540_000, 300), "deploy-db-main": (120_000, 300),
+                     "other": (60_000, 0), "mutexctl.schema": (120_000, 300)}  # (globs leave the built-in alone)
+
+
+def test_a_glob_entry_reaches_the_cli_and_config_show_names_what_the_file_names(cli: Cli) -> None:
+    (Path(cli.cwd) / "mutexctl.yaml").write_text('defaults: {timeout: 1m}\nmutexes:\n  "deploy-*": {timeout: 9m}\n')
+    taken = cli("--json", "acquire", "deploy-web")
+    assert taken.returncode == 0 and json.loads(taken.stdout)["timeout_ms"] == 540_000, taken.stderr
+    shown = cli("config", "show").stdout
+    keys = [line.split()[0] for line in shown.splitlines()[1:]]
+    assert "defaults.timeout" in keys and "mutexes.deploy-*" in keys and "log_retention" in keys, shown
+    assert not [key for key in keys if key.endswith(("_ms", "_s"))], shown  # no internal field names
+    line = next(line for line in shown.splitlines() if line.startswith("defaults.timeout"))
+    assert "1m00s" in line and "(key defaults.timeout)" in line, line
+    document = json.loads(cli("--json", "config", "show").stdout)
+    assert document["keys"]["timeout_ms"] == "defaults.timeout" and document["settings"]["timeout_ms"] == 60_000
+
+
+def test_an_unknown_mutexctl_variable_is_a_warning_with_the_nearest_name(cli: Cli) -> None:
+    done = cli("acquire", "a", "--", "true", env={"MUTEXCTL_TIMOUT": "5s", "MUTEXCTL_ZZZ": "1"})
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        "mutexctl: warning: MUTEXCTL_TIMOUT is not a mutexctl variable and is ignored (did you mean MUTEXCTL_TIMEOUT?)",
+        "mutexctl: warning: MUTEXCTL_ZZZ is not a mutexctl variable and is ignored"], done.stderr
+    shown = cli("config", "show", env={"MUTEXCTL_NODEID": "x"})
+    assert "did you mean MUTEXCTL_NODE_ID?" in shown.stderr
+    nested = cli("acquire", "outer", "--", *mutexctl_argv(), "status", "outer")  # it sees MUTEXCTL_FENCE & co.
+    assert nested.returncode == 0 and "warning" not in nested.stderr, nested.stderr
 
 
 @pytest.mark.parametrize("place", ["cwd", "xdg", "env"])
