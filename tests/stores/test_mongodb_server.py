@@ -287,6 +287,38 @@ def test_a_port_that_speaks_another_protocol_is_named_as_such(cli: Cli) -> None:
     assert done.returncode == 69 and "not a MongoDB server" in done.stderr, done.stderr
 
 
+def test_an_endpoint_that_accepts_and_never_answers_is_told_within_the_url_s_connect_timeout(cli: Cli) -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)  # the kernel accepts; nothing ever answers
+    port = server.getsockname()[1]
+    try:
+        quick = cli("--store", f"mongodb://127.0.0.1:{port}/x?connectTimeoutMS=1000", "status")
+        default = cli("--store", f"mongodb://127.0.0.1:{port}/x", "status", env={"MUTEXCTL_CONNECT_TIMEOUT": "2s"})
+    finally:
+        server.close()
+    for done, url, waited in ((quick, f"mongodb://127.0.0.1:{port}/x?connectTimeoutMS=1000", "1s"),
+                              (default, f"mongodb://127.0.0.1:{port}/x", "2s")):  # the URL's, else connect_timeout
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 69 and len(lines) == 2, done.stderr
+        assert lines[0] == f"mutexctl: store {url} did not answer: 127.0.0.1:{port} accepted the connection and " \
+                           f"said nothing in {waited}", lines[0]
+        assert "not a MongoDB server" not in done.stderr
+
+
+def test_the_url_s_own_timeouts_win_over_connect_timeout(store_url: str) -> None:  # (the module is MongoDB's)
+    from mutexctl.stores.mongodb.client import timeouts
+
+    assert timeouts("mongodb://h/x", 5000) == {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000,
+                                                "socketTimeoutMS": 10_000}
+    assert timeouts("mongodb://u:p@h/x?connectTimeoutMS=1000", 5000) == {"serverSelectionTimeoutMS": 1000,
+                                                                         "socketTimeoutMS": 10_000}
+    assert timeouts("mongodb://h/?serverselectiontimeoutms=30000&socketTimeoutMS=0", 5000) == \
+        {"connectTimeoutMS": 5000}
+
+
 def test_a_waiter_rides_out_a_server_restart_within_its_wait(durable_server: MongoServer, cli: Cli,
                                                             tmp_path: Path) -> None:
     url = with_database(durable_server.uri, "outage")

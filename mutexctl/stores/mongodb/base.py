@@ -31,7 +31,7 @@ from ...redact import mask_url, secrets_of
 from ..common import loss_error
 from ..seed_document import EXPIRY, HOLDER_CURRENT, TAKEN_AT, TIMEOUT
 from ..steps import HISTORY_RETENTION_S, LOG_RETENTION_S
-from .client import URL_HINT, open_client, refused
+from .client import URL_HINT, open_client, refused, silent
 from .commands import TIME_LIMIT, Cmd, DuplicateKey, Operation, T, aggregate, count, insert_many, insert_one, run_sync
 from .documents import history_entry, int_or_none, kept_forced_records, listing_pipeline, mutex_state, text_of, utc
 
@@ -56,6 +56,7 @@ class MongoBase:
                                                                scrub=self._scrub)
         # Until something is seen listening, each operation first checks for refused connections.
         self._probe_ms: int | None = connect_timeout_ms if url.lower().startswith("mongodb://") else None
+        self._connect_timeout_ms = connect_timeout_ms
         try:
             db: Database[dict[str, Any]] = self.client.get_default_database(default=database or "mutexctl") \
                 if not database else self.client[database]
@@ -140,6 +141,14 @@ class MongoBase:
             if "Got response id" in reason or "but expected" in reason:
                 raise StoreUnavailableError(f"store {self.url} answered, but it is not a MongoDB server",
                                             hint="check the port: another service listens there") from exc
+            quiet = silent(self.client, self._connect_timeout_ms) \
+                if probe and ("timed out" in reason or "No servers found yet" in reason) else []
+            if quiet:  # (the failure path only: the check blocks, and an event loop's caller goes without it)
+                waited = self.client.options.server_selection_timeout
+                raise StoreUnavailableError(
+                    f"store {self.url} did not answer: {', '.join(quiet)} accepted the connection and said nothing "
+                    f"in {waited:g}s", hint="check that a MongoDB server listens on that port and is not stopped or "
+                                            "overloaded; the URL's connectTimeoutMS sets how long to wait") from exc
             raise StoreUnavailableError(f"store {self.url} is unreachable: {reason}",
                                         hint="check the host and port, that the server runs, and the network; "
                                              "connect_timeout sets how long to look for it") from exc

@@ -27,10 +27,8 @@ def open_client(url: str, *, connect_timeout_ms: int, scrub: Any, kind: Any = No
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            client: Any = (kind or pymongo.MongoClient)(
-                url, serverSelectionTimeoutMS=connect_timeout_ms, connectTimeoutMS=connect_timeout_ms,
-                socketTimeoutMS=max(2 * connect_timeout_ms, 10_000), w="majority", tz_aware=True,
-                appname="mutexctl")
+            client: Any = (kind or pymongo.MongoClient)(url, **timeouts(url, connect_timeout_ms), w="majority",
+                                                        tz_aware=True, appname="mutexctl")
     except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
         reason = scrub(str(exc))
         if "DNS" in reason or "nameserver" in reason.lower():  # an SRV or TXT lookup failed: the network's
@@ -44,14 +42,29 @@ def open_client(url: str, *, connect_timeout_ms: int, scrub: Any, kind: Any = No
     return client
 
 
+def timeouts(url: str, connect_timeout_ms: int) -> dict[str, Any]:
+    """The driver's timeouts: those the URL sets are the URL's (a keyword would override them); the
+    others from ``connect_timeout`` (how long to look for the server), which a shorter connectTimeoutMS
+    in the URL also bounds: a server that does not answer in it is told then, not seconds later."""
+    given = {key.lower(): value for key, value in _options(url)}
+    connect = int(float(given["connecttimeoutms"])) if "connecttimeoutms" in given else connect_timeout_ms
+    chosen = {"serverSelectionTimeoutMS": min(connect_timeout_ms, connect or connect_timeout_ms),
+              "connectTimeoutMS": connect_timeout_ms, "socketTimeoutMS": max(2 * connect_timeout_ms, 10_000)}
+    return {key: value for key, value in chosen.items() if key.lower() not in given}
+
+
+def _options(url: str) -> list[tuple[str, str]]:
+    at = url.rfind("@")
+    query = url[url.find("?", at + 1) + 1:] if "?" in url[at + 1:] else ""
+    return parse_qsl(query, keep_blank_values=True)
+
+
 def _check_options(url: str, shown: str) -> None:
     """Each option of the URL's query, checked by the driver's own validators, named when wrong.
 
     (The driver itself only warns about an unknown option — without naming it — and ignores it.)
     """
-    at = url.rfind("@")
-    query = url[url.find("?", at + 1) + 1:] if "?" in url[at + 1:] else ""
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    for key, value in _options(url):
         try:
             validate_option(key, value)
         except (ConfigurationError, ValueError, TypeError) as exc:
@@ -74,3 +87,16 @@ def refused(client: pymongo.MongoClient[dict[str, Any]], connect_timeout_ms: int
         except OSError:
             return None
     return found or None
+
+
+def silent(client: pymongo.MongoClient[dict[str, Any]], timeout_ms: int) -> list[str]:
+    """The seed hosts that accept a TCP connection (after the driver found no server: they took the
+    connection and never answered)."""
+    found = []
+    for host, port in client.topology_description.server_descriptions():
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, timeout_ms / 1000)):
+                found.append(f"{host}:{port}")
+        except OSError:
+            pass
+    return found
