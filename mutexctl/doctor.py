@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from .diagnose import clock_skew_ms, holder_alive
 from .errors import ConfigError, MutexctlError
 from .identity import host_name
-from .models import human_ms
+from .models import CLI, human_ms
 
 if TYPE_CHECKING:
     from .service import Service
@@ -59,8 +59,8 @@ def _guarded(check: Callable[[Service], Check], svc: Service) -> Check:
 
 def _config(svc: Service) -> Check:
     settings = svc.settings
-    where = str(settings.config_file) if settings.config_file else "no file (flags, MUTEXCTL_* and defaults)"
-    return Check("config", OK, f"config {where}; node id {settings.node_id}; store {svc.store.url}",
+    where = f"file {settings.config_file}" if settings.config_file else "no file (flags, MUTEXCTL_* and defaults)"
+    return Check("config", OK, f"{where}; node id {settings.node_id}; store {svc.store.url}",
                  data={"config_file": str(settings.config_file) if settings.config_file else None,
                        "node_id": settings.node_id, "store": svc.store.url})
 
@@ -87,6 +87,9 @@ def _reachable(svc: Service) -> Check:
 
 
 def _clock(svc: Service) -> Check:
+    if svc.store.clock == "host":  # an embedded store's clock is this host's own: nothing to compare
+        return Check("clock", OK, "the store's clock is this host's (leases are judged on its boot clock, which "
+                                  "setting the time does not move)", data={"offset_ms": None, "judged_by": "host"})
     sent = datetime.now(UTC)
     store_now = svc.store.store_time()
     received = datetime.now(UTC)
@@ -145,20 +148,29 @@ def _schema(svc: Service) -> Check:
 
 
 def _dead_holders(svc: Service) -> Check:
+    """Leases whose holder's process exited on this host while it should still run: a command's under
+    ``acquire -- CMD`` or a service's. A token-mode lease (``acquire`` without a command) outlives the
+    process that took it by design: counted, never a warning."""
     here = host_name()
-    dead = []
+    dead, tokens = [], 0
     for state in svc.store.overview(None, 0).states:
         if state.state != "held":
             continue
         for holder in [s.holder for s in state.slots] if state.slots else [state.holder]:
             if holder is not None and holder_alive(state._replace(holder=holder), here) is False:
-                dead.append((state.mutex_id, holder.pid, state.remaining_ms))
-    data: dict[str, object] = {"leases": [{"mutex": m, "pid": p, "remaining_ms": r} for m, p, r in dead]}
+                if holder.via == CLI and not holder.exec_mode:
+                    tokens += 1
+                else:
+                    dead.append((state.mutex_id, holder.pid, state.remaining_ms))
+    data: dict[str, object] = {"leases": [{"mutex": m, "pid": p, "remaining_ms": r} for m, p, r in dead],
+                               "token_mode": tokens}
     if not dead:
-        return Check("holders", OK, f"no lease held by an exited process on {here}", data=data)
+        return Check("holders", OK, f"no lease held by an exited command or service on {here}"
+                     + (f" ({tokens} token-mode lease(s), held on purpose)" if tokens else ""), data=data)
     shown = ", ".join(f"{m} (pid {p}, ends in {human_ms(r or 0)})" for m, p, r in dead[:5])
     more = f" and {len(dead) - 5} more" if len(dead) > 5 else ""
-    return Check("holders", WARN, f"{len(dead)} lease(s) held by processes that exited on {here}: {shown}{more}",
+    return Check("holders", WARN, f"{len(dead)} lease(s) held by a command or service that exited on {here}: "
+                                  f"{shown}{more}",
                  "they free themselves at their end; sooner: mutexctl release NAME --token FENCE, or "
                  "release NAME --force --reason '…'", data)
 
@@ -171,11 +183,15 @@ def _listeners(svc: Service) -> Check:
     now, nodes = svc.nodes(None)
     ages = [(n, (now - n.last_seen).total_seconds()) for n in nodes]
     live = [n for n, age in ages if age <= LIVE_WINDOW_S]
-    silent = [(n, age) for n, age in ages if LIVE_WINDOW_S < age <= SILENT_WINDOW_S]
-    data: dict[str, object] = {"live": len(live), "silent": [{"node": n.node, "channel": n.channel,
-                                                              "seen_ago_s": round(age)} for n, age in silent]}
+    left = [n for n, age in ages if age > LIVE_WINDOW_S and n.left_at is not None]  # stopped by themselves: fine
+    silent = [(n, age) for n, age in ages if LIVE_WINDOW_S < age <= SILENT_WINDOW_S and n.left_at is None]
+    data: dict[str, object] = {"live": len(live), "left": len(left),
+                               "silent": [{"node": n.node, "channel": n.channel, "seen_ago_s": round(age)}
+                                          for n, age in silent]}
     if not silent:
-        return Check("listeners", OK, f"{len(live)} live listener(s), none gone silent in the last day", data=data)
+        return Check("listeners", OK, f"{len(live)} live listener(s)" + (f", {len(left)} stopped by themselves"
+                                                                       if left else "")
+                     + ", none gone silent in the last day", data=data)
     shown = ", ".join(f"{n.node} on {n.channel} ({human_ms(age * 1000)} ago)" for n, age in silent[:5])
     return Check("listeners", WARN, f"{len(silent)} listener(s) not seen for over {LIVE_WINDOW_S:.0f}s: {shown}",
                  "restart mutexctl listen on those nodes; broadcasts do not wait for them meanwhile "

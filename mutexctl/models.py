@@ -321,6 +321,7 @@ class NodeInfo(NamedTuple):
     cursor: int | None
     since: int | None
     latest: int  # the channel's last number
+    left_at: datetime | None = None  # when its listener stopped by itself (--once, a signal), on the store's clock
 
 
 class AckReport(NamedTuple):

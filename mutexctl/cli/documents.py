@@ -113,7 +113,9 @@ def node_doc(node: NodeInfo, now: datetime) -> dict[str, Any]:
     position = node.cursor if node.cursor is not None else node.since
     return {"channel": node.channel, "node": node.node, "host": node.host, "pid": node.pid,
             "last_seen": iso_ms(node.last_seen), "seen_ago_ms": seen_ago_ms,
-            "live": seen_ago_ms <= LIVE_WINDOW_S * 1000, "position": position, "saved_position": node.cursor,
+            "live": seen_ago_ms <= LIVE_WINDOW_S * 1000,
+            "left_at": iso_ms(node.left_at) if node.left_at else None, "position": position,
+            "saved_position": node.cursor,
             "registered_at_seq": node.since, "latest": node.latest,
             "behind": None if position is None else max(0, node.latest - position)}
 

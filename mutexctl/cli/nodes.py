@@ -29,7 +29,8 @@ def nodes(
     """List the nodes registered as listeners: last heartbeat (store's clock), live or not, and place in the log.
 
     A node is live while its heartbeat (every 10 s) is at most 30 s old: broadcast expects an answer
-    from live nodes only. POSITION is the last message number the node has dealt with (saved by the
+    from live nodes only; a listener that stopped by itself (--once, a signal) shows 'left' once its
+    heartbeat is old. POSITION is the last message number the node has dealt with (saved by the
     listener; before it saved one, the number it first registered at); BEHIND is how many numbers
     of the log it has still to read.
     """
@@ -57,5 +58,6 @@ def _row(doc: dict[str, Any]) -> tuple[str, ...]:
         return "-" if value is None else printable(str(value))
 
     return (text(doc["channel"]), text(doc["node"]), text(doc["host"]), text(doc["pid"]),
-            f"{human_ms(doc['seen_ago_ms'])} ago", "yes" if doc["live"] else "no", text(doc["position"]),
+            f"{human_ms(doc['seen_ago_ms'])} ago", "yes" if doc["live"] else "left" if doc["left_at"] else "no",
+            text(doc["position"]),
             str(doc["latest"]), text(doc["behind"]))

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Protocol
 
+from ..errors import StoreError
 from ..flows import Flow, Handed, LoopEnded, call, nap
 from ..identity import host_name
 from ..logs import logger
@@ -65,6 +66,7 @@ def deliveries(node: str, channel: str, *, include_self: bool, from_start: bool,
                     cursor.mark(message.seq)
                     if cursor.advance(time.monotonic()):
                         yield from call("save_cursor", node, channel, cursor.position)
+                    yield from _leave(node, channel)
                     return
                 yield from call("record_ack", message.id, node, status or 0,
                                 round((time.monotonic() - started) * 1000))
@@ -77,12 +79,21 @@ def deliveries(node: str, channel: str, *, include_self: bool, from_start: bool,
             yield from call("save_cursor", node, channel, cursor.position)
         caught_up = len(batch) < LOG_BATCH
         if stop.is_set() or (once and caught_up):  # --once drains the log, batch after batch
+            yield from _leave(node, channel)
             return
         if time.monotonic() - beat >= HEARTBEAT_S:
             yield from call("register_node", node, channel, host, pid, since=latest)
             beat = time.monotonic()
         if caught_up:  # idle until the next poll
             yield from nap(poll_interval_s, stop)
+
+
+def _leave(node: str, channel: str) -> Flow[None]:
+    """A listener that stops by itself says so (best effort: else it just goes silent)."""
+    try:
+        yield from call("leave_node", node, channel)
+    except StoreError:
+        log.info("could not record that %s left channel %s", node, channel)
 
 
 def handle_all(messages: Generator[Message, int | None, None], handler: Handler) -> int:

@@ -228,8 +228,13 @@ class LogStore(StoreInfo, Protocol):
 
     def save_cursor(self, node: str, channel: str, cursor: int) -> None: ...
 
+    def leave_node(self, node: str, channel: str) -> None:
+        """The listener stopped by itself (``listen --once``, a signal): once its heartbeat is old, it
+        has not gone silent (doctor), until it registers again."""
+
     def live_nodes(self, channel: str, within_s: float) -> list[str]:
-        """Nodes whose heartbeat is at most ``within_s`` old by the store's clock."""
+        """Nodes whose heartbeat is at most ``within_s`` old by the store's clock (one that just left,
+        ``listen --once``, counts: what is sent now is for it, at its next run)."""
 
     def nodes(self, channel: str | None) -> tuple[datetime, list[NodeInfo]]:
         """The store's now, and every registered node (of ``channel``, or of all), by channel and name."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +19,7 @@ from mutexctl.models import Holder, LeaseRequest, iso_ms
 from mutexctl.service import Service
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..conftest import Cli
+from ..conftest import Cli, wait_until
 
 
 def checks(cli: Cli) -> tuple[int, dict[str, dict[str, Any]]]:
@@ -28,14 +30,17 @@ def checks(cli: Cli) -> tuple[int, dict[str, dict[str, Any]]]:
     return done.returncode, {c["check"]: c for c in document["checks"]}
 
 
-def test_a_healthy_store_passes_every_check(cli: Cli) -> None:
+def test_a_healthy_store_passes_every_check(cli: Cli, store_url: str) -> None:
     assert cli("init-schema").returncode == 0
     code, found = checks(cli)
     assert code == 0, found
     assert list(found) == ["config", "store", "clock", "topology", "schema", "holders", "listeners"]
     assert all(c["status"] == "ok" for c in found.values())
     assert found["config"]["node_id"] == "cli-node" and found["store"]["round_trip_ms"] >= 0
-    assert abs(found["clock"]["offset_ms"]) < 1000
+    if store_url.startswith("sqlite"):  # its clock is this host's: nothing to measure against itself
+        assert found["clock"]["offset_ms"] is None and "the store's clock is this host's" in found["clock"]["message"]
+    else:
+        assert abs(found["clock"]["offset_ms"]) < 1000
     text = cli("doctor")
     assert text.returncode == 0 and text.stdout.splitlines()[-1] == "# all checks passed"
     assert all(line.startswith("ok ") for line in text.stdout.splitlines()[:-1])
@@ -46,10 +51,16 @@ def test_each_problem_warns_with_its_fix_and_exit_1(cli: Cli, store_url: str) ->
     code, found = checks(cli)
     assert code == 1 and found["schema"]["status"] == "warn" and "init-schema" in found["schema"]["fix"]
     assert cli("init-schema").returncode == 0
-    # a lease whose process has exited on this host (acquire without a command, then gone)
-    assert cli("acquire", "orphan", "--timeout", "10m").returncode == 0
-    # a listener that stopped answering five minutes ago
-    assert cli("listen", "--once").returncode == 0
+    # a lease whose service died on this host without releasing it
+    died = subprocess.run([sys.executable, "-c", "import os; from mutexctl import Service, load_settings; "
+                           "Service(load_settings()).try_acquire('orphan', timeout='10m'); os._exit(0)"],
+                          env=cli.env, cwd=cli.cwd, capture_output=True, text=True, timeout=60)
+    assert died.returncode == 0, died.stderr
+    # a listener killed five minutes ago
+    listener = cli.popen("listen", "--", "true")
+    wait_until(lambda: any(n["live"] for n in json.loads(cli("--json", "nodes").stdout)["nodes"]), timeout=60)
+    listener.kill()
+    listener.communicate(timeout=60)
     _age_heartbeats(store_url, minutes=5)
     code, found = checks(cli)
     assert code == 1
@@ -62,6 +73,26 @@ def test_each_problem_warns_with_its_fix_and_exit_1(cli: Cli, store_url: str) ->
     assert text.returncode == 1 and lines[-1] == "# 2 of 7 checks need attention"
     warn = next(i for i, line in enumerate(lines) if line.startswith("warn  holders"))
     assert lines[warn + 1].strip().startswith("fix: ")
+
+
+def test_what_is_normal_is_no_warning(cli: Cli, store_url: str) -> None:
+    assert cli("init-schema").returncode == 0
+    assert cli("acquire", "nightly", "--timeout", "1h").returncode == 0  # token mode: its process exits at once
+    assert cli("listen", "--once", "--", "true").returncode == 0  # it stops by itself
+    code, found = checks(cli)
+    assert code == 0, found
+    assert found["holders"]["token_mode"] == 1 and "1 token-mode lease(s), held on purpose" in \
+        found["holders"]["message"]
+    nodes = json.loads(cli("--json", "nodes").stdout)["nodes"]
+    assert [bool(n["left_at"]) for n in nodes] == [True]
+    _age_heartbeats(store_url, minutes=5)  # long after it stopped by itself: not "gone silent"
+    code, found = checks(cli)
+    assert code == 0 and found["listeners"]["left"] == 1 and found["listeners"]["silent"] == [], found
+    assert "1 stopped by themselves" in found["listeners"]["message"]
+    assert "left" in cli("nodes").stdout.splitlines()[1].split()
+    lines = cli("doctor").stdout.splitlines()
+    assert lines[0].startswith("ok    config     no file (flags"), lines[0]  # (not "config config no file")
+    assert lines[-1] == "# all checks passed"
 
 
 def test_an_unreachable_store_fails_in_one_check(cli: Cli) -> None:

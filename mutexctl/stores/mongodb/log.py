@@ -66,6 +66,10 @@ class MongoLog(MongoBase):
         return save_cursor(node, channel, cursor)
 
     @operation
+    def leave_node(self, node: str, channel: str) -> Operation[None]:
+        return leave_node(node, channel)
+
+    @operation
     def live_nodes(self, channel: str, within_s: float) -> Operation[list[str]]:
         return live_nodes(channel, within_s)
 
@@ -130,7 +134,8 @@ def register_node(node: str, channel: str, host: str, pid: int, *, since: int) -
     doc = yield find_one_and_update(
         "nodes", {"_id": f"{channel}/{node}"},
         [{"$set": {"node": literal_expr(node), "channel": literal_expr(channel), "lastSeen": "$$NOW",
-                   "host": literal_expr(host), "pid": pid, "since": {"$ifNull": ["$since", since]}}}],
+                   "host": literal_expr(host), "pid": pid, "since": {"$ifNull": ["$since", since]},
+                   "leftAt": None}}],
         upsert=True, projection={"cursor": 1, "since": 1})
     assert doc is not None  # upsert with AFTER always returns the document
     return Registration(_int(doc.get("cursor")), _int(doc.get("since")))
@@ -138,6 +143,10 @@ def register_node(node: str, channel: str, host: str, pid: int, *, since: int) -
 
 def save_cursor(node: str, channel: str, cursor: int) -> Operation[None]:
     yield update_one("nodes", {"_id": f"{channel}/{node}"}, {"$set": {"cursor": cursor}})
+
+
+def leave_node(node: str, channel: str) -> Operation[None]:
+    yield update_one("nodes", {"_id": f"{channel}/{node}"}, [{"$set": {"leftAt": "$$NOW"}}])
 
 
 def live_nodes(channel: str, within_s: float) -> Operation[list[str]]:
@@ -159,7 +168,8 @@ def nodes(channel: str | None) -> Operation[tuple[datetime, list[NodeInfo]]]:
     latest = {c["_id"]: int(c.get("seq", 0)) for c in doc["counters"]}
     return utc(doc["now"]), [
         NodeInfo(str(d.get("node")), str(d.get("channel")), utc(d["lastSeen"]), d.get("host"), _int(d.get("pid")),
-                 _int(d.get("cursor")), _int(d.get("since")), latest.get(d.get("channel"), 0))
+                 _int(d.get("cursor")), _int(d.get("since")), latest.get(d.get("channel"), 0),
+                 utc(d["leftAt"]) if isinstance(d.get("leftAt"), datetime) else None)
         for d in doc["nodes"]]
 
 

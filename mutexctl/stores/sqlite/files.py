@@ -62,7 +62,7 @@ TABLES = {
         durationMs INTEGER NOT NULL, PRIMARY KEY (messageId, node))""",
     "nodes": """CREATE TABLE IF NOT EXISTS nodes (
         node TEXT NOT NULL, channel TEXT NOT NULL, lastSeen TEXT NOT NULL, host TEXT, pid INTEGER,
-        cursor INTEGER, since INTEGER, PRIMARY KEY (node, channel))""",
+        cursor INTEGER, since INTEGER, leftAt TEXT, PRIMARY KEY (node, channel))""",
     "meta": """CREATE TABLE IF NOT EXISTS meta (
         id TEXT PRIMARY KEY, version INTEGER NOT NULL, appliedAt TEXT NOT NULL, appliedBy TEXT NOT NULL,
         toolVersion TEXT NOT NULL)""",
@@ -220,7 +220,7 @@ def _prepare(db: sqlite3.Connection) -> None:
 # Columns added after their table first shipped: (table, column, type), NULL when unknown.
 ADDED_COLUMNS = (("mutexes", "execMode", "INTEGER"), ("nodes", "since", "INTEGER"), ("mutexes", "kind", "TEXT"),
                  ("mutexes", "slotLimit", "INTEGER"), ("mutexes", "writerWaiting", "TEXT"),
-                 ("mutexes", "writerUntilNs", "INTEGER"), ("mutexes", "slotsAt", "TEXT"))
+                 ("mutexes", "writerUntilNs", "INTEGER"), ("mutexes", "slotsAt", "TEXT"), ("nodes", "leftAt", "TEXT"))
 
 
 def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:

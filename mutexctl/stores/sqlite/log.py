@@ -46,6 +46,9 @@ class SQLiteLog(SQLiteBase):
     def save_cursor(self, node: str, channel: str, cursor: int) -> None:
         self._run(save_cursor(node, channel, cursor))
 
+    def leave_node(self, node: str, channel: str) -> None:
+        self._run(leave_node(node, channel))
+
     def live_nodes(self, channel: str, within_s: float) -> list[str]:
         return self._run(live_nodes(channel, within_s), write=False)
 
@@ -109,7 +112,7 @@ def acked(node: str, message_ids: list[str]) -> Operation[set[str]]:
 def register_node(node: str, channel: str, host: str, pid: int, since: int) -> Operation[Registration]:
     found = yield row("INSERT INTO nodes (node, channel, lastSeen, host, pid, since) "
                       f"VALUES (?, ?, {SQL_NOW}, ?, ?, ?) ON CONFLICT (node, channel) DO UPDATE SET "
-                      "lastSeen = excluded.lastSeen, host = excluded.host, pid = excluded.pid, "
+                      "lastSeen = excluded.lastSeen, host = excluded.host, pid = excluded.pid, leftAt = NULL, "
                       "since = coalesce(since, excluded.since) RETURNING cursor, since",
                       (node, channel, host, pid, since))
     return Registration(None if found[0] is None else int(found[0]), None if found[1] is None else int(found[1]))
@@ -117,6 +120,10 @@ def register_node(node: str, channel: str, host: str, pid: int, since: int) -> O
 
 def save_cursor(node: str, channel: str, cursor: int) -> Operation[None]:
     yield run("UPDATE nodes SET cursor = ? WHERE node = ? AND channel = ?", (cursor, node, channel))
+
+
+def leave_node(node: str, channel: str) -> Operation[None]:
+    yield run(f"UPDATE nodes SET leftAt = {SQL_NOW} WHERE node = ? AND channel = ?", (node, channel))
 
 
 def live_nodes(channel: str, within_s: float) -> Operation[list[str]]:
@@ -129,8 +136,10 @@ def nodes(channel: str | None) -> Operation[tuple[datetime, list[NodeInfo]]]:
     # (a read-only file from before the column existed reads it as NULL)
     columns = {r[1] for r in (yield rows("PRAGMA table_info(nodes)"))}
     since = "n.since" if "since" in columns else "NULL"
+    left = "n.leftAt" if "leftAt" in columns else "NULL"
     [now] = yield row(f"SELECT {SQL_NOW}")
-    found = yield rows(f"SELECT n.node, n.channel, n.lastSeen, n.host, n.pid, n.cursor, {since}, coalesce(c.seq, 0) "
+    found = yield rows(f"SELECT n.node, n.channel, n.lastSeen, n.host, n.pid, n.cursor, {since}, coalesce(c.seq, 0), "
+                       f"{left} "
                        "FROM nodes n LEFT JOIN counters c ON c.channel = n.channel "
                        "WHERE (:channel IS NULL OR n.channel = :channel) ORDER BY n.channel, n.node",
                        {"channel": channel})
@@ -138,7 +147,8 @@ def nodes(channel: str | None) -> Operation[tuple[datetime, list[NodeInfo]]]:
 
 
 def _node(row: tuple[Any, ...]) -> NodeInfo:
-    return NodeInfo(row[0], row[1], parse_iso(row[2]), row[3], row[4], row[5], row[6], int(row[7]))
+    return NodeInfo(row[0], row[1], parse_iso(row[2]), row[3], row[4], row[5], row[6], int(row[7]),
+                    parse_iso(row[8]) if row[8] else None)
 
 
 def _message(row: tuple[Any, ...]) -> Message:
