@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -87,14 +88,15 @@ def _live(svc: Service, patterns: Sequence[str], held_only: bool, interval_s: fl
                 view, problem = None, exc.message
             while not stop.is_set():
                 elapsed = time.monotonic() - started
-                live.update(_screen(view, problem, elapsed, interval_s, svc.store.url), refresh=True)
+                live.update(_screen(view, problem, elapsed, interval_s, svc.store.url, console.size.height),
+                            refresh=True)
                 if elapsed >= interval_s:
                     break
                 stop.wait(min(TICK_S, interval_s - elapsed))
 
 
 def _screen(view: Overview | None, problem: str | None, elapsed_s: float, interval_s: float,
-            url: str) -> RenderableType:
+            url: str, rows: int) -> RenderableType:
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -102,24 +104,32 @@ def _screen(view: Overview | None, problem: str | None, elapsed_s: float, interv
     if view is None:
         return Text(f"store unavailable, trying again every {human_ms(interval_s * 1000)}: {problem}", style="red")
     alive = liveness(host_name())
-    table = Table(box=None, pad_edge=False, header_style="bold")
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=True)
     for title in ("MUTEX", "STATE", "NODE", "HOST:PID", "LEFT", "FENCE", "WAITING", "WHY"):
-        table.add_column(title, no_wrap=title != "WHY", overflow="ellipsis")
-    for state in view.states:
+        # A row per line (the count below holds): WHY takes what the others leave, cut with an ellipsis.
+        table.add_column(title, no_wrap=True, overflow="ellipsis", ratio=1 if title == "WHY" else None)
+    states = sorted(view.states, key=_first)
+    room = max(rows - len(view.events) - 8, 3)  # what fits above the recent events and the footer
+    shown, hidden = (states, []) if len(states) <= room else (states[:room - 1], states[room - 1:])
+    for read in shown:
+        state = aged(read, elapsed_s)  # the time left and the waits, counted on between reads: one clock
         table.add_row(printable(state.mutex_id), Text(state.state, style=_STYLE.get(state.state, "")),
                       printable(state.taken_by or "-") if state.taken else "-", _where(state),
-                      _left(state, elapsed_s), str(state.fence), _waiting(state, elapsed_s),
-                      printable(why(state, alive=alive)))
+                      _left(state), str(state.fence), _waiting(state), printable(why(state, alive=alive)))
+    if hidden:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in Counter(s.state for s in hidden).items())
+        table.add_row(f"… {len(hidden)} more ({kinds})", "", "", "", "", "", "", "'mutexctl status' lists them all")
     if not view.states:
         table.add_row("(no mutex)", "", "", "", "", "", "", "")
-    events = Table(box=None, pad_edge=False, header_style="bold", title="recent events", title_justify="left")
+    events = Table(box=None, pad_edge=False, header_style="bold", title="recent events", title_justify="left",
+                   expand=True)
     for title in ("TIME (STORE)", "MUTEX", "EVENT", "NODE", "FENCE", "DETAILS"):
-        events.add_column(title, no_wrap=title != "DETAILS", overflow="ellipsis")
+        events.add_column(title, no_wrap=True, overflow="ellipsis", ratio=1 if title == "DETAILS" else None)
     for event in view.events:
         events.add_row(iso_ms(event.at), printable(event.mutex_id), event.kind, printable(event.node or "-"),
                        "-" if event.fence is None else str(event.fence), _details(event))
     footer = Text(f"store {url} · read at {iso_ms(view.store_now)} · every {human_ms(interval_s * 1000)} · "
-                  f"Ctrl-C quits", style="dim")
+                  f"Ctrl-C quits", style="dim", no_wrap=True, overflow="ellipsis")
     return Group(table, Text(""), events, footer)
 
 
@@ -129,21 +139,44 @@ def _where(state: MutexState) -> str:
     return f"{printable(state.holder.host)}:{state.holder.pid}"
 
 
-def _left(state: MutexState, elapsed_s: float) -> str:
+def _first(state: MutexState) -> tuple[int, str]:
+    """Held ones first, then those waited for, expired, free: what on-call looks for fits the screen."""
+    rank = 0 if state.state == "held" else 1 if state.waiters else 2 if state.state in ("expired", "duplicate") else 3
+    return rank, state.mutex_id
+
+
+def aged(state: MutexState, elapsed_s: float) -> MutexState:
+    """The state as read, ``elapsed_s`` later: time left counted down (never to 0 before a read says
+    it ended: it may have been renewed), waits counted up."""
+    ms = round(elapsed_s * 1000)
+    if not ms:
+        return state
+
+    def left(remaining: int) -> int:
+        return max(ENDING_MS, remaining - ms)
+
+    return state._replace(
+        remaining_ms=None if state.remaining_ms is None or state.state != "held" else left(state.remaining_ms),
+        slots=tuple(s._replace(remaining_ms=left(s.remaining_ms)) for s in state.slots),
+        waiters=tuple(w._replace(waited_ms=w.waited_ms + ms) for w in state.waiters))
+
+
+ENDING_MS = 1  # what is left of a lease past its end by this host's count, until a read tells
+
+
+def _left(state: MutexState) -> str:
     remaining = min((s.remaining_ms for s in state.slots), default=state.remaining_ms) if state.slots \
         else state.remaining_ms
     if state.state != "held" or remaining is None:
         return "-"
-    left = remaining - elapsed_s * 1000
-    return human_ms(left) if left > 0 else "ending"
+    return human_ms(remaining) if remaining > ENDING_MS else "ending"
 
 
-def _waiting(state: MutexState, elapsed_s: float) -> str:
-    """How many wait, and the longest wait so far (counting up between reads)."""
+def _waiting(state: MutexState) -> str:
+    """How many wait, and the longest wait so far."""
     if not state.waiters:
         return "-"
-    longest = max(w.waited_ms for w in state.waiters) + elapsed_s * 1000
-    return f"{len(state.waiters)} (up to {human_ms(longest)})"
+    return f"{len(state.waiters)} (up to {human_ms(max(w.waited_ms for w in state.waiters))})"
 
 
 def _details(event: LeaseEvent) -> str:

@@ -63,6 +63,39 @@ def test_watch_on_a_terminal_counts_down_in_place_and_quits_on_ctrl_c(cli: Cli, 
     assert text.rstrip().endswith(("\x1b[?25h", "quits")) or "\x1b[?25h" in text  # the cursor is given back
 
 
+def test_watch_on_a_small_terminal_shows_held_and_waited_for_mutexes_first(cli: Cli, service: Service) -> None:
+    for n in range(40):  # free ones that sort before the held one by name
+        with service.lock(f"a-{n:02}", timeout="10s"):
+            pass
+    service.try_acquire("zz-held", timeout="1h")
+    env = {**cli.env, "NO_COLOR": "1", "COLUMNS": "120", "LINES": "30"}
+    text, code = _watch_on_a_terminal([*mutexctl_argv(), "status", "--watch", "--interval", "500ms"], env, 2.5)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert code == 0, plain
+    start = [m.start() for m in re.finditer(r"MUTEX +STATE", plain)][-1]  # (frames follow without a newline)
+    frame = plain[start:plain.find("recent events", start)]  # the mutexes of the last frame drawn
+    rows = [line.split()[0] for line in frame.splitlines()[1:] if line.strip()]
+    assert rows[0] == "zz-held", frame  # held first, not cut off below 40 free ones
+    assert "… " in frame and "more (" in frame and "free)" in frame, frame  # the rest, counted
+    assert len(plain[start:].splitlines()) <= 30  # the whole frame fits
+    held, code = _watch_on_a_terminal([*mutexctl_argv(), "status", "--watch", "--held", "--interval", "500ms"],
+                                      env, 2.0)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", held)
+    assert code == 0 and "zz-held" in shown and "a-00" not in shown, shown  # --held works with --watch
+
+
+def test_the_time_left_and_the_why_line_of_a_row_agree_between_reads(cli: Cli, service: Service) -> None:
+    service.try_acquire("deploy", timeout="1h")
+    env = {**cli.env, "NO_COLOR": "1", "COLUMNS": "250", "LINES": "40"}
+    text, code = _watch_on_a_terminal([*mutexctl_argv(), "status", "--watch", "--interval", "2s"], env, 3.0)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert code == 0, plain
+    pairs = re.findall(r"deploy\s+held\s+\S+\s+\S+\s+(\S+)\s.*?lease ends in (\S+) unless renewed", plain)
+    assert len(pairs) >= 3, plain  # several redraws between two reads
+    assert all(left == why for left, why in pairs), pairs
+    assert len({left for left, _ in pairs}) >= 2, pairs  # and both count down
+
+
 def _lines_until(proc: subprocess.Popen[str], enough: int, timeout: float) -> list[str]:
     """Read ``proc``'s stdout until ``enough`` lines came (or the deadline: the test then fails on the count)."""
     assert proc.stdout is not None
