@@ -34,6 +34,17 @@ def liveness(this_host: str) -> Alive:
     return alive
 
 
+def suspended(pid: int) -> bool:
+    """Whether the process on this host is stopped (a job suspended with Ctrl-Z, SIGSTOP), as Linux's
+    /proc tells; False where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+    except OSError:
+        return False
+    return bool(fields) and fields[0] in (b"T", b"t")
+
+
 def _alive(holder: Holder | None, this_host: str) -> bool | None:
     if holder is None or holder.host != this_host or not holder.pid:
         return None
@@ -80,6 +91,9 @@ def _why(state: MutexState, alive: Alive) -> str:
     if running is False:
         return f"{_exited(state, pid)}: it frees itself in {left}, when released by its token, or with " \
                "release --force --reason"
+    if running and suspended(state.holder.pid if state.holder else 0):
+        return (f"holder pid {pid} ({_taken_as(state)}) is suspended (Ctrl-Z or SIGSTOP): nothing renews the lease "
+                f"meanwhile; it ends in {left} unless the holder is resumed")
     if running:
         return f"holder pid {pid} ({_taken_as(state)}) is running; lease ends in {left} unless renewed"
     return f"held by {state.taken_by} on another host; lease ends in {left} unless renewed"

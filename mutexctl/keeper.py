@@ -59,6 +59,7 @@ class LeaseKeeper(threading.Thread):
         self.leases = leases
         self.lease = lease
         self.lost_reason: str | None = None
+        self.lost_kind: str | None = None  # what ended it: "refused", "outage" or "suspended"
         self._on_lost = on_lost
         self._on_renewed = on_renewed  # told the seconds left until the loss instant, after each renewal
         self._margin = stop_margin_s + CLOCK_SAFETY * lease.timeout_ms / 1000
@@ -88,7 +89,7 @@ class LeaseKeeper(threading.Thread):
             if now >= lose_at:
                 cause = (f"store unreachable: {self._last_error}" if self._last_error
                          else "no answer from the store, or this machine was suspended")
-                self._lose(f"could not renew the lease in time ({cause})")
+                self._lose(f"could not renew the lease in time ({cause})", "outage")
                 return
             if not in_flight and now >= next_renewal:
                 in_flight = True
@@ -107,7 +108,7 @@ class LeaseKeeper(threading.Thread):
                 if self._on_renewed is not None:
                     self._on_renewed(self.time_left())
             elif isinstance(result, NotOwnerError):
-                self._lose(f"renewal refused: {result}")
+                self._lose(f"renewal refused: {result}", "refused")
                 return
             else:
                 log.debug("renewal of %s failed, retrying: %s", self.lease.mutex_id, result)
@@ -121,7 +122,8 @@ class LeaseKeeper(threading.Thread):
         lost here, before the command may run again.
         """
         if self.lost_reason is None and lease_clock() >= self._lose_at():
-            self._lose("the command was suspended until its lease could have expired; it was killed, not resumed")
+            self._lose("the job was suspended (Ctrl-Z) until its lease could have expired: it was ended, not resumed",
+                       "suspended")
         return self.lost_reason is None
 
     @property
@@ -147,11 +149,11 @@ class LeaseKeeper(threading.Thread):
             self._result = StoreError(f"renewal failed: {exc!r}")
         self._wake.set()
 
-    def _lose(self, reason: str) -> None:
+    def _lose(self, reason: str, kind: str) -> None:
         with self._losing:  # once, whichever thread notices first
             if self._stopping or self.lost_reason is not None:
                 return
-            self.lost_reason = reason
+            self.lost_reason, self.lost_kind = reason, kind
         log.warning("lease on %s (fence %s) lost: %s", self.lease.mutex_id, self.lease.fence, reason)
         self._on_lost(reason)
         lease = self.lease

@@ -267,6 +267,7 @@ class RunResult(NamedTuple):
     fence: int
     lost: str | None = None
     stopped: bool = False  # the loss was noticed while the command ran, and it was stopped
+    lost_kind: str | None = None  # what ended the lease: "refused" (forced or expired), "outage", "suspended"
     release_error: str | None = None  # the command ended, but its lease could not be released (why)
     done: OnceMarker | None = None  # --once: already done (by this marker's holder); nothing ran
 

@@ -40,6 +40,18 @@ class LazyGroup(TyperGroup):
     def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
         return list(COMMANDS)
 
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> Any:  # type: ignore[override]
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in COMMANDS and not ctx.resilient_parsing:
+            import difflib
+
+            from ..inputs import shown
+
+            near = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.6)
+            raise UsageError(f"no command {shown(name)}", hint=(f"did you mean 'mutexctl {near[0]}'? " if near else "")
+                             + "see 'mutexctl --help' for the commands")
+        return super().resolve_command(ctx, args)
+
     def get_command(self, ctx: typer.Context, cmd_name: str) -> Optional[TyperCommand]:  # type: ignore[override]
         where = COMMANDS.get(cmd_name)
         if where is None:
@@ -95,6 +107,22 @@ def _scan_flags(argv: list[str]) -> tuple[bool, bool, bool]:
     return "--json" in head, "--debug" in head, exec_mode
 
 
+def _command_path(argv: list[str]) -> str:
+    """``mutexctl`` and the (sub)command the words name, for a parser error that did not say where."""
+    words = [word for word in argv[: argv.index("--")] if not word.startswith("-")] if "--" in argv else \
+        [word for word in argv if not word.startswith("-")]
+    path = ["mutexctl"]
+    for word in words:
+        if len(path) == 1 and word in COMMANDS:
+            path.append(word)
+        elif len(path) == 2 and path[1] in ("broadcast", "config") and word in ("send", "status", "show"):
+            path.append(word)
+            break
+        elif len(path) > 1:
+            break
+    return " ".join(path)
+
+
 def run(argv: list[str]) -> int:
     """Parse and run one command line; every outcome becomes an exit status here."""
     if "_MUTEXCTL_COMPLETE" in os.environ:  # a shell asking for completions: register typer's shells
@@ -119,7 +147,13 @@ def run(argv: list[str]) -> int:
         result: Any = command.main(args=argv, prog_name="mutexctl", standalone_mode=False, obj=inv)
         return result if isinstance(result, int) else exit_codes.SUCCESS
     except typer.TyperException as exc:  # the parser's usage errors
-        where = getattr(getattr(exc, "ctx", None), "command_path", "mutexctl")
+        if type(exc).__name__ == "NoArgsIsHelpError" and not inv.as_json:  # `mutexctl`, `mutexctl broadcast`
+            try:  # the help alone, as asked for: no "mutexctl: " in front, no hint after it
+                print(exc.format_message())
+            except BrokenPipeError:
+                return exit_codes.PIPE_CLOSED
+            return exc.exit_code
+        where = getattr(getattr(exc, "ctx", None), "command_path", None) or _command_path(argv)
         from .hints import bad_number
 
         text, hint = exc.format_message().strip(), f"see '{where} --help'"
@@ -134,10 +168,10 @@ def run(argv: list[str]) -> int:
     except (typer.Abort, KeyboardInterrupt, CancelledByUserError) as exc:  # Ctrl-C, TERM, HUP
         cancelled = exc if isinstance(exc, CancelledByUserError) else CancelledByUserError(_CANCELLING[signal.SIGINT])
         code = 128 + cancelled.signum
-        if inv.as_json or cancelled.signum != signal.SIGINT:  # (Ctrl-C: the terminal showed ^C)
+        if inv.as_json or cancelled.signum != signal.SIGINT:
             inv.out.fail(cancelled, code)
         else:
-            inv.out.end_progress()
+            inv.out.interrupted(cancelled.message)
         return code
     except MutexctlError as exc:
         code = exit_codes.exit_code_for(exc, conflict_code=inv.conflict_code)

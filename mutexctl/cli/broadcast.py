@@ -24,6 +24,7 @@ from ..redact import printable
 from . import exit_codes
 from .common import (
     APP_SETTINGS,
+    Command,
     ConfigOpt,
     DebugOpt,
     Invocation,
@@ -58,7 +59,7 @@ BROADCAST = typer.Typer(name="broadcast", cls=BroadcastGroup, no_args_is_help=Tr
 LISTEN = typer.Typer(**APP_SETTINGS)
 
 
-@BROADCAST.command(context_settings={"ignore_unknown_options": False})
+@BROADCAST.command(cls=Command, context_settings={"ignore_unknown_options": False})
 def send(
     ctx: typer.Context,
     action: Annotated[str, typer.Argument(metavar="ACTION", help="What the listeners should do, e.g. reload-cache.",
@@ -105,7 +106,7 @@ def send(
     return _report(inv, report, waited=True)
 
 
-@BROADCAST.command("status")
+@BROADCAST.command("status", cls=Command)
 def status(
     ctx: typer.Context,
     message_id: Annotated[str, typer.Argument(metavar="ID", help="The message id broadcast printed, e.g. default:12.",

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from ..config import DEFAULT_STORE_SOURCE, Settings, parse_wait_s, resolve
 from ..models import CLI
@@ -21,6 +22,14 @@ APP_SETTINGS: dict[str, Any] = {
     "rich_markup_mode": None,
     "context_settings": {"help_option_names": ["-h", "--help"]},
 }
+
+
+class Command(TyperCommand):
+    """A command whose usage line names its arguments as its help does (``NAME``, not ``{NAME}``)."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
 
 
 class Invocation:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperCommand
 
 from ..config import validate_mutex_id
 from ..errors import LeaseLostError, LockHeldError, NotHeldError, StoreUnavailableError, UsageError
@@ -19,6 +18,7 @@ from ..redact import printable
 from . import exit_codes
 from .common import (
     APP_SETTINGS,
+    Command,
     ConfigOpt,
     DebugOpt,
     Invocation,
@@ -64,7 +64,7 @@ def command_start(args: list[str], params: Sequence[Any]) -> int | None:
     return None
 
 
-class CommandAfterName(TyperCommand):
+class CommandAfterName(Command):
     """``acquire NAME CMD ARGS…`` as ``acquire NAME -- CMD ARGS…``: options after the command's first
     word are the command's (``acquire mx1 ls -la``, ``acquire mx1 echo --timeout 5s``), as flock's are."""
 
@@ -76,7 +76,7 @@ class CommandAfterName(TyperCommand):
 @ACQUIRE.command(cls=CommandAfterName, context_settings={"ignore_unknown_options": False})
 def acquire(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The mutex name.", show_default=False)],
     command: Annotated[Optional[list[str]], typer.Argument(
         metavar="[-- COMMAND [ARGS]...]", help="Run this command while holding the lease.", show_default=False)] = None,
     timeout: Annotated[Optional[str], duration_option(
@@ -181,13 +181,21 @@ def _show_run(inv: Invocation, name: str, result: RunResult) -> int:
     if result.lost is not None:
         ending = "was stopped" if result.stopped else "ran to its end without it"
         raise LeaseLostError(f"lease on '{name}' (fence {result.fence}) was lost: {result.lost}; "
-                             f"the command {ending} (status {result.status})",
-                             hint="see 'mutexctl status'; a longer --timeout tolerates longer store outages")
+                             f"the command {ending} (status {result.status})", hint=_LOST_HINTS.get(
+                                 result.lost_kind or "", "see 'mutexctl status' and 'mutexctl history {name}'")
+                             .format(name=name))
     if result.release_error is not None:
         out.note(f"mutexctl: warning: the command finished but the lease was not released: {result.release_error}")
     if inv.as_json:
         out.doc({"ok": True, "mutex": name, "fence": result.fence, "status": result.status, "done": None})
     return result.status
+
+
+_LOST_HINTS = {  # by what ended the lease
+    "refused": "see 'mutexctl history {name}' for who ended it (a forced release) or why it ran out",
+    "outage": "see 'mutexctl doctor'; a longer --timeout tolerates longer store outages",
+    "suspended": "resume a suspended job (fg) before its lease runs out, or give it a longer --timeout",
+}
 
 
 def _show_lease(inv: Invocation, name: str, lease: Lease) -> int:
@@ -201,10 +209,10 @@ def _show_lease(inv: Invocation, name: str, lease: Lease) -> int:
     return exit_codes.SUCCESS
 
 
-@RENEW.command()
+@RENEW.command(cls=Command)
 def renew(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The mutex name.", show_default=False)],
     token: Annotated[int, typer.Option(
         "--token", metavar="FENCE", help="The lease to renew (the fence acquire printed).", show_default=False)],
     timeout: Annotated[Optional[str], duration_option(
@@ -228,10 +236,10 @@ def renew(
     return exit_codes.SUCCESS
 
 
-@RELEASE.command()
+@RELEASE.command(cls=Command)
 def release(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The mutex name.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The mutex name.", show_default=False)],
     token: Annotated[Optional[int], typer.Option(
         "--token", metavar="FENCE", help="Release only this lease (the fence acquire printed).",
         show_default=False)] = None,

@@ -86,6 +86,15 @@ class Output:
             self._progress_shown = True
         self._progress_kind = kind
 
+    def interrupted(self, text: str) -> None:
+        """Ctrl-C (the terminal echoed ^C): one line saying so, below the waiting line if one shows."""
+        waiting = self._progress_shown and self.stderr_tty
+        if waiting:
+            sys.stderr.write("\n")  # the waiting line stays: it says what was waited for
+            self._progress_shown = False
+        print(f"mutexctl: {text}" + ("; the wait was given up and nothing was taken" if waiting else ""),
+              file=sys.stderr, flush=True)
+
     def end_progress(self) -> None:
         if self._progress_shown and self.stderr_tty:
             sys.stderr.write("\r\x1b[K")

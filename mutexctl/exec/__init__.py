@@ -87,7 +87,7 @@ def run_under_lease(leases: Leases, request: LeaseRequest, argv: Sequence[str], 
             keeper.stop()
             group.finish(kill_rest=status is None or keeper.lost_reason is not None)
     if keeper.lost_reason is not None:
-        return RunResult(status, lease.fence, lost=keeper.lost_reason, stopped=True)
+        return RunResult(status, lease.fence, lost=keeper.lost_reason, stopped=True, lost_kind=keeper.lost_kind)
     problem = None
     if once is not None and status == 0:  # done, recorded while the lease still holds
         try:

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from mutexctl import Service
 
 from ..conftest import BUSY_S, Cli, mutexctl_argv, wait_until
@@ -170,6 +171,40 @@ def test_version_and_help(cli: Cli) -> None:
     help_text = cli("--help").stdout
     assert all(word in help_text for word in ("acquire", "release", "status"))
     assert "--conflict-exit-code" in cli("acquire", "--help").stdout
+
+
+@pytest.mark.parametrize("args", [[], ["broadcast"], ["config"]])
+def test_a_group_alone_prints_its_help_and_nothing_else(cli: Cli, args: list[str]) -> None:
+    done = cli(*args)
+    assert done.returncode == 2 and done.stderr == "", done.stderr
+    assert done.stdout.startswith(f"Usage: mutexctl {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND"), done.stdout
+    assert "\\n" not in done.stdout and "hint:" not in done.stdout and "Commands:" in done.stdout
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("aquire", "acquire"), ("relase", "release"), ("stauts", "status"),
+                                              ("broadcst", "broadcast")])
+def test_a_misspelt_command_gets_a_did_you_mean(cli: Cli, typed: str, meant: str) -> None:
+    done = cli(typed, "x")
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"mutexctl: no command '{typed}'", f"hint: did you mean 'mutexctl {meant}'? see 'mutexctl --help' for the "
+        "commands"], done.stderr
+
+
+def test_arguments_are_named_alike_and_errors_point_at_the_command_s_help(cli: Cli) -> None:
+    usage = {args[-1]: cli(*args, "--help").stdout.splitlines()[0]
+             for args in (["acquire"], ["renew"], ["release"], ["broadcast", "send"], ["broadcast", "status"])}
+    assert usage == {"acquire": "Usage: mutexctl acquire [OPTIONS] NAME [-- COMMAND [ARGS]...]",
+                     "renew": "Usage: mutexctl renew [OPTIONS] NAME",
+                     "release": "Usage: mutexctl release [OPTIONS] NAME",
+                     "send": "Usage: mutexctl broadcast send [OPTIONS] ACTION",
+                     "status": "Usage: mutexctl broadcast status [OPTIONS] ID"}
+    for args, where in ((["acquire", "x", "--once"], "mutexctl acquire"), (["acquire"], "mutexctl acquire"),
+                        (["--json", "history", "--since"], "mutexctl history"),
+                        (["broadcast", "status", "--channel"], "mutexctl broadcast status")):
+        done = cli(*args)
+        said = done.stdout + done.stderr
+        assert done.returncode == 2 and f"see '{where} --help'" in said, (args, said)
+        assert "{" not in said.replace('{"', "").replace("{'", ""), said
 
 
 def test_the_default_store_is_an_sqlite_file_under_xdg_state_home(cli: Cli) -> None:

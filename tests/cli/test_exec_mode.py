@@ -123,6 +123,7 @@ def test_a_forced_release_from_another_process_stops_the_command_with_75(cli: Cl
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 75, err
     assert "lost" in err and "stopped" in err
+    assert "hint: see 'mutexctl history job' for who ended it" in err and "outages" not in err, err
     assert not pid_alive(grandchild)
 
 
@@ -255,12 +256,27 @@ def test_ctrl_z_suspends_the_job_and_fg_resumes_it_with_the_lease_kept(terminal:
     terminal.send("echo $((6*7))-prompt-is-back\n")  # the shell has its terminal again
     terminal.expect("42-prompt-is-back")
     assert cli("acquire", "job", "-n").returncode == 1  # suspended, but the lease holds for its timeout
+    why = [line for line in cli("status", "job").stdout.splitlines() if line.startswith("# job:")]
+    assert why and "is suspended (Ctrl-Z or SIGSTOP): nothing renews the lease" in why[0], why  # not "running"
     terminal.send("fg\n")
     terminal.send("hello\n")  # read by the resumed command: it has the terminal again
     terminal.expect("got:hello")
     terminal.send("echo rc=$?\n")
     terminal.expect("rc=0")
     assert cli("acquire", "job", "-n").returncode == 0  # released at the end
+
+
+def test_ctrl_c_while_waiting_ends_the_waiting_line_with_one_line_saying_so(terminal: Terminal, cli: Cli) -> None:
+    assert cli("acquire", "busy", "--timeout", "1h").returncode == 0
+    terminal.send("mutexctl acquire busy --wait 1h; echo rc=$?\n")
+    terminal.expect("waiting: ")
+    terminal.expect("[waited ")  # the live line is drawn
+    terminal.send("\x03")  # Ctrl-C, as typed
+    said = terminal.expect("rc=130")
+    lines = [line.rsplit("\x1b[K", 1)[-1] for line in said.replace("\r", "").split("\n")]
+    told = [line for line in lines if line.startswith("mutexctl: interrupted (Ctrl-C)")]
+    assert told == ["mutexctl: interrupted (Ctrl-C); the wait was given up and nothing was taken"], said
+    assert not [line for line in lines if "waiting:" in line and "rc=" in line], said  # no prompt glued to it
 
 
 def test_a_background_job_that_reads_the_terminal_stops_until_fg(terminal: Terminal) -> None:
@@ -292,8 +308,11 @@ def test_a_job_suspended_past_its_lease_is_killed_not_resumed(terminal: Terminal
     wait_until(lambda: cli("acquire", "job", "--timeout", "1h").returncode == 0, timeout=20, interval=0.5)
     terminal.send("fg\n")
     head = terminal.expect("lost")  # mutexctl's one line: the lease was lost, the command stopped
+    said = terminal.expect("hint: ") + terminal.expect("\n")
     terminal.send("echo rc=$?\n")
     terminal.expect("rc=75")
+    assert "suspended (Ctrl-Z) until its lease could have expired: it was ended, not resumed" in said, said
+    assert "killed" not in said and "resume a suspended job (fg) before its lease runs out" in said, said
     assert "42-resumed" not in head + terminal.output.decode(errors="replace")
     assert [s.taken_by for s in Service(Settings(node_id="t", store=cli.store_url)).status("job")] == ["cli-node"]
 
