@@ -19,10 +19,11 @@ MAX_REASON_CHARS = 1000  # a forced release's reason
 MAX_TOKEN = 2**63 - 1  # fences are 64-bit integers in both stores
 CHANNEL_FORM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _NUMBER = re.compile(r"(?:\d+(?:\.\d+)?|\.\d+)")
-_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|d|h|m|s)")
-_COMPOUND = re.compile(r"(?:(?:\d+(?:\.\d+)?|\.\d+)(?:ms|d|h|m|s))+")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-DURATION_FORM = ("a number with a unit ms, s, m, h or d, or several (e.g. 500ms, 30s, 2m, 1h30m); "
+_UNITS = "ms|min|w|d|h|m|s"  # (longer spellings first: "ms" and "min" are not "m")
+_PART = re.compile(rf"(\d+(?:\.\d+)?|\.\d+)({_UNITS})")
+_COMPOUND = re.compile(rf"(?:(?:\d+(?:\.\d+)?|\.\d+)(?:{_UNITS}))+")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+DURATION_FORM = ("a number with a unit ms, s, m (or min), h, d or w, or several (e.g. 500ms, 30s, 5min, 1h30m, 2w); "
                  "a bare number is seconds")
 
 
@@ -41,8 +42,8 @@ def shown(value: object, limit: int = 40) -> str:
 
 def parse_duration(value: object, *, what: str = "duration", allow_inf: bool = False,
                    allow_zero: bool = True) -> float:
-    """``500ms``, ``30s``, ``2m``, ``1h30m``, ``10m00s``, ``3d04h``, ``12`` (seconds) -> seconds; ``inf``
-    if allowed. The forms mutexctl prints are read back."""
+    """``500ms``, ``30s``, ``2m``/``2min``, ``1h30m``, ``10m00s``, ``3d04h``, ``2w``, ``12`` (seconds) ->
+    seconds; ``inf`` (or ``infinity``, ``forever``) if allowed. The forms mutexctl prints are read back."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise UsageError(f"{what} must be a duration, not {type(value).__name__}", param=what,
                          hint=f"use {DURATION_FORM}")

@@ -12,7 +12,7 @@ import pytest
 from mutexctl import Service
 from mutexctl.inputs import parse_duration
 
-from ..conftest import Cli, store_rows
+from ..conftest import Cli, store_rows, wait_until
 
 NAMES = {
     "empty": "",
@@ -28,7 +28,7 @@ USAGE = [
     ("negative timeout", ["acquire", "job", "--timeout", "-5s"]),
     ("zero timeout", ["acquire", "job", "--timeout", "0"]),
     ("garbage timeout", ["acquire", "job", "--timeout", "soon"]),
-    ("unknown unit", ["acquire", "job", "--timeout", "5w"]),
+    ("unknown unit", ["acquire", "job", "--timeout", "5y"]),
     ("overflowing timeout", ["acquire", "job", "--timeout", "99999999999999999999h"]),
     ("exponent timeout", ["acquire", "job", "--timeout", "1e999"]),
     ("negative wait", ["acquire", "job", "--wait", "-1"]),
@@ -243,15 +243,31 @@ def test_an_environment_value_error_names_the_variable_once(cli: Cli) -> None:
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("1h30m", 5400), ("10m00s", 600), ("2m30.5s", 150.5), ("1h2m3s500ms", 3723.5), ("3d04h", 273_600),
-    ("59m59s", 3599), ("45", 45), ("1.5", 1.5), ("500ms", 0.5), ("2M", 120)])
+    ("59m59s", 3599), ("45", 45), ("1.5", 1.5), ("500ms", 0.5), ("2M", 120), ("5min", 300), ("1min30s", 90),
+    ("2w", 1_209_600), ("1w2d", 777_600)])
 def test_durations_read_what_mutexctl_prints(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["1h 30m", "h", "1x", "-1m30s", "1.2.3s", "ms", "1e3s"])
+@pytest.mark.parametrize("text", ["1h 30m", "h", "1x", "-1m30s", "1.2.3s", "ms", "1e3s", "5y", "5 min", "1mn", "w"])
 def test_malformed_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"duration|negative"):
         parse_duration(text)
+
+
+def test_wait_forever_is_a_wait_for_ever_and_a_timeout_of_weeks_is_taken(cli: Cli, service: Service) -> None:
+    service.try_acquire("busy", timeout="1h")
+    waiter = cli.popen("acquire", "busy", "--wait", "forever", "--", "true")
+    try:
+        wait_until(lambda: bool(service.status("busy")[0].waiters), timeout=60)  # in line, not refused
+        assert waiter.poll() is None
+    finally:
+        waiter.kill()
+        waiter.communicate(timeout=60)
+    assert json.loads(cli("acquire", "long", "--timeout", "2w", "--json").stdout)["timeout_ms"] == 14 * 86_400_000
+    assert "forever" in cli("acquire", "--help").stdout
+    refused = cli("acquire", "x", "--timeout", "forever")  # a lease is never for ever
+    assert refused.returncode == 2 and "is not a duration" in refused.stderr
 
 
 def test_compound_durations_work_in_flags_env_and_the_file(cli: Cli, tmp_path: Path) -> None:
