@@ -13,6 +13,7 @@ from ..models import LeaseEvent, human_ms, iso_ms
 from ..redact import printable
 from . import exit_codes
 from .common import APP_SETTINGS, ConfigOpt, DebugOpt, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, invocation
+from .completion import mutex_names
 from .documents import event_doc
 
 HISTORY = typer.Typer(**APP_SETTINGS)
@@ -24,7 +25,7 @@ def history(
     ctx: typer.Context,
     patterns: Annotated[Optional[list[str]], typer.Argument(
         metavar="[NAME|PATTERN]...", help="Only these mutexes: names, or globs such as 'deploy-*'.",
-        show_default=False)] = None,
+        show_default=False, autocompletion=mutex_names)] = None,
     since: Annotated[Optional[str], typer.Option(
         "--since", metavar="DURATION", help="Only the last DURATION (e.g. 2h, 30m, 1d), on the store's clock.",
         show_default=False)] = None,

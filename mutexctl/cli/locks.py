@@ -28,6 +28,7 @@ from .common import (
     timeout_option,
     wait_option,
 )
+from .completion import mutex_names
 from .documents import lease_doc
 from .output import Output
 
@@ -73,7 +74,8 @@ class CommandAfterName(Command):
 @ACQUIRE.command(cls=CommandAfterName, context_settings={"ignore_unknown_options": False})
 def acquire(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The mutex name.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The mutex name.", show_default=False,
+                                         autocompletion=mutex_names)],
     command: Annotated[Optional[list[str]], typer.Argument(
         metavar="[-- COMMAND [ARGS]...]", help="Run this command while holding the lease.", show_default=False)] = None,
     timeout: Annotated[Optional[str], duration_option(
@@ -209,7 +211,8 @@ def _show_lease(inv: Invocation, name: str, lease: Lease) -> int:
 @RENEW.command(cls=Command)
 def renew(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The mutex name.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The mutex name.", show_default=False,
+                                         autocompletion=mutex_names)],
     token: Annotated[int, typer.Option(
         "--token", metavar="FENCE", help="The lease to renew (the fence acquire printed).", show_default=False)],
     timeout: Annotated[Optional[str], duration_option(
@@ -236,7 +239,8 @@ def renew(
 @RELEASE.command(cls=Command)
 def release(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The mutex name.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The mutex name.", show_default=False,
+                                         autocompletion=mutex_names)],
     token: Annotated[Optional[int], typer.Option(
         "--token", metavar="FENCE", help="Release only this lease (the fence acquire printed).",
         show_default=False)] = None,

@@ -14,6 +14,7 @@ from ..identity import host_name
 from ..models import Overview
 from . import exit_codes
 from .common import APP_SETTINGS, ConfigOpt, DebugOpt, Invocation, JsonOpt, NodeOpt, StoreOpt, VerboseOpt, invocation
+from .completion import mutex_names
 
 STATUS = typer.Typer(**APP_SETTINGS)
 
@@ -23,7 +24,7 @@ def status(
     ctx: typer.Context,
     patterns: Annotated[Optional[list[str]], typer.Argument(
         metavar="[PATTERN]...", help="Only these mutexes: names, or globs such as 'deploy-*'.",
-        show_default=False)] = None,
+        show_default=False, autocompletion=mutex_names)] = None,
     held: Annotated[bool, typer.Option("--held", help="Only held mutexes; exit 1 when none is.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep showing it: live on a terminal (Ctrl-C quits, "
                                                         "exit 0); piped, a snapshot per interval.")] = False,

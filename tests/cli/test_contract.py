@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -205,6 +206,45 @@ def test_arguments_are_named_alike_and_errors_point_at_the_command_s_help(cli: C
         said = done.stdout + done.stderr
         assert done.returncode == 2 and f"see '{where} --help'" in said, (args, said)
         assert "{" not in said.replace('{"', "").replace("{'", ""), said
+
+
+def _complete(cli: Cli, shell: str, words: str, env: dict[str, str] | None = None) -> list[str]:
+    """What the shell's completion script gets for ``words`` (the last one being completed)."""
+    ask = {"bash": {"_MUTEXCTL_COMPLETE": "complete_bash", "COMP_WORDS": words,
+                    "COMP_CWORD": str(len(words.split(" ")) - 1)},
+           "zsh": {"_MUTEXCTL_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": words},
+           "fish": {"_MUTEXCTL_COMPLETE": "complete_fish", "_TYPER_COMPLETE_ARGS": words,
+                    "_TYPER_COMPLETE_FISH_ACTION": "get-args"}}[shell]
+    done = subprocess.run(mutexctl_argv(), env={**cli.env, **ask, **(env or {})}, cwd=cli.cwd, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    return [word.strip('"') for word in re.findall(r"deploy-[a-z]+|other-[a-z]+", done.stdout)]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_mutex_names_complete_from_the_store(cli: Cli, service: Service, shell: str) -> None:
+    for name in ("deploy-web", "deploy-db", "other-job"):
+        with service.lock(name, timeout="10s"):
+            pass
+    assert _complete(cli, shell, "mutexctl release deploy-") == ["deploy-db", "deploy-web"]
+    assert _complete(cli, shell, "mutexctl status other-") == ["other-job"]
+    assert sorted(_complete(cli, shell, "mutexctl history ")) == ["deploy-db", "deploy-web", "other-job"]
+
+
+def test_completion_is_bounded_in_time_and_quiet_when_the_store_does_not_answer(cli: Cli) -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)  # accepts, never answers: the look for the server would take connect_timeout (60s)
+    try:
+        started = time.monotonic()
+        found = _complete(cli, "bash", "mutexctl release deploy-", env={
+            "MUTEXCTL_STORE": f"mongodb://127.0.0.1:{server.getsockname()[1]}/x", "MUTEXCTL_CONNECT_TIMEOUT": "60s"})
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert found == [] and took < 30, took  # the one-second budget, not the minute
 
 
 def test_the_default_store_is_an_sqlite_file_under_xdg_state_home(cli: Cli) -> None:
