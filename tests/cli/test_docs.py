@@ -88,3 +88,16 @@ def test_pip_install_puts_the_man_page_and_the_completions_where_man_and_the_she
         page = subprocess.run(["man", "-M", str(prefix / "share" / "man"), "mutexctl"], capture_output=True,
                               text=True, timeout=60, env={"MANPAGER": "cat", "PATH": "/usr/bin:/bin"})
         assert page.returncode == 0 and "named leases" in page.stdout
+
+
+def test_the_readme_s_editable_install_puts_the_man_page_and_completions_in_the_venv(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    done = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--no-deps", "-e", str(ROOT)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for installed, source in (("share/man/man1/mutexctl.1", "man/mutexctl.1"),
+                              ("share/bash-completion/completions/mutexctl", "completions/bash/mutexctl"),
+                              ("share/zsh/site-functions/_mutexctl", "completions/zsh/_mutexctl"),
+                              ("share/fish/vendor_completions.d/mutexctl.fish", "completions/fish/mutexctl.fish")):
+        assert (venv / installed).read_text() == (ROOT / source).read_text(), installed
