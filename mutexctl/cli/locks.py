@@ -3,14 +3,16 @@
 # (no "from __future__ import annotations": typer reads these signatures at every start, and string
 # annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
+import os
+import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from ..config import validate_mutex_id
 from ..errors import LeaseLostError, LockHeldError, StoreUnavailableError, UsageError
-from ..models import EXCLUSIVE, Lease, MutexState, OnceMarker, RunResult, human_ms, iso_ms
+from ..models import EXCLUSIVE, SEMAPHORE, SHARED, Lease, MutexState, OnceMarker, RunResult, human_ms, iso_ms
 from ..redact import printable
 from . import exit_codes
 from .common import (
@@ -31,6 +33,9 @@ from .common import (
 from .completion import mutex_names
 from .documents import lease_doc
 from .output import Output
+
+if TYPE_CHECKING:
+    from ..service import Service
 
 # One Typer app per command: the root builds only the command that runs (see app.LazyGroup).
 ACQUIRE, RENEW, RELEASE = (typer.Typer(**APP_SETTINGS) for _ in range(3))
@@ -116,6 +121,9 @@ def acquire(
     lease_length, wait_s = _acquire_options(inv, name, command, timeout, wait, nonblock, conflict_exit_code, limit,
                                             shared, once)
     with inv.service() as svc:
+        fence = None if once else _enclosing_fence(svc, name, limit, shared)
+        if fence is not None:  # a nested acquire inside `acquire NAME -- CMD`: that lease is already ours
+            return _reenter(inv, name, fence, command)
         if command:
             result = svc.run(name, command, timeout=lease_length, wait=wait_s, on_wait=_progress(inv.out),
                              limit=limit, shared=shared, once=once)
@@ -123,6 +131,61 @@ def acquire(
             lease = svc.acquire(name, timeout=lease_length, wait=wait_s, on_wait=_progress(inv.out), limit=limit,
                                 shared=shared)
     return _show_run(inv, name, result) if command else _show_lease(inv, name, lease)
+
+
+def _enclosing_fence(svc: "Service", name: str, limit: Optional[int], shared: bool) -> Optional[int]:
+    """The fence of the lease an enclosing ``mutexctl acquire NAME -- CMD`` holds for this process (its
+    MUTEXCTL_* variables name NAME and a fence that the store shows live for this node, taken the same
+    way), else None. flock's nested lock on an inherited descriptor, made safe: a stale or forged
+    variable takes nothing."""
+    env = os.environ
+    if env.get("MUTEXCTL_LOCK_HELD") != "1" or env.get("MUTEXCTL_MUTEX_ID") != name:
+        return None
+    try:
+        fence = int(env.get("MUTEXCTL_FENCE", ""))
+    except ValueError:
+        return None
+    from ..requests import this_process
+    from ..stores.common import other_user
+
+    node, user = svc.settings.node_id, this_process().user
+    for state in svc.status(name):
+        if state.state != "held":
+            continue
+        if state.slots:
+            same_kind = state.kind == (SHARED if shared else SEMAPHORE) and (shared or limit == state.limit)
+            if same_kind and any(s.fence == fence and s.node == node and not other_user(s.holder, user)
+                                 for s in state.slots):
+                return fence
+        elif not limit and not shared and state.fence == fence and state.taken_by == node \
+                and not other_user(state.holder, user):
+            return fence
+    return None
+
+
+def _reenter(inv: Invocation, name: str, fence: int, command: Optional[list[str]]) -> int:
+    """Run COMMAND in this process's place (the enclosing mutexctl renews the lease and stops the whole
+    group if it is lost), or, in token mode, print the fence: nothing is taken, nothing to release."""
+    if not command:
+        if inv.as_json:
+            inv.out.doc({"ok": True, "mutex": name, "fence": fence, "reentered": True})
+        else:
+            inv.out.data(str(fence))
+            inv.out.detail(f"'{name}' is already held by the enclosing command (fence {fence}); nothing was taken")
+        return exit_codes.SUCCESS
+    if inv.as_json:  # (before the command takes this process over: the record cannot come after)
+        inv.out.doc({"ok": True, "mutex": name, "fence": fence, "status": None, "reentered": True})
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        from ..errors import CommandStartError
+
+        missing = isinstance(exc, FileNotFoundError)
+        raise CommandStartError(f"{'command not found' if missing else 'cannot run'}: {printable(command[0])}",
+                                127 if missing else 126) from None
+    return exit_codes.SUCCESS  # (not reached)
 
 
 def _acquire_options(inv: Invocation, name: str, command: Optional[list[str]], timeout: Optional[str],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -56,6 +57,34 @@ def test_an_unknown_option_before_the_command_hints_where_the_command_goes(cli: 
     done = cli("acquire", "-la", "mx1")
     assert done.returncode == 2 and "No such option: -l" in done.stderr
     assert "hint: a command to run goes after NAME, or after '--'" in done.stderr, done.stderr
+
+
+def test_a_nested_acquire_of_the_enclosing_lease_runs_at_once_without_taking_it_again(cli: Cli) -> None:
+    nested = [*mutexctl_argv(), "acquire", "job", "-n", "--", "sh", "-c", 'echo "inner $MUTEXCTL_FENCE"; exit 7']
+    done = cli("acquire", "job", "--timeout", "1m", "--", *nested)  # -n: it would exit 1 if it tried to take it
+    assert (done.returncode, done.stdout) == (7, "inner 1\n"), done.stderr
+    token = cli("acquire", "job", "--", *mutexctl_argv(), "--json", "acquire", "job")  # token mode: the fence
+    assert token.returncode == 0 and json.loads(token.stdout) == {"ok": True, "mutex": "job", "fence": 2,
+                                                                  "reentered": True}, token.stdout
+    slot = cli("acquire", "pool", "--limit", "2", "--", *mutexctl_argv(), "acquire", "pool", "--limit", "2", "--",
+               "sh", "-c", "echo $MUTEXCTL_FENCE")
+    assert (slot.returncode, slot.stdout) == (0, "1\n"), slot.stderr
+    other_kind = cli("acquire", "pool", "--limit", "2", "--", *mutexctl_argv(), "acquire", "pool", "--", "true")
+    assert other_kind.returncode == 1  # an exclusive ask inside a slot is no re-entry: it is refused as ever
+    other_name = cli("acquire", "a", "--", *mutexctl_argv(), "acquire", "b", "--", "sh", "-c", "echo $MUTEXCTL_FENCE")
+    assert (other_name.returncode, other_name.stdout) == (0, "1\n")  # b is taken for real (its own fence)
+    assert json.loads(cli("--json", "status", "job").stdout)["mutexes"][0]["fence"] == 2  # never taken again
+
+
+def test_inherited_variables_that_do_not_match_a_live_lease_of_ours_take_nothing(cli: Cli, service: Service) -> None:
+    assert cli("acquire", "held", "--timeout", "1h").stdout.strip() == "1"
+    forged = {"MUTEXCTL_LOCK_HELD": "1", "MUTEXCTL_MUTEX_ID": "held", "MUTEXCTL_FENCE": "7"}
+    assert cli("acquire", "held", "--", "echo", "in", env=forged).returncode == 1  # the wrong fence
+    service.try_acquire("theirs", timeout="1h")  # node-a's, fence 1
+    borrowed = {**forged, "MUTEXCTL_MUTEX_ID": "theirs", "MUTEXCTL_FENCE": "1"}
+    assert cli("acquire", "theirs", "--", "echo", "in", env=borrowed).returncode == 1  # another node's
+    other_user = {**forged, "MUTEXCTL_FENCE": "1", "LOGNAME": "mallory", "USER": "mallory"}
+    assert cli("acquire", "held", "--", "echo", "in", env=other_user).returncode == 1  # another user's
 
 
 def test_a_missing_command_gives_127_and_releases_the_lease(cli: Cli, service: Service) -> None:
