@@ -268,6 +268,8 @@ class RunResult(NamedTuple):
     lost: str | None = None
     stopped: bool = False  # the loss was noticed while the command ran, and it was stopped
     lost_kind: str | None = None  # what ended the lease: "refused" (forced or expired), "outage", "suspended"
+    waited_s: float | None = None  # from the ask to the lease (nothing ran: None)
+    held_s: float | None = None  # from the lease to its release (or loss)
     release_error: str | None = None  # the command ended, but its lease could not be released (why)
     done: OnceMarker | None = None  # --once: already done (by this marker's holder); nothing ran
 

@@ -237,12 +237,12 @@ class Service:
 
     def run(self, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
             wait: Duration | None = None, on_wait: WaitCallback | None = None, limit: int | None = None,
-            shared: bool = False, once: str | None = None) -> RunResult:
-        """Run ``argv`` while holding the mutex (see exec.run_under_lease)."""
+            shared: bool = False, once: str | None = None, stdin: bool = True) -> RunResult:
+        """Run ``argv`` while holding the mutex (see exec.run_under_lease); ``stdin`` false: it reads /dev/null."""
         from .exec import run_under_lease
 
         request = self.leases.request(mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared)
-        return run_under_lease(self.leases, request, argv, on_wait=on_wait, once=once)
+        return run_under_lease(self.leases, request, argv, on_wait=on_wait, once=once, stdin=stdin)
 
     # -- schema -------------------------------------------------------------------------------
 

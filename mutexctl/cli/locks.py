@@ -3,18 +3,17 @@
 # (no "from __future__ import annotations": typer reads these signatures at every start, and string
 # annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
-import os
-import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..config import validate_mutex_id
 from ..errors import LeaseLostError, LockHeldError, StoreUnavailableError, UsageError
-from ..models import EXCLUSIVE, SEMAPHORE, SHARED, Lease, MutexState, OnceMarker, RunResult, human_ms, iso_ms
+from ..models import EXCLUSIVE, Lease, MutexState, OnceMarker, RunResult, human_ms, iso_ms
 from ..redact import printable
 from . import exit_codes
+from .acquiring import CommandAfterName, enclosing_fence, reenter
 from .common import (
     APP_SETTINGS,
     Command,
@@ -35,45 +34,10 @@ from .documents import lease_doc
 from .output import Output
 
 if TYPE_CHECKING:
-    from ..service import Service
+    pass
 
 # One Typer app per command: the root builds only the command that runs (see app.LazyGroup).
 ACQUIRE, RENEW, RELEASE = (typer.Typer(**APP_SETTINGS) for _ in range(3))
-
-
-def command_start(args: list[str], params: Sequence[Any]) -> int | None:
-    """Where the command begins in ``acquire``'s arguments given without ``--``: the first word after
-    NAME that is neither an option of ours nor an option's value (flock's rule). None: there is none,
-    or a ``--`` marks it already."""
-    takes_value = {flag: not (param.is_flag or param.count) for param in params if param.param_type_name == "option"
-                   for flag in (*param.opts, *param.secondary_opts)}
-    words, skip = 0, False
-    for at, arg in enumerate(args):
-        if skip:
-            skip = False
-        elif arg == "--":
-            return None
-        elif arg.startswith("--"):
-            skip = "=" not in arg and takes_value.get(arg, False)
-        elif arg.startswith("-") and len(arg) > 1:  # a cluster of short options: -nE 3, -w5s
-            for letter, flag in enumerate(arg[1:], 2):
-                if takes_value.get(f"-{flag}", False):
-                    skip = letter == len(arg)  # its value is the next word, unless it is the rest of this one
-                    break
-        else:
-            words += 1
-            if words == 2:  # NAME, then the command's first word
-                return at
-    return None
-
-
-class CommandAfterName(Command):
-    """``acquire NAME CMD ARGS…`` as ``acquire NAME -- CMD ARGS…``: options after the command's first
-    word are the command's (``acquire mx1 ls -la``, ``acquire mx1 echo --timeout 5s``), as flock's are."""
-
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
-        at = command_start(args, self.params)
-        return super().parse_args(ctx, args if at is None else [*args[:at], "--", *args[at:]])
 
 
 @ACQUIRE.command(cls=CommandAfterName, context_settings={"ignore_unknown_options": False})
@@ -87,7 +51,8 @@ def acquire(
         "-t", "--timeout", help="Lease length (e.g. 500ms, 30s, 2m, 1h30m); default 30s.")] = None,
     wait: Annotated[Optional[str], duration_option(
         "-w", "--wait", help="Wait up to this long for a busy mutex; inf (or forever) waits for ever.")] = None,
-    nonblock: Annotated[bool, typer.Option("-n", "--nonblock", help="Try once; do not wait (the default).")] = False,
+    nonblock: Annotated[bool, typer.Option("-n", "--nonblock", "--nb", "--nonblocking",
+                                           help="Try once; do not wait (the default).")] = False,
     conflict_exit_code: Annotated[Optional[int], typer.Option(
         "-E", "--conflict-exit-code", metavar="N", help="Exit status when the mutex is busy (default 1).",
         show_default=False)] = None,
@@ -95,7 +60,15 @@ def acquire(
         "--limit", metavar="N", help="A semaphore: take one of N slots (every holder must name the same N).",
         show_default=False)] = None,
     shared: Annotated[bool, typer.Option(
-        "--shared", help="A shared (reader's) hold: any number together, none while an exclusive holder is in.")
+        "-s", "--shared", help="A shared (reader's) hold: any number together, none while an exclusive holder is in.")
+    ] = False,
+    exclusive: Annotated[bool, typer.Option(
+        "-x", "-e", "--exclusive", help="An exclusive hold (the default; flock's spelling).")] = False,
+    shell: Annotated[Optional[str], typer.Option(
+        "-c", "--shell", metavar="STRING", help="Run STRING with sh -c under the lease (flock's -c, consul's "
+                                                 "-shell).", show_default=False)] = None,
+    no_stdin: Annotated[bool, typer.Option(
+        "--no-stdin", help="The command reads /dev/null, not this stdin (a command in a 'while read' loop).")
     ] = False,
     once: Annotated[Optional[str], typer.Option(
         "--once", metavar="KEY", help="Run COMMAND once for (NAME, KEY): later instances exit 0 without running "
@@ -118,74 +91,28 @@ def acquire(
     this lease (exit 3); --json writes its record on stderr, since stdout is the command's.
     """
     inv = invocation(ctx, config, store, node_id, as_json, verbose, debug)
+    if exclusive and (shared or limit is not None):
+        raise UsageError("--exclusive asks for the lease another way than " + ("--shared" if shared else "--limit"),
+                         hint="use one of them")
+    if shell is not None:
+        if command:
+            raise UsageError("-c/--shell and a command after NAME are two commands", hint="give one of them")
+        command = ["sh", "-c", shell]
+    if no_stdin and not command:
+        raise UsageError("--no-stdin applies to a command only", hint="add the command, or leave --no-stdin out")
     lease_length, wait_s = _acquire_options(inv, name, command, timeout, wait, nonblock, conflict_exit_code, limit,
                                             shared, once)
     with inv.service() as svc:
-        fence = None if once else _enclosing_fence(svc, name, limit, shared)
+        fence = None if once else enclosing_fence(svc, name, limit, shared)
         if fence is not None:  # a nested acquire inside `acquire NAME -- CMD`: that lease is already ours
-            return _reenter(inv, name, fence, command)
+            return reenter(inv, name, fence, command)
         if command:
             result = svc.run(name, command, timeout=lease_length, wait=wait_s, on_wait=_progress(inv.out),
-                             limit=limit, shared=shared, once=once)
+                             limit=limit, shared=shared, once=once, stdin=not no_stdin)
         else:
             lease = svc.acquire(name, timeout=lease_length, wait=wait_s, on_wait=_progress(inv.out), limit=limit,
                                 shared=shared)
     return _show_run(inv, name, result) if command else _show_lease(inv, name, lease)
-
-
-def _enclosing_fence(svc: "Service", name: str, limit: Optional[int], shared: bool) -> Optional[int]:
-    """The fence of the lease an enclosing ``mutexctl acquire NAME -- CMD`` holds for this process (its
-    MUTEXCTL_* variables name NAME and a fence that the store shows live for this node, taken the same
-    way), else None. flock's nested lock on an inherited descriptor, made safe: a stale or forged
-    variable takes nothing."""
-    env = os.environ
-    if env.get("MUTEXCTL_LOCK_HELD") != "1" or env.get("MUTEXCTL_MUTEX_ID") != name:
-        return None
-    try:
-        fence = int(env.get("MUTEXCTL_FENCE", ""))
-    except ValueError:
-        return None
-    from ..requests import this_process
-    from ..stores.common import other_user
-
-    node, user = svc.settings.node_id, this_process().user
-    for state in svc.status(name):
-        if state.state != "held":
-            continue
-        if state.slots:
-            same_kind = state.kind == (SHARED if shared else SEMAPHORE) and (shared or limit == state.limit)
-            if same_kind and any(s.fence == fence and s.node == node and not other_user(s.holder, user)
-                                 for s in state.slots):
-                return fence
-        elif not limit and not shared and state.fence == fence and state.taken_by == node \
-                and not other_user(state.holder, user):
-            return fence
-    return None
-
-
-def _reenter(inv: Invocation, name: str, fence: int, command: Optional[list[str]]) -> int:
-    """Run COMMAND in this process's place (the enclosing mutexctl renews the lease and stops the whole
-    group if it is lost), or, in token mode, print the fence: nothing is taken, nothing to release."""
-    if not command:
-        if inv.as_json:
-            inv.out.doc({"ok": True, "mutex": name, "fence": fence, "reentered": True})
-        else:
-            inv.out.data(str(fence))
-            inv.out.detail(f"'{name}' is already held by the enclosing command (fence {fence}); nothing was taken")
-        return exit_codes.SUCCESS
-    if inv.as_json:  # (before the command takes this process over: the record cannot come after)
-        inv.out.doc({"ok": True, "mutex": name, "fence": fence, "status": None, "reentered": True})
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    try:
-        os.execvp(command[0], command)
-    except OSError as exc:
-        from ..errors import CommandStartError
-
-        missing = isinstance(exc, FileNotFoundError)
-        raise CommandStartError(f"{'command not found' if missing else 'cannot run'}: {printable(command[0])}",
-                                127 if missing else 126) from None
-    return exit_codes.SUCCESS  # (not reached)
 
 
 def _acquire_options(inv: Invocation, name: str, command: Optional[list[str]], timeout: Optional[str],
@@ -248,8 +175,13 @@ def _show_run(inv: Invocation, name: str, result: RunResult) -> int:
                              .format(name=name))
     if result.release_error is not None:
         out.note(f"mutexctl: warning: the command finished but the lease was not released: {result.release_error}")
+    if inv.verbose and result.waited_s is not None and result.held_s is not None:  # (flock's --verbose)
+        out.note(f"mutexctl: waited {human_ms(result.waited_s * 1000)} for '{name}' (fence {result.fence}), held it "
+                 f"{human_ms(result.held_s * 1000)}; the command exited with {result.status}")
     if inv.as_json:
-        out.doc({"ok": True, "mutex": name, "fence": result.fence, "status": result.status, "done": None})
+        out.doc({"ok": True, "mutex": name, "fence": result.fence, "status": result.status, "done": None,
+                 "waited_ms": None if result.waited_s is None else round(result.waited_s * 1000),
+                 "held_ms": None if result.held_s is None else round(result.held_s * 1000)})
     return result.status
 
 

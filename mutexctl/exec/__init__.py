@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import time
 from collections.abc import Sequence
 
 from ..errors import NotOwnerError, StoreError, UsageError
@@ -29,7 +30,7 @@ MIN_RUN_S = 0.05
 
 
 def run_under_lease(leases: Leases, request: LeaseRequest, argv: Sequence[str], *,
-                    on_wait: WaitCallback | None = None, once: str | None = None) -> RunResult:
+                    on_wait: WaitCallback | None = None, once: str | None = None, stdin: bool = True) -> RunResult:
     """Run ``argv`` while holding the lease ``request`` asks for (a mutex, one of a semaphore's slots,
     or a shared hold); stop its process group before the lease could pass on. The holder on record
     is the command (``argv``), supervised (its lease a plain release cannot end).
@@ -37,7 +38,10 @@ def run_under_lease(leases: Leases, request: LeaseRequest, argv: Sequence[str], 
     With ``once`` (a key): if (mutex, key) is marked done, nothing runs (``RunResult.done``), also when
     the mark appears while this one waits; a command that exits 0 under its lease marks it done
     before the lease is released. A failed or stopped command marks nothing: the next one runs.
+    ``stdin`` false: the command reads /dev/null. The result tells how long the lease was waited for
+    and held.
     """
+    asked = time.monotonic()
     mutex_id = request.mutex_id
     request = request._replace(holder=leases.holder(shlex.join(argv))._replace(exec_mode=True))
 
@@ -58,9 +62,17 @@ def run_under_lease(leases: Leases, request: LeaseRequest, argv: Sequence[str], 
     if marker is not None:
         _release(leases, lease)
         return RunResult(0, marker.fence or 0, done=marker)
+    taken = time.monotonic()
+    result = _run(leases, lease, argv, once, stdin)
+    return result._replace(waited_s=taken - asked, held_s=time.monotonic() - taken)
+
+
+def _run(leases: Leases, lease: Lease, argv: Sequence[str], once: str | None, stdin: bool) -> RunResult:
+    """The command under ``lease``, renewed, stopped before the lease could pass on, released after."""
+    mutex_id = lease.mutex_id
     env = dict(os.environ, MUTEXCTL_MUTEX_ID=mutex_id, MUTEXCTL_NODE_ID=lease.node_id,
                MUTEXCTL_FENCE=str(lease.fence), MUTEXCTL_LOCK_HELD="1")
-    group = CommandGroup(argv, env)
+    group = CommandGroup(argv, env, stdin=stdin)
     grace = lease_stop_grace_s(lease.timeout_ms)
     keeper = LeaseKeeper(leases, lease, on_lost=lambda _reason: group.stop(grace), stop_margin_s=grace,
                          on_renewed=group.extend)

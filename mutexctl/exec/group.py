@@ -27,9 +27,10 @@ _JOB_STOPS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)  # the stops a ter
 class CommandGroup:
     """One command and everything it starts, in a process group led by the command."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], *, stdin: bool = True) -> None:
         self.argv = list(argv)
         self.env = dict(env)
+        self.stdin = stdin  # False: the command reads /dev/null, not our stdin (consul's default)
         self.process: subprocess.Popen[bytes] | None = None
         self._watcher: Watcher | None = None
         self._kill_timer: threading.Timer | None = None
@@ -59,7 +60,8 @@ class CommandGroup:
         gate = Gate()  # the command runs only once its watcher does
         try:
             self.process = subprocess.Popen(gate.argv(self.argv), env=self.env, process_group=0,
-                                            pass_fds=gate.fds, **extra)
+                                            pass_fds=gate.fds, stdin=None if self.stdin else subprocess.DEVNULL,
+                                            **extra)
         except OSError as exc:
             gate.close()
             if front_tty is not None:  # the child took the terminal, then failed to exec

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -85,6 +87,42 @@ def test_inherited_variables_that_do_not_match_a_live_lease_of_ours_take_nothing
     assert cli("acquire", "theirs", "--", "echo", "in", env=borrowed).returncode == 1  # another node's
     other_user = {**forged, "MUTEXCTL_FENCE": "1", "LOGNAME": "mallory", "USER": "mallory"}
     assert cli("acquire", "held", "--", "echo", "in", env=other_user).returncode == 1  # another user's
+
+
+def test_flock_s_and_consul_s_spellings_work(cli: Cli, service: Service) -> None:
+    shell = cli("acquire", "job", "-c", 'echo "in $MUTEXCTL_FENCE"; exit 4')  # flock -c, consul -shell
+    assert (shell.returncode, shell.stdout) == (4, "in 1\n"), shell.stderr
+    assert cli("acquire", "job", "--shell", "exit 0").returncode == 0
+    reader = cli("acquire", "rw", "-s", "--timeout", "1h")  # flock -s: shared
+    assert reader.returncode == 0 and cli("acquire", "rw", "-s", "--", "true").returncode == 0  # two readers
+    for spelling in ("-x", "-e", "--exclusive"):  # an exclusive ask waits for the readers: --nb gives up at once
+        for nonblocking in ("--nb", "--nonblocking", "-n"):
+            assert cli("acquire", "rw", spelling, nonblocking, "--", "true").returncode == 1, (spelling, nonblocking)
+    assert cli("acquire", "rw", "-x", "-s").returncode == 2  # two ways at once
+    assert cli("acquire", "job", "-c", "true", "--", "true").returncode == 2  # two commands
+
+
+def test_no_stdin_leaves_a_while_read_loop_its_input(cli: Cli) -> None:
+    loop = ('printf "a\\nb\\nc\\n" | while read line; do "$@" acquire job --no-stdin -- sh -c "cat; echo ran"; '
+            'echo "line $line"; done')
+    done = subprocess.run(["sh", "-c", loop, "sh", *mutexctl_argv()], env=cli.env, cwd=cli.cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["ran", "line", "a", "ran", "line", "b", "ran", "line", "c"], done.stdout
+    eaten = subprocess.run(["sh", "-c", loop.replace(" --no-stdin", ""), "sh", *mutexctl_argv()], env=cli.env,
+                           cwd=cli.cwd, capture_output=True, text=True, timeout=120)
+    assert eaten.stdout.split() == ["b", "c", "ran", "line", "a"], eaten.stdout  # (what --no-stdin is for)
+    assert cli("acquire", "job", "--no-stdin").returncode == 2  # nothing to give stdin to
+
+
+def test_verbose_tells_the_wait_and_the_hold_as_flock_s_does(cli: Cli) -> None:
+    done = cli("-v", "acquire", "job", "--", "sh", "-c", "sleep 0.2; exit 3")
+    line = [text for text in done.stderr.splitlines() if text.startswith("mutexctl: waited ")]
+    assert done.returncode == 3 and len(line) == 1, done.stderr
+    assert re.fullmatch(r"mutexctl: waited \S+ for 'job' \(fence 1\), held it \S+; the command exited with 3",
+                        line[0]), line
+    record = json.loads(cli("--json", "acquire", "job", "--", "true").stderr.strip().splitlines()[-1])
+    assert record["status"] == 0 and record["waited_ms"] >= 0 and record["held_ms"] >= 0
+    assert "waited" not in cli("acquire", "job", "--", "true").stderr  # quiet without -v
 
 
 def test_a_missing_command_gives_127_and_releases_the_lease(cli: Cli, service: Service) -> None:
