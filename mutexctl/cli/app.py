@@ -134,6 +134,7 @@ def run(argv: list[str]) -> int:
     warnings.simplefilter("ignore")
     as_json, debug, exec_mode = _scan_flags(argv)
     inv = Invocation(as_json=as_json, debug=debug, out=Output(as_json=as_json, json_to_stderr=exec_mode))
+    inv.argv = list(argv)
     # Ctrl-C as an error of our own (the framework would turn a KeyboardInterrupt into a bare 130), and
     # TERM/HUP likewise; a signal the caller ignores (nohup) stays ignored.
     for signum, untouched in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL),

@@ -44,6 +44,7 @@ class Invocation:
         self.debug = debug
         self.conflict_code = exit_codes.CONFLICT
         self.out = out or Output(as_json=as_json)
+        self.argv: list[str] = []  # the command line as given (acquire --hold-for starts its keeper with it)
 
     def merge(self, config: str | None, store: str | None, node_id: str | None, as_json: bool, verbose: int,
               debug: bool) -> Invocation:

@@ -70,6 +70,11 @@ def acquire(
     no_stdin: Annotated[bool, typer.Option(
         "--no-stdin", help="The command reads /dev/null, not this stdin (a command in a 'while read' loop).")
     ] = False,
+    hold_for: Annotated[Optional[str], typer.Option(
+        "--hold-for", metavar="PID", help="Token mode for a process's lifetime: a keeper renews the lease until PID "
+                                          "exits ($$: this shell; 'parent': mutexctl's parent), then releases it.",
+        show_default=False)] = None,
+    hold_report: Annotated[Optional[int], typer.Option("--hold-report", hidden=True)] = None,
     once: Annotated[Optional[str], typer.Option(
         "--once", metavar="KEY", help="Run COMMAND once for (NAME, KEY): later instances exit 0 without running "
                                       "it; default --wait inf.", show_default=False)] = None,
@@ -100,6 +105,14 @@ def acquire(
         command = ["sh", "-c", shell]
     if no_stdin and not command:
         raise UsageError("--no-stdin applies to a command only", hint="add the command, or leave --no-stdin out")
+    if hold_for is not None:
+        from .holding import hold
+
+        if command or once is not None:
+            raise UsageError("--hold-for holds a lease without a command", hint="leave the command (or --once) out")
+        return hold(inv, name, hold_for, hold_report, *_acquire_options(inv, name, None, timeout, wait, nonblock,
+                                                                         conflict_exit_code, limit, shared, None),
+                    limit, shared)
     lease_length, wait_s = _acquire_options(inv, name, command, timeout, wait, nonblock, conflict_exit_code, limit,
                                             shared, once)
     with inv.service() as svc:
