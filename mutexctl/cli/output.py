@@ -78,9 +78,9 @@ class Output:
             return
         text = printable(mask_url(text))
         if self.stderr_tty:
+            self._progress_shown = True  # first: a Ctrl-C right after the write must find the line shown
             sys.stderr.write(f"\r\x1b[K{text}")
             sys.stderr.flush()
-            self._progress_shown = True
         elif self._progress_kind != kind or not self._progress_shown:
             print(text, file=sys.stderr, flush=True)
             self._progress_shown = True

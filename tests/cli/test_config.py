@@ -99,7 +99,7 @@ def test_a_wrong_type_names_the_file_the_key_and_the_form(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as caught:
         load_settings(config=str(config), env={"HOME": str(tmp_path)})
     assert str(config) in str(caught.value) and "mutexes.deploy.timeout" in str(caught.value)
-    assert "ms, s, m, h or d" in (caught.value.hint or "")
+    assert "ms, s, m (or min), h, d or w" in (caught.value.hint or "")
 
 
 def test_the_cli_uses_a_config_file_in_the_working_directory(cli: Cli) -> None:
