@@ -260,6 +260,27 @@ class InitResult(NamedTuple):
     retention_setting: str = "log_retention"  # or history_retention
 
 
+class LeaderRecord(NamedTuple):
+    """What an elected leader announced for its term (the fence of its lease): its value, on the
+    store's clock. It describes the lease only while that lease's fence is still ``fence``."""
+
+    fence: int
+    node: str
+    value: str
+    at: datetime
+
+
+class Leader(NamedTuple):
+    """The leader of an election now: the node holding its lease, the value it announced (None while
+    not announced yet), its term (the lease's fence, higher at every new leader) and since when."""
+
+    name: str
+    node: str
+    value: str | None
+    term: int
+    since: datetime | None
+
+
 class RunResult(NamedTuple):
     """How a command run under a lease ended: its status, and why the lease was lost, if it was."""
 

@@ -45,6 +45,19 @@ def duration_ms(value: Duration, what: str) -> int:
     return milliseconds
 
 
+MAX_VALUE_CHARS = 4096  # an elected leader's announced value
+
+
+def validate_value(value: object) -> str:
+    """A leader's value: text, at most MAX_VALUE_CHARS characters."""
+    if not isinstance(value, str):
+        raise UsageError(f"value must be text, not {type(value).__name__}", param="value")
+    if len(value) > MAX_VALUE_CHARS or "\x00" in value:
+        raise UsageError(f"value {shown(value)} is too long or holds a NUL", param="value",
+                         hint=f"at most {MAX_VALUE_CHARS} characters")
+    return value
+
+
 def wait_seconds(value: Duration, what: str = "wait") -> float:
     if not isinstance(value, timedelta):
         return parse_wait_s(value, what=what)

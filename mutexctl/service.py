@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings
 from .errors import LockHeldError, NotOwnerError, UsageError
+from .inputs import validate_mutex_id
 from .leases import Leases
 from .lifecycle import Lifecycle, on_signals
 from .models import (
@@ -23,6 +24,7 @@ from .models import (
     AckReport,
     ForcedRelease,
     InitResult,
+    Leader,
     Lease,
     LeaseEvent,
     Message,
@@ -33,7 +35,7 @@ from .models import (
     RunResult,
     SchemaState,
 )
-from .requests import Duration, wait_seconds
+from .requests import Duration, duration_ms, validate_value, wait_seconds
 from .stores import open_store
 from .waiting import WaitAbandoned, WaitCallback
 
@@ -234,6 +236,46 @@ class Service:
         request = self.leases.request(mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared)
         return hold(self.leases, request, on_lost=on_lost, registry=self.lifecycle,
                     give_up=lambda: self.lifecycle.closing is not None)
+
+    # -- leader election (see election) ------------------------------------------------------
+
+    def elect(self, name: str, *, value: str = "", timeout: Duration | None = None, wait: Duration | None = "inf",
+              on_lost: Callable[[str], None] | None = None) -> AbstractContextManager[HeldLease]:
+        """``with svc.elect(name, value=…) as held:`` lead for the block. Candidates wait in line for the
+        election's lease (first come, first served); the winner announces ``value`` for its term
+        (``held.fence``) and keeps the lease renewed; leaving the block resigns. Deposed (the lease
+        lost, or a shutdown), ``held.stop_event`` is set and ``on_lost`` called as for ``lock``,
+        early enough to stop before the next term can begin. ``wait``: how long to stand as a candidate."""
+        import contextlib
+
+        from .election import announce_flow
+        from .flows import drive
+
+        checked = validate_value(value)
+
+        @contextlib.contextmanager
+        def leading() -> Generator[HeldLease, None, None]:
+            with self.lock(name, timeout=timeout, wait=wait, on_lost=on_lost) as held:
+                drive(announce_flow(held.lease, checked), self.store)
+                yield held
+
+        return leading()
+
+    def leader(self, name: str) -> Leader | None:
+        """The leader of election ``name`` now (node, value, term, since), or None."""
+        from .election import leader_flow
+        from .flows import drive
+
+        return drive(leader_flow(validate_mutex_id(name)), self.store)
+
+    def observe(self, name: str, *, interval: Duration | None = None) -> Generator[Leader | None, None, None]:
+        """The leader now, then at each change (None: nobody leads), in term order, read every
+        ``interval`` (default: poll_interval). Runs until the loop that reads it ends."""
+        from .election import observe_flow
+        from .flows import drive_handing
+
+        interval_s = self.settings.poll_interval_s if interval is None else duration_ms(interval, "interval") / 1000
+        return drive_handing(observe_flow(validate_mutex_id(name), interval_s), self.store)
 
     def run(self, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
             wait: Duration | None = None, on_wait: WaitCallback | None = None, limit: int | None = None,

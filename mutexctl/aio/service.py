@@ -4,14 +4,17 @@ lifecycle's book) and never blocking the event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import signal
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings, load_settings
 from ..errors import LockHeldError, NotOwnerError, UsageError
+from ..inputs import validate_mutex_id
 from ..keeper import lease_stop_grace_s
 from ..leases import Leases
 from ..lifecycle import SHUTDOWN, Lifecycle
@@ -21,6 +24,7 @@ from ..models import (
     SERVICE,
     AckReport,
     InitResult,
+    Leader,
     Lease,
     LeaseEvent,
     Message,
@@ -29,7 +33,7 @@ from ..models import (
     OnceMarker,
     Overview,
 )
-from ..requests import Duration, wait_seconds
+from ..requests import Duration, duration_ms, validate_value, wait_seconds
 from ..stores import open_store
 from ..waiting import WaitAbandoned, WaitCallback
 from .keeper import AsyncHeldLease, AsyncLock
@@ -151,6 +155,36 @@ class AsyncService:
         too (the CancelledError stands)."""
         request = self.leases.request(mutex_id, timeout=timeout, wait=wait, limit=limit, shared=shared)
         return AsyncLock(self.leases, self._store, request, self.lifecycle, on_lost)
+
+    def elect(self, name: str, *, value: str = "", timeout: Duration | None = None, wait: Duration | None = "inf",
+              on_lost: LostCallback | None = None) -> AbstractAsyncContextManager[AsyncHeldLease]:
+        """``async with svc.elect(name, value=…) as held:`` lead for the block (see Service.elect): wait in
+        line, announce ``value`` for the term ``held.fence``, keep it renewed by a task; deposed, the
+        block's task is cancelled before the next term can begin (LeaseLostError); leaving resigns."""
+        from ..election import announce_flow
+
+        checked = validate_value(value)
+
+        @contextlib.asynccontextmanager
+        async def leading() -> AsyncGenerator[AsyncHeldLease, None]:
+            async with self.lock(name, timeout=timeout, wait=wait, on_lost=on_lost) as held:
+                await adrive(announce_flow(held.lease, checked), self._store)
+                yield held
+
+        return leading()
+
+    async def leader(self, name: str) -> Leader | None:
+        """The leader of election ``name`` now, or None."""
+        from ..election import leader_flow
+
+        return await adrive(leader_flow(validate_mutex_id(name)), self._store)
+
+    def observe(self, name: str, *, interval: Duration | None = None) -> AsyncGenerator[Leader | None, Any]:
+        """``async for leader in svc.observe(name):`` the leader now, then at each change, in term order."""
+        from ..election import observe_flow
+
+        interval_s = self.settings.poll_interval_s if interval is None else duration_ms(interval, "interval") / 1000
+        return ahand(observe_flow(validate_mutex_id(name), interval_s), self._store)
 
     def held(self) -> list[Lease]:
         return self.lifecycle.held()

@@ -14,6 +14,7 @@ from ..models import (
     Ack,
     ForcedRelease,
     Holder,
+    LeaderRecord,
     Lease,
     LeaseEvent,
     LeaseRequest,
@@ -132,6 +133,17 @@ class OnceMarkers(StoreInfo, Protocol):
         """Remove the marker on the record (the forced-release history); None if there was none."""
 
 
+class LeaderRecords(StoreInfo, Protocol):
+    """The election part: what each leader announced for its term."""
+
+    def record_leader(self, mutex_id: str, node_id: str, fence: int, value: str) -> bool:
+        """Announce ``value`` for the term ``fence`` of ``node_id``'s lease; a record of a later term
+        stands (a deposed leader's late write changes nothing). True if it was written."""
+
+    def leader_record(self, mutex_id: str) -> LeaderRecord | None:
+        """The newest announcement (compare its fence with the lease's)."""
+
+
 class LeaseHistory(StoreInfo, Protocol):
     """The history part."""
 
@@ -162,8 +174,8 @@ class StatusReads(StoreInfo, Protocol):
     def forced_releases(self, mutex_id: str | None = None, limit: int = 20) -> list[ForcedRelease]: ...
 
 
-class LeaseStore(SchemaGate, ExclusiveLeases, WaitersQueue, SlotLeases, OnceMarkers, LeaseHistory, StatusReads,
-                 Protocol):
+class LeaseStore(SchemaGate, ExclusiveLeases, WaitersQueue, SlotLeases, OnceMarkers, LeaderRecords, LeaseHistory,
+                 StatusReads, Protocol):
     """Everything leases need: the parts above, side by side."""
 
 

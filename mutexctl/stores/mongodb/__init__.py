@@ -15,15 +15,17 @@ is the answer "held", decided atomically by the server.
 This package is the only importer of pymongo. The store is its parts side by side, each a subclass
 of ``base.MongoBase`` (the client, error translation, queued history events, a mutex's state) and
 none importing another (an import-linter contract): ``leases`` (exclusive), ``queue`` (waiters),
-``slots`` (semaphores, shared holds), ``once`` (run-once markers), ``history``, ``status`` (what
-on-call reads), ``schema``, ``log`` (the broadcast log). What two parts share is a module of its
-own: ``exclusive`` (the take that a try and a waiter's turn both make), ``documents`` (documents
+``slots`` (semaphores, shared holds), ``once`` (run-once markers), ``leaders`` (elections),
+``history``, ``status`` (what on-call reads), ``schema``, ``log`` (the broadcast log). What two
+parts share is a module of its own: ``exclusive`` (the take that a try and a waiter's turn both
+make), ``documents`` (documents
 <-> records, no driver), ``waiters`` and ``slot_pipelines`` (update pipelines), ``client``.
 """
 
 from __future__ import annotations
 
 from .history import MongoHistory
+from .leaders import MongoLeaders
 from .leases import MongoLeases
 from .log import MongoLog
 from .once import MongoOnce
@@ -33,7 +35,8 @@ from .slots import MongoSlots
 from .status import MongoStatus
 
 
-class MongoStore(MongoLeases, MongoQueue, MongoSlots, MongoOnce, MongoHistory, MongoStatus, MongoSchema, MongoLog):
+class MongoStore(MongoLeases, MongoQueue, MongoSlots, MongoOnce, MongoLeaders, MongoHistory, MongoStatus, MongoSchema,
+                 MongoLog):
     """``mongodb://`` and ``mongodb+srv://`` URLs; TLS, auth and timeouts come from the URI's options."""
 
 

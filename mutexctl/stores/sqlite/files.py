@@ -63,13 +63,16 @@ TABLES = {
     "nodes": """CREATE TABLE IF NOT EXISTS nodes (
         node TEXT NOT NULL, channel TEXT NOT NULL, lastSeen TEXT NOT NULL, host TEXT, pid INTEGER,
         cursor INTEGER, since INTEGER, leftAt TEXT, PRIMARY KEY (node, channel))""",
+    "leaders": """CREATE TABLE IF NOT EXISTS leaders (
+        mutexId TEXT PRIMARY KEY, fence INTEGER NOT NULL, node TEXT NOT NULL, value TEXT NOT NULL,
+        at TEXT NOT NULL)""",
     "meta": """CREATE TABLE IF NOT EXISTS meta (
         id TEXT PRIMARY KEY, version INTEGER NOT NULL, appliedAt TEXT NOT NULL, appliedBy TEXT NOT NULL,
         toolVersion TEXT NOT NULL)""",
     "schema_steps": "CREATE TABLE IF NOT EXISTS schema_steps (step INTEGER NOT NULL, appliedAt TEXT NOT NULL, "
                     "appliedBy TEXT NOT NULL)",
 }
-FIRST_USE = ("mutexes", "forced_releases", "slots", "once_markers", "history", "waiters")
+FIRST_USE = ("mutexes", "forced_releases", "slots", "once_markers", "history", "waiters", "leaders")
 
 
 _ABANDONED: list[sqlite3.Connection] = []  # connections to replaced files, kept open until the process ends

@@ -1,0 +1,52 @@
+"""Leader election over a lease (etcdctl's ``elect``, consul's ``lock -n 1``, client-go's leader
+election): the leader is the holder of the election's exclusive lease, taken by its candidates first
+come, first served (the lease's queue); its term is the lease's fence, higher at every new leader; the
+value it announces is recorded with that fence (``LeaderRecords``), so nobody ever sees a value under
+another leader's term. A deposed leader learns it as any holder does: its next renewal is refused, and
+``lock``'s block (or exec mode's command) is stopped before the lease could pass on.
+
+The flows here are written once and driven by the thread API (``Service``) and the event loop's
+(``AsyncService``) alike."""
+
+from __future__ import annotations
+
+from .flows import Flow, Handed, call, nap
+from .models import EXCLUSIVE, Leader, LeaderRecord, Lease, MutexState
+
+
+def announce_flow(lease: Lease, value: str) -> Flow[bool]:
+    """Record ``value`` for the term of ``lease`` (right after it was taken)."""
+    written: bool = yield from call("record_leader", lease.mutex_id, lease.node_id, lease.fence, value)
+    return written
+
+
+def leader_flow(name: str) -> Flow[Leader | None]:
+    """The leader now (None: nobody leads): one read of the lease, one of the announcement."""
+    state: MutexState | None = yield from call("get", name)
+    if state is None or state.kind != EXCLUSIVE or state.state != "held" or not state.taken_by:
+        return None
+    record: LeaderRecord | None = yield from call("leader_record", name)
+    value = record.value if record is not None and record.fence == state.fence and record.node == state.taken_by \
+        else None
+    return Leader(name, state.taken_by, value, state.fence, state.since or state.taken_at)
+
+
+def observe_flow(name: str, interval_s: float) -> Flow[None]:
+    """Hand out the leader now, then each change (a new term, its value once announced, nobody
+    leading), in term order, one read every ``interval_s``. A term begun and ended between two reads
+    is not seen (the next leader is); a new term read without its value waits one more read for it."""
+    shown: tuple[int, str | None] | None = None
+    first, waited = True, False
+    while True:
+        leader = yield from leader_flow(name)
+        new_term = leader is not None and (shown is None or leader.term != shown[0])
+        if not first and new_term and leader is not None and leader.value is None and not waited:
+            waited = True  # taken a moment ago: its announcement comes next
+        else:
+            waited = False
+            key = None if leader is None else (leader.term, leader.value)
+            backwards = leader is not None and shown is not None and leader.term < shown[0]
+            if (first or key != shown) and not backwards:
+                yield Handed(leader)
+                shown, first = key, False
+        yield from nap(interval_s)
