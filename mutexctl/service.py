@@ -277,6 +277,21 @@ class Service:
         interval_s = self.settings.poll_interval_s if interval is None else duration_ms(interval, "interval") / 1000
         return drive_handing(observe_flow(validate_mutex_id(name), interval_s), self.store)
 
+    def run_as_leader(self, name: str, argv: Sequence[str], *, value: str = "", timeout: Duration | None = None,
+                      wait: Duration | None = "inf", on_wait: WaitCallback | None = None,
+                      stdin: bool = True) -> RunResult:
+        """Stand for election ``name`` and, elected, run ``argv`` as its leader with exec mode's
+        guarantees (see exec.run_under_lease): ``value`` is announced for the term before it starts,
+        and a deposed leader's command is stopped before the next term can begin (``lost``)."""
+        from .election import announce_flow
+        from .exec import run_under_lease
+        from .flows import drive
+
+        checked = validate_value(value)
+        request = self.leases.request(name, timeout=timeout, wait=wait)
+        return run_under_lease(self.leases, request, argv, on_wait=on_wait, stdin=stdin,
+                               on_taken=lambda lease: drive(announce_flow(lease, checked), self.store))
+
     def run(self, mutex_id: str, argv: Sequence[str], *, timeout: Duration | None = None,
             wait: Duration | None = None, on_wait: WaitCallback | None = None, limit: int | None = None,
             shared: bool = False, once: str | None = None, stdin: bool = True) -> RunResult:

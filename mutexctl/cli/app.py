@@ -29,7 +29,8 @@ EPILOG = "Exit status: 0 ok, 1 held or wait timed out, 2 usage, 3 not the owner,
 # Command name -> (module under mutexctl.cli, its Typer app for that one command), in help order.
 COMMANDS = {"acquire": ("locks", "ACQUIRE"), "renew": ("locks", "RENEW"), "release": ("locks", "RELEASE"),
             "status": ("status", "STATUS"), "history": ("history", "HISTORY"),
-            "init-schema": ("schema", "INIT_SCHEMA"), "broadcast": ("broadcast", "BROADCAST"),
+            "elect": ("elect", "ELECT"), "init-schema": ("schema", "INIT_SCHEMA"),
+            "broadcast": ("broadcast", "BROADCAST"),
             "listen": ("broadcast", "LISTEN"), "nodes": ("nodes", "NODES"),
             "doctor": ("doctor", "DOCTOR"), "metrics": ("metrics", "METRICS"), "config": ("settings", "CONFIG")}
 

@@ -13,7 +13,7 @@ import contextlib
 import os
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import NotOwnerError, StoreError, UsageError
 from ..keeper import LeaseKeeper, lease_stop_grace_s
@@ -30,7 +30,8 @@ MIN_RUN_S = 0.05
 
 
 def run_under_lease(leases: Leases, request: LeaseRequest, argv: Sequence[str], *,
-                    on_wait: WaitCallback | None = None, once: str | None = None, stdin: bool = True) -> RunResult:
+                    on_wait: WaitCallback | None = None, once: str | None = None, stdin: bool = True,
+                    on_taken: Callable[[Lease], object] | None = None) -> RunResult:
     """Run ``argv`` while holding the lease ``request`` asks for (a mutex, one of a semaphore's slots,
     or a shared hold); stop its process group before the lease could pass on. The holder on record
     is the command (``argv``), supervised (its lease a plain release cannot end).
@@ -38,8 +39,9 @@ def run_under_lease(leases: Leases, request: LeaseRequest, argv: Sequence[str], 
     With ``once`` (a key): if (mutex, key) is marked done, nothing runs (``RunResult.done``), also when
     the mark appears while this one waits; a command that exits 0 under its lease marks it done
     before the lease is released. A failed or stopped command marks nothing: the next one runs.
-    ``stdin`` false: the command reads /dev/null. The result tells how long the lease was waited for
-    and held.
+    ``stdin`` false: the command reads /dev/null. ``on_taken(lease)`` runs once the lease is taken,
+    before the command starts (an elected leader's announcement). The result tells how long the lease
+    was waited for and held.
     """
     asked = time.monotonic()
     mutex_id = request.mutex_id
@@ -63,6 +65,12 @@ def run_under_lease(leases: Leases, request: LeaseRequest, argv: Sequence[str], 
         _release(leases, lease)
         return RunResult(0, marker.fence or 0, done=marker)
     taken = time.monotonic()
+    if on_taken is not None:
+        try:
+            on_taken(lease)
+        except BaseException:
+            _release(leases, lease)
+            raise
     result = _run(leases, lease, argv, once, stdin)
     return result._replace(waited_s=taken - asked, held_s=time.monotonic() - taken)
 

@@ -131,7 +131,9 @@ def test_exec_mode_json_goes_to_stderr_and_stdout_is_the_command_s(cli: Cli) -> 
     done = cli("--json", "acquire", "deploy", "--", "sh", "-c", "echo hello; exit 4")
     assert done.returncode == 4 and done.stdout == "hello\n"  # as with flock: the command's output alone
     [line] = done.stderr.splitlines()
-    assert json.loads(line) == {"ok": True, "mutex": "deploy", "fence": 1, "status": 4, "done": None}
+    record = json.loads(line)
+    assert {key: record.pop(key) for key in ("waited_ms", "held_ms")}.keys() == {"waited_ms", "held_ms"}
+    assert record == {"ok": True, "mutex": "deploy", "fence": 1, "status": 4, "done": None}
     refused = cli("--json", "acquire", "deploy", "--timeout", "1ms", "--", "true")
     assert refused.stdout == "" and json.loads(refused.stderr)["error"]["exit_code"] == 2
 
