@@ -55,7 +55,7 @@ EXIT_STATUS_TABLE: tuple[tuple[str, str], ...] = (
     ("70", "internal error (traceback only with --debug)"),
     ("73", "an output file could not be written (metrics --textfile: disk full, I/O error); nothing half-written "
            "is left"),
-    ("75", "lease lost while the command ran; the command was stopped"),
+    ("75", "lease lost while the command ran (or a leader's term, elect); the command was stopped"),
     ("78", "configuration error (parameter file, environment, store URL and its options, a store file that is "
           "not a database, another program's or a damaged one, a named store file that does not exist for a "
           "reading command, refused credentials; a metrics file that is not a regular file)"),
