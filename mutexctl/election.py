@@ -10,8 +10,21 @@ The flows here are written once and driven by the thread API (``Service``) and t
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import NamedTuple
+
 from .flows import Flow, Handed, call, nap
-from .models import EXCLUSIVE, Leader, LeaderRecord, Lease, MutexState
+from .models import EXCLUSIVE, LeaderRecord, Lease, MutexState
+
+
+class Leader(NamedTuple):
+    """An election's leader now: its node, value (None: not announced yet), term (the fence), since."""
+
+    name: str
+    node: str
+    value: str | None
+    term: int
+    since: datetime | None
 
 
 def announce_flow(lease: Lease, value: str) -> Flow[bool]:

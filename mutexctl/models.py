@@ -261,24 +261,12 @@ class InitResult(NamedTuple):
 
 
 class LeaderRecord(NamedTuple):
-    """What an elected leader announced for its term (the fence of its lease): its value, on the
-    store's clock. It describes the lease only while that lease's fence is still ``fence``."""
+    """What a leader announced for its term (its lease's fence), stamped with the store's clock."""
 
     fence: int
     node: str
     value: str
     at: datetime
-
-
-class Leader(NamedTuple):
-    """The leader of an election now: the node holding its lease, the value it announced (None while
-    not announced yet), its term (the lease's fence, higher at every new leader) and since when."""
-
-    name: str
-    node: str
-    value: str | None
-    term: int
-    since: datetime | None
 
 
 class RunResult(NamedTuple):
@@ -327,8 +315,8 @@ class Ack(NamedTuple):
 
 
 class Registration(NamedTuple):
-    """A listener's standing on a channel: ``since``, the channel's last number when the node first
-    registered (every later message is for it); ``cursor``, the position it saved (None: none yet)."""
+    """A listener's standing on a channel: ``since``, the channel's last number at its first
+    registration (every later message is for it); ``cursor``, the position it saved (None: none)."""
 
     cursor: int | None
     since: int | None

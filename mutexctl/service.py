@@ -24,7 +24,6 @@ from .models import (
     AckReport,
     ForcedRelease,
     InitResult,
-    Leader,
     Lease,
     LeaseEvent,
     Message,
@@ -40,6 +39,7 @@ from .stores import open_store
 from .waiting import WaitAbandoned, WaitCallback
 
 if TYPE_CHECKING:
+    from .election import Leader
     from .intracom import Intracom
     from .keeper import HeldLease
     from .schema.initialize import StepCallback

@@ -24,7 +24,6 @@ from ..models import (
     SERVICE,
     AckReport,
     InitResult,
-    Leader,
     Lease,
     LeaseEvent,
     Message,
@@ -40,6 +39,7 @@ from .keeper import AsyncHeldLease, AsyncLock
 from .store import AsyncStore, LoopBell, adrive, ahand, open_async_store
 
 if TYPE_CHECKING:
+    from ..election import Leader
     from ..intracom import Intracom
     from ..keeper import LostCallback
     from ..stores.protocols import Store

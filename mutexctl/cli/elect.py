@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import validate_mutex_id
+from ..election import Leader
 from ..errors import LeaseLostError, UsageError
-from ..models import Leader, iso_ms
+from ..models import iso_ms
 from ..redact import printable
 from . import exit_codes
 from .acquiring import CommandAfterName
