@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from .flows import Flow, Handed, call, nap
-from .models import EXCLUSIVE, LeaderRecord, Lease, MutexState
+from .models import EXCLUSIVE, LeaderRecord, Lease, LeaseEvent, MutexState
 
 
 class Leader(NamedTuple):
@@ -46,20 +46,40 @@ def leader_flow(name: str) -> Flow[Leader | None]:
 
 def observe_flow(name: str, interval_s: float) -> Flow[None]:
     """Hand out the leader now, then each change (a new term, its value once announced, nobody
-    leading), in term order, one read every ``interval_s``. A term begun and ended between two reads
-    is not seen (the next leader is); a new term read without its value waits one more read for it."""
+    leading), in term order, one read every ``interval_s``. Terms that began and ended between two
+    reads are filled in from the lease history (their node and start; their value is not kept); a new
+    term read without its value waits one more read for it."""
     shown: tuple[int, str | None] | None = None
-    first, waited = True, False
+    last_term, first, waited = 0, True, False
     while True:
         leader = yield from leader_flow(name)
-        new_term = leader is not None and (shown is None or leader.term != shown[0])
-        if not first and new_term and leader is not None and leader.value is None and not waited:
+        fence = leader.term if leader is not None else (yield from _fence(name))  # (the last term there was)
+        key = None if leader is None else (leader.term, leader.value)
+        if first:
+            yield Handed(leader)
+            shown, last_term, first = key, fence, False
+        elif leader is not None and leader.value is None and key != shown and not waited:
             waited = True  # taken a moment ago: its announcement comes next
-        else:
+        elif fence >= last_term:  # (never back in term order)
             waited = False
-            key = None if leader is None else (leader.term, leader.value)
-            backwards = leader is not None and shown is not None and leader.term < shown[0]
-            if (first or key != shown) and not backwards:
+            upto = fence if leader is not None else fence + 1
+            missed = (yield from _terms_between(name, last_term, upto)) if upto > last_term + 1 else []
+            for term in missed:
+                yield Handed(term)
+            if key != shown or missed:
                 yield Handed(leader)
-                shown, first = key, False
+            shown, last_term = key, fence
         yield from nap(interval_s)
+
+
+def _fence(name: str) -> Flow[int]:
+    state: MutexState | None = yield from call("get", name)
+    return state.fence if state is not None else 0
+
+
+def _terms_between(name: str, after: int, before: int) -> Flow[list[Leader]]:
+    """The terms after ``after`` and before ``before`` that the history tells (each taking of the lease)."""
+    events: list[LeaseEvent] = yield from call("history", [name], limit=min(before - after + 10, 1000))
+    taken = {e.fence: e for e in events if e.kind in ("acquire", "takeover") and e.slot is None
+             and e.fence is not None and after < e.fence < before and e.node}
+    return [Leader(name, str(taken[f].node), None, f, taken[f].at) for f in sorted(taken)]

@@ -86,3 +86,17 @@ def test_the_event_loop_elects_and_observes_alike(store_url: str) -> None:
             return held.fence
 
     asyncio.run(asyncio.wait_for(main(), timeout=60 * BUSY_S))
+
+
+def test_terms_begun_and_ended_between_two_reads_are_filled_in_from_the_history(settings: Settings) -> None:
+    with Service(settings._replace(node_id="watcher")) as watcher:
+        changes = watcher.observe("flap", interval="1s")
+        assert next(changes) is None
+        terms = []
+        with Service(settings._replace(node_id="f")) as candidate:  # three quick terms, well inside one interval
+            for n in range(3):
+                with candidate.elect("flap", value=f"v{n}", timeout="1m") as held:
+                    terms.append(held.fence)
+        seen = [next(changes) for _ in range(4)]
+        changes.close()
+    assert [(s.node, s.term) if s is not None else None for s in seen] == [("f", t) for t in terms] + [None], seen
