@@ -49,22 +49,38 @@ def test_a_standby_leads_within_the_lease_after_the_leader_is_killed(cli: Cli, t
 
 
 def test_a_deposed_leader_s_command_is_stopped_before_the_next_term_begins(cli: Cli, tmp_path: Path) -> None:
+    """Deposed by not renewing (its mutexctl frozen, as a cut-off host's would be): the term passes on only
+    after the lease ends, and by then the leader's command is gone (its watcher stops it first)."""
     leader = _candidate(cli, tmp_path, "a")
     wait_until(lambda: _term(tmp_path, "a"), timeout=20 * BUSY_S)
     first_pid = int((tmp_path / "a.pid").read_text())
-    script = (f'if kill -0 {first_pid} 2>/dev/null; then echo overlap; else echo alone; fi > {tmp_path}/b.start; '
+    # Running, or already killed (a zombie: its frozen mutexctl cannot reap it)? /proc's state field says.
+    script = (f's=$(cut -d" " -f3 /proc/{first_pid}/stat 2>/dev/null); '
+              f'if [ -n "$s" ] && [ "$s" != Z ]; then echo "overlap $s"; else echo alone; fi > {tmp_path}/b.start; '
               f'echo "$MUTEXCTL_FENCE" > {tmp_path}/b.term')
     standby = cli.popen("elect", "primary", "--value", "b", "--timeout", f"{LEASE_S:g}s", "--", "sh", "-c", script,
                         env={"MUTEXCTL_NODE_ID": "b"})
-    wait_until(lambda: json.loads(cli("--json", "status", "primary").stdout)["mutexes"][0]["waiters"],
-               timeout=20 * BUSY_S)
-    assert cli("release", "primary", "--force", "--reason", "failover drill").returncode == 0
+    try:
+        wait_until(lambda: json.loads(cli("--json", "status", "primary").stdout)["mutexes"][0]["waiters"],
+                   timeout=20 * BUSY_S)
+        leader.send_signal(signal.SIGSTOP)  # nothing renews the term from now on
+        standby.communicate(timeout=60)
+        assert standby.returncode == 0
+        assert (tmp_path / "b.start").read_text().strip() == "alone"  # a's command was gone when b's term began
+        assert _term(tmp_path, "b") == _term(tmp_path, "a") + 1  # type: ignore[operator]
+    finally:
+        leader.send_signal(signal.SIGCONT)
     _, err = leader.communicate(timeout=60)
     assert leader.returncode == 75 and "leadership of 'primary'" in err and "lost" in err, err
-    standby.communicate(timeout=60)
-    assert standby.returncode == 0
-    assert (tmp_path / "b.start").read_text().strip() == "alone"  # a's command was gone when b's term began
     assert not pid_alive(first_pid)
+
+
+def test_a_forced_release_stops_the_leader_s_command_at_its_next_renewal(cli: Cli, tmp_path: Path) -> None:
+    leader = _candidate(cli, tmp_path, "a")
+    wait_until(lambda: _term(tmp_path, "a"), timeout=20 * BUSY_S)
+    assert cli("release", "primary", "--force", "--reason", "failover drill").returncode == 0
+    _, err = leader.communicate(timeout=60)  # (a forced release breaks the term at once: fence the writes)
+    assert leader.returncode == 75 and "leadership of 'primary'" in err and "lost" in err, err
 
 
 def test_observers_see_every_change_once_in_term_order(cli: Cli, tmp_path: Path) -> None:
