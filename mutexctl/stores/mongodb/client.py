@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import warnings
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -72,31 +73,34 @@ def _check_options(url: str, shown: str) -> None:
             raise ConfigError(f"bad MongoDB URL {shown}: option {mask_url(key)!r}: {problem}", hint=URL_HINT) from None
 
 
+def _knocks(client: pymongo.MongoClient[dict[str, Any]], timeout_ms: int) -> Iterator[tuple[str, str]]:
+    """Each seed host (``host:port``) and what a TCP connection to it met: ``accepted``, ``refused`` or
+    ``failed`` (unreachable, unresolvable, slow), each tried at most a second."""
+    for host, port in client.topology_description.server_descriptions():
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, timeout_ms / 1000)):
+                outcome = "accepted"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except OSError:
+            outcome = "failed"
+        yield f"{host}:{port}", outcome
+
+
 def refused(client: pymongo.MongoClient[dict[str, Any]], connect_timeout_ms: int) -> list[str] | None:
     """The seed hosts, when every one of them refuses the TCP connection (then the driver would only
     tell after its whole server-selection timeout); None when something listens, or when the answer
     is not that plain (unreachable, unresolvable, slow: the driver's timeout decides). A replica set
     in an election still gets the whole timeout: its hosts accept connections."""
     found = []
-    for host, port in client.topology_description.server_descriptions():
-        try:
-            with socket.create_connection((host, port), timeout=min(1.0, connect_timeout_ms / 1000)):
-                return None
-        except ConnectionRefusedError:
-            found.append(f"{host}:{port}")
-        except OSError:
+    for where, outcome in _knocks(client, connect_timeout_ms):
+        if outcome != "refused":
             return None
+        found.append(where)
     return found or None
 
 
 def silent(client: pymongo.MongoClient[dict[str, Any]], timeout_ms: int) -> list[str]:
     """The seed hosts that accept a TCP connection (after the driver found no server: they took the
     connection and never answered)."""
-    found = []
-    for host, port in client.topology_description.server_descriptions():
-        try:
-            with socket.create_connection((host, port), timeout=min(1.0, timeout_ms / 1000)):
-                found.append(f"{host}:{port}")
-        except OSError:
-            pass
-    return found
+    return [where for where, outcome in _knocks(client, timeout_ms) if outcome == "accepted"]
