@@ -35,13 +35,20 @@ def announce_flow(lease: Lease, value: str) -> Flow[bool]:
 
 def leader_flow(name: str) -> Flow[Leader | None]:
     """The leader now (None: nobody leads): one read of the lease, one of the announcement."""
+    _, leader = yield from _read(name)
+    return leader
+
+
+def _read(name: str) -> Flow[tuple[int, Leader | None]]:
+    """The lease's fence (the last term there was; 0: never taken) and the leader now."""
     state: MutexState | None = yield from call("get", name)
+    fence = state.fence if state is not None else 0
     if state is None or state.kind != EXCLUSIVE or state.state != "held" or not state.taken_by:
-        return None
+        return fence, None
     record: LeaderRecord | None = yield from call("leader_record", name)
     value = record.value if record is not None and record.fence == state.fence and record.node == state.taken_by \
         else None
-    return Leader(name, state.taken_by, value, state.fence, state.since or state.taken_at)
+    return fence, Leader(name, state.taken_by, value, state.fence, state.since or state.taken_at)
 
 
 def observe_flow(name: str, interval_s: float) -> Flow[None]:
@@ -52,8 +59,7 @@ def observe_flow(name: str, interval_s: float) -> Flow[None]:
     shown: tuple[int, str | None] | None = None
     last_term, first, waited = 0, True, False
     while True:
-        leader = yield from leader_flow(name)
-        fence = leader.term if leader is not None else (yield from _fence(name))  # (the last term there was)
+        fence, leader = yield from _read(name)
         key = None if leader is None else (leader.term, leader.value)
         if first:
             yield Handed(leader)
@@ -72,14 +78,10 @@ def observe_flow(name: str, interval_s: float) -> Flow[None]:
         yield from nap(interval_s)
 
 
-def _fence(name: str) -> Flow[int]:
-    state: MutexState | None = yield from call("get", name)
-    return state.fence if state is not None else 0
-
-
 def _terms_between(name: str, after: int, before: int) -> Flow[list[Leader]]:
     """The terms after ``after`` and before ``before`` that the history tells (each taking of the lease)."""
-    events: list[LeaseEvent] = yield from call("history", [name], limit=min(before - after + 10, 1000))
+    # (each term leaves an acquire and a release or loss, newest first: room for both, and a few more)
+    events: list[LeaseEvent] = yield from call("history", [name], limit=min(2 * (before - after) + 10, 1000))
     taken = {e.fence: e for e in events if e.kind in ("acquire", "takeover") and e.slot is None
              and e.fence is not None and after < e.fence < before and e.node}
     return [Leader(name, str(taken[f].node), None, f, taken[f].at) for f in sorted(taken)]
