@@ -91,7 +91,7 @@ def _why(state: MutexState, alive: Alive) -> str:
     if running is False:
         return f"{_exited(state, pid)}: it frees itself in {left}, when released by its token, or with " \
                "release --force --reason"
-    if running and suspended(state.holder.pid if state.holder else 0):
+    if running and state.holder is not None and suspended(state.holder.pid):
         return (f"holder pid {pid} ({_taken_as(state)}) is suspended (Ctrl-Z or SIGSTOP): nothing renews the lease "
                 f"meanwhile; it ends in {left} unless the holder is resumed")
     if running:

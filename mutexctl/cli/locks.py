@@ -4,7 +4,7 @@
 # annotations would make it evaluate each Annotated[..., typer.Option(...)] again)
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -32,9 +32,6 @@ from .common import (
 from .completion import mutex_names
 from .documents import lease_doc
 from .output import Output
-
-if TYPE_CHECKING:
-    pass
 
 # One Typer app per command: the root builds only the command that runs (see app.LazyGroup).
 ACQUIRE, RENEW, RELEASE = (typer.Typer(**APP_SETTINGS) for _ in range(3))

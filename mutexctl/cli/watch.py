@@ -83,7 +83,8 @@ def _live(svc: Service, patterns: Sequence[str], held_only: bool, interval_s: fl
             started = time.monotonic()
             problem = None
             try:
-                view: Overview | None = _read(svc, patterns, held_only)
+                read = _read(svc, patterns, held_only)
+                view: Overview | None = read._replace(states=tuple(sorted(read.states, key=_first)))  # once a read
             except StoreUnavailableError as exc:
                 view, problem = None, exc.message
             while not stop.is_set():
@@ -108,7 +109,7 @@ def _screen(view: Overview | None, problem: str | None, elapsed_s: float, interv
     for title in ("MUTEX", "STATE", "NODE", "HOST:PID", "LEFT", "FENCE", "WAITING", "WHY"):
         # A row per line (the count below holds): WHY takes what the others leave, cut with an ellipsis.
         table.add_column(title, no_wrap=True, overflow="ellipsis", ratio=1 if title == "WHY" else None)
-    states = sorted(view.states, key=_first)
+    states = view.states  # (held first: see _first)
     room = max(rows - len(view.events) - 8, 3)  # what fits above the recent events and the footer
     shown, hidden = (states, []) if len(states) <= room else (states[:room - 1], states[room - 1:])
     for read in shown:

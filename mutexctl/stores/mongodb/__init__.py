@@ -18,8 +18,8 @@ none importing another (an import-linter contract): ``leases`` (exclusive), ``qu
 ``slots`` (semaphores, shared holds), ``once`` (run-once markers), ``leaders`` (elections),
 ``history``, ``status`` (what on-call reads), ``schema``, ``log`` (the broadcast log). What two
 parts share is a module of its own: ``exclusive`` (the take that a try and a waiter's turn both
-make), ``documents`` (documents
-<-> records, no driver), ``waiters`` and ``slot_pipelines`` (update pipelines), ``client``.
+make), ``documents`` (documents <-> records, no driver), ``waiters`` and ``slot_pipelines`` (update
+pipelines), ``client``.
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ importing another (an import-linter contract): ``leases`` (exclusive), ``queue``
 ``slots`` (semaphores, shared holds), ``once`` (run-once markers), ``leaders`` (elections),
 ``history``, ``status`` (what on-call reads), ``schema``, ``log`` (the broadcast log). What two
 parts share is a module of its own: ``exclusive`` (the take that a try and a waiter's turn both
-make), ``rows``, ``events``,
-``waiters``, ``files``, ``guard``, ``times``.
+make), ``rows``, ``events``, ``waiters``, ``files``, ``guard``, ``times``.
 """
 
 from __future__ import annotations
