@@ -70,9 +70,9 @@ def elect(
             inv.out.json_to_stderr = True  # stdout is the command's
             result = svc.run_as_leader(name, command, value=value, timeout=timeout, wait=wait_s)
             if result.lost is not None:
-                raise LeaseLostError(f"leadership of '{name}' (term {result.fence}) was lost: {result.lost}; the "
-                                     f"command was stopped (status {result.status})",
-                                     hint=f"see 'mutexctl history {name}'")
+                from .locks import lost_error
+
+                raise lost_error(f"leadership of '{name}' (term {result.fence})", name, result)
             if inv.as_json:
                 inv.out.doc({"ok": True, "mutex": name, "term": result.fence, "status": result.status})
             return result.status

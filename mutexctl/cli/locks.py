@@ -178,11 +178,7 @@ def _show_run(inv: Invocation, name: str, result: RunResult) -> int:
                                f"{iso_ms(done.at)} (fence {done.fence}); not run"))
         return exit_codes.SUCCESS
     if result.lost is not None:
-        ending = "was stopped" if result.stopped else "ran to its end without it"
-        raise LeaseLostError(f"lease on '{name}' (fence {result.fence}) was lost: {result.lost}; "
-                             f"the command {ending} (status {result.status})", hint=_LOST_HINTS.get(
-                                 result.lost_kind or "", "see 'mutexctl status' and 'mutexctl history {name}'")
-                             .format(name=name))
+        raise lost_error(f"lease on '{name}' (fence {result.fence})", name, result)
     if result.release_error is not None:
         out.note(f"mutexctl: warning: the command finished but the lease was not released: {result.release_error}")
     if inv.verbose and result.waited_s is not None and result.held_s is not None:  # (flock's --verbose)
@@ -193,6 +189,14 @@ def _show_run(inv: Invocation, name: str, result: RunResult) -> int:
                  "waited_ms": None if result.waited_s is None else round(result.waited_s * 1000),
                  "held_ms": None if result.held_s is None else round(result.held_s * 1000)})
     return result.status
+
+
+def lost_error(what: str, name: str, result: RunResult) -> LeaseLostError:
+    """A command's lease lost under it: what was lost, what became of the command, the hint for its cause."""
+    ending = "was stopped" if result.stopped else "ran to its end without it"
+    hint = _LOST_HINTS.get(result.lost_kind or "", "see 'mutexctl status' and 'mutexctl history {name}'")
+    return LeaseLostError(f"{what} was lost: {result.lost}; the command {ending} (status {result.status})",
+                          hint=hint.format(name=name))
 
 
 _LOST_HINTS = {  # by what ended the lease
