@@ -30,33 +30,56 @@ TICK_S = 0.25  # how often the countdown is redrawn between reads
 _STYLE = {"held": "yellow", "expired": "red", "free": "green", "duplicate": "magenta"}
 
 
+class _Quit(BaseException):  # (not an Exception: a driver that catches those must not swallow it)
+    """Ctrl-C while a read was in flight: the read is abandoned (nothing of it was shown)."""
+
+
+class _Stop:
+    """Ctrl-C ends the watch: between reads at the next tick, and during a read at once (a store that
+    answers slowly, a busy server, must not keep the watch on screen for its socket timeout)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reading = False
+
+    def on_signal(self, _signum: int, _frame: object) -> None:
+        self.event.set()
+        if self.reading:
+            raise _Quit
+
+    def read(self, svc: Service, patterns: Sequence[str], held_only: bool) -> Overview:
+        self.reading = True
+        try:
+            return svc.overview(patterns=patterns, held_only=held_only, forced_limit=0, recent=RECENT)
+        finally:
+            self.reading = False
+
+
 def watch(inv: Invocation, svc: Service, patterns: Sequence[str], held_only: bool, interval_s: float) -> int:
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    stop = _Stop()
+    previous = signal.signal(signal.SIGINT, stop.on_signal)
     try:
         if sys.stdout.isatty() and not inv.as_json:
             _live(svc, patterns, held_only, interval_s, stop)
         else:
             _snapshots(inv, svc, patterns, held_only, interval_s, stop)
+    except _Quit:
+        pass
     finally:
         signal.signal(signal.SIGINT, previous)
     return 0
 
 
-def _read(svc: Service, patterns: Sequence[str], held_only: bool) -> Overview:
-    return svc.overview(patterns=patterns, held_only=held_only, forced_limit=0, recent=RECENT)
-
-
 def _snapshots(inv: Invocation, svc: Service, patterns: Sequence[str], held_only: bool, interval_s: float,
-               stop: threading.Event) -> None:
+               stop: _Stop) -> None:
     from .documents import event_doc, state_doc
     from .views import render_status
 
     host = host_name()
-    while not stop.is_set():
+    while not stop.event.is_set():
         started = time.monotonic()
         try:
-            view = _read(svc, patterns, held_only)
+            view = stop.read(svc, patterns, held_only)
         except StoreUnavailableError as exc:
             inv.out.note(f"store unavailable, trying again in {human_ms(interval_s * 1000)}: {exc.message}")
         else:
@@ -70,30 +93,30 @@ def _snapshots(inv: Invocation, svc: Service, patterns: Sequence[str], held_only
                 render_status(view.states, ())
                 inv.out.data("")
             sys.stdout.flush()
-        stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+        stop.event.wait(max(0.0, interval_s - (time.monotonic() - started)))
 
 
-def _live(svc: Service, patterns: Sequence[str], held_only: bool, interval_s: float, stop: threading.Event) -> None:
+def _live(svc: Service, patterns: Sequence[str], held_only: bool, interval_s: float, stop: _Stop) -> None:
     from rich.console import Console
     from rich.live import Live
 
     console = Console()
     with Live(console=console, auto_refresh=False, transient=False, redirect_stdout=False) as live:
-        while not stop.is_set():
+        while not stop.event.is_set():
             started = time.monotonic()
             problem = None
             try:
-                read = _read(svc, patterns, held_only)
+                read = stop.read(svc, patterns, held_only)
                 view: Overview | None = read._replace(states=tuple(sorted(read.states, key=_first)))  # once a read
             except StoreUnavailableError as exc:
                 view, problem = None, exc.message
-            while not stop.is_set():
+            while not stop.event.is_set():
                 elapsed = time.monotonic() - started
                 live.update(_screen(view, problem, elapsed, interval_s, svc.store.url, console.size.height),
                             refresh=True)
                 if elapsed >= interval_s:
                     break
-                stop.wait(min(TICK_S, interval_s - elapsed))
+                stop.event.wait(min(TICK_S, interval_s - elapsed))
 
 
 def _screen(view: Overview | None, problem: str | None, elapsed_s: float, interval_s: float,
